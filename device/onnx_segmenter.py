@@ -1,0 +1,51 @@
+"""A learned segmenter run by an inference backend (ONNX Runtime by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from device.backends import Backend, OrtBackend
+from device.constants import SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_MASK
+from device.preprocess import to_network_input
+from device.segmentation import SegOutput
+
+__all__ = ["ModelSegmenter"]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
+
+
+class ModelSegmenter:
+    """Runs a segmentation graph (input ``SEG_INPUT``, outputs ``SEG_OUT_MASK`` and
+    ``SEG_OUT_CENTRE``) on frames of any size: frames are resized to the graph's static input
+    size and the probabilities resized back."""
+
+    def __init__(self, backend: Backend, name: str = "student") -> None:
+        if SEG_INPUT not in backend.input_shapes:
+            raise ValueError(f"model has no input named {SEG_INPUT!r} (has {sorted(backend.input_shapes)})")
+        self.backend = backend
+        self.name = name
+        _, _, self.height, self.width = backend.input_shapes[SEG_INPUT]
+        self.has_centres = SEG_OUT_CENTRE in backend.output_names
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int = 2, name: str | None = None) -> ModelSegmenter:
+        return cls(OrtBackend(path, threads=threads), name=name or Path(path).stem)
+
+    def segment(self, frame_bgr: np.ndarray) -> SegOutput:
+        """frame_bgr: HxWx3 uint8 BGR -> SegOutput at the frame's own size."""
+        h, w = frame_bgr.shape[:2]
+        x = to_network_input(frame_bgr, self.height, self.width)
+        names = [SEG_OUT_MASK, SEG_OUT_CENTRE] if self.has_centres else [SEG_OUT_MASK]
+        out = self.backend.run({SEG_INPUT: x}, names)
+        prob = _sigmoid(out[SEG_OUT_MASK][0, 0])
+        centre = _sigmoid(out[SEG_OUT_CENTRE][0, 0]) if self.has_centres else None
+        if (h, w) != (self.height, self.width):
+            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+            if centre is not None:
+                centre = cv2.resize(centre, (w, h), interpolation=cv2.INTER_LINEAR)
+        return SegOutput(prob=prob, centre=centre)

@@ -1,0 +1,158 @@
+"""Server-side subcommands, registered into ``scalpedge`` through entry points.
+
+Each ``register_*`` only declares arguments; heavy imports (torch) happen when a command runs,
+so listing commands on a device without the ``train`` extra stays cheap and says what is
+missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from device.cli import MissingExtra
+
+__all__ = ["register_train", "register_eval", "register_bench", "register_export"]
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtra("needs the training extra: pip install 'scalpedge[train]'") from exc
+
+
+def _write_json(path: str | Path, report: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train models (server; needs the train extra)")
+    tsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    seg = tsub.add_parser("seg", help="train a segmenter on synthetic pseudo-labels, or distil one from a teacher")
+    seg.add_argument("--data", required=True, help="folder written by `scalpedge synth`")
+    seg.add_argument("--out", required=True, help="run folder (checkpoints; resumes from last.pt)")
+    seg.add_argument("--model", help="registry name (teacher, student, *_tiny, u2netp, u2net)")
+    seg.add_argument("--teacher-checkpoint", help="distil from this teacher checkpoint")
+    seg.add_argument("--init-checkpoint", help="initialise from this checkpoint (same model)")
+    for name, typ in (("steps", int), ("batch", int), ("lr", float), ("crop", int), ("kd-weight", float), ("seed", int), ("workers", int), ("threads", int)):
+        seg.add_argument(f"--{name}", type=typ)
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    seg.set_defaults(func=_run_train_seg)
+
+
+def _run_train_seg(args: argparse.Namespace) -> int:
+    _need_torch()
+    from server_train.training.train import TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    final = train(TrainConfig(**given), progress=not args.quiet)
+    print(f"wrote {final}")
+    return 0
+
+
+def register_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate segmenters (JSON reports)")
+    esub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    seg = esub.add_parser("seg", help="pixel scores on a folder with images/ and masks/")
+    cnt = esub.add_parser("counts", help="hair counts against Pascal VOC boxes (one per hair)")
+    for q in (seg, cnt):
+        q.add_argument("--data", required=True)
+        q.add_argument("--out", required=True, help="JSON report")
+        q.add_argument("--model", help="shipped student (default), .onnx, checkpoint .pt, or blackhat_otsu / ridge")
+        q.add_argument("--limit", type=int, help="first N frames only")
+        q.add_argument("--threads", type=int, default=2)
+    cnt.add_argument("--um-per-px", type=float, default=None, help="micrometres per original pixel (default 2.8: 70x trichoscopy at 1280x1024)")
+    sheet = esub.add_parser("sheet", help="contact sheet PNG of masks on unlabelled real frames")
+    sheet.add_argument("--data", required=True, help="folder of frames")
+    sheet.add_argument("--out", required=True, help="PNG file")
+    sheet.add_argument("--model", help="as for eval seg")
+    sheet.add_argument("--n", type=int, default=12)
+    sheet.add_argument("--threads", type=int, default=2)
+    sheet.set_defaults(func=_run_eval_sheet)
+    seg.set_defaults(func=_run_eval_seg)
+    cnt.set_defaults(func=_run_eval_counts)
+
+
+def _run_eval_seg(args: argparse.Namespace) -> int:
+    from server_train.evaluation.loading import load_segmenter
+    from server_train.evaluation.seg_eval import evaluate_seg
+
+    report = evaluate_seg(load_segmenter(args.model, args.threads), args.data, limit=args.limit)
+    _write_json(args.out, report)
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}, indent=1))
+    return 0
+
+
+def _run_eval_counts(args: argparse.Namespace) -> int:
+    from server_train.evaluation.counts_eval import TRICHOSCOPY_UM_PER_PX, evaluate_counts
+    from server_train.evaluation.loading import load_segmenter
+
+    um = args.um_per_px if args.um_per_px is not None else TRICHOSCOPY_UM_PER_PX
+    report = evaluate_counts(load_segmenter(args.model, args.threads), args.data, um_per_px=um, limit=args.limit)
+    _write_json(args.out, report)
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}, indent=1))
+    return 0
+
+
+def _run_eval_sheet(args: argparse.Namespace) -> int:
+    from server_train.evaluation.loading import load_segmenter
+    from server_train.evaluation.sheet import mask_sheet
+
+    print(f"wrote {mask_sheet(load_segmenter(args.model, args.threads), args.data, args.out, n=args.n)}")
+    return 0
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (JSON reports)")
+    bsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    sp = bsub.add_parser("speed", help="ONNX Runtime CPU latency of the segmenters at 640x480")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--models", default="student,teacher,u2netp,u2net", help="comma-separated registry names")
+    sp.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 1,2")
+    sp.add_argument("--runs", type=int, default=20)
+    sp.set_defaults(func=_run_bench_speed)
+
+
+def _run_bench_speed(args: argparse.Namespace) -> int:
+    _need_torch()
+    from device.assets import default_model_path
+    from server_train.evaluation.speed import bench_speed
+
+    try:
+        student = default_model_path()
+    except FileNotFoundError:
+        student = None
+    report = bench_speed(
+        tuple(args.models.split(",")), tuple(int(t) for t in args.threads.split(",")), args.runs, student_onnx=student
+    )
+    _write_json(args.out, report)
+    return 0
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export checkpoints to ONNX (server; needs the train extra)")
+    esub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    seg = esub.add_parser("seg", help="export a segmenter checkpoint to ONNX (static 1x3x480x640)")
+    seg.add_argument("--checkpoint", required=True)
+    seg.add_argument("--out", required=True, help=".onnx file")
+    seg.set_defaults(func=_run_export_seg)
+
+
+def _run_export_seg(args: argparse.Namespace) -> int:
+    _need_torch()
+    from export.onnx_export import export_segmenter
+    from server_train.training.train import load_checkpoint
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    meta = {"model_config": ckpt["model_config"], "train_config": ckpt["train_config"], "step": ckpt["step"]}
+    path = export_segmenter(model, args.out, metadata=meta)
+    print(f"wrote {path}")
+    return 0

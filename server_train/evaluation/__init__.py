@@ -1,0 +1,1 @@
+"""Evaluation on synthetic and real data, and speed benchmarks (all write JSON)."""

@@ -1,0 +1,37 @@
+"""Turn a model spec from the command line into a Segmenter.
+
+spec: None (the shipped student), a classical baseline name, an ``.onnx`` file, or a training
+checkpoint ``.pt`` (exported to a temporary ONNX file first, so evaluation always measures
+what the device runs).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from device.assets import default_model_path
+from device.classical import BASELINES
+from device.onnx_segmenter import ModelSegmenter
+from device.segmentation import Segmenter
+
+__all__ = ["load_segmenter"]
+
+
+def load_segmenter(spec: str | None, threads: int = 2) -> Segmenter:
+    if spec is None:
+        return ModelSegmenter.from_onnx(default_model_path(), threads=threads, name="student")
+    if spec in BASELINES:
+        return BASELINES[spec]()
+    path = Path(spec)
+    if path.suffix == ".onnx":
+        return ModelSegmenter.from_onnx(path, threads=threads)
+    if path.suffix == ".pt":
+        from export.onnx_export import export_segmenter
+        from server_train.training.train import load_checkpoint
+
+        model, _ = load_checkpoint(path)
+        onnx_path = Path(tempfile.mkdtemp(prefix="scalpedge-")) / f"{path.stem}.onnx"
+        export_segmenter(model, onnx_path, check=False)
+        return ModelSegmenter.from_onnx(onnx_path, threads=threads, name=path.parent.name or path.stem)
+    raise ValueError(f"unknown model {spec!r}: give a .onnx or .pt file or one of {sorted(BASELINES)}")

@@ -1,0 +1,68 @@
+"""Pixel-level evaluation on any folder with ``images/`` and ``masks/`` (same stems), plus
+hair count and thickness error when the folder has the generator's ``truth.jsonl``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from device.analysis import analyse_frame
+from device.imageio import IMAGE_SUFFIXES, read_frame
+from device.seg_metrics import confusion, summarise
+from device.segmentation import Segmenter
+
+__all__ = ["evaluate_seg", "paired_frames"]
+
+
+def paired_frames(root: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs with the same stem; raises if the folder has none."""
+    images = {p.stem: p for p in (root / "images").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {p.stem: p for p in (root / "masks").glob("*.png")}
+    pairs = [(images[s], masks[s]) for s in sorted(images) if s in masks]
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no images/ and masks/ with matching stems")
+    return pairs
+
+
+def evaluate_seg(segmenter: Segmenter, root: str | Path, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Scores as in device.seg_metrics, plus count/thickness error against truth.jsonl if any."""
+    root = Path(root)
+    pairs = paired_frames(root)[:limit]
+    truth_path = root / "truth.jsonl"
+    truth = {}
+    if truth_path.exists():
+        for line in truth_path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                truth[row["stem"]] = row
+    confs, count_err, thick_err, skel_err = [], [], [], []
+    for image_path, mask_path in tqdm(pairs, disable=not progress, desc=f"eval {getattr(segmenter, 'name', '')}"):
+        frame = read_frame(image_path)
+        gt = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+        result = analyse_frame(segmenter, frame)
+        pred = result.seg.mask() if result.seg is not None else np.zeros_like(gt)
+        confs.append(confusion(pred, gt))
+        row = truth.get(image_path.stem)
+        if row is not None:
+            m = result.metrics
+            count_err.append(m.count - row["count"])
+            skel_err.append(len(m.strands) - row["count"])
+            if m.median_thickness_um is not None and row["thickness_px"]:
+                true_px = float(np.median(row["thickness_px"]))
+                thick_err.append(m.median_thickness_um / m.um_per_px - true_px)
+    report: dict[str, Any] = {"model": getattr(segmenter, "name", type(segmenter).__name__), "data": str(root)}
+    report.update(summarise(confs))
+    if count_err:
+        ce, se = np.asarray(count_err, float), np.asarray(skel_err, float)
+        report["count_mae"] = float(np.abs(ce).mean())
+        report["count_bias"] = float(ce.mean())
+        report["skeleton_count_mae"] = float(np.abs(se).mean())
+    if thick_err:
+        te = np.asarray(thick_err, float)
+        report["median_thickness_error_px"] = {"mae": float(np.abs(te).mean()), "bias": float(te.mean())}
+    return report

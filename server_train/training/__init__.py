@@ -1,0 +1,1 @@
+"""Training and distillation of the segmentation models on synthetic pseudo-labels."""

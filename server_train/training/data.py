@@ -1,0 +1,114 @@
+"""Training data: a folder written by ``scalpedge synth`` turned into random crops with
+targets (hair mask, per-hair centre heatmap), plus the shared preprocessing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from device.preprocess import to_tensor_layout
+
+__all__ = ["SegFolder", "centre_heatmap", "CropConfig"]
+
+
+def centre_heatmap(centres: np.ndarray, height: int, width: int, sigma: float = 2.0) -> np.ndarray:
+    """HxW float32 in [0, 1]: a Gaussian of std ``sigma`` px at each (x, y) centre (max-merged)."""
+    heat = np.zeros((height, width), np.float32)
+    radius = int(3 * sigma + 1)
+    ys, xs = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    for cx, cy in np.asarray(centres, np.float32).reshape(-1, 2):
+        ix, iy = int(round(cx)), int(round(cy))
+        g = np.exp(-((xs + ix - cx) ** 2 + (ys + iy - cy) ** 2) / (2 * sigma**2)).astype(np.float32)
+        x0, x1 = max(ix - radius, 0), min(ix + radius + 1, width)
+        y0, y1 = max(iy - radius, 0), min(iy + radius + 1, height)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        gx0, gy0 = x0 - (ix - radius), y0 - (iy - radius)
+        patch = g[gy0 : gy0 + (y1 - y0), gx0 : gx0 + (x1 - x0)]
+        np.maximum(heat[y0:y1, x0:x1], patch, out=heat[y0:y1, x0:x1])
+    return heat
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Random crop augmentation. size: square crop side in px (0 = full frame, no
+    augmentation); scale: range of the random zoom applied before cropping."""
+
+    size: int = 192
+    scale: tuple[float, float] = (0.75, 1.33)
+    sigma: float = 2.0
+
+
+class SegFolder(Dataset):
+    """Items: (image 3xSxS float32 normalised RGB, target 2xSxS float32 [mask, centre heat])."""
+
+    def __init__(self, root: str | Path, crop: CropConfig, seed: int = 0, epoch_size: int | None = None) -> None:
+        self.root = Path(root)
+        truth_path = self.root / "truth.jsonl"
+        if not truth_path.exists():
+            raise FileNotFoundError(f"{truth_path} missing: write a data set with `scalpedge synth`")
+        self.truth = [json.loads(line) for line in truth_path.read_text().splitlines() if line.strip()]
+        self.crop = crop
+        self.seed = seed
+        self.epoch_size = epoch_size or len(self.truth)
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame i: (HxWx3 uint8 BGR, HxW uint8 {0,1} mask, (N,2) float32 centres)."""
+        row = self.truth[i]
+        stem = row["stem"]
+        image = cv2.imread(str(self.root / "images" / f"{stem}.png"), cv2.IMREAD_COLOR)
+        mask = cv2.imread(str(self.root / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+        if image is None or mask is None:
+            raise FileNotFoundError(f"frame {stem} incomplete in {self.root}")
+        centres = np.asarray(row.get("centres", []), np.float32).reshape(-1, 2)
+        return image, (mask > 127).astype(np.uint8), centres
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, idx])
+        i = idx % len(self.truth)
+        image, mask, centres = self.load(i)
+        if self.crop.size:
+            image, mask, centres = _augment(image, mask, centres, self.crop, rng)
+        heat = centre_heatmap(centres, mask.shape[0], mask.shape[1], self.crop.sigma)
+        x = torch.from_numpy(to_tensor_layout(image))
+        y = torch.from_numpy(np.stack([mask.astype(np.float32), heat]))
+        return x, y
+
+
+def _augment(
+    image: np.ndarray, mask: np.ndarray, centres: np.ndarray, crop: CropConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random zoom, square crop, flips and 90-degree turns; centres follow the pixels."""
+    scale = float(np.exp(rng.uniform(np.log(crop.scale[0]), np.log(crop.scale[1]))))
+    h, w = mask.shape
+    side = min(int(round(crop.size / scale)), h, w)
+    y0 = int(rng.integers(0, h - side + 1))
+    x0 = int(rng.integers(0, w - side + 1))
+    image = cv2.resize(image[y0 : y0 + side, x0 : x0 + side], (crop.size, crop.size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    # Mask: resize the coverage and re-threshold so thin strands keep their true width.
+    cov = cv2.resize(mask[y0 : y0 + side, x0 : x0 + side].astype(np.float32), (crop.size, crop.size), interpolation=cv2.INTER_LINEAR)
+    mask = (cov >= 0.5).astype(np.uint8)
+    f = crop.size / side
+    c = (centres - np.array([x0, y0], np.float32)) * f
+    keep = (c[:, 0] >= 0) & (c[:, 0] < crop.size) & (c[:, 1] >= 0) & (c[:, 1] < crop.size)
+    c = c[keep]
+    n = crop.size
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+        c[:, 0] = n - 1 - c[:, 0]
+    if rng.random() < 0.5:
+        image, mask = image[::-1], mask[::-1]
+        c[:, 1] = n - 1 - c[:, 1]
+    if rng.random() < 0.5:  # transpose = 90-degree turn combined with the flips
+        image, mask = image.transpose(1, 0, 2), mask.T
+        c = c[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(c)
