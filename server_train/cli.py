@@ -144,6 +144,11 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--checkpoint", required=True)
     seg.add_argument("--out", required=True, help=".onnx file")
     seg.set_defaults(func=_run_export_seg)
+    rel = esub.add_parser("release", help="export a checkpoint as the shipped default model (ONNX + manifest.json)")
+    rel.add_argument("--checkpoint", required=True)
+    rel.add_argument("--out", default="device/assets/default", help="folder (default: device/assets/default)")
+    rel.add_argument("--metrics", nargs="*", default=[], help="JSON reports (eval seg/counts, bench speed) to record")
+    rel.set_defaults(func=_run_export_release)
 
 
 def _run_export_seg(args: argparse.Namespace) -> int:
@@ -155,4 +160,20 @@ def _run_export_seg(args: argparse.Namespace) -> int:
     meta = {"model_config": ckpt["model_config"], "train_config": ckpt["train_config"], "step": ckpt["step"]}
     path = export_segmenter(model, args.out, metadata=meta)
     print(f"wrote {path}")
+    return 0
+
+
+def _run_export_release(args: argparse.Namespace) -> int:
+    _need_torch()
+    import shlex
+    import sys
+
+    from export.release import release_segmenter
+
+    metrics = {}
+    for path in args.metrics:
+        report = json.loads(Path(path).read_text())
+        metrics[Path(path).stem] = {k: v for k, v in report.items() if k not in ("per_frame",)}
+    command = "scalpedge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(f"wrote {release_segmenter(args.checkpoint, args.out, metrics, command=command)}")
     return 0

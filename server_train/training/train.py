@@ -125,7 +125,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         loss.backward()
         opt.step()
         step += 1
-        running = 0.9 * running + 0.1 * float(loss) if step > 1 else float(loss)
+        value = float(loss.detach())
+        running = 0.9 * running + 0.1 * value if step > 1 else value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}")
         if step % 10 == 0 or step == cfg.steps:
