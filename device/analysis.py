@@ -5,30 +5,35 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from device.constants import CENTRE_THRESHOLD, DEFAULT_UM_PER_PX, MASK_THRESHOLD, THIN_HAIR_UM
 from device.hair_metrics import HairMetrics, find_centres, measure
 from device.overlay import draw_overlay
+from device.preprocess import prepare_frame
 from device.quality import frame_problem
-from device.segmentation import SegOutput, Segmenter
+from device.segmentation import Segmenter, SegOutput
 
-__all__ = ["FrameAnalysis", "analyse_frame"]
+__all__ = ["FrameAnalysis", "analyse_frame", "centres_on_hair"]
 
 
 @dataclass(frozen=True)
 class FrameAnalysis:
-    """seg is None when the quality gate rejected the frame (``problem`` says why)."""
+    """frame: the measured HxWx3 uint8 BGR frame (camera geometry); seg is None when the
+    quality gate rejected the frame (``problem`` says why)."""
 
+    frame: np.ndarray
     metrics: HairMetrics
     seg: SegOutput | None
     centres: np.ndarray  # (N,2) float32 (x, y) px of detected hair centres (empty without a centre head)
     problem: str | None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
-    def overlay(self, frame_bgr: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 BGR overlay of this analysis on its frame."""
+    def overlay(self) -> np.ndarray:
+        """HxWx3 uint8 BGR overlay of this analysis on its (resized) frame."""
         m = self.metrics
+        frame_bgr = self.frame
         mask = self.seg.mask() if self.seg is not None else np.zeros(frame_bgr.shape[:2], bool)
         strands = [(s.points, s.thickness_px * m.um_per_px) for s in m.strands]
         text = [f"hairs: {m.count}"]
@@ -47,9 +52,18 @@ def analyse_frame(
     mask_threshold: float = MASK_THRESHOLD,
     centre_threshold: float = CENTRE_THRESHOLD,
 ) -> FrameAnalysis:
-    """Quality gate, segmentation, hair metrics. frame_bgr: HxWx3 uint8 BGR; um_per_px refers
-    to the pixels of this frame. A rejected frame gets count 0 and the reason."""
+    """Quality gate, segmentation, hair metrics. frame_bgr: HxWx3 uint8 BGR of any size;
+    um_per_px refers to the pixels of this frame. A rejected frame gets count 0 and the reason.
+
+    Every frame is first brought to the camera geometry (FRAME_HEIGHT x FRAME_WIDTH, see
+    ``prepare_frame``) and measured there, with um_per_px scaled by the same factor, so all
+    segmenters and the hair metrics see one pixel scale. Use ``FrameAnalysis.frame`` (the
+    resized frame) to draw overlays.
+    """
     timings: dict[str, float] = {}
+    h, w = frame_bgr.shape[:2]
+    frame_bgr = prepare_frame(frame_bgr)
+    um_per_px *= float(np.sqrt((w / frame_bgr.shape[1]) * (h / frame_bgr.shape[0])))
     t = time.perf_counter()
     problem = frame_problem(frame_bgr)
     timings["quality_ms"] = (time.perf_counter() - t) * 1000
@@ -58,15 +72,30 @@ def analyse_frame(
         blank = np.zeros(frame_bgr.shape[:2], np.uint8)
         metrics = measure(blank, um_per_px=um_per_px, thin_um=thin_um)
         metrics = _with_reason(metrics, problem)
-        return FrameAnalysis(metrics, None, empty, problem, timings)
+        return FrameAnalysis(frame_bgr, metrics, None, empty, problem, timings)
     t = time.perf_counter()
     seg = segmenter.segment(frame_bgr)
     timings["segment_ms"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
-    centres = find_centres(seg.centre, threshold=centre_threshold) if seg.centre is not None else None
-    metrics = measure(seg.mask(mask_threshold), um_per_px=um_per_px, thin_um=thin_um, centres=centres)
+    mask = seg.mask(mask_threshold)
+    centres = None
+    if seg.centre is not None:
+        centres = centres_on_hair(find_centres(seg.centre, threshold=centre_threshold), mask)
+    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, centres=centres)
     timings["metrics_ms"] = (time.perf_counter() - t) * 1000
-    return FrameAnalysis(metrics, seg, centres if centres is not None else empty, None, timings)
+    return FrameAnalysis(frame_bgr, metrics, seg, centres if centres is not None else empty, None, timings)
+
+
+def centres_on_hair(centres: np.ndarray, mask: np.ndarray, radius_px: int = 2) -> np.ndarray:
+    """Keep the (N,2) (x, y) centres that lie on the HxW bool hair mask or within
+    ``radius_px`` of it: a hair centre off every hair is a false peak."""
+    if len(centres) == 0:
+        return centres
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * radius_px + 1,) * 2, np.uint8)) > 0
+    xy = np.rint(centres).astype(int)
+    xy[:, 0] = np.clip(xy[:, 0], 0, mask.shape[1] - 1)
+    xy[:, 1] = np.clip(xy[:, 1], 0, mask.shape[0] - 1)
+    return centres[near[xy[:, 1], xy[:, 0]]]
 
 
 def _with_reason(metrics: HairMetrics, reason: str) -> HairMetrics:

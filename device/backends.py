@@ -58,10 +58,12 @@ class OrtBackend:
             raise KeyError(f"{self.path.name}: missing inputs {sorted(missing)}")
         for name, arr in inputs.items():
             if name in self.input_shapes and tuple(arr.shape) != self.input_shapes[name]:
-                raise ValueError(f"{self.path.name}: input {name!r} has shape {arr.shape}, expected {self.input_shapes[name]}")
+                raise ValueError(
+                    f"{self.path.name}: input {name!r} has shape {arr.shape}, expected {self.input_shapes[name]}"
+                )
         names = list(outputs or self.output_names)
         values = self.session.run(names, dict(inputs))
-        return dict(zip(names, values))
+        return dict(zip(names, values, strict=True))
 
     def warmup(self, runs: int = 2) -> float:
         zeros = {n: np.zeros(s, np.float32) for n, s in self.input_shapes.items()}

@@ -32,7 +32,9 @@ def draw_overlay(
     out = cv2.addWeighted(out, 1.0, tint, 0.45, 0)
     for points, um in strands:
         if len(points) >= 2:
-            cv2.polylines(out, [points.reshape(-1, 1, 2).astype(np.int32)], False, _thickness_colour(um), 1, cv2.LINE_AA)
+            cv2.polylines(
+                out, [points.reshape(-1, 1, 2).astype(np.int32)], False, _thickness_colour(um), 1, cv2.LINE_AA
+            )
     if centres is not None:
         for x, y in np.asarray(centres).reshape(-1, 2):
             cv2.circle(out, (int(round(x)), int(round(y))), 4, (255, 0, 255), 1, cv2.LINE_AA)

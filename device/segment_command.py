@@ -26,8 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="*", help="images or folders (default: the bundled sample frames)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", default=None, help="segmenter ONNX file (default: the shipped student)")
-    p.add_argument("--um-per-px", type=float, default=None, help=f"micrometres per input pixel (default {DEFAULT_UM_PER_PX})")
-    p.add_argument("--thin-um", type=float, default=None, help=f"thin-hair diameter threshold, um (default {THIN_HAIR_UM})")
+    p.add_argument(
+        "--um-per-px", type=float, default=None, help=f"micrometres per input pixel (default {DEFAULT_UM_PER_PX})"
+    )
+    p.add_argument(
+        "--thin-um", type=float, default=None, help=f"thin-hair diameter threshold, um (default {THIN_HAIR_UM})"
+    )
     p.add_argument("--threads", type=int, default=2, help="inference threads")
     p.set_defaults(func=run)
 
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         result = analyse_frame(segmenter, frame, um_per_px=um_per_px, thin_um=thin_um)
         overlay_path = out / f"{path.stem}_overlay.png"
-        cv2.imwrite(str(overlay_path), result.overlay(frame))
+        cv2.imwrite(str(overlay_path), result.overlay())
         record.update(
             width=frame.shape[1],
             height=frame.shape[0],

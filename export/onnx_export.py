@@ -74,9 +74,7 @@ def export_segmenter(
     return path
 
 
-def check_parity(
-    wrapper: nn.Module, path: Path, height: int, width: int, atol: float = 1e-3, seed: int = 0
-) -> float:
+def check_parity(wrapper: nn.Module, path: Path, height: int, width: int, atol: float = 1e-3, seed: int = 0) -> float:
     """Run torch and ONNX Runtime on the same random input; raise if outputs differ by more
     than ``atol`` (logits). Returns the max absolute difference."""
     import onnxruntime as ort
@@ -87,7 +85,7 @@ def check_parity(
         ref = [t.numpy() for t in wrapper(x)]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run([SEG_OUT_MASK, SEG_OUT_CENTRE], {SEG_INPUT: x.numpy()})
-    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got))
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got, strict=True))
     if diff > atol:
         raise RuntimeError(f"ONNX Runtime differs from torch by {diff:.2e} (> {atol:.0e}) for {path}")
     return diff

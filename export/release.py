@@ -24,8 +24,16 @@ def git_commit(repo: Path | None = None) -> str:
     files), or 'unknown' outside a git checkout."""
     cwd = str(repo or Path(__file__).resolve().parents[1])
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -63,7 +71,14 @@ def release_segmenter(
             continue
         seen.add(parent)
         pc = torch.load(parent, map_location="cpu", weights_only=False)
-        lineage.append({"checkpoint": parent, "train_config": pc["train_config"], "steps": pc["step"], "model_config": pc["model_config"]})
+        lineage.append(
+            {
+                "checkpoint": parent,
+                "train_config": pc["train_config"],
+                "steps": pc["step"],
+                "model_config": pc["model_config"],
+            }
+        )
         queue += [pc["train_config"].get("teacher_checkpoint"), pc["train_config"].get("init_checkpoint")]
     meta = {"model_config": ckpt["model_config"], "train_config": train_cfg, "git_commit": git_commit()}
     onnx_path = export_segmenter(model, out_dir / "segmenter.onnx", metadata=meta)

@@ -41,7 +41,16 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--model", help="registry name (teacher, student, *_tiny, u2netp, u2net)")
     seg.add_argument("--teacher-checkpoint", help="distil from this teacher checkpoint")
     seg.add_argument("--init-checkpoint", help="initialise from this checkpoint (same model)")
-    for name, typ in (("steps", int), ("batch", int), ("lr", float), ("crop", int), ("kd-weight", float), ("seed", int), ("workers", int), ("threads", int)):
+    for name, typ in (
+        ("steps", int),
+        ("batch", int),
+        ("lr", float),
+        ("crop", int),
+        ("kd-weight", float),
+        ("seed", int),
+        ("workers", int),
+        ("threads", int),
+    ):
         seg.add_argument(f"--{name}", type=typ)
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_run_train_seg)
@@ -69,7 +78,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--model", help="shipped student (default), .onnx, checkpoint .pt, or blackhat_otsu / ridge")
         q.add_argument("--limit", type=int, help="first N frames only")
         q.add_argument("--threads", type=int, default=2)
-    cnt.add_argument("--um-per-px", type=float, default=None, help="micrometres per original pixel (default 2.8: 70x trichoscopy at 1280x1024)")
+    cnt.add_argument(
+        "--um-per-px",
+        type=float,
+        default=None,
+        help="micrometres per original pixel (default 2.8: 70x trichoscopy at 1280x1024)",
+    )
     sheet = esub.add_parser("sheet", help="contact sheet PNG of masks on unlabelled real frames")
     sheet.add_argument("--data", required=True, help="folder of frames")
     sheet.add_argument("--out", required=True, help="PNG file")

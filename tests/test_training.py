@@ -40,7 +40,18 @@ def test_crops_keep_targets_aligned(tiny_data: Path) -> None:
 
 
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(out), model="student_tiny", steps=4, batch=2, crop=64, workers=0, threads=1, ckpt_every=2, warmup=1)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        model="student_tiny",
+        steps=4,
+        batch=2,
+        crop=64,
+        workers=0,
+        threads=1,
+        ckpt_every=2,
+        warmup=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -53,7 +64,7 @@ def test_train_checkpoint_and_resume(tiny_data: Path, tmp_path: Path) -> None:
     assert ckpt["model_config"]["family"] == "student"
     # Resuming a finished run trains nothing more: weights are unchanged.
     again, ckpt2 = load_checkpoint(train(cfg, progress=False))
-    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="different config"):
         train(dataclasses.replace(cfg, lr=0.1), progress=False)

@@ -24,4 +24,8 @@ def default_manifest_path() -> Path:
 
 def sample_frames() -> list[Path]:
     """Synthetic sample frames (made by our generator, free to ship) for demos."""
-    return sorted((ASSETS / "samples").glob("*.png"))
+    folder = ASSETS / "samples"
+    found = sorted(p for p in folder.glob("*") if p.suffix in (".png", ".jpg")) if folder.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no sample frames in {folder}; pass images or folders to segment")
+    return found

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from device.analysis import analyse_frame
+from device.constants import MASK_THRESHOLD
 from device.imageio import IMAGE_SUFFIXES, read_frame
 from device.seg_metrics import confusion, summarise
 from device.segmentation import Segmenter
@@ -29,7 +30,9 @@ def paired_frames(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def evaluate_seg(segmenter: Segmenter, root: str | Path, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_seg(
+    segmenter: Segmenter, root: str | Path, limit: int | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Scores as in device.seg_metrics, plus count/thickness error against truth.jsonl if any."""
     root = Path(root)
     pairs = paired_frames(root)[:limit]
@@ -45,7 +48,13 @@ def evaluate_seg(segmenter: Segmenter, root: str | Path, limit: int | None = Non
         frame = read_frame(image_path)
         gt = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
         result = analyse_frame(segmenter, frame)
-        pred = result.seg.mask() if result.seg is not None else np.zeros_like(gt)
+        if result.seg is None:
+            pred = np.zeros_like(gt)
+        else:  # score at the label's own resolution
+            prob = result.seg.prob
+            if prob.shape != gt.shape:
+                prob = cv2.resize(prob, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
+            pred = prob >= MASK_THRESHOLD
         confs.append(confusion(pred, gt))
         row = truth.get(image_path.stem)
         if row is not None:

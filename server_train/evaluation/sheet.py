@@ -15,7 +15,9 @@ from device.segmentation import Segmenter
 __all__ = ["mask_sheet"]
 
 
-def mask_sheet(segmenter: Segmenter, folder: str | Path, out_png: str | Path, n: int = 12, cols: int = 3, tile: int = 320) -> Path:
+def mask_sheet(
+    segmenter: Segmenter, folder: str | Path, out_png: str | Path, n: int = 12, cols: int = 3, tile: int = 320
+) -> Path:
     """Write a PNG grid of (frame | overlay) pairs for ``n`` frames spread evenly over ``folder``."""
     paths = list_images([folder])
     picks = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(n, len(paths)))]
@@ -24,7 +26,7 @@ def mask_sheet(segmenter: Segmenter, folder: str | Path, out_png: str | Path, n:
         frame = read_frame(path)
         result = analyse_frame(segmenter, frame)
         size = (tile, int(tile * 0.75))
-        pair = np.hstack([cv2.resize(frame, size), cv2.resize(result.overlay(frame), size)])
+        pair = np.hstack([cv2.resize(frame, size), cv2.resize(result.overlay(), size)])
         tiles.append(pair)
     while len(tiles) % cols:
         tiles.append(np.zeros_like(tiles[0]))

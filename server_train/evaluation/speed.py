@@ -92,7 +92,9 @@ def bench_speed(
     for n_threads in threads:
         by = {r["name"]: r["median_ms"] for r in results if r["threads"] == n_threads}
         if "student" in by:
-            ratios[f"threads{n_threads}"] = {f"{k}_over_student": round(v / by["student"], 2) for k, v in by.items() if k != "student"}
+            ratios[f"threads{n_threads}"] = {
+                f"{k}_over_student": round(v / by["student"], 2) for k, v in by.items() if k != "student"
+            }
     return {"cpu": cpu_name(), "onnxruntime": _ort_version(), "results": results, "ratios": ratios}
 
 

@@ -68,7 +68,7 @@ class StudentNet(nn.Module):
         for down in self.downs:
             feats.append(down(feats[-1]))
         h = feats[-1]
-        for up, skip in zip(self.ups, reversed(feats[:-1])):
+        for up, skip in zip(self.ups, reversed(feats[:-1]), strict=True):
             h = up(h, skip)
         up = F.interpolate(self.full_proj(h), size=x.shape[-2:], mode="bilinear", align_corners=False)
         h = self.head(self.full(x) + up)

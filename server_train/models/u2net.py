@@ -145,6 +145,6 @@ class U2Net(nn.Module):
             dec_feats.append(h)
         # dec_feats: [bottom, de5, de4, de3, de2, de1] -> sides ordered stage 1..6
         ordered = [dec_feats[5], dec_feats[4], dec_feats[3], dec_feats[2], dec_feats[1], dec_feats[0]]
-        sides = [_upsample_like(s(f), x) for s, f in zip(self.sides, ordered)]
+        sides = [_upsample_like(s(f), x) for s, f in zip(self.sides, ordered, strict=True)]
         fused = self.fuse(torch.cat(sides, 1))
         return [fused, *sides]

@@ -48,33 +48,48 @@ class CropConfig:
 class SegFolder(Dataset):
     """Items: (image 3xSxS float32 normalised RGB, target 2xSxS float32 [mask, centre heat])."""
 
-    def __init__(self, root: str | Path, crop: CropConfig, seed: int = 0, epoch_size: int | None = None) -> None:
-        self.root = Path(root)
-        truth_path = self.root / "truth.jsonl"
-        if not truth_path.exists():
-            raise FileNotFoundError(f"{truth_path} missing: write a data set with `scalpedge synth`")
-        self.truth = [json.loads(line) for line in truth_path.read_text().splitlines() if line.strip()]
+    def __init__(
+        self, root: str | Path, crop: CropConfig, seed: int = 0, epoch_size: int | None = None
+    ) -> None:
+        """root: one data folder, or several joined by commas (their frames are pooled)."""
+        self.roots = [Path(r) for r in str(root).split(",") if r]
+        self.items: list[tuple[Path, dict]] = []
+        for r in self.roots:
+            truth_path = r / "truth.jsonl"
+            if not truth_path.exists():
+                raise FileNotFoundError(f"{truth_path} missing: write a data set with `scalpedge synth`")
+            rows = [json.loads(line) for line in truth_path.read_text().splitlines() if line.strip()]
+            self.items.extend((r, row) for row in rows)
+        if not self.items:
+            raise ValueError(f"no frames in {root}")
         self.crop = crop
         self.seed = seed
-        self.epoch_size = epoch_size or len(self.truth)
+        self.epoch_size = epoch_size or len(self.items)
 
     def __len__(self) -> int:
         return self.epoch_size
 
+    def _order(self, epoch: int) -> np.ndarray:
+        """The frame order of one pass over the data (a fixed permutation per seed and epoch)."""
+        if getattr(self, "_epoch", None) != epoch:
+            self._epoch = epoch
+            self._perm = np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.items))
+        return self._perm
+
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frame i: (HxWx3 uint8 BGR, HxW uint8 {0,1} mask, (N,2) float32 centres)."""
-        row = self.truth[i]
+        root, row = self.items[i]
         stem = row["stem"]
-        image = cv2.imread(str(self.root / "images" / f"{stem}.png"), cv2.IMREAD_COLOR)
-        mask = cv2.imread(str(self.root / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+        image = cv2.imread(str(root / "images" / f"{stem}.png"), cv2.IMREAD_COLOR)
+        mask = cv2.imread(str(root / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
         if image is None or mask is None:
-            raise FileNotFoundError(f"frame {stem} incomplete in {self.root}")
+            raise FileNotFoundError(f"frame {stem} incomplete in {root}")
         centres = np.asarray(row.get("centres", []), np.float32).reshape(-1, 2)
         return image, (mask > 127).astype(np.uint8), centres
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, idx])
-        i = idx % len(self.truth)
+        i = self._order(idx // len(self.items))[idx % len(self.items)]
         image, mask, centres = self.load(i)
         if self.crop.size:
             image, mask, centres = _augment(image, mask, centres, self.crop, rng)
@@ -93,9 +108,15 @@ def _augment(
     side = min(int(round(crop.size / scale)), h, w)
     y0 = int(rng.integers(0, h - side + 1))
     x0 = int(rng.integers(0, w - side + 1))
-    image = cv2.resize(image[y0 : y0 + side, x0 : x0 + side], (crop.size, crop.size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    image = cv2.resize(
+        image[y0 : y0 + side, x0 : x0 + side],
+        (crop.size, crop.size),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     # Mask: resize the coverage and re-threshold so thin strands keep their true width.
-    cov = cv2.resize(mask[y0 : y0 + side, x0 : x0 + side].astype(np.float32), (crop.size, crop.size), interpolation=cv2.INTER_LINEAR)
+    cov = cv2.resize(
+        mask[y0 : y0 + side, x0 : x0 + side].astype(np.float32), (crop.size, crop.size), interpolation=cv2.INTER_LINEAR
+    )
     mask = (cov >= 0.5).astype(np.uint8)
     f = crop.size / side
     c = (centres - np.array([x0, y0], np.float32)) * f

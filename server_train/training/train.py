@@ -53,7 +53,13 @@ def save_checkpoint(path: Path, model: torch.nn.Module, cfg: TrainConfig, step: 
     """Atomic write of weights + model config + training config (+ optimizer state in extra)."""
     tmp = path.with_suffix(".tmp")
     torch.save(
-        {"model": model.state_dict(), "model_config": model_config(model), "train_config": dataclasses.asdict(cfg), "step": step, **extra},
+        {
+            "model": model.state_dict(),
+            "model_config": model_config(model),
+            "train_config": dataclasses.asdict(cfg),
+            "step": step,
+            **extra,
+        },
         tmp,
     )
     os.replace(tmp, path)
@@ -105,8 +111,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     # Resume at the same place in the sample stream.
     sampler = range(step * cfg.batch, cfg.steps * cfg.batch)
     loader = DataLoader(
-        data, batch_size=cfg.batch, sampler=list(sampler), num_workers=cfg.workers,
-        persistent_workers=False, drop_last=True,
+        data,
+        batch_size=cfg.batch,
+        sampler=list(sampler),
+        num_workers=cfg.workers,
+        persistent_workers=False,
+        drop_last=True,
     )
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.model}")

@@ -1,0 +1,36 @@
+"""The measuring step: geometry normalisation, unit scaling, centre filtering, quality gate."""
+
+import cv2
+import numpy as np
+import pytest
+
+from device.analysis import analyse_frame, centres_on_hair
+from device.classical import BlackHatOtsu
+from server_train.synth import render
+
+
+def test_frames_are_measured_in_camera_geometry_with_scaled_units() -> None:
+    frame = render(2).image
+    big = cv2.resize(frame, (1280, 960), interpolation=cv2.INTER_LINEAR)
+    seg = BlackHatOtsu()
+    small = analyse_frame(seg, frame, um_per_px=2.0)
+    large = analyse_frame(seg, big, um_per_px=1.0)
+    assert large.frame.shape == (480, 640, 3)
+    assert large.metrics.um_per_px == pytest.approx(2.0)
+    assert small.metrics.um_per_px == pytest.approx(2.0)
+    assert large.overlay().shape == (480, 640, 3)
+
+
+def test_rejected_frame_counts_zero_with_reason() -> None:
+    result = analyse_frame(BlackHatOtsu(), np.zeros((480, 640, 3), np.uint8))
+    assert result.seg is None and result.metrics.count == 0
+    assert "underexposed" in result.problem and result.metrics.reason == result.problem
+
+
+def test_centres_off_the_hair_are_dropped() -> None:
+    mask = np.zeros((50, 50), bool)
+    mask[20:23, 5:45] = True
+    centres = np.array([[25.0, 21.0], [25.0, 24.0], [25.0, 40.0]], np.float32)
+    kept = centres_on_hair(centres, mask, radius_px=2)
+    assert kept.tolist() == [[25.0, 21.0], [25.0, 24.0]]
+    assert centres_on_hair(np.zeros((0, 2), np.float32), mask).shape == (0, 2)
