@@ -1,0 +1,60 @@
+"""Overlays that capture software burns into saved microscope frames: measurement lines and
+circles, scale bars, text labels and info bars (seen on real trichoscopy exports). They are
+thin, coloured and line-like, so they teach the segmenter hard negatives: never hair."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = ["draw_annotations"]
+
+# Saturated colours only: a black or white line would be indistinguishable from a hair.
+_COLOURS = ((40, 40, 220), (200, 60, 40), (40, 200, 230), (200, 40, 200), (40, 180, 40))
+_WORDS = ("RC0", "C=15.8 mm", "A=19.9 mm^2", "r=2.5 mm", "1.0 mm", "70x", "D=0.08 mm", "L1", "#12")
+
+
+def draw_annotations(rng: np.random.Generator, img: np.ndarray) -> dict[str, Any]:
+    """Draw 1-4 random overlays in place on HxWx3 uint8 BGR ``img``; returns meta."""
+    h, w = img.shape[:2]
+    kinds = []
+    for _ in range(int(rng.integers(1, 5))):
+        colour = tuple(int(c) for c in _COLOURS[int(rng.integers(len(_COLOURS)))])
+        kind = str(rng.choice(["circle", "line", "scale", "text", "bar"], p=[0.3, 0.25, 0.15, 0.2, 0.1]))
+        kinds.append(kind)
+        if kind == "circle":
+            centre = (int(rng.integers(-w // 2, w + w // 2)), int(rng.integers(-h // 2, h + h // 2)))
+            cv2.circle(img, centre, int(rng.integers(80, 700)), colour, 1, cv2.LINE_AA)
+        elif kind == "line":
+            p0 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            cv2.line(img, p0, p1, colour, int(rng.integers(1, 3)), cv2.LINE_AA)
+        elif kind == "scale":
+            x0, y0 = int(rng.integers(5, w // 3)), int(rng.integers(h // 2, h - 10))
+            length = int(rng.integers(60, 220))
+            cv2.line(img, (x0, y0), (x0 + length, y0), colour, 1, cv2.LINE_AA)
+            cv2.line(img, (x0, y0), (x0, y0 - length), colour, 1, cv2.LINE_AA)
+        elif kind == "text":
+            org = (int(rng.integers(0, w - 80)), int(rng.integers(15, h)))
+            for i in range(int(rng.integers(1, 4))):
+                word = str(_WORDS[int(rng.integers(len(_WORDS)))])
+                at = (org[0], org[1] + 16 * i)
+                cv2.putText(
+                    img, word, at, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.35, 0.6)), colour, 1, cv2.LINE_AA
+                )
+        else:  # info bar along the top or bottom edge
+            bar_h = int(rng.integers(10, 22))
+            y0 = 0 if rng.random() < 0.6 else h - bar_h
+            img[y0 : y0 + bar_h] = (np.array(img[y0 : y0 + bar_h], np.float32) * 0.3 + 60).astype(np.uint8)
+            cv2.putText(
+                img,
+                "1280x1024 2022/01/05 09:00 70x",
+                (4, y0 + bar_h - 4),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.35,
+                (230, 230, 230),
+                1,
+            )
+    return {"annotations": kinds}
