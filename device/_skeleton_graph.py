@@ -117,7 +117,7 @@ def _build_graph(sk: np.ndarray, diam: np.ndarray) -> _Graph:
     node_r = np.zeros(max(n_j, 1), np.float64)
     if n_j > 1:
         ys, xs = np.nonzero(junction)
-        np.maximum.at(node_r, lab_j[ys, xs], diam[ys, xs] / 2.0)
+        np.maximum.at(node_r, lab_j[ys, xs].astype(np.intp), diam[ys, xs] / 2.0)
     stop = np.cumsum(count)
     start = stop - count
     nbr = len(count)

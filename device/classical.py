@@ -114,7 +114,7 @@ class RidgeFilter:
         """frame_bgr: HxWx3 uint8 BGR -> SegOutput(prob HxW float32 in [0, 1])."""
         check_frame(frame_bgr)
         h, w = frame_bgr.shape[:2]
-        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+        gray: np.ndarray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
         s = float(self.work_scale)
         if s != 1.0:
             gray = cv2.resize(

@@ -277,7 +277,7 @@ def find_centres(centre_prob: np.ndarray, threshold: float = CENTRE_THRESHOLD, m
     n, lab, _, cent = cv2.connectedComponentsWithStats(peaks.astype(np.uint8), connectivity=8)
     ys, xs = np.nonzero(peaks)
     val = np.zeros(n, np.float64)
-    np.maximum.at(val, lab[ys, xs], p[ys, xs])
+    np.maximum.at(val, lab[ys, xs].astype(np.intp), p[ys, xs])
     order = np.argsort(-val[1:], kind="stable") + 1
     pts = cent[order].astype(np.float64)
     keep: list[int] = []

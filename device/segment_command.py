@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -21,7 +22,7 @@ __all__ = ["register", "run"]
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("segment", help="segment hair in images, write overlays and metrics.json")
     p.add_argument("paths", nargs="*", help="images or folders (default: the bundled sample frames)")
     p.add_argument("--out", required=True, help="output folder")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     frames = []
     failures = 0
     for path in paths:
-        record: dict = {"file": str(path)}
+        record: dict[str, Any] = {"file": str(path)}
         try:
             frame = read_frame(path)
         except FrameError as exc:

@@ -133,6 +133,11 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 1,2")
     sp.add_argument("--runs", type=int, default=20)
     sp.set_defaults(func=_run_bench_speed)
+    sy = bsub.add_parser("synth", help="frames per second of the synthetic generator")
+    sy.add_argument("--out", required=True)
+    sy.add_argument("--n", type=int, default=100)
+    sy.add_argument("--repeats", type=int, default=3)
+    sy.set_defaults(func=_run_bench_synth)
 
 
 def _run_bench_speed(args: argparse.Namespace) -> int:
@@ -148,6 +153,16 @@ def _run_bench_speed(args: argparse.Namespace) -> int:
         tuple(args.models.split(",")), tuple(int(t) for t in args.threads.split(",")), args.runs, student_onnx=student
     )
     _write_json(args.out, report)
+    return 0
+
+
+def _run_bench_synth(args: argparse.Namespace) -> int:
+    from server_train.evaluation.synth_speed import bench_synth
+
+    report = bench_synth(args.n, args.repeats)
+    _write_json(args.out, report)
+    for row in report["results"]:
+        print(f"{row['mode']:8s} hard={row['hard']!s:5s} {row['median_fps']:6.1f} frames/s (min {row['min_fps']})")
     return 0
 
 

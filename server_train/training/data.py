@@ -48,9 +48,7 @@ class CropConfig:
 class SegFolder(Dataset):
     """Items: (image 3xSxS float32 normalised RGB, target 2xSxS float32 [mask, centre heat])."""
 
-    def __init__(
-        self, root: str | Path, crop: CropConfig, seed: int = 0, epoch_size: int | None = None
-    ) -> None:
+    def __init__(self, root: str | Path, crop: CropConfig, seed: int = 0, epoch_size: int | None = None) -> None:
         """root: one data folder, or several joined by commas (their frames are pooled)."""
         self.roots = [Path(r) for r in str(root).split(",") if r]
         self.items: list[tuple[Path, dict]] = []
