@@ -66,7 +66,9 @@ class SynthConfig:
     stub_len: tuple[float, float] = (20.0, 110.0)
     p_undersize: float = 0.12
     undersize_width: tuple[float, float] = (2.0, 5.0)
-    follicle_spacing: tuple[float, float] = (95.0, 170.0)
+    follicle_spacing: tuple[float, float] = (95.0, 240.0)  # 70x trichoscopy: ~6-40 follicles a frame
+    p_tight_group: float = 0.45  # stubs of one follicle run side by side, touching (they merge into one blob)
+    p_soft_stubs: float = 0.4  # frame whose stubs are slightly out of focus
     p_long_hair_trimmed: float = 0.3
     # --- noise that is never hair
     dandruff_probs: tuple[float, float, float, float] = (0.3, 0.35, 0.25, 0.1)  # none..severe

@@ -202,6 +202,7 @@ def trimmed_strands(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[St
     w_med = rng.uniform(cfg.stub_width[0] + 2, min(cfg.stub_width[1], 12.0))
     l_med = rng.uniform(cfg.stub_len[0] + 10, cfg.stub_len[1])
     main = "black" if rng.random() < 0.6 else "dark_brown"
+    soft = float(rng.uniform(0.8, 2.2)) if rng.random() < cfg.p_soft_stubs else 0.0
     gp = np.array(cfg.follicle_group_probs, np.float64)
     gp = np.array([0.3, 0.4, 0.2, 0.1]) * 0.5 + gp / gp.sum() * 0.5
     margin = 60.0
@@ -218,7 +219,8 @@ def trimmed_strands(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[St
             fy = gy + rng.normal(0, spacing * 0.22)
             fang = flow + rng.normal(0, 0.2)
             k = _draw(rng, gp) + 1
-            div = rng.uniform(0.03, 0.18)
+            tight = rng.random() < cfg.p_tight_group
+            div = rng.uniform(0.0, 0.06) if tight else rng.uniform(0.03, 0.18)
             f_w = 0.0
             for j in range(k):
                 under = rng.random() < cfg.p_undersize
@@ -231,7 +233,7 @@ def trimmed_strands(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[St
                     ln = float(np.clip(l_med * np.exp(rng.normal(0, 0.3)), *cfg.stub_len))
                     pal = main if rng.random() < 0.85 else "dark_brown"
                 a = fang + (j - (k - 1) / 2) * div + rng.normal(0, 0.03)
-                off = (j - (k - 1) / 2) * wd * rng.uniform(0.3, 0.8)
+                off = (j - (k - 1) / 2) * wd * (rng.uniform(0.85, 1.1) if tight else rng.uniform(0.3, 0.8))
                 st = np.array([fx, fy]) + off * np.array([-np.sin(fang), np.cos(fang)])
                 pts = _curve(rng, st, a, ln, rng.normal(0, 0.02), 1.0, 0.0)
                 if in_frame_length(pts, h, w) < 6.0:
@@ -245,7 +247,7 @@ def trimmed_strands(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[St
                         pal,
                         alpha,
                         rng.uniform(0.1, 0.5),
-                        0.0,
+                        soft,
                         "undersize" if under else "stub",
                     )
                 )
