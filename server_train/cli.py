@@ -91,6 +91,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     sheet.add_argument("--n", type=int, default=12)
     sheet.add_argument("--threads", type=int, default=2)
     sheet.set_defaults(func=_run_eval_sheet)
+    geo = esub.add_parser("geometry", help="hair geometry statistics of mask folders (synthetic vs real)")
+    geo.add_argument("folders", nargs="+", help="folders of binary PNG masks")
+    geo.add_argument("--out", required=True, help="JSON report")
+    geo.add_argument("--limit", type=int, help="first N masks per folder")
+    geo.set_defaults(func=_run_eval_geometry)
     seg.set_defaults(func=_run_eval_seg)
     cnt.set_defaults(func=_run_eval_counts)
 
@@ -121,6 +126,16 @@ def _run_eval_sheet(args: argparse.Namespace) -> int:
     from server_train.evaluation.sheet import mask_sheet
 
     print(f"wrote {mask_sheet(load_segmenter(args.model, args.threads), args.data, args.out, n=args.n)}")
+    return 0
+
+
+def _run_eval_geometry(args: argparse.Namespace) -> int:
+    from server_train.evaluation.geometry import folder_geometry
+
+    report = {"folders": [folder_geometry(f, args.limit) for f in args.folders]}
+    _write_json(args.out, report)
+    for row in report["folders"]:
+        print(json.dumps(row))
     return 0
 
 
