@@ -18,7 +18,8 @@ PERCENTILES = (5, 25, 50, 75, 95)
 
 def mask_geometry(mask: np.ndarray) -> dict[str, Any]:
     """mask: HxW bool at 640x480. Returns hair fraction, skeleton length (px), endpoint count
-    and the widths (px, 2 x distance transform: reads width + 1 at the centre line, as in the ScalpVision statistics) at skeleton pixels."""
+    and the widths at skeleton pixels (px, 2 x distance transform: reads width + 1 at the
+    centre line, as in the ScalpVision statistics)."""
     m = mask.astype(bool)
     sk = skeletonize(m)
     dt = cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5)
