@@ -52,6 +52,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         ("threads", int),
     ):
         seg.add_argument(f"--{name}", type=typ)
+    seg.add_argument("--centre-loss", choices=["bce", "focal"], help="loss of the centre heatmap")
+    seg.add_argument("--centre-weight", type=float, help="weight of the centre heatmap loss")
+    seg.add_argument("--no-kd-centre", dest="kd_centre", action="store_const", const=False, help="distil only the mask")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_run_train_seg)
 

@@ -76,3 +76,17 @@ def test_distil_student_from_teacher(tiny_data: Path, tmp_path: Path) -> None:
     _, ckpt = load_checkpoint(student)
     assert ckpt["train_config"]["teacher_checkpoint"] == str(teacher)
     assert ckpt["history"] and all(np.isfinite(h["loss"]) for h in ckpt["history"])
+
+
+def test_focal_centre_loss_prefers_sharp_peaks() -> None:
+    from server_train.training.losses import seg_loss
+
+    target = torch.zeros(1, 2, 32, 32)
+    target[0, 1] = torch.from_numpy(centre_heatmap(np.array([[16.0, 16.0]]), 32, 32, sigma=2.0))
+    peak_logits = torch.full((1, 2, 32, 32), -6.0)
+    peak_logits[0, 1, 16, 16] = 6.0
+    flat_logits = torch.full((1, 2, 32, 32), -6.0)
+    flat_logits[0, 1] = -1.0  # a plateau of p ~ 0.27 everywhere
+    # The focal loss rewards one sharp peak over a plateau; weighted BCE on soft targets does
+    # not (its optimum spreads mass around), which is why the centre head uses focal.
+    assert seg_loss(peak_logits, target, centre_loss="focal") < seg_loss(flat_logits, target, centre_loss="focal")

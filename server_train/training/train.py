@@ -43,6 +43,8 @@ class TrainConfig:
     crop: int = 192
     kd_weight: float = 0.5  # student loss = (1-kd) * pseudo-GT loss + kd * teacher loss
     centre_weight: float = 1.0
+    centre_loss: str = "bce"  # "bce" (weighted BCE) or "focal" (CenterNet focal loss)
+    kd_centre: bool = True  # also distil the teacher's centre heatmap (else centres learn from pseudo-GT only)
     seed: int = 0
     workers: int = 1
     threads: int = 2
@@ -101,8 +103,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     last = out / "last.pt"
     if last.exists():
         ckpt = torch.load(str(last), map_location="cpu", weights_only=False)
-        if ckpt["train_config"] != dataclasses.asdict(cfg):
-            changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if ckpt["train_config"].get(k) != v)
+        # Fields added after a checkpoint was written take their defaults.
+        saved = {**dataclasses.asdict(TrainConfig()), **ckpt["train_config"]}
+        if saved != dataclasses.asdict(cfg):
+            changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if saved.get(k) != v)
             raise ValueError(f"{last} was written with a different config ({', '.join(changed)}); use a new --out")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -126,11 +130,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         outs = model(x)
-        loss = sum(seg_loss(o, y, cfg.centre_weight) for o in outs)
+        loss = sum(seg_loss(o, y, cfg.centre_weight, cfg.centre_loss) for o in outs)
         if teacher is not None:
             with torch.no_grad():
                 soft = teacher(x)[0]
-            loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * distill_loss(outs[0], soft, cfg.centre_weight)
+            kd = distill_loss(outs[0], soft, cfg.centre_weight if cfg.kd_centre else 0.0)
+            loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * kd
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
