@@ -11,22 +11,33 @@ S=.venv/bin/scalpedge
 DATA=${DATA:-../shared/data}
 STAGE=${STAGE:-all}
 TEACHER_STEPS=${TEACHER_STEPS:-1000}
-STUDENT_STEPS=${STUDENT_STEPS:-5000}
+STUDENT_STEPS=${STUDENT_STEPS:-3000}
 DISTIL_STEPS=${DISTIL_STEPS:-1200}
 
 if [ "$STAGE" = all ]; then
-  [ -f data/train/truth.jsonl ] || $S synth --n 2400 --seed 1 --out data/train --mode mixed --workers 2
-  [ -f data/train_hard/truth.jsonl ] || $S synth --n 800 --seed 2 --out data/train_hard --mode mixed --hard --workers 2
-  [ -f data/heldout/truth.jsonl ] || $S synth --n 300 --seed 20261122 --out data/heldout --mode mixed --hard --workers 2
-  # Teacher and student pre-training share the two cores, one thread each.
+  # The shipped model's data were written at the commits named (the generator changed in
+  # between); with today's generator these commands give similar, not identical, frames.
+  [ -f data/train/truth.jsonl ] || $S synth --n 2400 --seed 1 --out data/train --mode mixed --workers 2            # 7352e0e
+  [ -f data/train_hard/truth.jsonl ] || $S synth --n 800 --seed 2 --out data/train_hard --mode mixed --hard --workers 2  # 7352e0e
+  [ -f data/heldout/truth.jsonl ] || $S synth --n 300 --seed 20261122 --out data/heldout --mode mixed --hard --workers 2  # 7352e0e
+  [ -f data/train_trim2/truth.jsonl ] || $S synth --n 800 --seed 3 --out data/train_trim2 --mode trimmed            # 69d9a13
+  # Teacher and student stage A share the two cores, one thread each. Stage A (weighted-BCE
+  # centre loss) was paused at step 1350 of its 5000-step schedule.
   $S train seg --data data/train,data/train_hard --out runs/teacher --model teacher \
-     --steps "$TEACHER_STEPS" --batch 8 --crop 192 --threads 1 --seed 0 &
+     --steps "$TEACHER_STEPS" --batch 8 --crop 192 --threads 1 --seed 0 --quiet &
   $S train seg --data data/train,data/train_hard --out runs/student_gt --model student \
-     --steps "$STUDENT_STEPS" --batch 8 --crop 192 --threads 1 --seed 0 &
+     --steps 5000 --stop-after 1350 --batch 8 --crop 192 --threads 1 --seed 0 --quiet
+  cp runs/student_gt/last.pt runs/student_gt/stage_a.pt
+  # Stage B: CenterNet focal loss for the centre head, plus the trichoscopy-like trimmed set.
+  $S train seg --data data/train,data/train_hard,data/train_trim2 --out runs/student_gt2 --model student \
+     --init-checkpoint runs/student_gt/stage_a.pt --centre-loss focal --centre-weight 0.5 \
+     --steps "$STUDENT_STEPS" --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 1 --quiet
   wait
-  $S train seg --data data/train,data/train_hard --out runs/student --model student \
-     --init-checkpoint runs/student_gt/final.pt --teacher-checkpoint runs/teacher/final.pt \
-     --steps "$DISTIL_STEPS" --batch 8 --crop 192 --lr 0.001 --threads 2 --seed 0
+  # Distillation: mask from the teacher's soft masks + pseudo-GT, centres from pseudo-GT.
+  $S train seg --data data/train,data/train_hard,data/train_trim2 --out runs/student --model student \
+     --init-checkpoint runs/student_gt2/final.pt --teacher-checkpoint runs/teacher/final.pt \
+     --centre-loss focal --centre-weight 0.5 --no-kd-centre \
+     --steps "$DISTIL_STEPS" --batch 8 --crop 192 --lr 0.001 --threads 2 --seed 2 --quiet
 fi
 
 mkdir -p benchmarks/reports

@@ -55,6 +55,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--centre-loss", choices=["bce", "focal"], help="loss of the centre heatmap")
     seg.add_argument("--centre-weight", type=float, help="weight of the centre heatmap loss")
     seg.add_argument("--no-kd-centre", dest="kd_centre", action="store_const", const=False, help="distil only the mask")
+    seg.add_argument("--stop-after", type=int, help="pause at this step (last.pt; the schedule still spans --steps)")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_run_train_seg)
 
@@ -65,7 +66,7 @@ def _run_train_seg(args: argparse.Namespace) -> int:
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    final = train(TrainConfig(**given), progress=not args.quiet)
+    final = train(TrainConfig(**given), progress=not args.quiet, stop_after=args.stop_after)
     print(f"wrote {final}")
     return 0
 

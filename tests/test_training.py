@@ -90,3 +90,14 @@ def test_focal_centre_loss_prefers_sharp_peaks() -> None:
     # The focal loss rewards one sharp peak over a plateau; weighted BCE on soft targets does
     # not (its optimum spreads mass around), which is why the centre head uses focal.
     assert seg_loss(peak_logits, target, centre_loss="focal") < seg_loss(flat_logits, target, centre_loss="focal")
+
+
+def test_stop_after_pauses_a_run_that_resumes_identically(tiny_data: Path, tmp_path: Path) -> None:
+    straight = train(_cfg(tiny_data, tmp_path / "a"), progress=False)
+    paused = train(_cfg(tiny_data, tmp_path / "b"), progress=False, stop_after=2)
+    assert paused.name == "last.pt" and load_checkpoint(paused)[1]["step"] == 2
+    resumed = train(_cfg(tiny_data, tmp_path / "b"), progress=False)
+    a, _ = load_checkpoint(straight)
+    b, _ = load_checkpoint(resumed)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        assert torch.allclose(x, y, atol=1e-5)

@@ -82,8 +82,12 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Run (or resume) training; returns the path of ``final.pt`` in ``cfg.out``."""
+def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Run (or resume) training; returns the path of ``final.pt`` in ``cfg.out``.
+
+    stop_after: pause at this step (``last.pt`` written, resumable) without changing the
+    schedule, which still runs to ``cfg.steps``; returns the path of ``last.pt`` then.
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -146,8 +150,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         bar.set_postfix(loss=f"{running:.3f}")
         if step % 10 == 0 or step == cfg.steps:
             history.append({"step": step, "loss": running, "seconds": time.time() - t0})
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or step == stop_after:
             save_checkpoint(last, model, cfg, step, {"optimizer": opt.state_dict(), "history": history})
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return last
     bar.close()
     final = out / "final.pt"
     model.eval()
