@@ -53,11 +53,13 @@ $S eval sheet --data "$DATA/scalp-microscope/valid/images" --model runs/student.
 $S bench speed --out benchmarks/reports/speed.json --threads 1,2
 $S export release --checkpoint runs/student/final.pt --out device/assets/default \
    --metrics benchmarks/reports/heldout_student.json benchmarks/reports/follicle_counts_student.json benchmarks/reports/speed.json
-# Sample frames for `scalpedge segment` with no paths: three synthetic frames (ours to ship).
-$S synth --n 3 --seed 7 --out runs/samples --mode mixed --no-progress
+# Sample frames for `scalpedge segment` with no paths: synthetic frames (ours to ship).
+$S synth --n 2 --seed 7 --out runs/samples --mode scalp --no-progress
+$S synth --n 1 --seed 7 --out runs/samples_trimmed --mode trimmed --no-progress
 mkdir -p device/assets/samples
 .venv/bin/python - <<'PY'
 import cv2, pathlib
-for p in sorted(pathlib.Path("runs/samples/images").glob("*.png")):
-    cv2.imwrite(f"device/assets/samples/synthetic_{p.stem}.jpg", cv2.imread(str(p)), [cv2.IMWRITE_JPEG_QUALITY, 92])
+for folder, prefix in (("runs/samples", "synthetic_"), ("runs/samples_trimmed", "synthetic_trimmed_")):
+    for p in sorted(pathlib.Path(folder, "images").glob("*.png")):
+        cv2.imwrite(f"device/assets/samples/{prefix}{p.stem}.jpg", cv2.imread(str(p)), [cv2.IMWRITE_JPEG_QUALITY, 92])
 PY
