@@ -20,9 +20,10 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_centre_heatmap_peaks_at_centres() -> None:
-    heat = centre_heatmap(np.array([[10.0, 5.0], [30.0, 20.0], [-50.0, 3.0]]), 32, 48, sigma=2.0)
+    heat = centre_heatmap(np.array([[10.4, 5.3], [29.6, 20.0], [-50.0, 3.0]]), 32, 48, sigma=2.0)
     assert heat.shape == (32, 48)
-    assert heat[5, 10] == pytest.approx(1.0) and heat[20, 30] == pytest.approx(1.0)
+    # Sub-pixel centres still get exactly one pixel at 1.0 (the focal loss's positive).
+    assert heat[5, 10] == 1.0 and heat[20, 30] == 1.0 and (heat == 1.0).sum() == 2
     assert heat[0, 0] < 1e-3 and heat.max() <= 1.0
 
 

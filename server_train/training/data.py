@@ -18,13 +18,15 @@ __all__ = ["SegFolder", "centre_heatmap", "CropConfig"]
 
 
 def centre_heatmap(centres: np.ndarray, height: int, width: int, sigma: float = 2.0) -> np.ndarray:
-    """HxW float32 in [0, 1]: a Gaussian of std ``sigma`` px at each (x, y) centre (max-merged)."""
+    """HxW float32 in [0, 1]: a Gaussian of std ``sigma`` px centred on the pixel nearest each
+    (x, y) centre (max-merged), so every centre has exactly one pixel at 1.0 (the positive of
+    the focal loss, as in CenterNet)."""
     heat = np.zeros((height, width), np.float32)
     radius = int(3 * sigma + 1)
     ys, xs = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    g = np.exp(-(xs**2 + ys**2) / (2 * sigma**2)).astype(np.float32)
     for cx, cy in np.asarray(centres, np.float32).reshape(-1, 2):
-        ix, iy = int(round(cx)), int(round(cy))
-        g = np.exp(-((xs + ix - cx) ** 2 + (ys + iy - cy) ** 2) / (2 * sigma**2)).astype(np.float32)
+        ix, iy = int(round(float(cx))), int(round(float(cy)))
         x0, x1 = max(ix - radius, 0), min(ix + radius + 1, width)
         y0, y1 = max(iy - radius, 0), min(iy + radius + 1, height)
         if x0 >= x1 or y0 >= y1:

@@ -29,7 +29,7 @@ def _centre_focal(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0
     p up, everything else pushes p down, less so near a peak ((1 - target)^beta) and less for
     easy pixels (p^alpha). Normalised by the number of peaks. Gives sharp, separable peaks."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
-    pos = target.ge(0.99).float()
+    pos = target.ge(0.999).float()  # the one pixel per centre where the heatmap is 1
     pos_loss = -torch.log(p) * (1 - p) ** alpha * pos
     neg_loss = -torch.log(1 - p) * p**alpha * (1 - target) ** beta * (1 - pos)
     n_pos = pos.sum().clamp(min=1.0)
