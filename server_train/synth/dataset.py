@@ -5,6 +5,7 @@ Layout under ``out``::
     images/{i:06d}.png     HxWx3 uint8 BGR frame
     masks/{i:06d}.png      HxW uint8, 255 = hair, 0 = not hair
     instances/{i:06d}.png  HxW uint16, 0 = background, k = topmost strand id
+    centrelines/{i:06d}.png HxW uint8, 255 = on a strand's centre line (3 px wide, inside the mask)
     truth.jsonl            one JSON object per frame, keys TRUTH_KEYS (+ meta)
     config.json            the resolved config, n, seed, trimmed_share
 
@@ -28,7 +29,7 @@ import numpy as np
 from .config import Sample, SynthConfig
 from .render import render_index
 
-__all__ = ["TRUTH_KEYS", "write_dataset", "config_for_index", "sample_record"]
+__all__ = ["TRUTH_KEYS", "write_dataset", "config_for_index", "sample_record", "centreline_mask"]
 
 TRUTH_KEYS = (
     "stem",
@@ -52,6 +53,17 @@ def config_for_index(config: SynthConfig, index: int, trimmed_share: float | Non
         return config
     trimmed = math.floor((index + 1) * trimmed_share) > math.floor(index * trimmed_share)
     return replace(config, mode="trimmed" if trimmed else "scalp")
+
+
+def centreline_mask(sample: Sample, width_px: int = 2) -> np.ndarray:
+    """HxW uint8 {0,1}: every strand's in-frame centre line drawn ``width_px`` thick (OpenCV
+    paints 3 px for 2), kept inside the hair mask. Touching strands keep separate lines, so
+    counting line strands counts hairs (the target of the segmenter's instance head)."""
+    lines = np.zeros(sample.mask.shape, np.uint8)
+    polys = [np.round(c).astype(np.int32).reshape(-1, 1, 2) for c in sample.centrelines if len(c) >= 2]
+    if polys:
+        cv2.polylines(lines, polys, False, 1, width_px, cv2.LINE_8)
+    return lines & sample.mask
 
 
 def sample_record(sample: Sample, stem: str, seed: int, index: int) -> dict[str, Any]:
@@ -79,6 +91,7 @@ def _write_one(job: tuple[str, int, int, SynthConfig, float | None]) -> dict[str
     cv2.imwrite(str(root / "images" / f"{stem}.png"), sample.image)
     cv2.imwrite(str(root / "masks" / f"{stem}.png"), sample.mask * np.uint8(255))
     cv2.imwrite(str(root / "instances" / f"{stem}.png"), sample.instances.astype(np.uint16))
+    cv2.imwrite(str(root / "centrelines" / f"{stem}.png"), centreline_mask(sample) * np.uint8(255))
     return sample_record(sample, stem, seed, i)
 
 
@@ -101,7 +114,7 @@ def write_dataset(
     ``trimmed_share`` mixes modes by index (see ``config_for_index``). Returns ``out``.
     """
     root = Path(out)
-    for sub in ("images", "masks", "instances"):
+    for sub in ("images", "masks", "instances", "centrelines"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(
         json.dumps(
