@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from device.constants import CENTRE_THRESHOLD, DEFAULT_UM_PER_PX, MASK_THRESHOLD, THIN_HAIR_UM
-from device.hair_metrics import HairMetrics, find_centres, measure
+from device.constants import (
+    CENTRE_THRESHOLD,
+    DEFAULT_UM_PER_PX,
+    LINE_THRESHOLD,
+    MASK_THRESHOLD,
+    MIN_STRAND_PX,
+    THIN_HAIR_UM,
+)
+from device.hair_metrics import HairMetrics, find_centres, measure, split_strands
 from device.overlay import draw_overlay
 from device.preprocess import prepare_frame
 from device.quality import frame_problem
@@ -51,6 +59,8 @@ def analyse_frame(
     thin_um: float = THIN_HAIR_UM,
     mask_threshold: float = MASK_THRESHOLD,
     centre_threshold: float = CENTRE_THRESHOLD,
+    line_threshold: float = LINE_THRESHOLD,
+    min_strand_px: float = MIN_STRAND_PX,
 ) -> FrameAnalysis:
     """Quality gate, segmentation, hair metrics. frame_bgr: HxWx3 uint8 BGR of any size;
     um_per_px refers to the pixels of this frame. A rejected frame gets count 0 and the reason.
@@ -81,7 +91,10 @@ def analyse_frame(
     centres = None
     if seg.centre is not None:
         centres = centres_on_hair(find_centres(seg.centre, threshold=centre_threshold), mask)
-    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, centres=centres)
+    n_lines = None
+    if seg.lines is not None:  # hair instances = strands of the predicted centre lines
+        n_lines = len(split_strands((seg.lines >= line_threshold) & mask, min_length_px=min_strand_px))
+    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, centres=centres, line_strands=n_lines)
     timings["metrics_ms"] = (time.perf_counter() - t) * 1000
     return FrameAnalysis(frame_bgr, metrics, seg, centres if centres is not None else empty, None, timings)
 
@@ -99,6 +112,4 @@ def centres_on_hair(centres: np.ndarray, mask: np.ndarray, radius_px: int = 2) -
 
 
 def _with_reason(metrics: HairMetrics, reason: str) -> HairMetrics:
-    import dataclasses
-
     return dataclasses.replace(metrics, reason=reason)

@@ -15,6 +15,10 @@ __all__ = [
     "SEG_OUTPUTS",
     "SEG_OUT_MASK",
     "SEG_OUT_CENTRE",
+    "SEG_OUT_LINES",
+    "INSTANCE_OUTPUTS",
+    "LINE_THRESHOLD",
+    "MIN_STRAND_PX",
     "PIXEL_MEAN",
     "PIXEL_STD",
     "MASK_THRESHOLD",
@@ -30,7 +34,10 @@ FRAME_WIDTH: Final = 640
 # Segmenter graph I/O names (ONNX and TensorRT bind by these names, never by position).
 SEG_INPUT: Final = "image"  # 1x3xHxW float32, normalised RGB (see PIXEL_MEAN/STD)
 SEG_OUT_MASK: Final = "hair_logits"  # 1x1xHxW float32, logit of P(hair)
+# The second output locates hair instances, one of:
 SEG_OUT_CENTRE: Final = "centre_logits"  # 1x1xHxW float32, logit of the per-hair centre heatmap
+SEG_OUT_LINES: Final = "centreline_logits"  # 1x1xHxW float32, logit of P(on a hair's centre line)
+INSTANCE_OUTPUTS: Final = {"centres": SEG_OUT_CENTRE, "lines": SEG_OUT_LINES}
 SEG_OUTPUTS: Final = (SEG_OUT_MASK, SEG_OUT_CENTRE)
 
 # Preprocessing: BGR uint8 -> RGB float in [0, 1] -> (x - mean) / std, per channel (R, G, B).
@@ -40,6 +47,8 @@ PIXEL_STD: Final = (0.229, 0.224, 0.225)
 # Decision thresholds on probabilities.
 MASK_THRESHOLD: Final = 0.5
 CENTRE_THRESHOLD: Final = 0.3
+LINE_THRESHOLD: Final = 0.5
+MIN_STRAND_PX: Final = 10.0  # centre-line strands shorter than this (px at 640x480) are not hairs
 
 # Hair metrics defaults.
 THIN_HAIR_UM: Final = 40.0  # shaft diameter below which a hair counts as thin (vellus/miniaturised)

@@ -118,7 +118,7 @@ class HairMetrics:
     area_cm2: imaged scalp area (frame size x ``um_per_px``^2).
     hair_fraction: share of mask pixels that are hair, in [0, 1].
     um_per_px: optical calibration used, micrometres per pixel.
-    count_source: "centres" or "skeleton".
+    count_source: "centres", "centrelines" or "skeleton".
     reason: why metrics are missing or doubtful (e.g. "no hair detected"), else None.
     thin_um: thin-hair threshold used, micrometres.
     """
@@ -299,6 +299,7 @@ def measure(
     thin_um: float = THIN_HAIR_UM,
     centres: np.ndarray | None = None,
     *,
+    line_strands: int | None = None,
     min_length_px: float = 10,
     spur_length_px: float = 8,
 ) -> HairMetrics:
@@ -307,6 +308,8 @@ def measure(
     mask: HxW bool hair mask (nonzero = hair).
     um_per_px: optical calibration, micrometres per pixel (> 0).
     thin_um: strands with a shaft diameter below this (micrometres) count as thin.
+    line_strands: number of hairs found as strands of a predicted centre-line map (a model
+        with a centre-line output); takes precedence over ``centres`` for the count.
     centres: (N, 2) (x, y) hair centres from a model with an instance head
         (:func:`find_centres`); when given, ``count = N``; thickness and thin ratio still
         come from the skeleton strands.
@@ -321,7 +324,9 @@ def measure(
     hair_fraction = float(np.count_nonzero(m)) / m.size
     strands = tuple(split_strands(m, min_length_px, spur_length_px)) if hair_fraction else ()
     thick = tuple(float(s.thickness_px * um_per_px) for s in strands)
-    if centres is not None:
+    if line_strands is not None:
+        count, source = int(line_strands), "centrelines"
+    elif centres is not None:
         c = np.asarray(centres)
         if c.ndim != 2 or c.shape[1] != 2:
             if c.size:
@@ -333,7 +338,9 @@ def measure(
     if hair_fraction == 0:
         reason = "no hair detected"
     elif count == 0:
-        reason = "no strand long enough" if source == "skeleton" else "no hair centres found"
+        reason = {"skeleton": "no strand long enough", "centres": "no hair centres found"}.get(
+            source, "no hair centre lines found"
+        )
     elif hair_fraction > 0.9:
         reason = "mask is almost all hair; segmentation likely failed"
     arr = np.asarray(thick)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from device.backends import Backend, OrtBackend
-from device.constants import SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_MASK
+from device.constants import SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_LINES, SEG_OUT_MASK
 from device.preprocess import to_network_input
 from device.segmentation import SegOutput
 
@@ -20,9 +20,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class ModelSegmenter:
-    """Runs a segmentation graph (input ``SEG_INPUT``, outputs ``SEG_OUT_MASK`` and
-    ``SEG_OUT_CENTRE``) on frames of any size: frames are resized to the graph's static input
-    size and the probabilities resized back."""
+    """Runs a segmentation graph (input ``SEG_INPUT``, output ``SEG_OUT_MASK`` and optionally
+    an instance output, ``SEG_OUT_CENTRE`` or ``SEG_OUT_LINES``) on frames of any size: frames
+    are resized to the graph's static input size and the probabilities resized back."""
 
     def __init__(self, backend: Backend, name: str = "student") -> None:
         if SEG_INPUT not in backend.input_shapes:
@@ -30,7 +30,7 @@ class ModelSegmenter:
         self.backend = backend
         self.name = name
         _, _, self.height, self.width = backend.input_shapes[SEG_INPUT]
-        self.has_centres = SEG_OUT_CENTRE in backend.output_names
+        self.extra = [n for n in (SEG_OUT_CENTRE, SEG_OUT_LINES) if n in backend.output_names]
 
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int = 2, name: str | None = None) -> ModelSegmenter:
@@ -40,12 +40,8 @@ class ModelSegmenter:
         """frame_bgr: HxWx3 uint8 BGR -> SegOutput at the frame's own size."""
         h, w = frame_bgr.shape[:2]
         x = to_network_input(frame_bgr, self.height, self.width)
-        names = [SEG_OUT_MASK, SEG_OUT_CENTRE] if self.has_centres else [SEG_OUT_MASK]
-        out = self.backend.run({SEG_INPUT: x}, names)
-        prob = _sigmoid(out[SEG_OUT_MASK][0, 0])
-        centre = _sigmoid(out[SEG_OUT_CENTRE][0, 0]) if self.has_centres else None
+        out = self.backend.run({SEG_INPUT: x}, [SEG_OUT_MASK, *self.extra])
+        maps = {name: _sigmoid(value[0, 0]) for name, value in out.items()}
         if (h, w) != (self.height, self.width):
-            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
-            if centre is not None:
-                centre = cv2.resize(centre, (w, h), interpolation=cv2.INTER_LINEAR)
-        return SegOutput(prob=prob, centre=centre)
+            maps = {k: cv2.resize(v, (w, h), interpolation=cv2.INTER_LINEAR) for k, v in maps.items()}
+        return SegOutput(prob=maps[SEG_OUT_MASK], centre=maps.get(SEG_OUT_CENTRE), lines=maps.get(SEG_OUT_LINES))

@@ -22,12 +22,14 @@ class SegOutput:
     """Result of segmenting one frame.
 
     prob: HxW float32 in [0, 1], P(hair) per pixel, same size as the input frame.
-    centre: HxW float32 in [0, 1] per-hair centre heatmap (peaks mark one hair each), or
-        None when the segmenter does not predict instances (classical baselines).
+    centre: HxW float32 in [0, 1] per-hair centre heatmap (peaks mark one hair each), or None.
+    lines: HxW float32 in [0, 1], P(on a hair's centre line), or None. Segmenters without an
+        instance output (classical baselines) leave both None.
     """
 
     prob: np.ndarray
     centre: np.ndarray | None = None
+    lines: np.ndarray | None = None
 
     def mask(self, threshold: float = MASK_THRESHOLD) -> np.ndarray:
         """HxW bool hair mask at ``threshold``."""

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.constants import FRAME_HEIGHT, FRAME_WIDTH, SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_MASK
+from device.constants import FRAME_HEIGHT, FRAME_WIDTH, INSTANCE_OUTPUTS, SEG_INPUT, SEG_OUT_MASK
 
 __all__ = ["ExportedSegmenter", "export_segmenter", "check_parity"]
 
@@ -42,10 +42,13 @@ def export_segmenter(
     width: int = FRAME_WIDTH,
     metadata: dict[str, Any] | None = None,
     check: bool = True,
+    instance_head: str = "centres",
 ) -> Path:
     """Export ``model`` to ONNX at a static 1x3xheightxwidth input; returns the path.
 
-    metadata is written into the graph's ``metadata_props`` (values JSON-encoded).
+    instance_head: what the model's second output learned ("centres" or "lines"); it names
+    the graph output (``device.constants.INSTANCE_OUTPUTS``). metadata is written into the
+    graph's ``metadata_props`` (values JSON-encoded).
     """
     import onnx
 
@@ -58,7 +61,7 @@ def export_segmenter(
         (dummy,),
         str(path),
         input_names=[SEG_INPUT],
-        output_names=[SEG_OUT_MASK, SEG_OUT_CENTRE],
+        output_names=[SEG_OUT_MASK, INSTANCE_OUTPUTS[instance_head]],
         opset_version=OPSET,
         dynamo=False,
     )
@@ -84,7 +87,7 @@ def check_parity(wrapper: nn.Module, path: Path, height: int, width: int, atol: 
     with torch.no_grad():
         ref = [t.numpy() for t in wrapper(x)]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run([SEG_OUT_MASK, SEG_OUT_CENTRE], {SEG_INPUT: x.numpy()})
+    got = sess.run([o.name for o in sess.get_outputs()], {SEG_INPUT: x.numpy()})
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got, strict=True))
     if diff > atol:
         raise RuntimeError(f"ONNX Runtime differs from torch by {diff:.2e} (> {atol:.0e}) for {path}")

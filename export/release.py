@@ -53,7 +53,15 @@ def release_segmenter(
     """Export ``checkpoint`` to ``out_dir/segmenter.onnx`` and write ``out_dir/manifest.json``."""
     import torch
 
-    from device.constants import FRAME_HEIGHT, FRAME_WIDTH, PIXEL_MEAN, PIXEL_STD, SEG_INPUT, SEG_OUTPUTS
+    from device.constants import (
+        FRAME_HEIGHT,
+        FRAME_WIDTH,
+        INSTANCE_OUTPUTS,
+        PIXEL_MEAN,
+        PIXEL_STD,
+        SEG_INPUT,
+        SEG_OUT_MASK,
+    )
     from export.onnx_export import export_segmenter
     from server_train.models import count_gflop
     from server_train.training.train import load_checkpoint
@@ -81,14 +89,16 @@ def release_segmenter(
         )
         queue += [pc["train_config"].get("teacher_checkpoint"), pc["train_config"].get("init_checkpoint")]
     meta = {"model_config": ckpt["model_config"], "train_config": train_cfg, "git_commit": git_commit()}
-    onnx_path = export_segmenter(model, out_dir / "segmenter.onnx", metadata=meta)
+    head = train_cfg.get("instance_target", "centres")
+    onnx_path = export_segmenter(model, out_dir / "segmenter.onnx", metadata=meta, instance_head=head)
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "file": onnx_path.name,
         "sha256": sha256_file(onnx_path),
         "inputs": {SEG_INPUT: [1, 3, FRAME_HEIGHT, FRAME_WIDTH]},
-        "outputs": list(SEG_OUTPUTS),
+        "outputs": [SEG_OUT_MASK, INSTANCE_OUTPUTS[head]],
+        "instance_head": head,
         "precision": "fp32",
         "preprocessing": {"colour": "RGB", "scale": 1 / 255, "mean": PIXEL_MEAN, "std": PIXEL_STD},
         "gflop": round(count_gflop(model, FRAME_HEIGHT, FRAME_WIDTH), 3),

@@ -52,7 +52,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         ("threads", int),
     ):
         seg.add_argument(f"--{name}", type=typ)
-    seg.add_argument("--centre-loss", choices=["bce", "focal"], help="loss of the centre heatmap")
+    seg.add_argument("--centre-loss", choices=["bce", "focal", "lines"], help="loss of the instance output")
+    seg.add_argument("--instance-target", choices=["centres", "lines"], help="what the instance output learns")
     seg.add_argument("--centre-weight", type=float, help="weight of the centre heatmap loss")
     seg.add_argument("--no-kd-centre", dest="kd_centre", action="store_const", const=False, help="distil only the mask")
     seg.add_argument("--stop-after", type=int, help="pause at this step (last.pt; the schedule still spans --steps)")
@@ -206,7 +207,8 @@ def _run_export_seg(args: argparse.Namespace) -> int:
 
     model, ckpt = load_checkpoint(args.checkpoint)
     meta = {"model_config": ckpt["model_config"], "train_config": ckpt["train_config"], "step": ckpt["step"]}
-    path = export_segmenter(model, args.out, metadata=meta)
+    head = ckpt["train_config"].get("instance_target", "centres")
+    path = export_segmenter(model, args.out, metadata=meta, instance_head=head)
     print(f"wrote {path}")
     return 0
 

@@ -34,3 +34,30 @@ def test_centres_off_the_hair_are_dropped() -> None:
     kept = centres_on_hair(centres, mask, radius_px=2)
     assert kept.tolist() == [[25.0, 21.0], [25.0, 24.0]]
     assert centres_on_hair(np.zeros((0, 2), np.float32), mask).shape == (0, 2)
+
+
+class _LineSegmenter:
+    """A segmenter returning fixed maps (the counting logic under test is downstream)."""
+
+    name = "fixed"
+
+    def __init__(self, prob: np.ndarray, lines: np.ndarray) -> None:
+        self.prob, self.lines = prob, lines
+
+    def segment(self, frame_bgr: np.ndarray):
+        from device.segmentation import SegOutput
+
+        return SegOutput(prob=self.prob, lines=self.lines)
+
+
+def test_count_comes_from_centre_line_strands() -> None:
+    # Two touching stubs form one blob in the mask, but their centre lines are separate.
+    prob = np.zeros((480, 640), np.float32)
+    prob[100:120, 100:300] = 1.0
+    lines = np.zeros_like(prob)
+    lines[104:107, 105:295] = 1.0
+    lines[113:116, 105:295] = 1.0
+    frame = np.random.default_rng(0).integers(60, 200, (480, 640, 3), dtype=np.uint8)
+    result = analyse_frame(_LineSegmenter(prob, lines), frame)
+    assert result.metrics.count == 2 and result.metrics.count_source == "centrelines"
+    assert len(result.metrics.strands) == 1  # the mask's skeleton sees one blob

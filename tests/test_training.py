@@ -102,3 +102,21 @@ def test_stop_after_pauses_a_run_that_resumes_identically(tiny_data: Path, tmp_p
     b, _ = load_checkpoint(resumed)
     for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
         assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_line_target_trains_and_exports_a_centreline_head(tiny_data: Path, tmp_path: Path) -> None:
+    from device.constants import SEG_OUT_LINES
+    from device.onnx_segmenter import ModelSegmenter
+    from server_train.evaluation.loading import load_segmenter
+
+    data = SegFolder(tiny_data, CropConfig(size=64), seed=0, epoch_size=2, target="lines")
+    _, y = data[0]
+    assert set(torch.unique(y[1]).tolist()) <= {0.0, 1.0}
+    assert float((y[1] * (1 - y[0])).sum()) == 0.0  # centre lines lie inside the hair mask
+    cfg = _cfg(tiny_data, tmp_path / "lines", instance_target="lines", centre_loss="lines", steps=2)
+    seg = load_segmenter(str(train(cfg, progress=False)))
+    assert isinstance(seg, ModelSegmenter) and SEG_OUT_LINES in seg.extra
+    out = seg.segment(np.zeros((480, 640, 3), np.uint8) + 128)
+    assert out.lines is not None and out.centre is None
+    with pytest.raises(ValueError, match="goes with"):
+        train(_cfg(tiny_data, tmp_path / "bad", instance_target="lines"), progress=False)

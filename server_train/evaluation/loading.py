@@ -30,8 +30,9 @@ def load_segmenter(spec: str | None, threads: int = 2) -> Segmenter:
         from export.onnx_export import export_segmenter
         from server_train.training.train import load_checkpoint
 
-        model, _ = load_checkpoint(path)
+        model, ckpt = load_checkpoint(path)
         onnx_path = Path(tempfile.mkdtemp(prefix="scalpedge-")) / f"{path.stem}.onnx"
-        export_segmenter(model, onnx_path, check=False)
+        head = ckpt["train_config"].get("instance_target", "centres")
+        export_segmenter(model, onnx_path, check=False, instance_head=head)
         return ModelSegmenter.from_onnx(onnx_path, threads=threads, name=path.parent.name or path.stem)
     raise ValueError(f"unknown model {spec!r}: give a .onnx or .pt file or one of {sorted(BASELINES)}")

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from device.preprocess import to_tensor_layout
 
-__all__ = ["SegFolder", "centre_heatmap", "CropConfig"]
+__all__ = ["SegFolder", "centre_heatmap", "CropConfig", "TARGETS"]
 
 
 def centre_heatmap(centres: np.ndarray, height: int, width: int, sigma: float = 2.0) -> np.ndarray:
@@ -47,11 +47,26 @@ class CropConfig:
     sigma: float = 2.0
 
 
-class SegFolder(Dataset):
-    """Items: (image 3xSxS float32 normalised RGB, target 2xSxS float32 [mask, centre heat])."""
+TARGETS = ("centres", "lines")
 
-    def __init__(self, root: str | Path, crop: CropConfig, seed: int = 0, epoch_size: int | None = None) -> None:
+
+class SegFolder(Dataset):
+    """Items: (image 3xSxS float32 normalised RGB, target 2xSxS float32 [mask, instance
+    target]); the instance target is the centre heatmap (``target="centres"``) or the binary
+    centre-line map (``target="lines"``, from the data set's ``centrelines/``)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        crop: CropConfig,
+        seed: int = 0,
+        epoch_size: int | None = None,
+        target: str = "centres",
+    ) -> None:
         """root: one data folder, or several joined by commas (their frames are pooled)."""
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+        self.target = target
         self.roots = [Path(r) for r in str(root).split(",") if r]
         self.items: list[tuple[Path, dict]] = []
         for r in self.roots:
@@ -62,6 +77,10 @@ class SegFolder(Dataset):
             self.items.extend((r, row) for row in rows)
         if not self.items:
             raise ValueError(f"no frames in {root}")
+        if target == "lines":
+            for r in self.roots:
+                if not (r / "centrelines").is_dir():
+                    raise FileNotFoundError(f"{r}/centrelines missing: rewrite the set with a newer `scalpedge synth`")
         self.crop = crop
         self.seed = seed
         self.epoch_size = epoch_size or len(self.items)
@@ -76,60 +95,68 @@ class SegFolder(Dataset):
             self._perm = np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.items))
         return self._perm
 
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Frame i: (HxWx3 uint8 BGR, HxW uint8 {0,1} mask, (N,2) float32 centres)."""
+    def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """Frame i: (HxWx3 uint8 BGR, [HxW uint8 {0,1} mask (, centre lines)], (N,2) float32
+        centres)."""
         root, row = self.items[i]
         stem = row["stem"]
         image = cv2.imread(str(root / "images" / f"{stem}.png"), cv2.IMREAD_COLOR)
-        mask = cv2.imread(str(root / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
-        if image is None or mask is None:
+        names = ["masks", "centrelines"] if self.target == "lines" else ["masks"]
+        maps = [cv2.imread(str(root / n / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) for n in names]
+        if image is None or any(m is None for m in maps):
             raise FileNotFoundError(f"frame {stem} incomplete in {root}")
         centres = np.asarray(row.get("centres", []), np.float32).reshape(-1, 2)
-        return image, (mask > 127).astype(np.uint8), centres
+        return image, [(m > 127).astype(np.uint8) for m in maps], centres
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, idx])
         i = self._order(idx // len(self.items))[idx % len(self.items)]
-        image, mask, centres = self.load(i)
+        image, maps, centres = self.load(i)
         if self.crop.size:
-            image, mask, centres = _augment(image, mask, centres, self.crop, rng)
-        heat = centre_heatmap(centres, mask.shape[0], mask.shape[1], self.crop.sigma)
+            image, maps, centres = _augment(image, maps, centres, self.crop, rng)
+        mask = maps[0]
+        if self.target == "lines":
+            second = maps[1].astype(np.float32)
+        else:
+            second = centre_heatmap(centres, mask.shape[0], mask.shape[1], self.crop.sigma)
         x = torch.from_numpy(to_tensor_layout(image))
-        y = torch.from_numpy(np.stack([mask.astype(np.float32), heat]))
+        y = torch.from_numpy(np.stack([mask.astype(np.float32), second]))
         return x, y
 
 
 def _augment(
-    image: np.ndarray, mask: np.ndarray, centres: np.ndarray, crop: CropConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random zoom, square crop, flips and 90-degree turns; centres follow the pixels."""
+    image: np.ndarray, maps: list[np.ndarray], centres: np.ndarray, crop: CropConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Random zoom, square crop, flips and 90-degree turns; binary maps and centres follow
+    the pixels."""
     scale = float(np.exp(rng.uniform(np.log(crop.scale[0]), np.log(crop.scale[1]))))
-    h, w = mask.shape
+    h, w = image.shape[:2]
     side = min(int(round(crop.size / scale)), h, w)
     y0 = int(rng.integers(0, h - side + 1))
     x0 = int(rng.integers(0, w - side + 1))
-    image = cv2.resize(
-        image[y0 : y0 + side, x0 : x0 + side],
-        (crop.size, crop.size),
-        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-    )
-    # Mask: resize the coverage and re-threshold so thin strands keep their true width.
-    cov = cv2.resize(
-        mask[y0 : y0 + side, x0 : x0 + side].astype(np.float32), (crop.size, crop.size), interpolation=cv2.INTER_LINEAR
-    )
-    mask = (cov >= 0.5).astype(np.uint8)
-    f = crop.size / side
-    c = (centres - np.array([x0, y0], np.float32)) * f
-    keep = (c[:, 0] >= 0) & (c[:, 0] < crop.size) & (c[:, 1] >= 0) & (c[:, 1] < crop.size)
-    c = c[keep]
     n = crop.size
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    image = cv2.resize(image[y0 : y0 + side, x0 : x0 + side], (n, n), interpolation=interp)
+    # Binary maps: resize the coverage and re-threshold so thin strands keep their true width.
+    out_maps = []
+    for m in maps:
+        cov = cv2.resize(m[y0 : y0 + side, x0 : x0 + side].astype(np.float32), (n, n), interpolation=cv2.INTER_LINEAR)
+        out_maps.append((cov >= 0.5).astype(np.uint8))
+    f = n / side
+    c = (centres - np.array([x0, y0], np.float32)) * f
+    keep = (c[:, 0] >= 0) & (c[:, 0] < n) & (c[:, 1] >= 0) & (c[:, 1] < n)
+    c = c[keep]
     if rng.random() < 0.5:
-        image, mask = image[:, ::-1], mask[:, ::-1]
+        image, out_maps = image[:, ::-1], [m[:, ::-1] for m in out_maps]
         c[:, 0] = n - 1 - c[:, 0]
     if rng.random() < 0.5:
-        image, mask = image[::-1], mask[::-1]
+        image, out_maps = image[::-1], [m[::-1] for m in out_maps]
         c[:, 1] = n - 1 - c[:, 1]
     if rng.random() < 0.5:  # transpose = 90-degree turn combined with the flips
-        image, mask = image.transpose(1, 0, 2), mask.T
+        image, out_maps = image.transpose(1, 0, 2), [m.T for m in out_maps]
         c = c[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(c)
+    return (
+        np.ascontiguousarray(image),
+        [np.ascontiguousarray(m) for m in out_maps],
+        np.ascontiguousarray(c),
+    )

@@ -36,14 +36,20 @@ def _centre_focal(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0
     return (pos_loss.sum() + neg_loss.sum()) / n_pos
 
 
-CENTRE_LOSSES = {"bce": _centre_bce, "focal": _centre_focal}
+def _line_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary centre-line map: BCE + soft Dice, like the mask."""
+    return F.binary_cross_entropy_with_logits(logits, target) + _soft_dice(logits, target)
+
+
+CENTRE_LOSSES = {"bce": _centre_bce, "focal": _centre_focal, "lines": _line_loss}
 
 
 def seg_loss(
     logits: torch.Tensor, target: torch.Tensor, centre_weight: float = 1.0, centre_loss: str = "bce"
 ) -> torch.Tensor:
     """Pseudo ground-truth loss: BCE + soft Dice on the mask, plus the centre heatmap loss
-    (``bce``: weighted BCE, ``focal``: CenterNet focal loss)."""
+    (``bce``: weighted BCE, ``focal``: CenterNet focal loss, both on the centre heatmap;
+    ``lines``: BCE + soft Dice on the binary centre-line map)."""
     m_logit, m_true = logits[:, :1], target[:, :1]
     loss = F.binary_cross_entropy_with_logits(m_logit, m_true) + _soft_dice(m_logit, m_true)
     return loss + centre_weight * CENTRE_LOSSES[centre_loss](logits[:, 1:2], target[:, 1:2])
