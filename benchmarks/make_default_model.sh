@@ -10,45 +10,58 @@ cd "$(dirname "$0")/.."
 S=.venv/bin/scalpedge
 DATA=${DATA:-../shared/data}
 STAGE=${STAGE:-all}
-TEACHER_STEPS=${TEACHER_STEPS:-1000}
-STUDENT_STEPS=${STUDENT_STEPS:-3000}
 DISTIL_STEPS=${DISTIL_STEPS:-1200}
 
 if [ "$STAGE" = all ]; then
-  # The shipped model's data were written at the commits named (the generator changed in
-  # between); with today's generator these commands give similar, not identical, frames.
+  # The recipe as it ran for the shipped model (stages paused with --stop-after are where a
+  # run was stopped and its last.pt reused). Data written at the commits named; today's
+  # generator gives similar, not identical, frames for the first two sets.
   [ -f data/train/truth.jsonl ] || $S synth --n 2400 --seed 1 --out data/train --mode mixed --workers 2            # 7352e0e
   [ -f data/train_hard/truth.jsonl ] || $S synth --n 800 --seed 2 --out data/train_hard --mode mixed --hard --workers 2  # 7352e0e
+  [ -f data/train_trim2/truth.jsonl ] || $S synth --n 800 --seed 3 --out data/train_trim2 --mode trimmed          # 69d9a13
   [ -f data/heldout/truth.jsonl ] || $S synth --n 300 --seed 20261122 --out data/heldout --mode mixed --hard --workers 2  # 7352e0e
-  [ -f data/train_trim2/truth.jsonl ] || $S synth --n 800 --seed 3 --out data/train_trim2 --mode trimmed            # 69d9a13
-  # Teacher and student stage A share the two cores, one thread each. Stage A (weighted-BCE
-  # centre loss) was paused at step 1350 of its 5000-step schedule.
+  # Sets with centre-line maps (commit 9c8dca7 or later):
+  [ -f data/train3/truth.jsonl ] || $S synth --n 2000 --seed 11 --out data/train3 --mode mixed --workers 2
+  [ -f data/train3_trim/truth.jsonl ] || $S synth --n 1000 --seed 12 --out data/train3_trim --mode trimmed --workers 2
+  [ -f data/train3_hard/truth.jsonl ] || $S synth --n 600 --seed 14 --out data/train3_hard --mode mixed --hard --workers 2
+  [ -f data/val3/truth.jsonl ] || $S synth --n 150 --seed 13 --out data/val3 --mode mixed
+  T3=data/train3,data/train3_trim,data/train3_hard
+  # Teacher stage 1 (paused at 500 of 1000 steps), in parallel with student stage A (1350 of 5000).
   $S train seg --data data/train,data/train_hard --out runs/teacher --model teacher \
-     --steps "$TEACHER_STEPS" --batch 8 --crop 192 --threads 1 --seed 0 --quiet &
+     --steps 1000 --stop-after 500 --batch 8 --crop 192 --threads 1 --seed 0 --quiet &
   $S train seg --data data/train,data/train_hard --out runs/student_gt --model student \
      --steps 5000 --stop-after 1350 --batch 8 --crop 192 --threads 1 --seed 0 --quiet
   cp runs/student_gt/last.pt runs/student_gt/stage_a.pt
-  # Stage B: CenterNet focal loss for the centre head, plus the trichoscopy-like trimmed set.
+  # Student stage B: CenterNet focal loss on hair midpoints (paused at 1200 of 3000).
   $S train seg --data data/train,data/train_hard,data/train_trim2 --out runs/student_gt2 --model student \
      --init-checkpoint runs/student_gt/stage_a.pt --centre-loss focal --centre-weight 0.5 \
-     --steps "$STUDENT_STEPS" --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 1 --quiet
+     --steps 3000 --stop-after 1200 --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 1 --quiet
+  cp runs/student_gt2/last.pt runs/student_gt2/stage_b.pt
   wait
-  # Distillation: mask from the teacher's soft masks + pseudo-GT, centres from pseudo-GT.
-  $S train seg --data data/train,data/train_hard,data/train_trim2 --out runs/student --model student \
-     --init-checkpoint runs/student_gt2/final.pt --teacher-checkpoint runs/teacher/final.pt \
-     --centre-loss focal --centre-weight 0.5 --no-kd-centre \
-     --steps "$DISTIL_STEPS" --batch 8 --crop 192 --lr 0.001 --threads 2 --seed 2 --quiet
+  cp runs/teacher/last.pt runs/teacher/stage_1.pt
+  # Teacher stage 2 and student stage C (centre-line instance head) in parallel.
+  $S train seg --data "$T3" --out runs/teacher2 --model teacher --init-checkpoint runs/teacher/stage_1.pt \
+     --steps 450 --warmup 10 --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 4 --quiet &
+  $S train seg --data "$T3" --out runs/student_lines --model student --init-checkpoint runs/student_gt2/stage_b.pt \
+     --instance-target lines --centre-loss lines --centre-weight 1.0 \
+     --steps 2500 --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 3 --quiet
+  wait
+  # Distillation: mask from the teacher's soft masks + pseudo-GT, centre lines from pseudo-GT.
+  $S train seg --data "$T3" --out runs/student --model student \
+     --init-checkpoint runs/student_lines/final.pt --teacher-checkpoint runs/teacher2/final.pt \
+     --instance-target lines --centre-loss lines --centre-weight 1.0 --no-kd-centre \
+     --steps "$DISTIL_STEPS" --batch 8 --crop 192 --lr 0.001 --threads 2 --seed 5 --quiet
 fi
 
 mkdir -p benchmarks/reports
 $S export seg --checkpoint runs/student/final.pt --out runs/student.onnx
-for m in runs/teacher/final.pt runs/student.onnx blackhat_otsu ridge; do
+for m in runs/teacher2/final.pt runs/student.onnx blackhat_otsu ridge; do
   name=$(basename "$(dirname "$m")")
   case "$m" in runs/student.onnx) name=student;; blackhat_otsu|ridge) name=$m;; esac
   $S eval seg --data data/heldout --model "$m" --out "benchmarks/reports/heldout_${name}.json"
 done
 $S eval counts --data "$DATA/follicle-counts/val" --model runs/student.onnx --out benchmarks/reports/follicle_counts_student.json
-$S eval counts --data "$DATA/follicle-counts/val" --model runs/teacher/final.pt --out benchmarks/reports/follicle_counts_teacher.json
+$S eval counts --data "$DATA/follicle-counts/val" --model runs/teacher2/final.pt --out benchmarks/reports/follicle_counts_teacher.json
 $S eval sheet --data "$DATA/scalp-microscope/valid/images" --model runs/student.onnx --out benchmarks/reports/student_scalp_microscope_valid.png
 $S bench speed --out benchmarks/reports/speed.json --threads 1,2
 $S export release --checkpoint runs/student/final.pt --out device/assets/default \

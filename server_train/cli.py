@@ -45,6 +45,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         ("steps", int),
         ("batch", int),
         ("lr", float),
+        ("warmup", int),
         ("crop", int),
         ("kd-weight", float),
         ("seed", int),
