@@ -97,6 +97,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     sheet.add_argument("--n", type=int, default=12)
     sheet.add_argument("--threads", type=int, default=2)
     sheet.set_defaults(func=_run_eval_sheet)
+    tune = esub.add_parser("tune-counts", help="choose centre-line threshold and min strand length on synthetic data")
+    tune.add_argument("--data", required=True, help="synthetic validation set (scalpedge synth)")
+    tune.add_argument("--out", required=True, help="JSON report")
+    tune.add_argument("--model", help="as for eval seg (needs a centre-line output)")
+    tune.add_argument("--limit", type=int)
+    tune.add_argument("--threads", type=int, default=2)
+    tune.set_defaults(func=_run_eval_tune)
     geo = esub.add_parser("geometry", help="hair geometry statistics of mask folders (synthetic vs real)")
     geo.add_argument("folders", nargs="+", help="folders of binary PNG masks")
     geo.add_argument("--out", required=True, help="JSON report")
@@ -132,6 +139,16 @@ def _run_eval_sheet(args: argparse.Namespace) -> int:
     from server_train.evaluation.sheet import mask_sheet
 
     print(f"wrote {mask_sheet(load_segmenter(args.model, args.threads), args.data, args.out, n=args.n)}")
+    return 0
+
+
+def _run_eval_tune(args: argparse.Namespace) -> int:
+    from server_train.evaluation.loading import load_segmenter
+    from server_train.evaluation.tune_counts import tune_line_counts
+
+    report = tune_line_counts(load_segmenter(args.model, args.threads), args.data, limit=args.limit)
+    _write_json(args.out, report)
+    print("best:", json.dumps(report["best"]))
     return 0
 
 
