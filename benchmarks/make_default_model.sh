@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 S=.venv/bin/scalpedge
 DATA=${DATA:-../shared/data}
 STAGE=${STAGE:-all}
-DISTIL_STEPS=${DISTIL_STEPS:-1200}
+DISTIL_STEPS=${DISTIL_STEPS:-800}
 
 if [ "$STAGE" = all ]; then
   # The recipe as it ran for the shipped model (stages paused with --stop-after are where a
