@@ -12,7 +12,6 @@ __all__ = [
     "FRAME_HEIGHT",
     "FRAME_WIDTH",
     "SEG_INPUT",
-    "SEG_OUTPUTS",
     "SEG_OUT_MASK",
     "SEG_OUT_CENTRE",
     "SEG_OUT_LINES",
@@ -38,7 +37,6 @@ SEG_OUT_MASK: Final = "hair_logits"  # 1x1xHxW float32, logit of P(hair)
 SEG_OUT_CENTRE: Final = "centre_logits"  # 1x1xHxW float32, logit of the per-hair centre heatmap
 SEG_OUT_LINES: Final = "centreline_logits"  # 1x1xHxW float32, logit of P(on a hair's centre line)
 INSTANCE_OUTPUTS: Final = {"centres": SEG_OUT_CENTRE, "lines": SEG_OUT_LINES}
-SEG_OUTPUTS: Final = (SEG_OUT_MASK, SEG_OUT_CENTRE)
 
 # Preprocessing: BGR uint8 -> RGB float in [0, 1] -> (x - mean) / std, per channel (R, G, B).
 PIXEL_MEAN: Final = (0.485, 0.456, 0.406)
@@ -47,8 +45,8 @@ PIXEL_STD: Final = (0.229, 0.224, 0.225)
 # Decision thresholds on probabilities.
 MASK_THRESHOLD: Final = 0.5
 CENTRE_THRESHOLD: Final = 0.3
-LINE_THRESHOLD: Final = 0.5
-MIN_STRAND_PX: Final = 10.0  # centre-line strands shorter than this (px at 640x480) are not hairs
+LINE_THRESHOLD: Final = 0.3  # chosen on synthetic data: `scalpedge eval tune-counts --data data/val3`
+MIN_STRAND_PX: Final = 30.0  # centre-line strands shorter than this (px at 640x480) are not hairs (same tuning)
 
 # Hair metrics defaults.
 THIN_HAIR_UM: Final = 40.0  # shaft diameter below which a hair counts as thin (vellus/miniaturised)
