@@ -51,19 +51,15 @@ import cv2
 import numpy as np
 
 from device._skeleton_graph import (
-    THICKNESS_OFFSET_PX,
     _build_graph,
     _chains,
     _contract_bridges,
     _contract_crossings,
     _cut_corners,
-    _diameter_map,
-    _lengths,
     _pair_ends,
     _prune_spurs,
-    _skeleton,
-    _thicknesses,
 )
+from device._strand_measures import THICKNESS_OFFSET_PX, _diameter_map, _lengths, _skeleton, _thicknesses
 from device.constants import CENTRE_THRESHOLD, DEFAULT_UM_PER_PX, THIN_HAIR_UM
 
 __all__ = [

@@ -13,6 +13,7 @@ DEVICE_MODULES = [
     "device.segment_command",
     "device.onnx_segmenter",
     "device.hair_metrics",
+    "device._strand_measures",
     "device.classical",
     "firmware_bridge",
 ]
