@@ -81,7 +81,7 @@ def analyse_frame(
     if problem is not None:
         blank = np.zeros(frame_bgr.shape[:2], np.uint8)
         metrics = measure(blank, um_per_px=um_per_px, thin_um=thin_um)
-        metrics = _with_reason(metrics, problem)
+        metrics = dataclasses.replace(metrics, reason=problem)
         return FrameAnalysis(frame_bgr, metrics, None, empty, problem, timings)
     t = time.perf_counter()
     seg = segmenter.segment(frame_bgr)
@@ -109,7 +109,3 @@ def centres_on_hair(centres: np.ndarray, mask: np.ndarray, radius_px: int = 2) -
     xy[:, 0] = np.clip(xy[:, 0], 0, mask.shape[1] - 1)
     xy[:, 1] = np.clip(xy[:, 1], 0, mask.shape[0] - 1)
     return centres[near[xy[:, 1], xy[:, 0]]]
-
-
-def _with_reason(metrics: HairMetrics, reason: str) -> HairMetrics:
-    return dataclasses.replace(metrics, reason=reason)
