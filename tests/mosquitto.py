@@ -1,0 +1,129 @@
+"""A real Mosquitto broker for tests and the sync soak: free port, temp config, kill and restart.
+
+Not a fixture module on purpose: ``benchmarks/soak_sync.py`` uses the same class. Tests get it
+through the ``broker`` fixtures in their own files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
+
+
+def mosquitto_binary() -> str | None:
+    """Path of the ``mosquitto`` executable (also looked up in /usr/sbin), or None."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mosquitto:
+    """One broker process on 127.0.0.1:``port`` with its config, log and state under ``workdir``.
+
+    ``extra`` lines go into the listener's config (TLS, password file, ACL). ``kill()`` sends
+    SIGKILL (no chance to save anything); ``start()`` brings it back on the same port.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, extra: str = "", persistence: bool = False) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto; .ci/setup does it)")
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.log_path = self.workdir / "mosquitto.log"
+        self.conf_path = self.workdir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true" if "password_file" not in extra and "require_certificate" not in extra else "",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "max_inflight_messages 0",
+            "max_queued_messages 100000",
+            extra,
+        ]
+        self.conf_path.write_text("\n".join(line for line in lines if line) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.kills = 0
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the broker and wait until its port accepts connections."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self._close_log()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf_path)], stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.starts += 1
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout_s} s: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL the broker (no persistence save, no clean disconnects) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.kills += 1
+        self._close_log()
+
+    def stop(self) -> None:
+        """SIGTERM and reap (SIGKILL after 5 s)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self._close_log()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def _close_log(self) -> None:
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
+            self._log = None
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,205 @@
+"""Result records against the shipped JSON Schema; sync config loading; cmd payload parsing."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from sync_device import sample_fields, sync_config, write_toml
+
+from device.config import ConfigError, SyncConfig, load_sync_config
+from device.records import (
+    SCHEMA_ID,
+    RecordError,
+    RecordFactory,
+    build_record,
+    dumps_record,
+    load_schema,
+    new_boot_id,
+    utc_timestamp,
+    validate_record,
+)
+from device.sync_protocol import CommandError, missing_ranges, parse_command, parse_topic, topic
+
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "device" / "schemas" / "result-1.schema.json"
+
+
+def _record(seq: int = 1) -> dict[str, Any]:
+    return RecordFactory("scanner-a", "bundle-1").build(seq, **sample_fields())
+
+
+def test_shipped_schema_is_valid_and_is_the_file_in_the_package() -> None:
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema == json.loads(SCHEMA_FILE.read_text())
+    assert schema["properties"]["schema"]["const"] == SCHEMA_ID
+    # Every required field is produced by the builder, and nothing else.
+    rec = _record()
+    assert set(schema["required"]) <= set(rec) <= set(schema["properties"])
+
+
+def test_built_record_round_trips_and_carries_units() -> None:
+    when = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    boot = new_boot_id()
+    rec = build_record(
+        device_id="scanner-a", boot_id=boot, seq=7, bundle_version="b1", captured_at=when, **sample_fields()
+    )
+    assert rec["captured_at"] == "2024-06-01T12:00:00.123456Z"
+    assert rec["seq"] == 7 and rec["boot_id"] == boot and rec["schema"] == SCHEMA_ID
+    assert rec["metrics"]["thickness_median"] == {"value": 62.5, "unit": "um"}
+    assert rec["conditions"]["dandruff"]["level"] == "good"
+    assert json.loads(dumps_record(rec)) == rec
+    validate_record(json.loads(dumps_record(rec)))
+
+
+def test_factory_keeps_identity_and_msg_ids_are_unique() -> None:
+    f = RecordFactory("scanner-a", "bundle-1")
+    a, b = f.build(1, **sample_fields()), f.build(2, **sample_fields())
+    assert a["boot_id"] == b["boot_id"] == f.boot_id
+    assert a["msg_id"] != b["msg_id"]
+
+
+def _set(path: str, value: Any) -> Any:
+    def mutate(rec: dict[str, Any]) -> None:
+        *parents, leaf = path.split("/")
+        node = rec
+        for p in parents:
+            node = node[p]
+        if value is KeyError:
+            del node[leaf]
+        else:
+            node[leaf] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (_set("msg_id", KeyError), "'msg_id' is a required property"),
+        (_set("seq", 0), "seq: 0 is less than the minimum"),
+        (_set("device_id", "a/b"), "device_id"),
+        (_set("captured_at", "2024-06-01 12:00:00"), "captured_at"),
+        (_set("metrics/hair_count/unit", "hairs"), "metrics/hair_count/unit"),
+        (_set("metrics/hair_count/value", "12"), "metrics/hair_count/value"),
+        (_set("conditions/sebum/level", "extreme"), "conditions/sebum/level"),
+        (_set("conditions/sebum/probabilities/good", 1.5), "conditions/sebum/probabilities/good"),
+        (_set("conditions/sebum/probabilities/good", 0.5), "conditions/sebum/probabilities: sum to 1.4000"),
+        (_set("quality/exposure", 2.0), "quality/exposure"),
+        (_set("timings_ms/total", -1.0), "timings_ms/total"),
+        (_set("schema", "scalpedge.result/2"), "schema"),
+        (_set("extra", 1), "Additional properties are not allowed"),
+    ],
+)
+def test_invalid_records_are_rejected_with_the_path(mutate: Any, needle: str) -> None:
+    rec = copy.deepcopy(_record())
+    mutate(rec)
+    with pytest.raises(RecordError, match="invalid result record") as info:
+        validate_record(rec)
+    assert needle in str(info.value)
+
+
+def test_naive_capture_time_is_refused() -> None:
+    with pytest.raises(RecordError, match="timezone-aware"):
+        utc_timestamp(datetime(2024, 1, 1))
+
+
+# ----------------------------------------------------------------------------- config
+def test_config_round_trips_through_toml_and_resolves_paths(tmp_path: Path) -> None:
+    cfg = sync_config(tmp_path, 1883, tls_ca="ca.pem", tls_cert="c.pem", tls_key="k.pem")
+    (tmp_path / "sub").mkdir()
+    path = write_toml(cfg, tmp_path / "sub" / "sync.toml")
+    loaded = load_sync_config(path)
+    assert loaded.mqtt.tls_ca == str(tmp_path / "sub" / "ca.pem")  # relative to the TOML file
+    assert loaded.outbox == cfg.outbox and loaded.fleet == cfg.fleet
+    assert loaded.mqtt.max_inflight == 10 and loaded.mqtt.resolved_client_id == "scalpedge-scanner-a"
+
+
+def test_config_defaults_live_in_the_dataclasses(tmp_path: Path) -> None:
+    path = tmp_path / "empty.toml"
+    path.write_text("[camera]\nuri = 'v4l2:///dev/video0'\n")  # other sections belong to others
+    cfg = load_sync_config(path)
+    assert cfg.mqtt == SyncConfig().mqtt
+    assert cfg.outbox.path == str(tmp_path / "outbox.sqlite")  # the default name, next to the file
+    assert cfg.outbox.max_pending == SyncConfig().outbox.max_pending
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[mqtt]\nprot = 1883\n", "[mqtt] unknown key(s) prot"),
+        ("[mqtt]\nport = '1883'\n", "[mqtt] port must be int, got str '1883'"),
+        ("[mqtt]\nport = 70000\n", "[mqtt] port must be 1-65535 (got 70000)"),
+        ("[mqtt]\nqos = 0\n", "QoS 0 has no PUBACK"),
+        ("[mqtt]\ndevice_id = 'a/+'\n", "[mqtt] device_id must match"),
+        ("[mqtt]\ntls_cert = 'c.pem'\n", "tls_cert and tls_key go together"),
+        ("[outbox]\nmax_db_bytes = 1000\n", "[outbox] max_db_bytes must be 0 or >= 65536"),
+        ("[fleet]\nresend_interval_s = 0\n", "[fleet] resend_interval_s must be > 0"),
+        ("mqtt = 3\n", "[mqtt] must be a table"),
+        ("[mqtt\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_sync_config(path)
+    assert needle in str(info.value) and str(path) in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_sync_config(tmp_path / "nope.toml")
+
+
+# ----------------------------------------------------------------------------- protocol
+def test_topics() -> None:
+    assert topic("f1", "dev", "result") == "scalpedge/v1/f1/dev/result"
+    assert parse_topic("scalpedge/v1/f1/dev/cmd") == ("f1", "dev", "cmd")
+    assert parse_topic("scalpedge/v2/f1/dev/cmd") is None and parse_topic("other/x") is None
+    with pytest.raises(ValueError, match="unknown topic kind"):
+        topic("f1", "dev", "results")
+
+
+def test_valid_commands_parse() -> None:
+    assert parse_command(b'{"cmd": "diagnose", "request_id": "r1"}').request_id == "r1"
+    cmd = parse_command(b'{"cmd": "resend", "from_seq": 5, "to_seq": 9}')
+    assert cmd.args == {"from_seq": 5, "to_seq": 9}
+    assert parse_command(b'{"cmd": "config", "set": {"telemetry_interval_s": 2}}').args["set"] == {
+        "telemetry_interval_s": 2
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"reboot", "not JSON"),
+        (b"[1, 2]", "must be a JSON object, got list"),
+        (b'{"command": "diagnose"}', "missing string field 'cmd'"),
+        (b'{"cmd": "reboot"}', "unknown cmd 'reboot'"),
+        (b'{"cmd": "resend"}', "needs an integer 'from_seq'"),
+        (b'{"cmd": "resend", "from_seq": -3}', "'from_seq' must be an integer >= 1"),
+        (b'{"cmd": "resend", "from_seq": true}', "'from_seq' must be an integer >= 1"),
+        (b'{"cmd": "resend", "from_seq": 9, "to_seq": 3}', "below 'from_seq'"),
+        (b'{"cmd": "config", "set": {}}', "non-empty object 'set'"),
+        (b'{"cmd": "diagnose", "now": 1}', "unknown field(s) for 'diagnose': now"),
+        (b'{"cmd": "diagnose", "request_id": 5}', "'request_id' must be a string"),
+        (b"[" * 100_000, "exceeds"),
+    ],
+)
+def test_malformed_commands_say_why(payload: bytes, reason: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command(payload)
+    assert reason in str(info.value)
+
+
+def test_missing_ranges() -> None:
+    assert missing_ranges([], 1, 3) == [(1, 3)]
+    assert missing_ranges([1, 2, 5, 9], 1, 10) == [(3, 4), (6, 8), (10, 10)]
+    assert missing_ranges([1, 2, 3], 1, 3) == []
