@@ -1,6 +1,8 @@
 """Inference backends behind one interface: named inputs in, named outputs out.
 
-Only ONNX Runtime lives here for now; a TensorRT backend joins it behind the same protocol.
+``OrtBackend`` (ONNX Runtime: CPU, or its CUDA/TensorRT execution providers when present) and
+``device.trt_backend.TensorRTBackend`` (a native TensorRT engine) satisfy ``Backend``;
+``open_backend`` picks one by name. Every backend reports its last run's time in ``last_ms``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,18 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "OrtBackend"]
+__all__ = ["Backend", "OrtBackend", "BACKENDS", "open_backend"]
+
+BACKENDS = ("onnxruntime", "tensorrt")
+_ORT_DTYPES = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(bool)": np.dtype(np.bool_),
+}
 
 
 class Backend(Protocol):
@@ -20,6 +33,7 @@ class Backend(Protocol):
 
     input_shapes: dict[str, tuple[int, ...]]
     output_names: tuple[str, ...]
+    last_ms: float  # wall time of the last run, ms
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """inputs: name -> array of the declared shape; returns name -> array."""
@@ -48,9 +62,11 @@ class OrtBackend:
         self.path = path
         self.session = ort.InferenceSession(str(path), opts, providers=chosen)
         self.input_shapes = {i.name: tuple(int(d) for d in i.shape) for i in self.session.get_inputs()}
+        self.input_dtypes = {i.name: _ORT_DTYPES.get(i.type) for i in self.session.get_inputs()}
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: dict[str, str] = dict(meta)
+        self.last_ms = 0.0
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         missing = set(self.input_shapes) - set(inputs)
@@ -61,15 +77,40 @@ class OrtBackend:
                 raise ValueError(
                     f"{self.path.name}: input {name!r} has shape {arr.shape}, expected {self.input_shapes[name]}"
                 )
+            want = self.input_dtypes.get(name)
+            if want is not None and arr.dtype != want:
+                raise ValueError(f"{self.path.name}: input {name!r} has dtype {arr.dtype}, expected {want}")
         names = list(outputs or self.output_names)
+        start = time.perf_counter()
         values = self.session.run(names, dict(inputs))
+        self.last_ms = (time.perf_counter() - start) * 1000
         return dict(zip(names, values, strict=True))
 
     def warmup(self, runs: int = 2) -> float:
         zeros = {n: np.zeros(s, np.float32) for n, s in self.input_shapes.items()}
-        ms = 0.0
         for _ in range(runs):
-            t = time.perf_counter()
             self.run(zeros)
-            ms = (time.perf_counter() - t) * 1000
-        return ms
+        return self.last_ms
+
+
+def open_backend(
+    path: str | Path,
+    kind: str = "onnxruntime",
+    threads: int = 2,
+    precision: str = "fp16",
+    onnx_sha256: str | None = None,
+    engine_cache: str | Path | None = None,
+) -> Backend:
+    """Load ``path`` (ONNX) with backend ``kind`` ("onnxruntime" or "tensorrt").
+
+    threads: ONNX Runtime intra-op threads; precision, onnx_sha256, engine_cache: TensorRT
+    engine build precision ("fp32", "fp16", "int8"), the file's known digest (from a verified
+    bundle), and the engine cache folder.
+    """
+    if kind == "onnxruntime":
+        return OrtBackend(path, threads=threads)
+    if kind == "tensorrt":
+        from device.trt_backend import EngineCache, TensorRTBackend
+
+        return TensorRTBackend(path, precision=precision, onnx_sha256=onnx_sha256, cache=EngineCache(engine_cache))
+    raise ValueError(f"unknown backend {kind!r}; choose from {BACKENDS}")

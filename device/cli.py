@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+from device.bundle import BundleError
+
 __all__ = ["main", "build_parser", "MissingExtra"]
 
 ENTRY_POINT_GROUP = "scalpedge.commands"
@@ -47,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingExtra as exc:
         print(f"scalpedge {args.command}: {exc}", file=sys.stderr)
         return 3
+    except BundleError as exc:
+        print(f"scalpedge {args.command}: model bundle REFUSED: {exc}", file=sys.stderr)
+        return 4
     except (FileNotFoundError, ValueError) as exc:
         print(f"scalpedge {args.command}: error: {exc}", file=sys.stderr)
         return 2

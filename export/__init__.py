@@ -1,5 +1,4 @@
-"""torch -> ONNX export of the segmentation models (server side; imports torch)."""
-
-from export.onnx_export import ExportedSegmenter, export_segmenter
-
-__all__ = ["ExportedSegmenter", "export_segmenter"]
+"""Export: torch -> ONNX wrappers and checks (``export.onnx_export``, imports torch), the static
+TensorRT op check (``export.trt_support``), release model cards (``export.release``) and the
+signed bundle writer (``export.bundle``). Import submodules directly; this package imports
+nothing so that the bundle commands stay torch-free."""

@@ -1,12 +1,11 @@
-"""Pack a trained segmenter as the shipped default model: ONNX + manifest.json.
+"""Export a trained segmenter for release: ONNX + its model card (``segmenter.card.json``).
 
-The manifest says what produced the file (command, seeds, training configs of the model and of
+The card (see ``export.bundle``) says what produced the file (command, seeds, training configs of the model and of
 its teacher, git commit) and what it scored, so anyone can reproduce and check it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -14,9 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["release_segmenter", "git_commit", "sha256_file"]
+from device.bundle import sha256_file
 
-MANIFEST_SCHEMA = "scalpedge.default-model/1"
+__all__ = ["release_segmenter", "git_commit", "sha256_file", "CARD_NAME"]
+
+CARD_NAME = "segmenter.card.json"
 
 
 def git_commit(repo: Path | None = None) -> str:
@@ -39,27 +40,23 @@ def git_commit(repo: Path | None = None) -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def release_segmenter(
     checkpoint: str | Path, out_dir: str | Path, metrics: dict[str, Any] | None = None, command: str | None = None
 ) -> Path:
-    """Export ``checkpoint`` to ``out_dir/segmenter.onnx`` and write ``out_dir/manifest.json``."""
+    """Export ``checkpoint`` to ``out_dir/segmenter.onnx`` and write its model card there;
+    returns the card's path. Pack cards into a bundle with ``scalpedge bundle build``."""
     import torch
 
+    from device.bundle import TARGETS
     from device.constants import (
         FRAME_HEIGHT,
         FRAME_WIDTH,
         INSTANCE_OUTPUTS,
+        LINE_THRESHOLD,
+        MASK_THRESHOLD,
+        MIN_STRAND_PX,
         PIXEL_MEAN,
         PIXEL_STD,
-        SEG_INPUT,
         SEG_OUT_MASK,
     )
     from export.onnx_export import export_segmenter
@@ -91,16 +88,21 @@ def release_segmenter(
     meta = {"model_config": ckpt["model_config"], "train_config": train_cfg, "git_commit": git_commit()}
     head = train_cfg.get("instance_target", "centres")
     onnx_path = export_segmenter(model, out_dir / "segmenter.onnx", metadata=meta, instance_head=head)
-    manifest = {
-        "schema": MANIFEST_SCHEMA,
+    card = {
+        "name": "segmenter",
+        "task": "hair-segmentation",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "file": onnx_path.name,
-        "sha256": sha256_file(onnx_path),
-        "inputs": {SEG_INPUT: [1, 3, FRAME_HEIGHT, FRAME_WIDTH]},
-        "outputs": [SEG_OUT_MASK, INSTANCE_OUTPUTS[head]],
         "instance_head": head,
-        "precision": "fp32",
-        "preprocessing": {"colour": "RGB", "scale": 1 / 255, "mean": PIXEL_MEAN, "std": PIXEL_STD},
+        "preprocessing": {
+            "colour": "RGB",
+            "scale": 1 / 255,
+            "mean": PIXEL_MEAN,
+            "std": PIXEL_STD,
+            "input": [1, 3, FRAME_HEIGHT, FRAME_WIDTH],
+        },
+        "thresholds": {"mask": MASK_THRESHOLD, "centreline": LINE_THRESHOLD, "min_strand_px": MIN_STRAND_PX},
+        "class_names": None,
+        "outputs": [SEG_OUT_MASK, INSTANCE_OUTPUTS[head]],
         "gflop": round(count_gflop(model, FRAME_HEIGHT, FRAME_WIDTH), 3),
         "model_config": ckpt["model_config"],
         "provenance": {
@@ -109,7 +111,12 @@ def release_segmenter(
             "seed": train_cfg.get("seed"),
             "lineage": lineage,
         },
-        "metrics": metrics or {},
+        "evaluation": metrics or {},
+        "variants": [
+            {"file": onnx_path.name, "precision": "fp32", "targets": list(TARGETS), "quantization": None},
+        ],
+        "preferred": {target: onnx_path.name for target in TARGETS},
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return out_dir / "manifest.json"
+    card_path = out_dir / CARD_NAME
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card_path

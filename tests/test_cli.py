@@ -46,7 +46,9 @@ def test_segment_reports_good_bad_and_dark_frames(tmp_path: Path, tiny_model: Pa
     assert dark["count"] == 0 and "underexposed" in dark["reason"]
     for name in ("a_synthetic.png", "d_grey_small.png"):
         assert by_name[name]["count"] >= 0 and (out / by_name[name]["overlay"]).exists()
-    assert report["um_per_px"] == 3.0
+    assert report["um_per_px_source"] == "--um-per-px"
+    # Metrics are taken at 640x480: 3 um per input pixel is 1.5 um per pixel of the upscaled 320-wide frame.
+    assert by_name["a_synthetic.png"]["um_per_px"] == 3.0 and by_name["d_grey_small.png"]["um_per_px"] == 1.5
 
 
 def test_segment_rejects_missing_paths_and_bad_options(tmp_path: Path, tiny_model: Path) -> None:

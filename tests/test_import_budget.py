@@ -15,6 +15,10 @@ DEVICE_MODULES = [
     "device.hair_metrics",
     "device._strand_measures",
     "device.classical",
+    "device.bundle",
+    "device.backends",
+    "device.trt_backend",
+    "device.calibration_profile",
     "firmware_bridge",
 ]
 

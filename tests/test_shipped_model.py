@@ -1,42 +1,55 @@
-"""The shipped default model: it loads, its manifest is honest, and it segments synthetic frames."""
+"""The shipped default bundle: it verifies with the shipped key, its manifest is honest, every
+variant meant for TensorRT passes the TensorRT check, and every variant segments synthetic frames."""
 
-import json
-
+import cv2
 import numpy as np
+import pytest
 
-from device.assets import default_manifest_path, default_model_path, sample_frames
+from device.assets import default_bundle_path, sample_frames
+from device.backends import OrtBackend
+from device.bundle import Bundle, sha256_file
 from device.constants import SEG_INPUT
 from device.onnx_segmenter import ModelSegmenter
 from device.seg_metrics import confusion, summarise
-from export.release import sha256_file
+from export.trt_support import check_tensorrt_support
 from server_train.synth import SynthConfig, render
 
+BUNDLE = Bundle.open(default_bundle_path())
+SEGMENTERS = BUNDLE.variants("segmenter")
 
-def test_manifest_matches_the_file_and_records_provenance() -> None:
-    manifest = json.loads(default_manifest_path().read_text())
-    assert manifest["sha256"] == sha256_file(default_model_path())
-    assert manifest["inputs"] == {SEG_INPUT: [1, 3, 480, 640]}
-    prov = manifest["provenance"]
+
+def test_manifest_matches_the_files_and_records_provenance() -> None:
+    entry = BUNDLE.model("segmenter")
+    prov = entry["provenance"]
     for key in ("git_commit", "command", "seed", "lineage"):
         assert prov[key] not in (None, "", [])
-    assert manifest["gflop"] <= 6.0
+    assert entry["gflop"] <= 6.0
+    assert BUNDLE.manifest["provenance"]["command"].startswith("scalpedge bundle build")
+    for v in SEGMENTERS:
+        assert sha256_file(v.path) == v.sha256
+        assert v.inputs == {SEG_INPUT: {"shape": [1, 3, 480, 640], "dtype": "float32"}}
+    assert {v.precision for v in SEGMENTERS} >= {"fp32"}
 
 
-def test_shipped_student_segments_synthetic_frames() -> None:
-    seg = ModelSegmenter.from_onnx(default_model_path(), threads=2)
+@pytest.mark.parametrize("variant", SEGMENTERS, ids=lambda v: v.path.name)
+def test_variants_for_tensorrt_pass_the_tensorrt_check(variant) -> None:
+    findings = check_tensorrt_support(variant.path)
+    assert (findings == []) or "tensorrt" not in variant.targets, findings[:3]
+
+
+@pytest.mark.parametrize("variant", SEGMENTERS, ids=lambda v: v.path.name)
+def test_every_variant_segments_synthetic_frames(variant) -> None:
+    seg = ModelSegmenter(OrtBackend(variant.path, threads=2))
     confs = []
     for seed in range(4):
         sample = render(90_000 + seed, SynthConfig(mode="scalp" if seed % 2 else "trimmed"))
-        out = seg.segment(sample.image)
-        confs.append(confusion(out.mask(), sample.mask.astype(bool)))
+        confs.append(confusion(seg.segment(sample.image).mask(), sample.mask.astype(bool)))
     assert summarise(confs)["dice"] >= 0.85
 
 
 def test_sample_frames_ship_with_the_package() -> None:
     frames = sample_frames()
     assert len(frames) >= 2
-    seg = ModelSegmenter.from_onnx(default_model_path(), threads=2)
-    import cv2
-
+    seg = ModelSegmenter(OrtBackend(BUNDLE.select("segmenter").path, threads=2))
     probs = [seg.segment(cv2.imread(str(f))).prob for f in frames]
     assert all(p.shape == (480, 640) and np.isfinite(p).all() for p in probs)

@@ -1,16 +1,22 @@
-"""Files shipped with the device package: the default segmenter and sample frames."""
+"""Files shipped with the device package: the default model bundle, trusted keys, sample frames."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ASSETS", "default_model_path", "default_manifest_path", "sample_frames"]
+__all__ = ["ASSETS", "default_bundle_path", "default_model_path", "default_manifest_path", "sample_frames"]
 
 ASSETS = Path(__file__).resolve().parent
 
 
+def default_bundle_path() -> Path:
+    """The shipped signed model bundle (open it with ``device.bundle.Bundle.open``)."""
+    return ASSETS / "default"
+
+
 def default_model_path() -> Path:
-    """The shipped student segmenter (ONNX, FP32, 1x3x480x640)."""
+    """The shipped student segmenter's FP32 file inside the default bundle (ONNX, 1x3x480x640).
+    Not verified: runtime code should go through ``Bundle.open(default_bundle_path())``."""
     path = ASSETS / "default" / "segmenter.onnx"
     if not path.is_file():
         raise FileNotFoundError(f"shipped model missing at {path}; reinstall the package or pass --model")
@@ -18,7 +24,7 @@ def default_model_path() -> Path:
 
 
 def default_manifest_path() -> Path:
-    """manifest.json describing how the shipped model was produced."""
+    """The default bundle's manifest.json (models, hashes, evaluation, provenance)."""
     return ASSETS / "default" / "manifest.json"
 
 

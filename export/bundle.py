@@ -1,0 +1,171 @@
+"""Pack models into a signed bundle (server side). The device reads it with ``device.bundle``.
+
+Input is one *model card* per model: a JSON file written by export or calibration that says
+what the model is and lists its files::
+
+    {"name": "segmenter", "task": "hair-segmentation",
+     "preprocessing": {...}, "thresholds": {...}, "class_names": null,
+     "provenance": {...}, "evaluation": {...},
+     "variants": [{"file": "segmenter.onnx", "precision": "fp32",
+                   "targets": ["onnxruntime-cpu", "tensorrt"], "quantization": null,
+                   "evaluation": {...}}, ...],
+     "preferred": {"onnxruntime-cpu": "segmenter.onnx", "tensorrt": "segmenter.onnx"},
+     "refused": [...]}
+
+Variant files are found next to their card. ``build_bundle`` copies them, reads each graph's
+I/O names, shapes and dtypes from the ONNX itself, hashes every file, writes manifest.json and
+signs its exact bytes with Ed25519.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from device.bundle import BUNDLE_SCHEMA, MANIFEST_NAME, SIGNATURE_NAME, TARGETS, BundleError, key_id, sha256_file
+
+__all__ = ["generate_key", "load_private_key", "graph_io", "build_bundle", "sign_bundle"]
+
+CARD_KEYS = ("name", "variants")
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
+
+
+def generate_key(private_path: str | Path, public_path: str | Path) -> str:
+    """Write a new Ed25519 key pair as PEM (private file mode 0600); returns the key id."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private_path, public_path = Path(private_path), Path(public_path)
+    if private_path.exists():
+        raise FileExistsError(f"{private_path} exists; refusing to overwrite a signing key")
+    key = Ed25519PrivateKey.generate()
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    private_path.touch(mode=0o600)
+    private_path.write_bytes(pem)
+    pub = key.public_key()
+    public_path.write_bytes(
+        pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return key_id(pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def load_private_key(path: str | Path) -> Any:
+    """An Ed25519 private key from a PEM file (unencrypted)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"signing key not found: {path} (make one with `scalpedge bundle keygen`)")
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def graph_io(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({input name: {"shape", "dtype"}}, {output name: ...}) read from the ONNX graph.
+    Initialisers listed as inputs (old exporters) are skipped; symbolic dims stay strings."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+
+    def describe(values: Any) -> dict[str, Any]:
+        out = {}
+        for v in values:
+            if v.name in inits:
+                continue
+            t = v.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+            out[v.name] = {"shape": shape, "dtype": _ONNX_DTYPES.get(t.elem_type, str(t.elem_type))}
+        return out
+
+    return describe(graph.input), describe(graph.output)
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    try:
+        card: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"model card {path}: {exc}") from exc
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise ValueError(f"model card {path}: missing keys {missing}")
+    for v in card["variants"]:
+        bad = [t for t in v.get("targets", []) if t not in TARGETS]
+        if bad:
+            raise ValueError(f"model card {path}: unknown targets {bad} (known: {TARGETS})")
+        if not (path.parent / v["file"]).is_file():
+            raise FileNotFoundError(f"model card {path}: variant file {v['file']} not found next to it")
+    return card
+
+
+def build_bundle(
+    out_dir: str | Path,
+    cards: list[str | Path],
+    private_key: str | Path,
+    version: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write a signed bundle to ``out_dir`` (created; must be empty or absent) from model cards.
+    Returns the manifest path."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; bundles are written to a fresh folder")
+    key = load_private_key(private_key)
+    out.mkdir(parents=True, exist_ok=True)
+    models: dict[str, Any] = {}
+    for card_path in map(Path, cards):
+        card = _read_card(card_path)
+        if card["name"] in models:
+            raise ValueError(f"two model cards name {card['name']!r}")
+        variants = []
+        for v in card["variants"]:
+            src = card_path.parent / v["file"]
+            dst = out / src.name
+            if dst.exists():
+                raise ValueError(f"two variants would write {dst.name}")
+            shutil.copyfile(src, dst)
+            inputs, outputs = graph_io(dst)
+            variants.append(
+                {**v, "file": dst.name, "sha256": sha256_file(dst), "bytes": dst.stat().st_size}
+                | {"inputs": inputs, "outputs": outputs}
+            )
+        models[card["name"]] = {**{k: v for k, v in card.items() if k != "name"}, "variants": variants}
+    created = datetime.now(timezone.utc)
+    manifest = {
+        "schema": BUNDLE_SCHEMA,
+        "bundle_version": version or created.strftime("%Y.%m.%d.%H%M"),
+        "created_utc": created.isoformat(timespec="seconds"),
+        "provenance": provenance or {},
+        "models": models,
+    }
+    manifest_path = out / MANIFEST_NAME
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    sign_bundle(out, key)
+    return manifest_path
+
+
+def sign_bundle(bundle_dir: str | Path, private_key: Any) -> Path:
+    """(Re)write signature.json over the exact bytes of bundle_dir/manifest.json."""
+    from cryptography.hazmat.primitives import serialization
+
+    bundle_dir = Path(bundle_dir)
+    if isinstance(private_key, (str, Path)):
+        private_key = load_private_key(private_key)
+    manifest_path = bundle_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path}: missing")
+    raw_pub = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    signature = private_key.sign(manifest_path.read_bytes())
+    sig = {"algorithm": "ed25519", "key_id": key_id(raw_pub), "signature": base64.b64encode(signature).decode()}
+    path = bundle_dir / SIGNATURE_NAME
+    path.write_text(json.dumps(sig, indent=2) + "\n")
+    return path

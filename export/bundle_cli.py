@@ -1,0 +1,107 @@
+"""``scalpedge bundle keygen|build|verify|info``: make, check and describe signed model bundles.
+
+verify and info run on the device (they need only the `device` extra); build needs the onnx
+package (the `train` extra) to read graph I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bundle", help="signed model bundles: keygen, build, verify, info")
+    bsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    k = bsub.add_parser("keygen", help="make an Ed25519 signing key pair (PEM)")
+    k.add_argument("--private", required=True, help="private key file to create (kept off devices and out of git)")
+    k.add_argument("--public", required=True, help="public key file (install in device/assets/keys/ to trust it)")
+    k.set_defaults(func=_run_keygen)
+    b = bsub.add_parser("build", help="pack model cards into a signed bundle folder")
+    b.add_argument("dir", help="output folder (absent or empty)")
+    b.add_argument("--card", nargs="+", required=True, help="model card JSON files")
+    b.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
+    b.add_argument("--version", help="bundle version (default: UTC date and time)")
+    b.set_defaults(func=_run_build)
+    for name, helptext, func in (
+        ("verify", "check signature and every file hash; exit 1 on any mismatch", _run_verify),
+        ("info", "verify, then describe the bundle's models and variants", _run_info),
+    ):
+        q = bsub.add_parser(name, help=helptext)
+        q.add_argument("dir", help="bundle folder")
+        q.add_argument("--trust", nargs="*", default=[], help="extra trusted public keys (PEM files or folders)")
+        q.add_argument("--json", action="store_true", help="print JSON")
+        q.set_defaults(func=func)
+
+
+def _run_keygen(args: argparse.Namespace) -> int:
+    from export.bundle import generate_key
+
+    kid = generate_key(args.private, args.public)
+    print(f"key {kid}: private {args.private}, public {args.public}")
+    return 0
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from export.bundle import build_bundle
+    from export.release import git_commit
+
+    command = "scalpedge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    path = build_bundle(
+        args.dir, args.card, args.key, version=args.version, provenance={"git_commit": git_commit(), "command": command}
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _open(args: argparse.Namespace) -> object:
+    from device.bundle import Bundle, BundleError
+
+    try:
+        return Bundle.open(args.dir, trusted_keys=args.trust)
+    except BundleError as exc:
+        print(f"REFUSED: {exc}", file=sys.stderr)
+        return None
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    bundle = _open(args)
+    if bundle is None:
+        return 1
+    from device.bundle import Bundle
+
+    assert isinstance(bundle, Bundle)
+    files = bundle.variants()
+    if args.json:
+        print(json.dumps({"ok": True, "signer": bundle.signer, "files": [v.path.name for v in files]}))
+    else:
+        print(f"OK: {Path(args.dir)} version {bundle.version}, signed by {bundle.signer}, {len(files)} files verified")
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    bundle = _open(args)
+    if bundle is None:
+        return 1
+    from device.bundle import Bundle
+
+    assert isinstance(bundle, Bundle)
+    if args.json:
+        print(json.dumps(bundle.manifest, indent=2))
+        return 0
+    print(f"bundle {bundle.version} ({bundle.manifest.get('created_utc')}), signed by {bundle.signer}")
+    for name in bundle.models:
+        entry = bundle.model(name)
+        print(f"  {name} ({entry.get('task', '?')}); preferred {entry.get('preferred', {})}")
+        for v in bundle.variants(name):
+            ev = next((x.get("evaluation", {}) for x in entry["variants"] if x["file"] == v.path.name), {})
+            io = ", ".join(f"{k} {'x'.join(map(str, d['shape']))} {d['dtype']}" for k, d in v.inputs.items())
+            print(f"    {v.path.name}: {v.precision} for {', '.join(v.targets)}; in: {io}; {ev}")
+        for r in entry.get("refused", []):
+            print(f"    refused {r['recipe']}: {r['gate']}")
+    return 0
