@@ -231,7 +231,10 @@ def _verify_file(path: Path, sha256: str, size: int) -> None:
 
 def _verify_signature(manifest_raw: bytes, sig_path: Path, key_files: list[Path]) -> str:
     """Check signature.json over the manifest bytes; returns the signer's key id."""
-    from cryptography.exceptions import InvalidSignature
+    try:
+        from cryptography.exceptions import InvalidSignature
+    except ImportError:
+        raise BundleError("verifying a bundle needs the cryptography package: pip install -e '.[device]'") from None
 
     try:
         sig = json.loads(sig_path.read_bytes())

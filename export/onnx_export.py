@@ -2,7 +2,8 @@
 
 The wrapper fixes the graph contract from ``device.constants``: one static 1x3xHxW input named
 ``SEG_INPUT`` and two named outputs (hair logits, centre logits), no deep-supervision sides.
-Every export is checked with ``onnx.checker`` (full check) and against torch with ONNX Runtime.
+Every export is checked with ``onnx.checker`` (full check), against torch with ONNX Runtime
+(max |logit difference| <= 1e-3), and against TensorRT's parser rules (``export.trt_support``).
 """
 
 from __future__ import annotations
@@ -72,8 +73,11 @@ def export_segmenter(
         entry.value = value if isinstance(value, str) else json.dumps(value)
     onnx.save(proto, str(path))
     if check:
+        from export.trt_support import assert_tensorrt_compatible
+
         onnx.checker.check_model(str(path), full_check=True)
         check_parity(wrapper, path, height, width)
+        assert_tensorrt_compatible(path, label=str(path))
     return path
 
 

@@ -32,6 +32,17 @@ def test_graph_contract(tiny_onnx: Path) -> None:
     assert backend.input_shapes[SEG_INPUT] == (1, 3, 96, 128)
 
 
+@pytest.mark.parametrize("name", ["student", "teacher_tiny", "u2netp"])
+def test_registry_models_export_with_checker_parity_and_tensorrt_rules(name: str, tmp_path: Path) -> None:
+    from export.trt_support import check_tensorrt_support
+
+    torch.manual_seed(0)
+    path = export_segmenter(create(name).eval(), tmp_path / f"{name}.onnx", height=64, width=96)
+    assert check_tensorrt_support(path) == []
+    with pytest.raises(ValueError, match="expected float32"):
+        OrtBackend(path, threads=1).run({SEG_INPUT: np.zeros((1, 3, 64, 96), np.float64)})
+
+
 def test_parity_check_catches_a_different_model(tiny_onnx: Path) -> None:
     other = ExportedSegmenter(create("student_tiny")).eval()
     with pytest.raises(RuntimeError, match="differs from torch"):
