@@ -74,7 +74,8 @@ class OutboxRow:
 
 @dataclass(frozen=True)
 class OutboxStats:
-    """Counts by state; bytes of undelivered payload; age in seconds of the oldest undelivered row."""
+    """Counts by state; bytes of undelivered payload; age in seconds of the oldest undelivered row;
+    the last allocated seq and ``delivered_upto``: every seq up to it has been acknowledged."""
 
     pending: int
     inflight: int
@@ -82,6 +83,7 @@ class OutboxStats:
     undelivered_bytes: int
     oldest_undelivered_age_s: float | None
     last_seq: int
+    delivered_upto: int
 
 
 @dataclass(frozen=True)
@@ -261,13 +263,14 @@ class Outbox:
     def stats(self) -> OutboxStats:
         with self._lock:
             counts = dict(self._db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
-            size, oldest = self._db.execute(
-                "SELECT coalesce(sum(size), 0), min(created_at) FROM outbox WHERE state != 'delivered'"
+            size, oldest, first_undelivered = self._db.execute(
+                "SELECT coalesce(sum(size), 0), min(created_at), min(seq) FROM outbox WHERE state != 'delivered'"
             ).fetchone()
             last = int(self._meta("last_seq"))
         age = None if oldest is None else max(0.0, self._clock() - float(oldest))
+        upto = last if first_undelivered is None else int(first_undelivered) - 1
         return OutboxStats(
-            counts.get("pending", 0), counts.get("inflight", 0), counts.get("delivered", 0), int(size), age, last
+            counts.get("pending", 0), counts.get("inflight", 0), counts.get("delivered", 0), int(size), age, last, upto
         )
 
     def check_alarms(self) -> None:

@@ -12,7 +12,9 @@ Topics are ``scalpedge/v1/<fleet>/<device>/<kind>`` with kind one of ``KINDS``:
                 optional ``request_id`` string is echoed in the reply event.
 
 ``last_seq`` in status and telemetry lets a consumer notice records missing at the *end* of a
-stream (no later seq would reveal that gap).
+stream (no later seq would reveal that gap); ``delivered_upto`` (every seq up to it was
+acknowledged by the broker) tells it which missing seqs the device no longer has in hand, so
+it asks for a resend of those only and never for records still queued on the device.
 """
 
 from __future__ import annotations

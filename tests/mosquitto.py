@@ -58,6 +58,8 @@ class Mosquitto:
             "log_type information",
             "max_inflight_messages 0",
             "max_queued_messages 100000",
+            # As root, Mosquitto drops to user "mosquitto", which cannot read the test's temp files.
+            "user root" if os.geteuid() == 0 else "",
             extra,
         ]
         self.conf_path.write_text("\n".join(line for line in lines if line) + "\n")
@@ -78,12 +80,14 @@ class Mosquitto:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self._close_log()
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.02)
+        self.kill()
         raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout_s} s: {self.log_tail()}")
 
     def kill(self) -> None:

@@ -1,0 +1,524 @@
+"""Outbox + MQTT link + fleet consumer against a real Mosquitto started here on a free port.
+
+Each test narrates its exchange. No mocks: the broker is killed with SIGKILL, device processes
+are killed with SIGKILL, TLS uses a CA made in the test, the ACL is Mosquitto's own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import logging
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from mosquitto import Mosquitto
+from paho.mqtt.enums import CallbackAPIVersion
+from sync_device import sample_fields, sync_config, wait_for, write_toml
+
+from device.config import SyncConfig
+from device.fleet import FleetConsumer
+from device.outbox import OutboxFull
+from device.sync import DeviceSync
+from device.sync_protocol import Command
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE_SCRIPT = REPO / "tests" / "sync_device.py"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+class Watcher:
+    """A plain paho subscriber that records (topic, payload) of everything it receives."""
+
+    def __init__(self, port: int, topics: str, *, username: str | None = None, password: str | None = None) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topics, qos=1)
+        self.client.loop_start()
+        if not subscribed.wait(5):
+            self.close()
+            raise RuntimeError(f"no SUBACK for {topics}")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def json(self, suffix: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _device(report: dict[str, Any], device: str = "scanner-a") -> dict[str, Any]:
+    return dict(report["devices"].get(device, {"received": 0, "missing": [], "duplicates": 0, "conflicts": 0}))
+
+
+def _complete(consumer: FleetConsumer, n: int, device: str = "scanner-a") -> bool:
+    dev = _device(consumer.report(), device)
+    return dev["received"] >= n and not dev["missing"]
+
+
+def _assert_exactly(consumer: FleetConsumer, n: int, device: str = "scanner-a") -> dict[str, Any]:
+    """Every seq 1..n stored once, no gap left, no seq under two msg_ids."""
+    dev = _device(consumer.report(), device)
+    assert (dev["received"], dev["max_seq"], dev["contiguous_upto"]) == (n, n, n), dev
+    assert dev["missing"] == [] and dev["conflicts"] == 0 and dev["unrecoverable"] == []
+    return dev
+
+
+def test_offline_then_online_200_results_arrive_once(tmp_path: Path) -> None:
+    # The device produces 200 results while the broker is down: the link keeps failing to
+    # connect and every result waits in the outbox. Then the broker and the consumer start.
+    broker = Mosquitto(tmp_path / "broker")
+    cfg = sync_config(tmp_path, broker.port)
+    sync = DeviceSync.from_config(cfg, bundle_version="b1")
+    sync.start()
+    consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+    try:
+        for i in range(200):
+            sync.submit(**sample_fields(i))
+        time.sleep(0.3)
+        assert sync.link.connects == 0 and sync.outbox.stats().pending == 200
+        broker.start()
+        consumer.start()
+        assert wait_for(lambda: _complete(consumer, 200), 30)
+        assert wait_for(lambda: sync.outbox.stats().delivered == 200, 10)
+        dev = _assert_exactly(consumer, 200)
+        assert dev["duplicates"] == 0 and dev["deliveries"] == 200  # once each
+        assert list(dev["boots"]) == [sync.boot_id]
+    finally:
+        sync.close()
+        consumer.stop()
+        broker.stop()
+
+
+def test_consumer_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
+    # Consumer up, device streaming; the consumer stops after 50 results and comes back 50
+    # results later with the same database (and client id: the broker kept its session).
+    cfg = sync_config(tmp_path, broker.port)
+    sync = DeviceSync.from_config(cfg, bundle_version="b1")
+    sync.start()
+    consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+    consumer.start()
+    try:
+        for i in range(150):
+            if i == 50:
+                assert wait_for(lambda c=consumer: _complete(c, 50), 10)
+                consumer.stop()
+            if i == 100:
+                consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+                consumer.start()
+            sync.submit(**sample_fields(i))
+            time.sleep(0.005)
+        assert wait_for(lambda: _complete(consumer, 150), 30)
+        _assert_exactly(consumer, 150)
+    finally:
+        sync.close()
+        consumer.stop()
+
+
+def test_broker_sigkill_mid_stream_no_gap_after_resend(tmp_path: Path, broker: Mosquitto) -> None:
+    # The broker is SIGKILLed twice while results flow (once for 0.5 s with the device still
+    # producing). Whatever it had acknowledged but not forwarded is lost there; the consumer
+    # sees the seq gap and asks the device to resend from its retention window.
+    cfg = sync_config(tmp_path, broker.port)
+    sync = DeviceSync.from_config(cfg, bundle_version="b1")
+    sync.start()
+    consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+    consumer.start()
+    try:
+        assert wait_for(lambda: consumer.connected and sync.link.connects == 1, 10)
+        for i in range(200):
+            if i in (60, 140):
+                broker.kill()
+            if i in (80, 150):
+                broker.start()
+            sync.submit(**sample_fields(i))
+            time.sleep(0.01)
+        assert wait_for(lambda: _complete(consumer, 200), 40)
+        _assert_exactly(consumer, 200)
+        assert broker.kills == 2 and sync.link.connects >= 3 and consumer.connects >= 3
+    finally:
+        sync.close()
+        consumer.stop()
+
+
+def _status(port: int, state: str, device: str = "scanner-a") -> dict[str, Any]:
+    """The device's status once it reads ``state`` (the retained one, or the next published)."""
+    w = Watcher(port, f"scalpedge/v1/test/{device}/status")
+    try:
+        assert wait_for(lambda: any(s["state"] == state for s in w.json("/status")), 10)
+        return [s for s in w.json("/status") if s["state"] == state][-1]
+    finally:
+        w.close()
+
+
+def test_device_process_sigkill_restart_seq_continues(tmp_path: Path, broker: Mosquitto) -> None:
+    # The consumer here is the CLI (`scalpedge fleet listen`). A device process is SIGKILLed
+    # after committing >= 40 results; its last will marks it offline. A new process (new
+    # boot_id) resumes at the next seq, and the consumer ends up with every seq once.
+    cfg = sync_config(tmp_path, broker.port)
+    config = write_toml(cfg, tmp_path / "sync.toml")
+    report_path = tmp_path / "report.json"
+    listen = subprocess.Popen(
+        [sys.executable, "-m", "device.cli", "fleet", "listen", "--config", str(config), "--report", str(report_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert listen.stderr is not None
+    for line in listen.stderr:  # wait for "INFO device.fleet: fleet: connected ..."
+        if "fleet: connected" in line:
+            break
+    args = [sys.executable, str(DEVICE_SCRIPT), str(config), "--count", "120", "--rate", "150"]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    second = None
+    try:
+        assert first.stdout is not None
+        committed = [int(line.split()[1]) for line, _ in zip(first.stdout, range(40), strict=False)]
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        first.stdout.close()
+        status = _status(broker.port, "offline")
+        assert status["reason"] == "connection lost"  # the last will
+        second = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        assert second.stdout is not None
+        resumed = int(second.stdout.readline().split()[1])
+        assert resumed > max(committed)
+        online = _status(broker.port, "online")
+        assert online["boot_id"] != status["boot_id"]
+        for line in second.stdout:  # the device prints "seq N msg_id" per committed result
+            if int(line.split()[1]) >= 120:
+                break
+        assert wait_for(lambda: _stored(cfg) == 120, 20)  # the consumer catches up, resends included
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(10) == 0
+        assert _status(broker.port, "offline")["reason"] == "shutdown"
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if second is not None and second.stdout is not None:
+            second.stdout.close()
+        listen.send_signal(signal.SIGTERM)
+        _, err = listen.communicate(timeout=20)
+    assert listen.returncode == 0, err
+    dev = json.loads(report_path.read_text())["devices"]["scanner-a"]
+    assert (dev["received"], dev["contiguous_upto"], dev["missing"], dev["conflicts"]) == (120, 120, [], 0)
+    (b1, r1), (b2, r2) = sorted(dev["boots"].items(), key=lambda kv: kv[1]["first_seq"])
+    assert r1["first_seq"] == 1 and r2["first_seq"] == r1["last_seq"] + 1 and r2["last_seq"] == 120
+    assert b2 == online["boot_id"]
+
+
+def _stored(cfg: SyncConfig) -> int:
+    """Results in the consumer's database, read while the consumer process runs (WAL)."""
+    db = sqlite3.connect(cfg.fleet.db)
+    try:
+        return int(db.execute("SELECT count(*) FROM results").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        db.close()
+
+
+def _mosquitto_passwd(path: Path, users: dict[str, str]) -> None:
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    for i, (user, password) in enumerate(users.items()):
+        subprocess.run([tool, *(["-c"] if i == 0 else []), "-b", str(path), user, password], check=True)
+
+
+def test_acl_device_cannot_publish_under_another_device(tmp_path: Path) -> None:
+    # Per-device credentials; the ACL lets a device write only below its own topic. The fleet
+    # user reads everything. scanner-a is then configured, wrongly, as scanner-b: the broker
+    # answers its PUBACKs with "Not authorized", so no row is marked delivered.
+    pw, acl = tmp_path / "passwd", tmp_path / "acl"
+    _mosquitto_passwd(pw, {"scanner-a": "pa", "scanner-b": "pb", "fleet": "pf"})
+    acl.write_text("user fleet\ntopic readwrite scalpedge/v1/#\n\npattern readwrite scalpedge/v1/test/%u/#\n")
+    broker = Mosquitto(tmp_path / "broker", extra=f"password_file {pw}\nacl_file {acl}")
+    broker.start()
+    base = sync_config(tmp_path, broker.port)
+    fleet = FleetConsumer(_with(base, username="fleet", password="pf").mqtt, base.fleet)
+    fleet.start()
+    honest = DeviceSync.from_config(_with(base, username="scanner-a", password="pa"), bundle_version="b1")
+    impostor = DeviceSync.from_config(
+        _with(base, device_id="scanner-b", username="scanner-a", password="pa"), bundle_version="b1"
+    )
+    wrong_pw = DeviceSync.from_config(
+        _with(base, device_id="scanner-c", username="scanner-a", password="nope"), bundle_version="b1"
+    )
+    try:
+        for sync in (honest, impostor, wrong_pw):
+            sync.start()
+            for i in range(5):
+                sync.submit(**sample_fields(i))
+        assert wait_for(lambda: _complete(fleet, 5), 15)  # the honest device's records arrive
+        assert wait_for(lambda: impostor.link.connects >= 1, 5)
+        time.sleep(1.0)
+        report = fleet.report()
+        assert set(report["devices"]) == {"scanner-a"}  # nothing under scanner-b's topics
+        st = impostor.outbox.stats()
+        assert st.delivered == 0 and st.pending + st.inflight == 5  # refused, kept for later
+        assert wrong_pw.link.connects == 0 and wrong_pw.outbox.stats().delivered == 0
+    finally:
+        for sync in (honest, impostor, wrong_pw):
+            sync.close()
+        fleet.stop()
+        broker.stop()
+
+
+def _with(cfg: SyncConfig, **mqtt: Any) -> SyncConfig:
+    import dataclasses
+
+    outbox = cfg.outbox
+    if "device_id" in mqtt:
+        outbox = dataclasses.replace(
+            outbox, path=str(Path(outbox.path).with_name(f"outbox-{mqtt['device_id']}.sqlite"))
+        )
+    return dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, **mqtt), outbox=outbox)
+
+
+def _make_pki(d: Path) -> dict[str, Path]:
+    """A self-signed CA, a server certificate for 127.0.0.1/localhost, two client certificates."""
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def cert(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: Any, ca: bool = False) -> Any:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            import ipaddress
+
+            san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    out: dict[str, Path] = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ScalpEdge test CA")])
+    ca_cert = cert("ScalpEdge test CA", ca_key, ca_name, ca_key, ca=True)
+    out["ca"] = d / "ca.pem"
+    out["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for name in ("server", "scanner-a", "fleet"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        out[f"{name}_cert"] = d / f"{name}.pem"
+        out[f"{name}_cert"].write_bytes(cert(name, key, ca_name, ca_key).public_bytes(serialization.Encoding.PEM))
+        out[f"{name}_key"] = d / f"{name}.key"
+        out[f"{name}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return out
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    # Mosquitto requires a client certificate signed by the test CA and takes the username
+    # from its CN. The device and the consumer present theirs; a device without one, and a
+    # device speaking plain TCP to the TLS port, never get a connection.
+    pki = _make_pki(tmp_path)
+    broker = Mosquitto(
+        tmp_path / "broker",
+        extra=(
+            f"cafile {pki['ca']}\ncertfile {pki['server_cert']}\nkeyfile {pki['server_key']}\n"
+            "require_certificate true\nuse_identity_as_username true\n"
+        ),
+    )
+    broker.start()
+    base = _with(sync_config(tmp_path, broker.port), tls_ca=str(pki["ca"]))
+    fleet = FleetConsumer(_with(base, tls_cert=str(pki["fleet_cert"]), tls_key=str(pki["fleet_key"])).mqtt, base.fleet)
+    device = DeviceSync.from_config(
+        _with(base, tls_cert=str(pki["scanner-a_cert"]), tls_key=str(pki["scanner-a_key"])), bundle_version="b1"
+    )
+    no_cert = DeviceSync.from_config(_with(base, device_id="scanner-x"), bundle_version="b1")
+    plain = DeviceSync.from_config(_with(base, device_id="scanner-y", tls_ca=""), bundle_version="b1")
+    try:
+        fleet.start()
+        for sync in (device, no_cert, plain):
+            sync.start()
+            for i in range(10):
+                sync.submit(**sample_fields(i))
+        assert wait_for(lambda: _complete(fleet, 10), 20)
+        _assert_exactly(fleet, 10)
+        assert device.outbox.stats().delivered == 10
+        assert no_cert.link.connects == 0 and plain.link.connects == 0
+        assert no_cert.outbox.stats().pending == 10 and plain.outbox.stats().pending == 10
+    finally:
+        for sync in (device, no_cert, plain):
+            sync.close()
+        fleet.stop()
+        broker.stop()
+
+
+def test_commands_malformed_payloads_are_logged_and_the_device_keeps_running(
+    tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fleet tool publishes garbage and then valid commands on the device's cmd topic; every
+    # bad one is answered with a cmd_rejected event naming the reason, and is logged.
+    cfg = sync_config(tmp_path, broker.port)
+    diagnoses: list[Command] = []
+    configs: list[dict[str, Any]] = []
+
+    def on_config(values: dict[str, Any]) -> None:
+        if "exposure_ms" not in values:
+            raise ValueError(f"unsupported config {sorted(values)}")
+        configs.append(values)
+
+    sync = DeviceSync.from_config(cfg, bundle_version="b1", on_diagnose=diagnoses.append, on_config=on_config)
+    watcher = Watcher(broker.port, "scalpedge/v1/test/scanner-a/event")
+    caplog.set_level(logging.WARNING, logger="device.mqtt_link")
+    sync.start()
+    try:
+        for i in range(3):
+            sync.submit(**sample_fields(i))
+        assert wait_for(lambda: sync.outbox.stats().delivered == 3, 10)
+        bad = [b"\xff\xfe", b"{not json", b"[1]", b'{"cmd": "reboot"}', b'{"cmd": "resend", "from_seq": -1}']
+        cmd_topic = "scalpedge/v1/test/scanner-a/cmd"
+        for payload in bad:
+            watcher.client.publish(cmd_topic, payload, qos=1)
+        assert wait_for(lambda: len(watcher.json("/event")) >= len(bad), 10)
+        reasons = [e["reason"] for e in watcher.json("/event") if e["event"] == "cmd_rejected"]
+        assert len(reasons) == 5
+        for needle in ("not UTF-8", "not JSON", "JSON object", "unknown cmd 'reboot'", "'from_seq' must be"):
+            assert any(needle in r for r in reasons), needle
+            assert any(needle in r.getMessage() for r in caplog.records), needle
+        # The link is alive and answers valid commands.
+        good = [
+            {"cmd": "diagnose", "request_id": "r1"},
+            {"cmd": "config", "set": {"telemetry_interval_s": 30, "exposure_ms": 8}},
+            {"cmd": "config", "set": {"gain": 2}},
+            {"cmd": "resend", "from_seq": 2, "request_id": "r2"},
+        ]
+        for body in good:
+            watcher.client.publish(cmd_topic, json.dumps(body).encode(), qos=1)
+        assert wait_for(lambda: len(watcher.json("/event")) >= len(bad) + len(good), 10)
+        events = {e.get("request_id") or e["event"]: e for e in watcher.json("/event")[len(bad) :]}
+        assert [c.request_id for c in diagnoses] == ["r1"] and events["r1"]["event"] == "diagnose_accepted"
+        assert configs == [{"exposure_ms": 8}] and sync.link.telemetry_interval_s == 30.0
+        assert "unsupported config ['gain']" in events["cmd_rejected"]["reason"]
+        assert events["r2"] == {**events["r2"], "event": "resend", "requeued": 2}
+        assert wait_for(lambda: sync.outbox.stats().delivered == 3, 10)  # re-published and acked again
+        assert sync.link._thread is not None and sync.link._thread.is_alive()
+    finally:
+        watcher.close()
+        sync.close()
+
+
+def test_full_outbox_refuses_with_alarm_event_and_keeps_stored_rows(tmp_path: Path) -> None:
+    # Broker down; the outbox holds at most 5 undelivered results. The 6th is refused with a
+    # clear error; the alarm event reaches the fleet once the broker is back, and the 5 stored
+    # results are all delivered.
+    broker = Mosquitto(tmp_path / "broker")
+    cfg = sync_config(tmp_path, broker.port, outbox={"max_pending": 5})
+    sync = DeviceSync.from_config(cfg, bundle_version="b1")
+    try:
+        for i in range(5):
+            sync.submit(**sample_fields(i))
+        with pytest.raises(OutboxFull, match=r"outbox full, record refused: 5 undelivered records"):
+            sync.submit(**sample_fields(5))
+        broker.start()
+        watcher = Watcher(broker.port, "scalpedge/v1/test/scanner-a/#")
+        # (subscribed, SUBACK received, before the link connects and sends its queued alarm)
+        sync.start()
+        try:
+            assert wait_for(lambda: sync.outbox.stats().delivered == 5, 15)
+            assert wait_for(lambda: any(e["event"] == "outbox_full" for e in watcher.json("/event")), 10)
+            alarm = next(e for e in watcher.json("/event") if e["event"] == "outbox_full")
+            assert alarm["severity"] == "error" and alarm["boot_id"] == sync.boot_id
+            assert sync.submit(**sample_fields(6)).seq == 6  # room again
+        finally:
+            watcher.close()
+    finally:
+        sync.close()
+        broker.stop()
+
+
+def test_status_and_telemetry(tmp_path: Path, broker: Mosquitto) -> None:
+    # Retained status "online" with the boot id on connect; telemetry carries fps and battery
+    # from the caller, the hottest thermal zone, the outbox depth and the last seq.
+    thermal = tmp_path / "thermal"
+    for zone, milli in (("thermal_zone0", "45000"), ("thermal_zone1", "51500\n"), ("thermal_zone2", "junk")):
+        (thermal / zone).mkdir(parents=True)
+        (thermal / zone / "temp").write_text(milli)
+    sync = DeviceSync.from_config(sync_config(tmp_path, broker.port), bundle_version="b1", thermal_root=thermal)
+    sync.update_telemetry(fps=12.5, battery={"percent": 80, "charging": False})
+    sync.submit(**sample_fields())
+    sync.start()
+    assert wait_for(lambda: sync.outbox.stats().delivered == 1, 10)  # connected, status published
+    watcher = Watcher(broker.port, "scalpedge/v1/test/scanner-a/#")  # subscribes after: gets it retained
+    try:
+        assert wait_for(lambda: len(watcher.json("/telemetry")) >= 1, 10)
+        tele = watcher.json("/telemetry")[-1]
+        assert tele["fps"] == 12.5 and tele["battery"] == {"percent": 80, "charging": False}
+        assert tele["temperature_c"] == 51.5 and tele["last_seq"] == 1 and tele["boot_id"] == sync.boot_id
+        assert set(tele["outbox"]) == {
+            "pending",
+            "inflight",
+            "delivered_retained",
+            "undelivered_bytes",
+            "oldest_undelivered_age_s",
+        }
+        status = [(t, p, r) for t, p, r in watcher.messages if t.endswith("/status")]
+        assert status and status[0][2] is True  # retained
+        assert json.loads(status[0][1]) | {"ts": None} == {
+            "schema": "scalpedge.status/1",
+            "state": "online",
+            "device_id": "scanner-a",
+            "boot_id": sync.boot_id,
+            "last_seq": 1,
+            "delivered_upto": 0,
+            "ts": None,
+        }
+    finally:
+        watcher.close()
+        sync.close()
+
+
+def test_small_soak() -> None:
+    """The fault soak of benchmarks/soak_sync.py, small: 150 results, 3 broker kills, 1 device kill."""
+    spec = importlib.util.spec_from_file_location("soak_sync", REPO / "benchmarks" / "soak_sync.py")
+    assert spec is not None and spec.loader is not None
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    report = soak.run_soak(count=150, broker_kills=3, device_kills=1, rate=100.0, seed=1, timeout_s=60)
+    assert report["converged"] and report["lost"] == 0 and report["seq_conflicts"] == 0
+    assert report["seq_gaps_at_end"] == 0 and report["received"] == 150
+    assert report["broker_kills"] == 3 and report["device_kills"] == 1 and report["device_boots"] == 2
