@@ -11,8 +11,8 @@ loses it. The consumer closes the loop end to end:
 - a gap at or below the device's ``delivered_upto`` (every seq up to it acknowledged by the
   broker; seqs above it are still queued on the device) that persists ``gap_grace_s`` is
   requested with ``{"cmd": "resend", "from_seq", "to_seq"}`` on the device's ``cmd`` topic, at
-  most once per ``resend_interval_s``; ranges the device reports as pruned
-  (``resend_unavailable``) are recorded as unrecoverable.
+  most once per ``resend_interval_s`` and not while the previous resend is still arriving;
+  ranges the device reports as pruned (``resend_unavailable``) are recorded as unrecoverable.
 
 The MQTT session is persistent (clean start off, ``session_expiry_s``) so the broker queues
 results while the consumer restarts; the resend path covers whatever a broker crash loses.
@@ -73,6 +73,12 @@ class _Track:
     unavailable: set[int] = field(default_factory=set)
     gap_since: float | None = None
     last_request: float = float("-inf")
+    requested: list[tuple[int, int]] = field(default_factory=list)  # ranges of the last request
+    resend_progress: float = float("-inf")  # when a requested seq last arrived
+
+    def note_arrival(self, seq: int, now: float) -> None:
+        if any(lo <= seq <= hi for lo, hi in self.requested):
+            self.resend_progress = now
 
     def advance(self) -> None:
         while self.contig + 1 in self.seqs or self.contig + 1 in self.unavailable:
@@ -182,12 +188,13 @@ class FleetConsumer:
                 if tr.gap_since is None:
                     tr.gap_since = now
                     log.info("fleet: %s: seq gap(s) %s", device, _fmt(missing))
-                if (
-                    now - tr.gap_since < self.config.gap_grace_s
-                    or now - tr.last_request < self.config.resend_interval_s
-                ):
+                grace = self.config.gap_grace_s
+                if now - tr.gap_since < grace or now - tr.last_request < self.config.resend_interval_s:
                     continue
+                if now - tr.resend_progress < grace:
+                    continue  # the last resend is still arriving: asking again would only duplicate
                 tr.last_request = now
+                tr.requested = missing[:MAX_RANGES_PER_REQUEST]
                 for lo, hi in missing[:MAX_RANGES_PER_REQUEST]:
                     payload = resend_command(lo, hi)
                     self._client.publish(topic(self.mqtt_config.fleet, device, "cmd"), payload, qos=1)
@@ -319,6 +326,7 @@ class FleetConsumer:
                     (msg_id, device, seq, rec["boot_id"], rec["captured_at"], time.time(), payload.decode()),
                 )
             elif held is not None and held[0] == msg_id:
+                log.debug("fleet: %s seq %d: duplicate (same msg_id)", device, seq)
                 db.execute("UPDATE devices SET duplicates = duplicates + 1 WHERE device_id = ?", (device,))
             else:
                 log.error("fleet: %s seq %d: conflict (msg_id %s, stored %s)", device, seq, msg_id, held or same_id)
@@ -332,6 +340,7 @@ class FleetConsumer:
             raise
         if held is None and same_id is None:
             tr.seqs.add(seq)
+            tr.note_arrival(seq, time.monotonic())
             tr.advance()
 
     def _seen_last_seq(self, device: str, last_seq: Any, delivered_upto: Any) -> None:

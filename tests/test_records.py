@@ -203,3 +203,18 @@ def test_missing_ranges() -> None:
     assert missing_ranges([], 1, 3) == [(1, 3)]
     assert missing_ranges([1, 2, 5, 9], 1, 10) == [(3, 4), (6, 8), (10, 10)]
     assert missing_ranges([1, 2, 3], 1, 3) == []
+
+
+def test_password_file_and_cli_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from device.cli import main
+
+    (tmp_path / "pw").write_text("s3cret\n")
+    good = tmp_path / "good.toml"
+    good.write_text("[mqtt]\nusername = 'scanner-a'\npassword_file = 'pw'\n")
+    cfg = load_sync_config(good)
+    assert cfg.mqtt.resolved_password() == "s3cret" and cfg.to_dict()["mqtt"]["password"] == ""
+    assert SyncConfig.from_mapping({"mqtt": {"password": "x"}}).to_dict()["mqtt"]["password"] == "***"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fleet]\ngap_grace_s = 'soon'\n")
+    assert main(["fleet", "listen", "--config", str(bad)]) == 2  # documented exit code for a bad config
+    assert "[fleet] gap_grace_s must be float, got str 'soon'" in capsys.readouterr().err
