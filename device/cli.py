@@ -26,13 +26,14 @@ class MissingExtra(RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from device import fleet_command, segment_command
+    from device import classify_command, fleet_command, segment_command
 
     parser = argparse.ArgumentParser(prog="scalpedge", description="ScalpEdge: hair segmentation and scalp measurement")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     segment_command.register(sub)
+    classify_command.register(sub)
     fleet_command.register(sub)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         ep.load()(sub)

@@ -24,6 +24,24 @@ __all__ = [
     "CENTRE_THRESHOLD",
     "THIN_HAIR_UM",
     "DEFAULT_UM_PER_PX",
+    "CLS_HEIGHT",
+    "CLS_WIDTH",
+    "CLS_PIXEL_MEAN",
+    "CLS_PIXEL_STD",
+    "CLS_INPUT",
+    "CLS_OUT_LEVELS",
+    "CLS_OUT_PRESENCE",
+    "CLS_OUT_AREA",
+    "CONDITION_NAMES",
+    "LEVEL_NAMES",
+    "ALOPECIA_INPUT",
+    "ALOPECIA_OUT_LABEL",
+    "ALOPECIA_OUT_PROBS",
+    "ALOPECIA_FEATURES",
+    "DISEASE_SIZE",
+    "DISEASE_INPUT",
+    "DISEASE_OUT_LOGITS",
+    "DISEASE_NAMES",
 ]
 
 # Device camera frame, pixels (HxW). Every model input is this size.
@@ -51,3 +69,37 @@ MIN_STRAND_PX: Final = 30.0  # centre-line strands shorter than this (px at 640x
 # Hair metrics defaults.
 THIN_HAIR_UM: Final = 40.0  # shaft diameter below which a hair counts as thin (vellus/miniaturised)
 DEFAULT_UM_PER_PX: Final = 2.0  # micrometres per pixel at 640x480 when no optical calibration exists
+
+# Condition (severity) classifier: EfficientNet-Lite0 on the frame resized to CLS_HEIGHT x CLS_WIDTH
+# (4:3 like the camera). Preprocessing: BGR uint8 -> RGB float in [0, 1] -> (x - mean) / std with
+# the Lite models' own normalisation ((x - 127) / 128 in 0..255 units).
+CLS_HEIGHT: Final = 192
+CLS_WIDTH: Final = 256
+CLS_PIXEL_MEAN: Final = (127.0 / 255.0, 127.0 / 255.0, 127.0 / 255.0)
+CLS_PIXEL_STD: Final = (128.0 / 255.0, 128.0 / 255.0, 128.0 / 255.0)
+CLS_INPUT: Final = "cls_image"  # 1x3xCLS_HEIGHTxCLS_WIDTH float32
+CLS_OUT_LEVELS: Final = "level_logits"  # 1x3x4 float32: per condition, logits of good/mild/moderate/severe
+CLS_OUT_PRESENCE: Final = "presence_logits"  # 1x3 float32: per condition, logit of P(present)
+CLS_OUT_AREA: Final = "area_share"  # 1x3 float32: per condition, predicted share of the frame covered, [0, 1]
+CONDITION_NAMES: Final = ("dandruff", "sebum", "erythema")  # order of the condition axis
+LEVEL_NAMES: Final = ("good", "mild", "moderate", "severe")
+
+# Alopecia severity from hair features (gradient boosting exported by skl2onnx).
+ALOPECIA_INPUT: Final = "hair_features"  # 1xF float32, features in ALOPECIA_FEATURES order
+ALOPECIA_OUT_LABEL: Final = "alopecia_level"  # (1,) int64, level 0..3 (LEVEL_NAMES)
+ALOPECIA_OUT_PROBS: Final = "alopecia_probs"  # 1x4 float32
+ALOPECIA_FEATURES: Final = (
+    "count",
+    "mean_thickness_um",
+    "median_thickness_um",
+    "thickness_iqr_um",
+    "thin_ratio",
+    "density_per_cm2",
+    "hair_fraction",
+)
+
+# Disease-type classifier (clinical photos, square input after the paper's preprocessing).
+DISEASE_SIZE: Final = 224
+DISEASE_INPUT: Final = "disease_image"  # 1x3xDISEASE_SIZExDISEASE_SIZE float32, CLS_PIXEL_MEAN/STD normalised
+DISEASE_OUT_LOGITS: Final = "disease_logits"  # 1x3 float32 over DISEASE_NAMES
+DISEASE_NAMES: Final = ("alopecia", "psoriasis", "folliculitis")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from device.cli import MissingExtra
+from server_train import classifier_cli
 
 __all__ = ["register_train", "register_eval", "register_bench", "register_export"]
 
@@ -60,6 +61,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--stop-after", type=int, help="pause at this step (last.pt; the schedule still spans --steps)")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_run_train_seg)
+    classifier_cli.add_train(tsub)
 
 
 def _run_train_seg(args: argparse.Namespace) -> int:
@@ -111,6 +113,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     geo.set_defaults(func=_run_eval_geometry)
     seg.set_defaults(func=_run_eval_seg)
     cnt.set_defaults(func=_run_eval_counts)
+    classifier_cli.add_eval(esub)
 
 
 def _run_eval_seg(args: argparse.Namespace) -> int:
@@ -176,6 +179,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--n", type=int, default=100)
     sy.add_argument("--repeats", type=int, default=3)
     sy.set_defaults(func=_run_bench_synth)
+    classifier_cli.add_bench(bsub)
 
 
 def _run_bench_speed(args: argparse.Namespace) -> int:
@@ -216,6 +220,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     rel.add_argument("--out", default="device/assets/default", help="folder (default: device/assets/default)")
     rel.add_argument("--metrics", nargs="*", default=[], help="JSON reports (eval seg/counts, bench speed) to record")
     rel.set_defaults(func=_run_export_release)
+    classifier_cli.add_export(esub)
 
 
 def _run_export_seg(args: argparse.Namespace) -> int:

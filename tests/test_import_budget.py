@@ -15,6 +15,8 @@ DEVICE_MODULES = [
     "device.hair_metrics",
     "device._strand_measures",
     "device.classical",
+    "device.classifiers",
+    "device.classify_command",
     "device.bundle",
     "device.backends",
     "device.trt_backend",

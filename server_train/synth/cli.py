@@ -2,6 +2,11 @@
 
     scalpedge synth --n 2000 --seed 0 --out data/synth [--mode scalp|trimmed|mixed]
                     [--hard] [--backgrounds DIR] [--workers 2]
+                    [--conditions aihub|uniform]
+
+``--conditions`` writes a labelled classification set instead (``images/*.jpg`` and
+``labels.jsonl`` with dandruff, sebum, erythema and hair-loss levels 0..3, drawn with the AI-Hub
+level shares or uniformly; see ``condition_dataset.py``).
 
 ``mixed`` puts about 70% scalp and 30% trimmed frames, chosen by index (deterministic).
 Options default to None and are dropped, so the defaults stay in ``SynthConfig``.
@@ -45,6 +50,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--backgrounds", default=None, help="folder of real frames used (hair removed) as backgrounds")
     p.add_argument("--workers", type=int, default=None, help="processes (default 1)")
+    p.add_argument(
+        "--conditions",
+        choices=("aihub", "uniform"),
+        default=None,
+        help="write a labelled condition classification set, levels sampled by AI-Hub shares or uniformly",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -63,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     share = MIXED_TRIMMED_SHARE if mode == "mixed" else None
     cv2.setNumThreads(1)  # measured faster than OpenCV's 2 threads for these small ops
     t0 = time.perf_counter()
+    if getattr(args, "conditions", None):
+        from .condition_dataset import write_condition_dataset
+
+        write_condition_dataset(args.out, args.n, args.seed, config, args.conditions, workers=args.workers or 1)
+        print(f"synth: wrote {args.n} condition frames to {args.out} in {time.perf_counter() - t0:.1f} s")
+        return 0
     out = write_dataset(
         args.out,
         args.n,

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .annotations import draw_annotations
+from .conditions import ConditionLevels, condition_config, draw_skin_conditions, draw_surface_conditions
 from .config import Sample, SynthConfig
 from .debris import DANDRUFF_LEVELS, draw_dandruff, draw_sebum
 from .optics import apply_letterbox, apply_optics, letterbox_rect
@@ -35,9 +36,15 @@ def render(seed: int, config: SynthConfig | None = None) -> Sample:
     return _render(np.random.default_rng(seed), config or SynthConfig(), [seed])[0]
 
 
-def render_index(seed: int, index: int, config: SynthConfig | None = None) -> Sample:
-    """Sample ``index`` of the data set with base ``seed`` (rng seeded with [seed, index])."""
-    return _render(np.random.default_rng([seed, index]), config or SynthConfig(), [seed, index])[0]
+def render_index(
+    seed: int, index: int, config: SynthConfig | None = None, conditions: ConditionLevels | None = None
+) -> Sample:
+    """Sample ``index`` of the data set with base ``seed`` (rng seeded with [seed, index]).
+
+    ``conditions``: draw dandruff, sebum, erythema and hair loss at these levels (see
+    ``conditions.py``); None keeps the plain generator (same frames as before conditions existed)."""
+    rng = np.random.default_rng([seed, index])
+    return _render(rng, config or SynthConfig(), [seed, index], conditions)[0]
 
 
 def render_debug(seed: int, config: SynthConfig | None = None) -> tuple[Sample, dict[str, np.ndarray]]:
@@ -88,8 +95,12 @@ def _labels(
     return (instances, np.asarray(thick, np.float32).reshape(-1), np.asarray(centres, np.float32).reshape(-1, 2), lines)
 
 
-def _render(rng: np.random.Generator, config: SynthConfig, seed: Sequence[int]) -> tuple[Sample, dict[str, np.ndarray]]:
+def _render(
+    rng: np.random.Generator, config: SynthConfig, seed: Sequence[int], conditions: ConditionLevels | None = None
+) -> tuple[Sample, dict[str, np.ndarray]]:
     cfg = config.resolved()
+    if conditions is not None:
+        cfg = condition_config(cfg, conditions)
     h, w = cfg.height, cfg.width
     trimmed = cfg.mode == "trimmed"
     meta: dict[str, Any] = {"mode": cfg.mode, "hard": cfg.hard, "seed": list(seed)}
@@ -118,9 +129,14 @@ def _render(rng: np.random.Generator, config: SynthConfig, seed: Sequence[int]) 
     has_sebum = bool(rng.random() < cfg.p_sebum)
     if has_sebum:
         draw_sebum(rng, bg)
+    if conditions is not None:
+        meta.update(draw_skin_conditions(rng, bg, conditions, px=_HALF))
     img = cv2.resize(np.clip(bg, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
     dandruff = cv2.resize(dandruff, (w, h), interpolation=cv2.INTER_LINEAR)
     draw_strands(img, strands, rng)
+    if conditions is not None:
+        meta.update(draw_surface_conditions(rng, img, strands, conditions))
+        meta["conditions"] = conditions.to_dict()
     img, ometa = apply_optics(rng, img, cfg)
     if rng.random() < cfg.p_annotations:
         ometa.update(draw_annotations(rng, img))

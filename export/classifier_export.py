@@ -1,0 +1,197 @@
+"""ONNX export and INT8 quantization of the scalp classifiers.
+
+Export-only wrappers fix the graph contract from ``device.constants`` (static 1x3xHxW input,
+named outputs); every export gets ``onnx.checker`` (full check) and an ONNX Runtime vs torch
+parity check. ``quantize_int8`` writes the static Q/DQ INT8 model calibrated on representative
+frames: U8 activations with S8 per-channel weights, the variant that runs fast on x86 CPUs with
+ONNX Runtime (signed activations left most convolutions in FP32 here; see DESIGN.md).
+``calibration/`` had no quantizer yet when this was written; move this there when it has one.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from device.classifiers import prepare_condition_input, prepare_disease_input
+from device.constants import (
+    CLS_HEIGHT,
+    CLS_INPUT,
+    CLS_OUT_AREA,
+    CLS_OUT_LEVELS,
+    CLS_OUT_PRESENCE,
+    CLS_WIDTH,
+    DISEASE_INPUT,
+    DISEASE_OUT_LOGITS,
+    DISEASE_SIZE,
+)
+from device.imageio import IMAGE_SUFFIXES, read_frame
+
+__all__ = [
+    "export_condition_classifier",
+    "export_disease_classifier",
+    "FrameCalibrationReader",
+    "quantize_int8",
+    "calibration_frames",
+]
+
+OPSET = 17
+
+
+def _export(
+    wrapper: nn.Module,
+    shape: tuple[int, ...],
+    path: str | Path,
+    input_name: str,
+    outputs: list[str],
+    metadata: dict[str, Any] | None,
+    atol: float,
+) -> Path:
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = wrapper.eval()
+    torch.onnx.export(
+        wrapper,
+        (torch.zeros(shape),),
+        str(path),
+        input_names=[input_name],
+        output_names=outputs,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    proto = onnx.load(str(path))
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    check_parity(wrapper, path, shape, input_name, atol)
+    return path
+
+
+def check_parity(wrapper: nn.Module, path: Path, shape: tuple[int, ...], input_name: str, atol: float) -> float:
+    """Torch vs ONNX Runtime on one random input; raises RuntimeError if any output differs by
+    more than ``atol``. Returns the largest absolute difference."""
+    import onnxruntime as ort
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = wrapper(x)
+    ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run([o.name for o in sess.get_outputs()], {input_name: x.numpy()})
+    diff = max(float(np.max(np.abs(a.numpy() - b))) for a, b in zip(ref, got, strict=True))
+    if diff > atol:
+        raise RuntimeError(f"ONNX Runtime differs from torch by {diff:.2e} (> {atol:.0e}) for {path}")
+    return diff
+
+
+class _ConditionWrapper(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model(x)  # type: ignore[no-any-return]
+
+
+def export_condition_classifier(
+    model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None, atol: float = 1e-3
+) -> Path:
+    """Condition classifier -> ONNX: input ``CLS_INPUT`` 1x3xCLS_HEIGHTxCLS_WIDTH, outputs
+    ``CLS_OUT_LEVELS`` (1x3x4 logits), ``CLS_OUT_PRESENCE`` (1x3 logits), ``CLS_OUT_AREA`` (1x3)."""
+    outs = [CLS_OUT_LEVELS, CLS_OUT_PRESENCE, CLS_OUT_AREA]
+    return _export(_ConditionWrapper(model), (1, 3, CLS_HEIGHT, CLS_WIDTH), path, CLS_INPUT, outs, metadata, atol)
+
+
+def export_disease_classifier(
+    model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None, atol: float = 1e-3
+) -> Path:
+    """Disease classifier -> ONNX: input ``DISEASE_INPUT`` 1x3xSxS, output ``DISEASE_OUT_LOGITS`` 1x3."""
+    shape = (1, 3, DISEASE_SIZE, DISEASE_SIZE)
+    return _export(model, shape, path, DISEASE_INPUT, [DISEASE_OUT_LOGITS], metadata, atol)
+
+
+def calibration_frames(folders: Sequence[str | Path], n: int) -> list[Path]:
+    """Up to ``n`` image paths spread evenly over ``folders`` (an ``images/`` sub-folder is used
+    when present), evenly spaced within each folder (deterministic)."""
+    found = []
+    for f in folders:
+        root = Path(f) / "images" if (Path(f) / "images").is_dir() else Path(f)
+        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        k = max(1, n // max(len(folders), 1))
+        if paths:
+            found += [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(k, len(paths)))]
+    return found
+
+
+class FrameCalibrationReader:
+    """ONNX Runtime ``CalibrationDataReader``: ``get_next()`` returns ``{input_name: 1x3xHxW}``
+    for each frame in turn (prepared by ``prepare``), then None."""
+
+    def __init__(self, paths: Sequence[Path], input_name: str, prepare: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.paths = list(paths)
+        self.input_name = input_name
+        self.prepare = prepare
+        self._i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._i >= len(self.paths):
+            return None
+        x = self.prepare(read_frame(self.paths[self._i]))
+        self._i += 1
+        return {self.input_name: x}
+
+    def rewind(self) -> None:
+        self._i = 0
+
+
+def quantize_int8(
+    fp32: str | Path, out: str | Path, calib: Sequence[str | Path], n: int = 64, input_name: str | None = None
+) -> Path:
+    """Static Q/DQ INT8 (QUInt8 activations, QInt8 per-channel weights, MinMax calibration) of
+    ``fp32``, calibrated on up to ``n`` frames from the ``calib`` folders. The input name picks
+    the preprocessing (condition frames or disease photos). Returns ``out``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32, out = Path(fp32), Path(out)
+    name = input_name or onnx.load(str(fp32)).graph.input[0].name
+    prepare = prepare_disease_input if name == DISEASE_INPUT else prepare_condition_input
+    paths = calibration_frames(calib, n)
+    if not paths:
+        raise FileNotFoundError(f"no calibration frames in {list(calib)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(out),
+            FrameCalibrationReader(paths, name, prepare),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    proto = onnx.load(str(out))
+    entry = proto.metadata_props.add()
+    entry.key = "quantization"
+    entry.value = json.dumps(
+        {"format": "QDQ", "activations": "QUInt8", "weights": "QInt8 per-channel", "calibration_frames": len(paths)}
+    )
+    onnx.save(proto, str(out))
+    onnx.checker.check_model(str(out), full_check=True)
+    return out

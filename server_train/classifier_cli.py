@@ -1,0 +1,184 @@
+"""Server subcommands of the scalp classifiers, added to ``train``, ``eval``, ``export``, ``bench``.
+
+    scalpedge train classifier --synth DIR [--real DIR] --out RUN [--no-inverse-freq] [--steps N]
+    scalpedge train alopecia --data DIR --out RUN [--segmenter X.onnx]
+    scalpedge eval conditions --data DIR --out R.json [--model X.onnx]
+    scalpedge eval synth-conditions --data DIR --out R.json [--model X.onnx] [--figures DIR]
+    scalpedge eval diseases --data DIR --folds K --out R.json
+    scalpedge export classifier --checkpoint C.pt --out X.onnx [--int8 Y.onnx --calib DIR...]
+    scalpedge export disease --data DIR --out X.onnx [--int8 Y.onnx]
+    scalpedge bench classifiers --out R.json --models A.onnx,B.onnx
+
+Heavy imports (torch, scikit-learn) happen only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_train", "add_eval", "add_export", "add_bench"]
+
+
+def _write_json(path: str | Path, report: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
+def _summary(report: dict[str, Any]) -> None:
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}, indent=1)[:3000])
+
+
+def add_train(tsub: argparse._SubParsersAction) -> None:
+    p = tsub.add_parser("classifier", help="train the condition severity classifier (synthetic levels + real presence)")
+    p.add_argument("--synth", required=True, help="folder from `scalpedge synth --conditions`")
+    p.add_argument("--real", help="real frames like scalp-microscope/train (images/, YOLO-seg labels/)")
+    p.add_argument("--out", required=True, help="run folder (resumes from last.pt)")
+    p.add_argument("--model", help="severity_lite0 (default) or severity_tiny")
+    p.add_argument("--cache", help="feature cache folder (default RUN/cache; runs with the same data may share it)")
+    p.add_argument("--no-inverse-freq", dest="inverse_freq", action="store_const", const=False)
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False)
+    for name, typ in (("steps", int), ("batch", int), ("lr", float), ("split", int), ("real-share", float)):
+        p.add_argument(f"--{name}", type=typ)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=_run_train_classifier)
+    a = tsub.add_parser("alopecia", help="alopecia grader (gradient boosting on hair features) -> ONNX")
+    a.add_argument("--data", required=True, help="folder from `scalpedge synth --conditions` (hair-loss levels)")
+    a.add_argument("--out", required=True, help="run folder: features cache, alopecia.onnx, report.json")
+    a.add_argument("--heldout", help="second condition set to report held-out scores on")
+    a.add_argument("--segmenter", help="segmenter ONNX measuring the hairs (default: the shipped student)")
+    a.add_argument("--limit", type=int)
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=_run_train_alopecia)
+
+
+def _run_train_classifier(args: argparse.Namespace) -> int:
+    from server_train.training.classifier_train import ClsTrainConfig, train_classifier
+
+    fields = {f.name for f in dataclasses.fields(ClsTrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    print(f"wrote {train_classifier(ClsTrainConfig(**given))}")
+    return 0
+
+
+def _run_train_alopecia(args: argparse.Namespace) -> int:
+    from server_train.training.alopecia_train import train_alopecia
+
+    report = train_alopecia(
+        args.data, args.out, segmenter=args.segmenter, heldout=args.heldout, limit=args.limit, seed=args.seed
+    )
+    _summary(report)
+    return 0
+
+
+def add_eval(esub: argparse._SubParsersAction) -> None:
+    c = esub.add_parser("conditions", help="presence F1 on real frames (images/, YOLO-seg labels/, ids d/ds/o/s)")
+    c.add_argument("--data", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--model", help="severity classifier ONNX (default: the shipped one)")
+    c.add_argument("--threads", type=int, default=1)
+    c.set_defaults(func=_run_eval_conditions)
+    s = esub.add_parser("synth-conditions", help="per-level F1 and confusion matrices on a synthetic condition set")
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--model", help="severity classifier ONNX (default: the shipped one)")
+    s.add_argument("--figures", help="folder for confusion-matrix PNGs")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=_run_eval_synth_conditions)
+    d = esub.add_parser("diseases", help="stratified K-fold accuracy of the disease-type classifier")
+    d.add_argument("--data", required=True, help="a folder per class (alopecia, psoriasis, folliculitis)")
+    d.add_argument("--folds", type=int, default=5)
+    d.add_argument("--out", required=True)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--figures", help="folder for the confusion-matrix PNG")
+    d.set_defaults(func=_run_eval_diseases)
+
+
+def _run_eval_conditions(args: argparse.Namespace) -> int:
+    from server_train.evaluation.classifier_eval import evaluate_real_conditions
+
+    report = evaluate_real_conditions(args.data, args.model, threads=args.threads)
+    _write_json(args.out, report)
+    _summary(report)
+    return 0
+
+
+def _run_eval_synth_conditions(args: argparse.Namespace) -> int:
+    from server_train.evaluation.classifier_eval import evaluate_synthetic_conditions
+
+    report = evaluate_synthetic_conditions(args.data, args.model, figures=args.figures, threads=args.threads)
+    _write_json(args.out, report)
+    _summary(report)
+    return 0
+
+
+def _run_eval_diseases(args: argparse.Namespace) -> int:
+    from server_train.training.disease_train import cross_validate
+
+    report = cross_validate(args.data, folds=args.folds, seed=args.seed, figures=args.figures)
+    _write_json(args.out, report)
+    _summary(report)
+    return 0
+
+
+def add_export(esub: argparse._SubParsersAction) -> None:
+    c = esub.add_parser("classifier", help="condition classifier checkpoint -> ONNX (+ INT8 Q/DQ)")
+    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--out", required=True, help="FP32 .onnx")
+    c.add_argument("--int8", help="also write the INT8 (U8 activations, S8 per-channel weights) model here")
+    c.add_argument("--calib", nargs="*", default=[], help="folders of representative frames for calibration")
+    c.add_argument("--calib-n", type=int, default=64)
+    c.set_defaults(func=_run_export_classifier)
+    d = esub.add_parser("disease", help="train the disease classifier on all photos and export it")
+    d.add_argument("--data", required=True)
+    d.add_argument("--out", required=True, help="FP32 .onnx")
+    d.add_argument("--int8", help="also write an INT8 model here (calibrated on the photos)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_run_export_disease)
+
+
+def _run_export_classifier(args: argparse.Namespace) -> int:
+    from export.classifier_export import export_condition_classifier, quantize_int8
+    from server_train.training.classifier_train import load_classifier
+
+    model, ck = load_classifier(args.checkpoint)
+    meta = {"model_config": ck["model_config"], "train_config": ck["train_config"], "step": ck["step"]}
+    path = export_condition_classifier(model, args.out, metadata=meta)
+    print(f"wrote {path}")
+    if args.int8:
+        print(f"wrote {quantize_int8(path, args.int8, args.calib, n=args.calib_n)}")
+    return 0
+
+
+def _run_export_disease(args: argparse.Namespace) -> int:
+    from server_train.training.disease_train import train_and_export
+
+    for p in train_and_export(args.data, args.out, int8=args.int8, seed=args.seed):
+        print(f"wrote {p}")
+    return 0
+
+
+def add_bench(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser("classifiers", help="ONNX Runtime CPU latency of classifier graphs (FP32 vs INT8)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--models", required=True, help="comma-separated ONNX files")
+    b.add_argument("--threads", default="1,2")
+    b.add_argument("--runs", type=int, default=50)
+    b.set_defaults(func=_run_bench_classifiers)
+
+
+def _run_bench_classifiers(args: argparse.Namespace) -> int:
+    from server_train.evaluation.classifier_eval import bench_latency
+
+    threads = tuple(int(t) for t in args.threads.split(","))
+    report = bench_latency(args.models.split(","), threads, args.runs)
+    _write_json(args.out, report)
+    for row in report["results"]:
+        print(json.dumps(row))
+    return 0

@@ -1,0 +1,165 @@
+"""Evaluation of the condition classifier (on what the device runs: the ONNX graph) and latency.
+
+- ``evaluate_real_conditions``: presence F1 per condition on real frames with YOLO-seg labels
+  (dandruff = d or ds, oiliness = o, erythema = s or ds), threshold 0.5 on P(present).
+- ``evaluate_synthetic_conditions``: per-level F1, macro-F1 and confusion matrices per condition
+  on a synthetic condition set (ScalpVision Table 3 style).
+- ``bench_latency``: ONNX Runtime CPU latency (median of ``runs``) per model and thread count.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
+
+from device.backends import OrtBackend
+from device.classifiers import SeverityClassifier, default_classifier_path, prepare_condition_input
+from device.constants import CLS_OUT_LEVELS, CLS_OUT_PRESENCE, CONDITION_NAMES, LEVEL_NAMES
+from device.imageio import read_frame
+from server_train.training.classifier_data import load_real, load_synthetic
+
+__all__ = ["evaluate_real_conditions", "evaluate_synthetic_conditions", "bench_latency", "REAL_NAMES"]
+
+# report names of the conditions on the real microscope set (its classes: d, ds, o, s)
+REAL_NAMES = ("dandruff", "oiliness", "erythema")
+
+
+def _outputs(model: SeverityClassifier, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(level probabilities Nx3x4, presence probabilities Nx3) for image files."""
+    levels, presence = [], []
+    for p in paths:
+        out = model.raw(prepare_condition_input(read_frame(p)))
+        z = out[CLS_OUT_LEVELS][0]
+        e = np.exp(z - z.max(-1, keepdims=True))
+        levels.append(e / e.sum(-1, keepdims=True))
+        presence.append(1.0 / (1.0 + np.exp(-out[CLS_OUT_PRESENCE][0])))
+    return np.stack(levels), np.stack(presence)
+
+
+def _load(model: str | Path | None, threads: int) -> tuple[SeverityClassifier, str]:
+    path = Path(model) if model else default_classifier_path("severity")
+    return SeverityClassifier.from_onnx(path, threads=threads), str(path)
+
+
+def evaluate_real_conditions(
+    data: str | Path, model: str | Path | None = None, threshold: float = 0.5, threads: int = 1
+) -> dict[str, Any]:
+    """Presence scores on ``data`` (``images/`` + YOLO-seg ``labels/``). Keys: frames, f1
+    (dandruff, oiliness, erythema), macro_f1, precision, recall, support, per_frame."""
+    clf, name = _load(model, threads)
+    labels = load_real(data)
+    _, prob = _outputs(clf, labels.paths)
+    pred = (prob >= threshold).astype(int)
+    truth = labels.presence.astype(int)
+    f1 = {n: float(f1_score(truth[:, i], pred[:, i], zero_division=0)) for i, n in enumerate(REAL_NAMES)}
+    return {
+        "model": name,
+        "data": str(data),
+        "frames": len(labels.paths),
+        "threshold": threshold,
+        "f1": {k: round(v, 4) for k, v in f1.items()},
+        "macro_f1": round(float(np.mean(list(f1.values()))), 4),
+        "precision": {
+            n: round(float(precision_score(truth[:, i], pred[:, i], zero_division=0)), 4)
+            for i, n in enumerate(REAL_NAMES)
+        },
+        "recall": {
+            n: round(float(recall_score(truth[:, i], pred[:, i], zero_division=0)), 4) for i, n in enumerate(REAL_NAMES)
+        },
+        "support": {n: int(truth[:, i].sum()) for i, n in enumerate(REAL_NAMES)},
+        "per_frame": [
+            {"file": p.name, "truth": truth[j].tolist(), "p_present": [round(float(v), 4) for v in prob[j]]}
+            for j, p in enumerate(labels.paths)
+        ],
+    }
+
+
+def evaluate_synthetic_conditions(
+    data: str | Path, model: str | Path | None = None, figures: str | Path | None = None, threads: int = 1
+) -> dict[str, Any]:
+    """Per condition: F1 per level, macro-F1 over the 4 levels, accuracy and confusion matrix
+    (rows truth, columns prediction); ``macro_f1`` = mean of the three conditions' macro-F1.
+    With ``figures`` a PNG of the three confusion matrices is written there."""
+    clf, name = _load(model, threads)
+    labels = load_synthetic(data)
+    probs, _ = _outputs(clf, labels.paths)
+    pred = probs.argmax(-1)
+    per: dict[str, Any] = {}
+    for i, cond in enumerate(CONDITION_NAMES):
+        t, p = labels.levels[:, i], pred[:, i]
+        f1 = f1_score(t, p, labels=[0, 1, 2, 3], average=None, zero_division=0)
+        per[cond] = {
+            "f1": {lv: round(float(v), 4) for lv, v in zip(LEVEL_NAMES, f1, strict=True)},
+            "macro_f1": round(float(np.mean(f1)), 4),
+            "accuracy": round(float(np.mean(t == p)), 4),
+            "support": {lv: int(np.sum(t == k)) for k, lv in enumerate(LEVEL_NAMES)},
+            "confusion": confusion_matrix(t, p, labels=[0, 1, 2, 3]).tolist(),
+        }
+    report = {
+        "model": name,
+        "data": str(data),
+        "frames": len(labels.paths),
+        "conditions": per,
+        "macro_f1": round(float(np.mean([v["macro_f1"] for v in per.values()])), 4),
+        "severe_f1": {c: per[c]["f1"]["severe"] for c in CONDITION_NAMES},
+    }
+    if figures:
+        report["figure"] = str(_plot_confusions(per, Path(figures) / f"{Path(name).stem}_{Path(data).name}_cm.png"))
+    return report
+
+
+def _plot_confusions(per: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(per), figsize=(4.2 * len(per), 4))
+    for ax, (cond, row) in zip(np.atleast_1d(axes), per.items(), strict=True):
+        cm = np.asarray(row["confusion"])
+        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(4), LEVEL_NAMES, rotation=30)
+        ax.set_yticks(range(4), LEVEL_NAMES)
+        ax.set_title(f"{cond} (macro-F1 {row['macro_f1']:.3f})")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("truth")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def bench_latency(models: Sequence[str | Path], threads: Sequence[int], runs: int = 50) -> dict[str, Any]:
+    """Median and p90 latency (ms) of one inference on zeros, per model file and thread count."""
+    results = []
+    for t in threads:
+        for m in models:
+            backend = OrtBackend(m, threads=t)
+            backend.warmup(5)
+            zeros = {n: np.zeros(s, np.float32) for n, s in backend.input_shapes.items()}
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                backend.run(zeros)
+                times.append((time.perf_counter() - t0) * 1000)
+            results.append(
+                {
+                    "model": str(m),
+                    "threads": t,
+                    "input_shapes": {k: list(v) for k, v in backend.input_shapes.items()},
+                    "median_ms": round(statistics.median(times), 3),
+                    "p90_ms": round(float(np.percentile(times, 90)), 3),
+                    "runs": runs,
+                }
+            )
+    return {"cpu": platform.processor() or platform.machine(), "results": results}

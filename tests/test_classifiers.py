@@ -1,0 +1,222 @@
+"""Scalp classifiers: backbone weights, registry, training on cached features, ONNX export with
+parity, INT8 quantization, the device classes and their errors, eval and classify commands.
+Tiny models and generated data only (no ../shared)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from device.backends import OrtBackend
+from device.classifiers import (
+    AlopeciaGrader,
+    ClassifierInputError,
+    DiseaseClassifier,
+    SeverityClassifier,
+    disease_preprocess,
+    prepare_condition_input,
+)
+from device.cli import main
+from device.constants import (
+    ALOPECIA_FEATURES,
+    CLS_HEIGHT,
+    CLS_WIDTH,
+    CONDITION_NAMES,
+    DISEASE_NAMES,
+    DISEASE_SIZE,
+    LEVEL_NAMES,
+)
+from device.imageio import FrameError
+from export.classifier_export import export_condition_classifier, export_disease_classifier, quantize_int8
+from server_train.models.classifier import CLASSIFIERS, create_classifier
+from server_train.models.efficientnet_lite import EfficientNetLite, load_lite0_imagenet
+from server_train.synth import SynthConfig
+from server_train.synth.condition_dataset import write_condition_dataset
+from server_train.training.alopecia_train import export_grader, fit_grader
+from server_train.training.classifier_data import load_real, read_yolo_conditions
+from server_train.training.classifier_train import ClsTrainConfig, load_classifier, sample_weights, train_classifier
+
+SMALL = SynthConfig(height=240, width=320, n_strands=(5, 30))
+
+
+def _real_folder(root: Path) -> Path:
+    """A folder laid out like scalp-microscope/valid: 4 frames, YOLO-seg labels."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    labels = ["0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5", "2 0 0 1 0 1 1 0 1", "", "3 0.2 0.2 0.4 0.2 0.3 0.4"]
+    for i, text in enumerate(labels):
+        cv2.imwrite(str(root / "images" / f"f{i}.jpg"), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+        (root / "labels" / f"f{i}.txt").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A tiny severity classifier trained a few steps, exported to ONNX and INT8."""
+    root = tmp_path_factory.mktemp("cls")
+    synth = write_condition_dataset(root / "synth", 8, 1, SMALL, sampling="uniform")
+    real = _real_folder(root / "real")
+    cfg = ClsTrainConfig(
+        synth=str(synth), real=str(real), out=str(root / "run"), model="severity_tiny", pretrained=False, split=2
+    )
+    cfg = ClsTrainConfig(**{**cfg.__dict__, "steps": 4, "batch": 6, "ckpt_every": 2})
+    ckpt = train_classifier(cfg, log_every=1)
+    model, _ = load_classifier(ckpt)
+    onnx_path = export_condition_classifier(model, root / "sev.onnx")
+    int8 = quantize_int8(onnx_path, root / "sev_int8.onnx", [synth, real], n=6)
+    return {"root": root, "synth": synth, "real": real, "ckpt": ckpt, "onnx": onnx_path, "int8": int8}
+
+
+def test_lite0_imagenet_weights_load_strictly() -> None:
+    net = load_lite0_imagenet(EfficientNetLite()).eval()
+    with torch.no_grad():
+        feats = net(torch.zeros(1, 3, CLS_HEIGHT, CLS_WIDTH))
+    assert feats.shape == (1, 1280) and torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("name", [n for n in CLASSIFIERS if n.endswith("_tiny")])
+def test_registry_tiny_shapes(name: str) -> None:
+    model = create_classifier(name).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 64, 96))
+    if name.startswith("severity"):
+        levels, presence, area = out
+        assert levels.shape == (2, len(CONDITION_NAMES), len(LEVEL_NAMES))
+        assert presence.shape == area.shape == (2, len(CONDITION_NAMES))
+        assert ((area >= 0) & (area <= 1)).all()
+    else:
+        assert out.shape == (2, len(DISEASE_NAMES))
+
+
+def test_yolo_polygons_to_presence_and_area(tmp_path) -> None:
+    real = load_real(_real_folder(tmp_path / "r"))
+    np.testing.assert_array_equal(real.presence, [[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]])
+    assert real.area[1, 1] == pytest.approx(1.0, abs=0.02)  # the whole frame is oily
+    assert real.area[0, 0] == pytest.approx(0.16, abs=0.02)  # 0.4 x 0.4 square
+    assert (real.levels == -1).all()
+    p = tmp_path / "ds.txt"
+    p.write_text("1 0 0 0.5 0 0.5 0.5 0 0.5\n")
+    presence, area = read_yolo_conditions(p)
+    np.testing.assert_array_equal(presence, [1, 0, 1])  # ds = dandruff and sensitive
+    assert area[0] == area[2] == pytest.approx(0.25, abs=0.02)
+
+
+def test_inverse_frequency_weights_favour_rare_levels() -> None:
+    levels = np.array([[0, 0, 0]] * 9 + [[3, 0, 0]])
+    w = sample_weights(levels)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[-1] == pytest.approx(9 * w[0])
+
+
+def test_training_resumes_and_export_matches(trained) -> None:
+    log = [json.loads(x) for x in (trained["root"] / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert {"levels", "presence", "area"} <= set(log[-1])
+    model, ck = load_classifier(trained["ckpt"])
+    assert ck["step"] == 4
+    frame = cv2.imread(str(next((trained["synth"] / "images").iterdir())))
+    x = prepare_condition_input(frame)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))[0].numpy()
+    got = SeverityClassifier.from_onnx(trained["onnx"]).raw(x)["level_logits"]
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_int8_graph_is_quantized_and_close(trained) -> None:
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(trained["int8"])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    frame = cv2.imread(str(next((trained["synth"] / "images").iterdir())))
+    x = prepare_condition_input(frame)
+    fp = SeverityClassifier.from_onnx(trained["onnx"]).raw(x)["level_logits"]
+    q = SeverityClassifier.from_onnx(trained["int8"]).raw(x)["level_logits"]
+    assert np.abs(fp - q).max() < 0.25 * (np.abs(fp).max() + 1e-3) + 0.05
+
+
+def test_severity_classifier_results_and_errors(trained) -> None:
+    clf = SeverityClassifier.from_onnx(trained["onnx"])
+    res = clf.predict(np.full((480, 640, 3), 128, np.uint8))
+    assert set(res.levels) == set(CONDITION_NAMES) and set(res.levels.values()) <= set(LEVEL_NAMES)
+    for probs in res.level_probs.values():
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+    json.dumps(res.to_dict())
+    good = prepare_condition_input(np.zeros((100, 100, 3), np.uint8))
+    with pytest.raises(ClassifierInputError, match="dtype float64, expected float32"):
+        clf.predict_tensor(good.astype(np.float64))
+    with pytest.raises(ClassifierInputError, match=r"shape \(1, 3, 10, 10\)"):
+        clf.predict_tensor(np.zeros((1, 3, 10, 10), np.float32))
+    with pytest.raises(ClassifierInputError, match="NaN"):
+        clf.predict_tensor(np.full_like(good, np.nan))
+    with pytest.raises(FrameError, match="pixel type float32"):
+        clf.predict(np.zeros((100, 100, 3), np.float32))
+    with pytest.raises(FrameError, match="too small"):
+        clf.predict(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="no input"):
+        AlopeciaGrader(OrtBackend(trained["onnx"]))
+
+
+def test_alopecia_grader_export_matches_sklearn(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    x = rng.normal(0, 1, (len(y), len(ALOPECIA_FEATURES))).astype(np.float32)
+    x[:, 0] += 40 - 10 * y  # count falls with the level
+    model = fit_grader(x, y)
+    grader = AlopeciaGrader.from_onnx(export_grader(model, tmp_path / "a.onnx"))
+    for row in x[::17]:
+        level, probs = grader.predict_features(row[None])
+        np.testing.assert_allclose(probs, model.predict_proba(row[None])[0], atol=1e-4)
+        assert level == LEVEL_NAMES[int(model.predict(row[None])[0])]
+    with pytest.raises(ClassifierInputError, match="shape"):
+        grader.predict_features(np.zeros((1, 3), np.float32))
+
+
+def test_disease_preprocess_and_export(tmp_path) -> None:
+    photo = np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    out = disease_preprocess(photo)
+    assert out.shape == (DISEASE_SIZE, DISEASE_SIZE, 3) and out.dtype == np.uint8
+    path = export_disease_classifier(create_classifier("disease_tiny").eval(), tmp_path / "d.onnx")
+    label, probs = DiseaseClassifier.from_onnx(path).predict(photo)
+    assert label in DISEASE_NAMES and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_eval_conditions_keys(trained, tmp_path) -> None:
+    out = tmp_path / "r.json"
+    args = ["eval", "conditions", "--data", str(trained["real"]), "--out", str(out), "--model", str(trained["onnx"])]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["frames"] == 4
+    assert set(report["f1"]) == {"dandruff", "oiliness", "erythema"}
+    assert report["macro_f1"] == pytest.approx(np.mean(list(report["f1"].values())), abs=1e-3)
+
+
+def test_eval_synthetic_conditions_writes_confusions(trained, tmp_path) -> None:
+    out = tmp_path / "s.json"
+    args = ["eval", "synth-conditions", "--data", str(trained["synth"]), "--out", str(out)]
+    assert main([*args, "--model", str(trained["onnx"]), "--figures", str(tmp_path / "fig")]) == 0
+    report = json.loads(out.read_text())
+    assert report["frames"] == 8 and set(report["severe_f1"]) == set(CONDITION_NAMES)
+    assert sum(map(sum, report["conditions"]["sebum"]["confusion"])) == 8
+    assert Path(report["figure"]).is_file()
+
+
+def test_classify_command(trained, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    grader = export_grader(fit_grader(rng.normal(0, 1, (40, len(ALOPECIA_FEATURES))), y), tmp_path / "a.onnx")
+    frame = next((trained["synth"] / "images").iterdir())
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "c.json"
+    args = ["classify", str(frame), str(bad), "--out", str(out), "--severity", str(trained["onnx"])]
+    assert main([*args, "--alopecia", str(grader)]) == 1  # one unreadable file
+    frames = json.loads(out.read_text())["frames"]
+    assert set(frames[0]["conditions"]["levels"]) == set(CONDITION_NAMES)
+    assert frames[0]["alopecia"]["level"] in (*LEVEL_NAMES, None)
+    assert "not a readable image" in frames[1]["error"]
