@@ -1,0 +1,152 @@
+"""What the serial link hands to the device runtime: events, link state, command handles, counters.
+
+Times (``at``) are ``time.monotonic()`` seconds on the host.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import Enum
+
+from firmware_bridge.messages import Battery, ButtonKind, ErrorReport, Hello, NackReason
+
+__all__ = [
+    "BatteryEvent",
+    "ButtonEvent",
+    "CommandHandle",
+    "CommandStatus",
+    "LinkDownEvent",
+    "LinkEvent",
+    "LinkState",
+    "LinkStats",
+    "LinkUpEvent",
+    "McuErrorEvent",
+]
+
+
+class LinkState(Enum):
+    """Where the link stands. Only UP delivers button events and sends commands."""
+
+    STOPPED = "stopped"  # not started, or stopped
+    DISCONNECTED = "disconnected"  # no port open: waiting to (re)open it with backoff
+    HANDSHAKE = "handshake"  # port open, HELLO sent, no HELLO back yet (or the MCU went silent)
+    UP = "up"  # HELLO exchanged and frames arriving within the heartbeat timeout
+
+
+@dataclass(frozen=True)
+class ButtonEvent:
+    """One trigger press, delivered exactly once per MCU press (duplicates by seq are dropped).
+
+    ``count`` is the MCU's press counter since boot (u16, wraps): a jump of more than one means presses
+    the MCU itself lost. ``duration_ms`` is how long the button was held.
+    """
+
+    kind: ButtonKind
+    count: int
+    duration_ms: int
+    seq: int
+    at: float
+
+
+@dataclass(frozen=True)
+class BatteryEvent:
+    """The battery reading changed (also sent once after each handshake)."""
+
+    battery: Battery
+    at: float
+
+
+@dataclass(frozen=True)
+class LinkUpEvent:
+    """Handshake done. ``new_boot`` is True when the MCU's boot_id differs from the previous session's."""
+
+    hello: Hello
+    new_boot: bool
+    at: float
+
+
+@dataclass(frozen=True)
+class LinkDownEvent:
+    """The link left UP: ``reason`` is e.g. "heartbeat timeout" or "port lost: <error>"."""
+
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class McuErrorEvent:
+    """The MCU reported a fault with an ERROR frame."""
+
+    error: ErrorReport
+    at: float
+
+
+LinkEvent = ButtonEvent | BatteryEvent | LinkUpEvent | LinkDownEvent | McuErrorEvent
+
+
+class CommandStatus(Enum):
+    PENDING = "pending"
+    ACKED = "acked"
+    NACKED = "nacked"  # refused with a reason that retrying cannot fix
+    FAILED = "failed"  # no ACK within the retries or the command timeout, or the link was stopped
+
+
+class CommandHandle:
+    """Returned by ``SerialLink.send_led``: wait on it like a paho ``MQTTMessageInfo``."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        """Sequence number of the command frame (the same for every retransmission)."""
+        self.attempts = 0
+        """Transmissions so far."""
+        self.nack_reason: NackReason | None = None
+        self.detail = ""
+        self._status = CommandStatus.PENDING
+        self._done = threading.Event()
+
+    @property
+    def status(self) -> CommandStatus:
+        return self._status
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout_s: float | None = None) -> CommandStatus:
+        """Block until ACKED/NACKED/FAILED or ``timeout_s`` seconds; returns the status (maybe PENDING)."""
+        self._done.wait(timeout_s)
+        return self._status
+
+    def finish(self, status: CommandStatus, detail: str = "", reason: NackReason | None = None) -> None:
+        """Settle the command (called by the link's thread); later calls are ignored."""
+        if self._done.is_set():
+            return
+        self._status, self.detail, self.nack_reason = status, detail, reason
+        self._done.set()
+
+    def __repr__(self) -> str:
+        return f"CommandHandle(seq={self.seq}, status={self._status.value}, attempts={self.attempts})"
+
+
+@dataclass
+class LinkStats:
+    """Counters since the link was created (a copy is returned by ``SerialLink.stats``)."""
+
+    opens: int = 0
+    open_failures: int = 0
+    port_errors: int = 0  # read/write failures that closed the port (unplug)
+    link_ups: int = 0
+    link_downs: int = 0
+    frames_rx: int = 0
+    frames_tx: int = 0
+    bad_frames: int = 0  # runs of bytes the decoder rejected (CRC, COBS, length, version)
+    bad_payloads: int = 0  # valid frames whose payload or type did not parse
+    heartbeats_rx: int = 0
+    heartbeats_tx: int = 0
+    buttons_delivered: int = 0
+    duplicates_dropped: int = 0  # BUTTON frames re-sent by the MCU after we had delivered them
+    retransmits: int = 0  # command frames sent again for want of an ACK
+    busy_nacks: int = 0
+    commands_acked: int = 0
+    commands_failed: int = 0  # FAILED or NACKED
+    events_dropped: int = 0  # oldest events discarded because nobody drained the queue

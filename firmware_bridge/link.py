@@ -1,0 +1,453 @@
+"""The host end of the scanner link: one class that owns the serial port and a reader thread.
+
+:class:`SerialLink` opens the port exclusively (a ``/dev/serial/by-id/...`` path or any pyserial URL
+such as ``hwgrep://VID:PID``), says HELLO until the MCU answers, exchanges 1 Hz heartbeats, declares
+the link down after ``heartbeat_timeout_s`` without a valid frame, reopens the port with exponential
+backoff after an unplug, ACKs and de-duplicates BUTTON frames by seq, and retries LED commands until
+they are acknowledged. Events reach the device runtime through :attr:`SerialLink.events` (a queue)
+and/or callbacks added with :meth:`SerialLink.add_listener`.
+
+Only the link's thread touches the port, so commands from any thread are queued and sent by it. The
+link can also be driven by hand (no thread) by calling :meth:`SerialLink.loop_once` repeatedly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from firmware_bridge.events import (
+    BatteryEvent,
+    ButtonEvent,
+    CommandHandle,
+    CommandStatus,
+    LinkDownEvent,
+    LinkEvent,
+    LinkState,
+    LinkStats,
+    LinkUpEvent,
+    McuErrorEvent,
+)
+from firmware_bridge.messages import (
+    RELIABLE_TYPES,
+    Ack,
+    Battery,
+    Button,
+    ErrorReport,
+    Heartbeat,
+    Hello,
+    LedSet,
+    Message,
+    MsgType,
+    Nack,
+    NackReason,
+    PayloadError,
+    encode_message,
+    unpack,
+)
+from firmware_bridge.ports import open_port
+from firmware_bridge.protocol import Frame, FrameDecoder, SeqWindow
+
+__all__ = ["LinkConfig", "SerialLink"]
+
+log = logging.getLogger(__name__)
+
+_KNOWN_TYPES = frozenset(int(t) for t in MsgType)
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """Link timing and limits; all durations in seconds. The defaults are the production settings."""
+
+    baudrate: int = 115200
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 2.5  # no valid frame for this long -> link down (two missed heartbeats)
+    hello_interval_s: float = 0.1  # HELLO repeat while waiting for the MCU's answer
+    ack_timeout_s: float = 0.2  # resend a command after this long without ACK/NACK
+    max_attempts: int = 20  # transmissions of one command before it FAILS
+    command_timeout_s: float = 5.0  # a command not ACKed this long after send_led() FAILS
+    reopen_backoff_s: float = 0.1  # first wait before reopening a lost port; doubles per failure
+    reopen_backoff_max_s: float = 1.0  # cap of that wait (bounds recovery after a replug)
+    reopen_after_silence_s: float = 10.0  # close and reopen a port that stays silent this long
+    poll_interval_s: float = 0.02  # longest the reader blocks; bounds timer and command latency
+    write_timeout_s: float = 0.5
+    dedupe_window: int = 1024  # BUTTON seqs remembered per MCU boot
+    event_queue_size: int = 4096  # oldest events are dropped (and counted) beyond this
+    host_serial: str = ""  # serial field of the host's HELLO; short HELLOs survive a noisy line better
+    host_version: tuple[int, int, int] = (0, 1, 0)
+
+
+@dataclass
+class _Pending:
+    handle: CommandHandle
+    wire: bytes
+    deadline: float
+    next_at: float = 0.0
+    refused_once: bool = False
+
+
+class SerialLink:
+    """Serial link to the scanner MCU. Use as a context manager, or ``start()``/``stop()``."""
+
+    def __init__(self, port: str, config: LinkConfig | None = None) -> None:
+        self.url = port
+        self.config = config or LinkConfig()
+        self.events: queue.Queue[LinkEvent] = queue.Queue(maxsize=self.config.event_queue_size)
+        """Events in arrival order; drain it with ``get()`` or :meth:`get_event`."""
+        self._listeners: list[Callable[[LinkEvent], None]] = []
+        self._lock = threading.RLock()
+        self._port: Any = None
+        self._decoder = FrameDecoder()
+        self._state = LinkState.STOPPED
+        self._up = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._boot_id = secrets.randbits(32)
+        self._started = time.monotonic()
+        self._seq = 0
+        self._seen = SeqWindow(self.config.dedupe_window)
+        self._mcu_boot: int | None = None
+        self._hello: Hello | None = None
+        self._battery: Battery | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._outbox: list[LinkEvent] = []
+        self._stats = LinkStats()
+        self._backoff = self.config.reopen_backoff_s
+        self._next_open_at = 0.0
+        self._opened_at = self._last_rx = self._next_hello_at = self._next_heartbeat_at = 0.0
+
+    # ---- public surface -------------------------------------------------------------------------
+    def start(self) -> SerialLink:
+        """Start the reader thread (it opens the port); returns self."""
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("link already started")
+            self._stop.clear()
+            self._set_state(LinkState.DISCONNECTED)
+            self._thread = threading.Thread(target=self._run, name=f"serial-link {self.url}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread, close the port and fail the commands still pending."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            self._close_port()
+            self._leave_up("stopped")
+            self._set_state(LinkState.STOPPED)
+            for pending in self._pending.values():
+                pending.handle.finish(CommandStatus.FAILED, "link stopped")
+                self._stats.commands_failed += 1
+            self._pending.clear()
+        self._flush_events()
+
+    def __enter__(self) -> SerialLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    @property
+    def hello(self) -> Hello | None:
+        """The MCU's last HELLO (firmware version, serial number, capabilities, boot_id)."""
+        return self._hello
+
+    @property
+    def battery(self) -> Battery | None:
+        """Latest battery reading, or None before the first one."""
+        return self._battery
+
+    @property
+    def stats(self) -> LinkStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return dataclasses.replace(self._stats, bad_frames=sum(self._decoder.errors.values()))
+
+    def wait_up(self, timeout_s: float | None = None) -> bool:
+        """Block until the link is UP (True) or ``timeout_s`` seconds pass (False)."""
+        return self._up.wait(timeout_s)
+
+    def get_event(self, timeout_s: float | None = None) -> LinkEvent | None:
+        """Next event, waiting at most ``timeout_s`` seconds; None when there is none."""
+        try:
+            return self.events.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def add_listener(self, callback: Callable[[LinkEvent], None]) -> None:
+        """Call ``callback(event)`` on the link's thread for every event; it must return quickly."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def send_led(self, led: LedSet) -> CommandHandle:
+        """Queue an LED ring command; it is sent while the link is UP and retried until ACKed."""
+        with self._lock:
+            seq = self._next_seq()
+            handle = CommandHandle(seq)
+            deadline = time.monotonic() + self.config.command_timeout_s
+            self._pending[seq] = _Pending(handle, encode_message(led, seq), deadline)
+        return handle
+
+    def loop_once(self) -> None:
+        """One step: (re)open the port if due, read for at most ``poll_interval_s``, run the timers."""
+        port = self._port
+        if port is None:
+            wait = self._next_open_at - time.monotonic()
+            if wait > 0:
+                self._stop.wait(min(wait, self.config.poll_interval_s))
+            else:
+                self._open()
+            with self._lock:
+                self._service_commands(time.monotonic())  # deadlines run out while unplugged too
+            self._flush_events()
+            return
+        try:
+            data: bytes = port.read(max(1, port.in_waiting))
+            waiting = port.in_waiting
+            if waiting:
+                data += port.read(waiting)
+        except OSError as exc:  # serial.SerialException is an OSError; unplug reads as one
+            with self._lock:
+                self._port_lost(exc)
+            self._flush_events()
+            return
+        now = time.monotonic()
+        with self._lock:
+            for frame in self._decoder.feed(data):
+                self._handle(frame, now)
+            self._timers(now)
+        self._flush_events()
+
+    # ---- port ------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.loop_once()
+            except Exception:  # a bug must not kill the link: log it, drop the port, go on
+                log.exception("serial link step failed; reopening the port")
+                with self._lock:
+                    self._port_lost(RuntimeError("internal error"))
+                self._stop.wait(self.config.poll_interval_s)
+
+    def _open(self) -> None:
+        try:
+            cfg = self.config
+            port = open_port(self.url, cfg.baudrate, cfg.poll_interval_s, cfg.write_timeout_s)
+        except (OSError, ValueError) as exc:
+            with self._lock:
+                self._stats.open_failures += 1
+                self._schedule_reopen()
+            log.debug("cannot open %s: %s", self.url, exc)
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._port = port
+            self._decoder.reset()
+            self._stats.opens += 1
+            self._opened_at = self._last_rx = self._next_hello_at = now
+            self._set_state(LinkState.HANDSHAKE)
+            self._timers(now)
+        log.info("opened %s", self.url)
+
+    def _schedule_reopen(self) -> None:
+        self._next_open_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.config.reopen_backoff_max_s)
+
+    def _close_port(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except OSError:
+                pass
+
+    def _port_lost(self, exc: BaseException) -> None:
+        log.warning("port %s lost: %s", self.url, exc)
+        self._stats.port_errors += 1
+        self._close_port()
+        self._leave_up(f"port lost: {exc}")
+        self._set_state(LinkState.DISCONNECTED)
+        self._schedule_reopen()
+
+    def _write(self, wire: bytes) -> None:
+        if self._port is None:
+            return
+        try:
+            self._port.write(wire)
+        except OSError as exc:
+            self._port_lost(exc)
+            return
+        self._stats.frames_tx += 1
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0xFFFF + 1  # 1..65535; 0 means "no seq" in the ack field
+        return self._seq
+
+    def _send(self, msg: Message, ack: int = 0) -> None:
+        self._write(encode_message(msg, self._next_seq(), ack))
+
+    # ---- state and timers ------------------------------------------------------------------------
+    def _set_state(self, state: LinkState) -> None:
+        self._state = state
+        if state is LinkState.UP:
+            self._up.set()
+        else:
+            self._up.clear()
+
+    def _leave_up(self, reason: str) -> None:
+        if self._state is LinkState.UP:
+            log.info("link %s down: %s", self.url, reason)
+            self._stats.link_downs += 1
+            self._outbox.append(LinkDownEvent(reason, time.monotonic()))
+
+    def _timers(self, now: float) -> None:
+        if self._state is LinkState.UP and now - self._last_rx > self.config.heartbeat_timeout_s:
+            self._leave_up("heartbeat timeout")
+            self._set_state(LinkState.HANDSHAKE)
+            self._next_hello_at = now
+        if self._state is LinkState.HANDSHAKE:
+            if now - max(self._last_rx, self._opened_at) > self.config.reopen_after_silence_s:
+                self._port_lost(TimeoutError(f"silent for {self.config.reopen_after_silence_s} s, reopening"))
+                return
+            if now >= self._next_hello_at:
+                self._next_hello_at = now + self.config.hello_interval_s
+                self._send(self._host_hello())
+        elif self._state is LinkState.UP and now >= self._next_heartbeat_at:
+            self._next_heartbeat_at = now + self.config.heartbeat_interval_s
+            self._stats.heartbeats_tx += 1
+            self._send(Heartbeat(int((now - self._started) * 1000) & 0xFFFF_FFFF))
+        self._service_commands(now)
+
+    def _service_commands(self, now: float) -> None:
+        for seq, pending in list(self._pending.items()):
+            handle = pending.handle
+            if now >= pending.deadline:
+                timeout = self.config.command_timeout_s
+                self._settle(seq, CommandStatus.FAILED, f"no ACK within {timeout} s ({handle.attempts} attempts)")
+            elif self._state is LinkState.UP and now >= pending.next_at:
+                if handle.attempts >= self.config.max_attempts:
+                    self._settle(seq, CommandStatus.FAILED, f"no ACK after {handle.attempts} attempts")
+                    continue
+                if handle.attempts:
+                    self._stats.retransmits += 1
+                handle.attempts += 1
+                pending.next_at = now + self.config.ack_timeout_s
+                self._write(pending.wire)
+
+    def _settle(self, seq: int, status: CommandStatus, detail: str = "", reason: NackReason | None = None) -> None:
+        pending = self._pending.pop(seq, None)
+        if pending is None:
+            return
+        if status is CommandStatus.ACKED:
+            self._stats.commands_acked += 1
+        else:
+            self._stats.commands_failed += 1
+        pending.handle.finish(status, detail, reason)
+
+    def _host_hello(self) -> Hello:
+        return Hello(self.config.host_version, 0, self._boot_id, self.config.host_serial)
+
+    def _flush_events(self) -> None:
+        with self._lock:
+            out, self._outbox = self._outbox, []
+            listeners = list(self._listeners)
+        for event in out:
+            try:
+                self.events.put_nowait(event)
+            except queue.Full:
+                self.events.get_nowait()  # drop the oldest: a stalled consumer must not stall the link
+                self.events.put_nowait(event)
+                with self._lock:
+                    self._stats.events_dropped += 1
+            for callback in listeners:
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("link event listener failed on %r", event)
+
+    # ---- incoming frames -------------------------------------------------------------------------
+    def _handle(self, frame: Frame, now: float) -> None:
+        self._stats.frames_rx += 1
+        self._last_rx = now
+        try:
+            msg = unpack(frame)
+        except PayloadError as exc:
+            self._stats.bad_payloads += 1
+            log.debug("bad payload in type 0x%02X seq %d: %s", frame.type, frame.seq, exc)
+            if frame.type not in _KNOWN_TYPES:
+                self._send(Nack(NackReason.UNSUPPORTED_TYPE), ack=frame.seq)
+            elif MsgType(frame.type) in RELIABLE_TYPES:
+                self._send(Nack(NackReason.BAD_PAYLOAD), ack=frame.seq)
+            return
+        if isinstance(msg, Hello):
+            self._on_hello(msg, now)
+        elif isinstance(msg, Heartbeat):
+            self._stats.heartbeats_rx += 1
+        elif isinstance(msg, Button):
+            self._on_button(msg, frame.seq, now)
+        elif isinstance(msg, Battery):
+            if msg != self._battery:
+                self._battery = msg
+                self._outbox.append(BatteryEvent(msg, now))
+        elif isinstance(msg, ErrorReport):
+            log.warning("MCU error %d: %s", msg.code, msg.text)
+            self._outbox.append(McuErrorEvent(msg, now))
+        elif isinstance(msg, Ack):
+            self._settle(frame.ack, CommandStatus.ACKED)
+        elif isinstance(msg, Nack):
+            self._on_nack(msg, frame.ack, now)
+        else:  # LED_SET travels host -> MCU only
+            self._send(Nack(NackReason.UNSUPPORTED_TYPE), ack=frame.seq)
+
+    def _on_hello(self, hello: Hello, now: float) -> None:
+        new_boot = hello.boot_id != self._mcu_boot
+        if new_boot:
+            self._seen.clear()  # a rebooted MCU counts its seqs from scratch
+        self._mcu_boot, self._hello = hello.boot_id, hello
+        if self._state is not LinkState.UP or new_boot:
+            if self._state is not LinkState.UP:
+                self._stats.link_ups += 1
+                log.info("link %s up: MCU %s firmware %s", self.url, hello.serial, hello.firmware_version)
+            self._set_state(LinkState.UP)
+            self._backoff = self.config.reopen_backoff_s
+            self._next_heartbeat_at = now
+            self._outbox.append(LinkUpEvent(hello, new_boot, now))
+
+    def _on_button(self, button: Button, seq: int, now: float) -> None:
+        if self._state is not LinkState.UP:
+            return  # no ACK: the MCU repeats it once the handshake says which boot it belongs to
+        self._send(Ack(), ack=seq)  # ACK duplicates too: our earlier ACK may have been lost
+        if not self._seen.add(seq):
+            self._stats.duplicates_dropped += 1
+            return
+        self._stats.buttons_delivered += 1
+        self._outbox.append(ButtonEvent(button.kind, button.count, button.duration_ms, seq, now))
+
+    def _on_nack(self, nack: Nack, seq: int, now: float) -> None:
+        pending = self._pending.get(seq)
+        if pending is None:
+            return
+        if nack.reason is NackReason.BUSY:
+            self._stats.busy_nacks += 1
+            pending.next_at = now + self.config.ack_timeout_s  # retried with the same seq
+        elif nack.reason is NackReason.BAD_PAYLOAD and not pending.refused_once:
+            # Our payload is valid by construction: the MCU may have got a corrupted copy that passed
+            # the CRC (about 1 in 65536 corrupted frames does). Repeat once; a second refusal is final.
+            pending.refused_once = True
+            pending.next_at = now
+        else:
+            self._settle(seq, CommandStatus.NACKED, f"refused: {nack.reason.name}", nack.reason)
