@@ -1,21 +1,28 @@
-"""What the serial link hands to the device runtime: events, link state, command handles, counters.
+"""The serial link's vocabulary: its config, the events and state it reports, command handles, counters.
 
 Times (``at``) are ``time.monotonic()`` seconds on the host.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from firmware_bridge.messages import Battery, ButtonKind, ErrorReport, Hello, NackReason
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BatteryEvent",
     "ButtonEvent",
     "CommandHandle",
     "CommandStatus",
+    "EventSink",
+    "LinkConfig",
     "LinkDownEvent",
     "LinkEvent",
     "LinkState",
@@ -23,6 +30,28 @@ __all__ = [
     "LinkUpEvent",
     "McuErrorEvent",
 ]
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """Link timing and limits; all durations in seconds. The defaults are the production settings."""
+
+    baudrate: int = 115200
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 2.5  # no valid frame for this long -> link down (two missed heartbeats)
+    hello_interval_s: float = 0.1  # HELLO repeat while waiting for the MCU's answer
+    ack_timeout_s: float = 0.2  # resend a command after this long without ACK/NACK
+    max_attempts: int = 20  # transmissions of one command before it FAILS
+    command_timeout_s: float = 5.0  # a command not ACKed this long after send_led() FAILS
+    reopen_backoff_s: float = 0.1  # first wait before reopening a lost port; doubles per failure
+    reopen_backoff_max_s: float = 1.0  # cap of that wait (bounds recovery after a replug)
+    reopen_after_silence_s: float = 10.0  # close and reopen a port that stays silent this long
+    poll_interval_s: float = 0.02  # longest the reader blocks; bounds timer and command latency
+    write_timeout_s: float = 0.5
+    dedupe_window: int = 1024  # BUTTON seqs remembered per MCU boot
+    event_queue_size: int = 4096  # oldest events are dropped (and counted) beyond this
+    host_serial: str = ""  # serial field of the host's HELLO; short HELLOs survive a noisy line better
+    host_version: tuple[int, int, int] = (0, 1, 0)
 
 
 class LinkState(Enum):
@@ -150,3 +179,47 @@ class LinkStats:
     commands_acked: int = 0
     commands_failed: int = 0  # FAILED or NACKED
     events_dropped: int = 0  # oldest events discarded because nobody drained the queue
+
+
+class EventSink:
+    """A bounded queue plus callbacks. Events are posted under the link's lock and dispatched outside it."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: queue.Queue[LinkEvent] = queue.Queue(maxsize=maxsize)
+        self.dropped = 0
+        """Oldest events discarded because nobody drained the queue."""
+        self._posted: list[LinkEvent] = []
+        self._listeners: list[Callable[[LinkEvent], None]] = []
+        self._lock = threading.Lock()
+
+    def post(self, event: LinkEvent) -> None:
+        with self._lock:
+            self._posted.append(event)
+
+    def add_listener(self, callback: Callable[[LinkEvent], None]) -> None:
+        with self._lock:
+            self._listeners.append(callback)
+
+    def get(self, timeout_s: float | None) -> LinkEvent | None:
+        try:
+            return self.queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def flush(self) -> None:
+        """Queue the posted events and call the listeners with each (a failing listener is logged)."""
+        with self._lock:
+            out, self._posted = self._posted, []
+            listeners = list(self._listeners)
+        for event in out:
+            try:
+                self.queue.put_nowait(event)
+            except queue.Full:
+                self.queue.get_nowait()  # drop the oldest: a stalled consumer must not stall the link
+                self.queue.put_nowait(event)
+                self.dropped += 1
+            for callback in listeners:
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("link event listener failed on %r", event)

@@ -1,18 +1,16 @@
-"""The host end of the scanner link: one class that owns the serial port and a reader thread.
+"""The host end of the scanner link: :class:`SerialLink` owns the serial port and a reader thread.
 
-:class:`SerialLink` opens the port exclusively (a ``/dev/serial/by-id/...`` path or any pyserial URL
-such as ``hwgrep://VID:PID``), says HELLO until the MCU answers, exchanges 1 Hz heartbeats, declares
-the link down after ``heartbeat_timeout_s`` without a valid frame, reopens the port with exponential
-backoff after an unplug, ACKs and de-duplicates BUTTON frames by seq, and retries LED commands until
-they are acknowledged. Events reach the device runtime through :attr:`SerialLink.events` (a queue)
-and/or callbacks added with :meth:`SerialLink.add_listener`.
-
-Only the link's thread touches the port, so commands from any thread are queued and sent by it. The
-link can also be driven by hand (no thread) by calling :meth:`SerialLink.loop_once` repeatedly.
+It opens the port exclusively (a ``/dev/serial/by-id/...`` path or a pyserial URL such as
+``hwgrep://VID:PID``), says HELLO until the MCU answers, exchanges 1 Hz heartbeats, declares the link
+down after ``heartbeat_timeout_s`` without a valid frame, reopens the port with backoff after an
+unplug, ACKs and de-duplicates BUTTON frames by seq, and retries LED commands until acknowledged.
+Events come out of :attr:`SerialLink.events` (a queue) and/or callbacks (:meth:`~SerialLink.add_listener`).
+Only the link's thread touches the port; without the thread, call :meth:`~SerialLink.loop_once` by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -28,6 +26,8 @@ from firmware_bridge.events import (
     ButtonEvent,
     CommandHandle,
     CommandStatus,
+    EventSink,
+    LinkConfig,
     LinkDownEvent,
     LinkEvent,
     LinkState,
@@ -62,28 +62,6 @@ log = logging.getLogger(__name__)
 _KNOWN_TYPES = frozenset(int(t) for t in MsgType)
 
 
-@dataclass(frozen=True)
-class LinkConfig:
-    """Link timing and limits; all durations in seconds. The defaults are the production settings."""
-
-    baudrate: int = 115200
-    heartbeat_interval_s: float = 1.0
-    heartbeat_timeout_s: float = 2.5  # no valid frame for this long -> link down (two missed heartbeats)
-    hello_interval_s: float = 0.1  # HELLO repeat while waiting for the MCU's answer
-    ack_timeout_s: float = 0.2  # resend a command after this long without ACK/NACK
-    max_attempts: int = 20  # transmissions of one command before it FAILS
-    command_timeout_s: float = 5.0  # a command not ACKed this long after send_led() FAILS
-    reopen_backoff_s: float = 0.1  # first wait before reopening a lost port; doubles per failure
-    reopen_backoff_max_s: float = 1.0  # cap of that wait (bounds recovery after a replug)
-    reopen_after_silence_s: float = 10.0  # close and reopen a port that stays silent this long
-    poll_interval_s: float = 0.02  # longest the reader blocks; bounds timer and command latency
-    write_timeout_s: float = 0.5
-    dedupe_window: int = 1024  # BUTTON seqs remembered per MCU boot
-    event_queue_size: int = 4096  # oldest events are dropped (and counted) beyond this
-    host_serial: str = ""  # serial field of the host's HELLO; short HELLOs survive a noisy line better
-    host_version: tuple[int, int, int] = (0, 1, 0)
-
-
 @dataclass
 class _Pending:
     handle: CommandHandle
@@ -99,9 +77,9 @@ class SerialLink:
     def __init__(self, port: str, config: LinkConfig | None = None) -> None:
         self.url = port
         self.config = config or LinkConfig()
-        self.events: queue.Queue[LinkEvent] = queue.Queue(maxsize=self.config.event_queue_size)
+        self._sink = EventSink(self.config.event_queue_size)
+        self.events: queue.Queue[LinkEvent] = self._sink.queue
         """Events in arrival order; drain it with ``get()`` or :meth:`get_event`."""
-        self._listeners: list[Callable[[LinkEvent], None]] = []
         self._lock = threading.RLock()
         self._port: Any = None
         self._decoder = FrameDecoder()
@@ -117,13 +95,11 @@ class SerialLink:
         self._hello: Hello | None = None
         self._battery: Battery | None = None
         self._pending: dict[int, _Pending] = {}
-        self._outbox: list[LinkEvent] = []
         self._stats = LinkStats()
         self._backoff = self.config.reopen_backoff_s
         self._next_open_at = 0.0
         self._opened_at = self._last_rx = self._next_hello_at = self._next_heartbeat_at = 0.0
 
-    # ---- public surface -------------------------------------------------------------------------
     def start(self) -> SerialLink:
         """Start the reader thread (it opens the port); returns self."""
         with self._lock:
@@ -149,7 +125,7 @@ class SerialLink:
                 pending.handle.finish(CommandStatus.FAILED, "link stopped")
                 self._stats.commands_failed += 1
             self._pending.clear()
-        self._flush_events()
+        self._sink.flush()
 
     def __enter__(self) -> SerialLink:
         return self.start()
@@ -175,7 +151,8 @@ class SerialLink:
     def stats(self) -> LinkStats:
         """A snapshot of the counters."""
         with self._lock:
-            return dataclasses.replace(self._stats, bad_frames=sum(self._decoder.errors.values()))
+            bad = sum(self._decoder.errors.values())
+            return dataclasses.replace(self._stats, bad_frames=bad, events_dropped=self._sink.dropped)
 
     def wait_up(self, timeout_s: float | None = None) -> bool:
         """Block until the link is UP (True) or ``timeout_s`` seconds pass (False)."""
@@ -183,15 +160,11 @@ class SerialLink:
 
     def get_event(self, timeout_s: float | None = None) -> LinkEvent | None:
         """Next event, waiting at most ``timeout_s`` seconds; None when there is none."""
-        try:
-            return self.events.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
+        return self._sink.get(timeout_s)
 
     def add_listener(self, callback: Callable[[LinkEvent], None]) -> None:
         """Call ``callback(event)`` on the link's thread for every event; it must return quickly."""
-        with self._lock:
-            self._listeners.append(callback)
+        self._sink.add_listener(callback)
 
     def send_led(self, led: LedSet) -> CommandHandle:
         """Queue an LED ring command; it is sent while the link is UP and retried until ACKed."""
@@ -213,7 +186,7 @@ class SerialLink:
                 self._open()
             with self._lock:
                 self._service_commands(time.monotonic())  # deadlines run out while unplugged too
-            self._flush_events()
+            self._sink.flush()
             return
         try:
             data: bytes = port.read(max(1, port.in_waiting))
@@ -223,16 +196,15 @@ class SerialLink:
         except OSError as exc:  # serial.SerialException is an OSError; unplug reads as one
             with self._lock:
                 self._port_lost(exc)
-            self._flush_events()
+            self._sink.flush()
             return
         now = time.monotonic()
         with self._lock:
             for frame in self._decoder.feed(data):
                 self._handle(frame, now)
             self._timers(now)
-        self._flush_events()
+        self._sink.flush()
 
-    # ---- port ------------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -270,10 +242,8 @@ class SerialLink:
     def _close_port(self) -> None:
         port, self._port = self._port, None
         if port is not None:
-            try:
+            with contextlib.suppress(OSError):
                 port.close()
-            except OSError:
-                pass
 
     def _port_lost(self, exc: BaseException) -> None:
         log.warning("port %s lost: %s", self.url, exc)
@@ -288,10 +258,9 @@ class SerialLink:
             return
         try:
             self._port.write(wire)
+            self._stats.frames_tx += 1
         except OSError as exc:
             self._port_lost(exc)
-            return
-        self._stats.frames_tx += 1
 
     def _next_seq(self) -> int:
         self._seq = self._seq % 0xFFFF + 1  # 1..65535; 0 means "no seq" in the ack field
@@ -300,7 +269,6 @@ class SerialLink:
     def _send(self, msg: Message, ack: int = 0) -> None:
         self._write(encode_message(msg, self._next_seq(), ack))
 
-    # ---- state and timers ------------------------------------------------------------------------
     def _set_state(self, state: LinkState) -> None:
         self._state = state
         if state is LinkState.UP:
@@ -312,7 +280,7 @@ class SerialLink:
         if self._state is LinkState.UP:
             log.info("link %s down: %s", self.url, reason)
             self._stats.link_downs += 1
-            self._outbox.append(LinkDownEvent(reason, time.monotonic()))
+            self._sink.post(LinkDownEvent(reason, time.monotonic()))
 
     def _timers(self, now: float) -> None:
         if self._state is LinkState.UP and now - self._last_rx > self.config.heartbeat_timeout_s:
@@ -325,7 +293,8 @@ class SerialLink:
                 return
             if now >= self._next_hello_at:
                 self._next_hello_at = now + self.config.hello_interval_s
-                self._send(self._host_hello())
+                cfg = self.config
+                self._send(Hello(cfg.host_version, 0, self._boot_id, cfg.host_serial))
         elif self._state is LinkState.UP and now >= self._next_heartbeat_at:
             self._next_heartbeat_at = now + self.config.heartbeat_interval_s
             self._stats.heartbeats_tx += 1
@@ -358,28 +327,6 @@ class SerialLink:
             self._stats.commands_failed += 1
         pending.handle.finish(status, detail, reason)
 
-    def _host_hello(self) -> Hello:
-        return Hello(self.config.host_version, 0, self._boot_id, self.config.host_serial)
-
-    def _flush_events(self) -> None:
-        with self._lock:
-            out, self._outbox = self._outbox, []
-            listeners = list(self._listeners)
-        for event in out:
-            try:
-                self.events.put_nowait(event)
-            except queue.Full:
-                self.events.get_nowait()  # drop the oldest: a stalled consumer must not stall the link
-                self.events.put_nowait(event)
-                with self._lock:
-                    self._stats.events_dropped += 1
-            for callback in listeners:
-                try:
-                    callback(event)
-                except Exception:
-                    log.exception("link event listener failed on %r", event)
-
-    # ---- incoming frames -------------------------------------------------------------------------
     def _handle(self, frame: Frame, now: float) -> None:
         self._stats.frames_rx += 1
         self._last_rx = now
@@ -402,10 +349,10 @@ class SerialLink:
         elif isinstance(msg, Battery):
             if msg != self._battery:
                 self._battery = msg
-                self._outbox.append(BatteryEvent(msg, now))
+                self._sink.post(BatteryEvent(msg, now))
         elif isinstance(msg, ErrorReport):
             log.warning("MCU error %d: %s", msg.code, msg.text)
-            self._outbox.append(McuErrorEvent(msg, now))
+            self._sink.post(McuErrorEvent(msg, now))
         elif isinstance(msg, Ack):
             self._settle(frame.ack, CommandStatus.ACKED)
         elif isinstance(msg, Nack):
@@ -425,7 +372,7 @@ class SerialLink:
             self._set_state(LinkState.UP)
             self._backoff = self.config.reopen_backoff_s
             self._next_heartbeat_at = now
-            self._outbox.append(LinkUpEvent(hello, new_boot, now))
+            self._sink.post(LinkUpEvent(hello, new_boot, now))
 
     def _on_button(self, button: Button, seq: int, now: float) -> None:
         if self._state is not LinkState.UP:
@@ -435,7 +382,7 @@ class SerialLink:
             self._stats.duplicates_dropped += 1
             return
         self._stats.buttons_delivered += 1
-        self._outbox.append(ButtonEvent(button.kind, button.count, button.duration_ms, seq, now))
+        self._sink.post(ButtonEvent(button.kind, button.count, button.duration_ms, seq, now))
 
     def _on_nack(self, nack: Nack, seq: int, now: float) -> None:
         pending = self._pending.get(seq)
