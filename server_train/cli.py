@@ -173,6 +173,12 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--models", default="student,teacher,u2netp,u2net", help="comma-separated registry names")
     sp.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 1,2")
     sp.add_argument("--runs", type=int, default=20)
+    sp.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32: the registry models; int8 or fp32,int8: every variant of the bundle's models (FP32 and INT8)",
+    )
+    sp.add_argument("--bundle", help="bundle for --precision int8 (default: the shipped bundle)")
     sp.set_defaults(func=_run_bench_speed)
     sy = bsub.add_parser("synth", help="frames per second of the synthetic generator")
     sy.add_argument("--out", required=True)
@@ -183,6 +189,16 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench_speed(args: argparse.Namespace) -> int:
+    precisions = set(args.precision.split(","))
+    if not precisions <= {"fp32", "int8"}:
+        raise ValueError(f"--precision takes fp32, int8 or fp32,int8, not {args.precision!r}")
+    if "int8" in precisions:
+        from device.assets import default_bundle_path
+        from server_train.evaluation.speed import bench_bundle_variants
+
+        threads = tuple(int(t) for t in args.threads.split(","))
+        _write_json(args.out, bench_bundle_variants(args.bundle or default_bundle_path(), threads, args.runs))
+        return 0
     _need_torch()
     from device.assets import default_model_path
     from server_train.evaluation.speed import bench_speed

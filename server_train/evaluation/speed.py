@@ -102,3 +102,47 @@ def _ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
+
+
+def bench_bundle_variants(bundle_dir: str | Path, threads: tuple[int, ...] = (2,), runs: int = 30) -> dict[str, Any]:
+    """Latency of every variant of every model in a verified bundle on this CPU (ONNX Runtime),
+    timed in turn per model so machine load hits all variants alike; with file sizes and the
+    accuracy the calibration gate recorded. {"bundle", "results": [...], "speedups": {...}}."""
+    from calibration.card import interleaved_latency
+    from device.bundle import Bundle
+
+    bundle = Bundle.open(bundle_dir)
+    results: list[dict[str, Any]] = []
+    speedups: dict[str, dict[str, float]] = {}
+    for model in bundle.models:
+        entry = bundle.model(model)
+        variants = bundle.variants(model)
+        evaluation = {v["file"]: v.get("gate", {}) for v in entry["variants"]}
+        for n_threads in threads:
+            times = interleaved_latency([v.path for v in variants], runs=runs, threads=n_threads)
+            base = next((t for v, t in zip(variants, times, strict=True) if v.precision == "fp32"), None)
+            for v, ms in zip(variants, times, strict=True):
+                gate = evaluation.get(v.path.name) or {}
+                results.append(
+                    {
+                        "model": model,
+                        "file": v.path.name,
+                        "precision": v.precision,
+                        "targets": list(v.targets),
+                        "threads": n_threads,
+                        "median_ms": ms,
+                        "runs": runs,
+                        "mb": round(v.path.stat().st_size / 1e6, 3),
+                        "gate": gate or None,
+                    }
+                )
+                if base and v.precision != "fp32":
+                    speedups.setdefault(f"{model}/threads{n_threads}", {})[v.path.name] = round(base / ms, 2)
+    return {
+        "cpu": cpu_name(),
+        "onnxruntime": _ort_version(),
+        "bundle": str(bundle.root),
+        "bundle_version": bundle.version,
+        "results": results,
+        "speedups_vs_fp32": speedups,
+    }
