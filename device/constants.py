@@ -68,7 +68,10 @@ MIN_STRAND_PX: Final = 30.0  # centre-line strands shorter than this (px at 640x
 
 # Hair metrics defaults.
 THIN_HAIR_UM: Final = 40.0  # shaft diameter below which a hair counts as thin (vellus/miniaturised)
-DEFAULT_UM_PER_PX: Final = 2.0  # micrometres per pixel at 640x480 when no optical calibration exists
+# Micrometres per pixel at 640x480 when the scanner has no optics profile: the scale of the FDU
+# trichoscopy frames (1 mm bar = 358 px at 1280 wide), a typical handheld scope's ~3.6 mm field.
+# Calibrate each scanner with `scalpedge calibrate optics`.
+DEFAULT_UM_PER_PX: Final = 5.6
 
 # Condition (severity) classifier: EfficientNet-Lite0 on the frame resized to CLS_HEIGHT x CLS_WIDTH
 # (4:3 like the camera). Preprocessing: BGR uint8 -> RGB float in [0, 1] -> (x - mean) / std with

@@ -1,0 +1,66 @@
+"""The runtime's TOML config: defaults, overrides, path resolution and errors naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from device.config import ConfigError
+from device.runtime_config import RuntimeConfig, load_runtime_config
+
+
+def test_defaults_and_file_values(tmp_path: Path) -> None:
+    assert load_runtime_config(None) == RuntimeConfig()
+    path = tmp_path / "scanner.toml"
+    path.write_text(
+        """
+[camera]
+source = "v4l2:///dev/video0"
+fps = 30
+[models]
+bundle = "bundles/current"
+precision = "int8"
+[scanner]
+port = "/dev/serial/by-id/usb-ScalpEdge_Scanner-if00"
+[run]
+out = "scans"
+diagnose_every_s = 5
+[mqtt]
+device_id = "scanner-0042"
+[outbox]
+path = "state/outbox.sqlite"
+"""
+    )
+    cfg = load_runtime_config(path)
+    assert cfg.camera.source == "v4l2:///dev/video0" and cfg.camera.fps == 30.0
+    assert cfg.models.bundle == str((tmp_path / "bundles" / "current").resolve())
+    assert cfg.models.precision == "int8" and cfg.run.diagnose_every_s == 5.0
+    assert cfg.run.out == str((tmp_path / "scans").resolve())
+    assert cfg.sync.mqtt.device_id == "scanner-0042"
+    assert cfg.sync.outbox.path == str((tmp_path / "state" / "outbox.sqlite").resolve())
+    over = cfg.with_overrides(camera={"source": "synthetic://", "fps": None}, run={"max_diagnoses": 2})
+    assert over.camera.source == "synthetic://" and over.camera.fps == 30.0 and over.run.max_diagnoses == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[camera]\nsorce = 'x'\n", "[camera] unknown key(s) sorce"),
+        ("[models]\nbackend = 'openvino'\n", "[models] backend must be onnxruntime or tensorrt"),
+        ("[run]\npreview = 'tv'\n", "[run] preview must be auto, window or headless"),
+        ("[run]\nmax_frames = -1\n", "[run] max_frames must be >= 0"),
+        ("[camera]\nfps = 'fast'\n", "[camera] fps must be float"),
+        ("[cameras]\nsource = 'x'\n", "unknown section(s) cameras"),
+        ("[camera\n", "invalid TOML"),
+    ],
+)
+def test_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_runtime_config(path)
+    assert message in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_runtime_config(tmp_path / "nope.toml")
