@@ -61,9 +61,12 @@ def analyse_frame(
     centre_threshold: float = CENTRE_THRESHOLD,
     line_threshold: float = LINE_THRESHOLD,
     min_strand_px: float = MIN_STRAND_PX,
+    problem: str | None = None,
 ) -> FrameAnalysis:
     """Quality gate, segmentation, hair metrics. frame_bgr: HxWx3 uint8 BGR of any size;
     um_per_px refers to the pixels of this frame. A rejected frame gets count 0 and the reason.
+    problem: a reason from an earlier gate (focus, motion: ``device.quality.assess``) that
+    rejects the frame without segmenting it.
 
     Every frame is first brought to the camera geometry (FRAME_HEIGHT x FRAME_WIDTH, see
     ``prepare_frame``) and measured there, with um_per_px scaled by the same factor, so all
@@ -75,7 +78,7 @@ def analyse_frame(
     frame_bgr = prepare_frame(frame_bgr)
     um_per_px *= float(np.sqrt((w / frame_bgr.shape[1]) * (h / frame_bgr.shape[0])))
     t = time.perf_counter()
-    problem = frame_problem(frame_bgr)
+    problem = problem or frame_problem(frame_bgr)
     timings["quality_ms"] = (time.perf_counter() - t) * 1000
     empty = np.zeros((0, 2), np.float32)
     if problem is not None:

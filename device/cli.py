@@ -26,7 +26,7 @@ class MissingExtra(RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from device import classify_command, fleet_command, segment_command
+    from device import classify_command, fleet_command, run_command, segment_command
 
     parser = argparse.ArgumentParser(prog="scalpedge", description="ScalpEdge: hair segmentation and scalp measurement")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment_command.register(sub)
     classify_command.register(sub)
     fleet_command.register(sub)
+    run_command.register(sub)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         ep.load()(sub)
     return parser

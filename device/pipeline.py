@@ -37,7 +37,7 @@ from device.constants import (
 from device.hair_metrics import split_strands
 from device.onnx_segmenter import ModelSegmenter
 from device.preprocess import prepare_frame
-from device.quality import frame_problem
+from device.quality import QualityReport, assess
 from device.segmentation import SegOutput
 
 __all__ = ["ScanPipeline", "LiveResult", "Diagnosis", "MODEL_NAMES"]
@@ -55,6 +55,7 @@ class LiveResult:
     count: int
     problem: str | None
     timings_ms: dict[str, float]
+    quality: QualityReport | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Diagnosis:
     conditions: dict[str, dict[str, Any]]
     alopecia: dict[str, Any] | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    quality: QualityReport | None = None
 
     @property
     def accepted(self) -> bool:
@@ -89,7 +91,8 @@ class Diagnosis:
         return {
             "metrics": metrics,
             "conditions": conditions,
-            "quality": {"accepted": self.accepted, "reason": self.analysis.problem},
+            "quality": (self.quality.to_dict() if self.quality else {"accepted": self.accepted})
+            | {"accepted": self.accepted, "reason": self.analysis.problem},
             "timings_ms": {k.removesuffix("_ms"): round(v, 2) for k, v in self.timings_ms.items()},
         }
 
@@ -118,6 +121,7 @@ class ScanPipeline:
         self.optics = optics
         target = "tensorrt" if backend == "tensorrt" else "onnxruntime-cpu"
         self.variants: dict[str, str] = {}
+        self._previous_grey: np.ndarray | None = None
 
         def load(name: str) -> Any:
             variant = bundle.select(name, target, precision if name == "segmenter" else "auto")
@@ -149,10 +153,11 @@ class ScanPipeline:
         """Quality gate, segmentation and a centre-line hair count (no thickness measurement)."""
         t0 = time.perf_counter()
         frame = prepare_frame(frame_bgr)
-        problem = frame_problem(frame)
+        quality, self._previous_grey = assess(frame, self._previous_grey)
+        problem = quality.reason
         t1 = time.perf_counter()
         if problem is not None:
-            return LiveResult(frame, None, 0, problem, {"quality_ms": (t1 - t0) * 1000})
+            return LiveResult(frame, None, 0, problem, {"quality_ms": (t1 - t0) * 1000}, quality)
         seg = self.segmenter.segment(frame)
         t2 = time.perf_counter()
         count = 0
@@ -161,12 +166,17 @@ class ScanPipeline:
             count = len(split_strands(lines, min_length_px=MIN_STRAND_PX))
         t3 = time.perf_counter()
         timings = {"quality_ms": (t1 - t0) * 1000, "segment_ms": (t2 - t1) * 1000, "count_ms": (t3 - t2) * 1000}
-        return LiveResult(frame, seg, count, None, timings)
+        return LiveResult(frame, seg, count, None, timings, quality)
 
-    def diagnose(self, frame_bgr: np.ndarray) -> Diagnosis:
-        """The full diagnosis of one frame (see the module docstring)."""
+    def diagnose(self, frame_bgr: np.ndarray, quality: QualityReport | None = None) -> Diagnosis:
+        """The full diagnosis of one frame (see the module docstring). quality: the live path's
+        report for this frame (its motion estimate needs the previous frame); computed when None."""
         t0 = time.perf_counter()
-        analysis = analyse_frame(self.segmenter, frame_bgr, um_per_px=self.um_per_px(frame_bgr.shape[1]))
+        if quality is None:
+            quality, _ = assess(prepare_frame(frame_bgr))
+        analysis = analyse_frame(
+            self.segmenter, frame_bgr, um_per_px=self.um_per_px(frame_bgr.shape[1]), problem=quality.reason
+        )
         timings = dict(analysis.timings_ms)
         conditions: dict[str, dict[str, Any]] = {}
         alopecia = None
@@ -189,4 +199,4 @@ class ScanPipeline:
             alopecia = {"level": level, "probabilities": dict(zip(LEVEL_NAMES, probs, strict=True))}
             timings["alopecia_ms"] = (time.perf_counter() - t) * 1000
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
-        return Diagnosis(analysis, conditions, alopecia, timings)
+        return Diagnosis(analysis, conditions, alopecia, timings, quality)

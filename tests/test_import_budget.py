@@ -21,6 +21,17 @@ DEVICE_MODULES = [
     "device.backends",
     "device.trt_backend",
     "device.calibration_profile",
+    "device.pipeline",
+    "device.runtime",
+    "device.run_command",
+    "device.runtime_config",
+    "device.sources",
+    "device.preview",
+    "device.sync",
+    "device.mqtt_link",
+    "device.outbox",
+    "device.records",
+    "device.fleet",
     "firmware_bridge",
 ]
 
