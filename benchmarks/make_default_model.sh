@@ -64,8 +64,18 @@ $S eval counts --data "$DATA/follicle-counts/val" --model runs/student.onnx --ou
 $S eval counts --data "$DATA/follicle-counts/val" --model runs/teacher2/final.pt --out benchmarks/reports/follicle_counts_teacher.json
 $S eval sheet --data "$DATA/scalp-microscope/valid/images" --model runs/student.onnx --out benchmarks/reports/student_scalp_microscope_valid.png
 $S bench speed --out benchmarks/reports/speed.json --threads 1,2
-$S export release --checkpoint runs/student/final.pt --out device/assets/default \
+# Release: FP32 ONNX + model card, INT8 variants gated on held-out Dice, then the signed bundle.
+# The signing key stays off the repo (make one once with `scalpedge bundle keygen`; its public
+# half goes to device/assets/keys/).
+$S export release --checkpoint runs/student/final.pt --out runs/release \
    --metrics benchmarks/reports/heldout_student.json benchmarks/reports/follicle_counts_student.json benchmarks/reports/speed.json
+$S calibrate int8 --card runs/release/segmenter.card.json --frames data/train3 data/train3_trim data/train3_hard \
+   --gate-data data/heldout --gate-limit 300 --runs 30
+rm -rf runs/bundle
+$S bundle build runs/bundle --card runs/release/segmenter.card.json ${EXTRA_CARDS:-} --key "${SIGNING_KEY:-runs/keys/scalpedge-release-2026.pem}"
+rm -f device/assets/default/*.onnx device/assets/default/*.json && cp runs/bundle/* device/assets/default/
+$S bundle verify device/assets/default
+$S bench speed --precision fp32,int8 --out benchmarks/reports/speed_int8.json --runs 30
 # Sample frames for `scalpedge segment` with no paths: synthetic frames (ours to ship).
 $S synth --n 2 --seed 7 --out runs/samples --mode scalp --no-progress
 $S synth --n 1 --seed 7 --out runs/samples_trimmed --mode trimmed --no-progress
