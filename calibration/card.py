@@ -4,7 +4,8 @@ A model card (see ``export.bundle``) lists a model's files. ``calibrate_card`` q
 FP32 variant with each recipe, scores every candidate on held-out data, refuses those that
 lose more than ``max_drop`` (recorded under ``refused`` with both scores), times the rest
 against FP32 on this CPU, and sets ``preferred``: for ONNX Runtime the fastest variant that
-passed, for TensorRT the INT8 Q/DQ variant when it passed (else FP32, built as FP16).
+passed if it is at least ``min_speedup`` times faster than FP32 (else FP32), for TensorRT the
+INT8 Q/DQ variant when it passed (else FP32, built as FP16).
 """
 
 from __future__ import annotations
@@ -25,24 +26,26 @@ from device.backends import OrtBackend
 __all__ = ["calibrate_card", "interleaved_latency"]
 
 
-def interleaved_latency(paths: list[Path], runs: int = 20, threads: int = 2, warmup: int = 3) -> list[float]:
-    """Median ms per model, timing the models in turn (A, B, A, B, ...) so that load on a shared
-    machine hits all of them alike. Inputs are fixed random arrays of each model's shapes."""
+def interleaved_latency(paths: list[Path], runs: int = 20, threads: int = 2, block: int = 5) -> list[float]:
+    """Median ms per model over ``runs`` timed runs, taken in rounds of ``block`` runs per model
+    (A x5, B x5, A x5, ...) so that load on a shared machine hits all models alike. Each block
+    starts with 2 untimed runs (ONNX Runtime's idle worker threads of the previous session
+    would otherwise skew its first runs). Inputs: fixed random arrays of each model's shapes."""
     backends = [OrtBackend(p, threads=threads) for p in paths]
     rng = np.random.default_rng(0)
     feeds = [
         {n: rng.standard_normal(s).astype(b.input_dtypes.get(n) or np.float32) for n, s in b.input_shapes.items()}
         for b in backends
     ]
-    for b, f in zip(backends, feeds, strict=True):
-        for _ in range(warmup):
-            b.run(f)
     times: list[list[float]] = [[] for _ in backends]
-    for _ in range(runs):
+    while len(times[0]) < runs:
         for i, (b, f) in enumerate(zip(backends, feeds, strict=True)):
-            start = time.perf_counter()
-            b.run(f)
-            times[i].append((time.perf_counter() - start) * 1000)
+            for _ in range(2):
+                b.run(f)
+            for _ in range(min(block, runs - len(times[i]))):
+                start = time.perf_counter()
+                b.run(f)
+                times[i].append((time.perf_counter() - start) * 1000)
     return [round(statistics.median(t), 2) for t in times]
 
 
@@ -55,12 +58,14 @@ def calibrate_card(
     max_drop: float,
     runs: int = 20,
     threads: int = 2,
+    min_speedup: float = 1.2,
 ) -> dict[str, Any]:
     """Quantize the card's FP32 variant with each recipe, gate, time, and rewrite the card.
 
     make_reader: returns a fresh calibration data reader; score: model path -> held-out score
-    in [0, 1] (higher is better) named ``metric``; max_drop: largest allowed score loss.
-    Returns the updated card.
+    in [0, 1] (higher is better) named ``metric``; max_drop: largest allowed score loss;
+    min_speedup: an INT8 variant is preferred on ONNX Runtime only if at least this much faster
+    than FP32 (else FP32 keeps its accuracy). Returns the updated card.
     """
     card_path = Path(card_path)
     card: dict[str, Any] = json.loads(card_path.read_text())
@@ -103,19 +108,18 @@ def calibrate_card(
         }
         card["variants"].append(variant)
         print(f"{dst.name}: {ms:.1f} ms vs fp32 {latencies[0]:.1f} ms ({latencies[0] / ms:.2f}x)")
-    card["preferred"] = _preferred(card["variants"])
+    card["preferred"] = _preferred(card["variants"], min_speedup)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
-def _preferred(variants: list[dict[str, Any]]) -> dict[str, str]:
-    """Per target: ORT CPU takes the fastest variant meant for it; TensorRT its INT8 variant
-    when one passed, else FP32."""
-    ort = [v for v in variants if "onnxruntime-cpu" in v["targets"]]
-    fastest = min(ort, key=lambda v: v.get("evaluation", {}).get("cpu_median_ms", float("inf")))
-    trt = [v for v in variants if "tensorrt" in v["targets"]]
-    trt_pick = next((v for v in trt if v["precision"] == "int8"), trt[0] if trt else None)
-    out = {"onnxruntime-cpu": fastest["file"]}
-    if trt_pick is not None:
-        out["tensorrt"] = trt_pick["file"]
-    return out
+def _preferred(variants: list[dict[str, Any]], min_speedup: float) -> dict[str, str]:
+    """Per target: ONNX Runtime takes the fastest variant meant for it if it beats FP32 by
+    ``min_speedup``, else FP32; TensorRT takes its INT8 Q/DQ variant when one passed, else FP32
+    (built as an FP16 engine)."""
+    fp32 = next(v for v in variants if v["precision"] == "fp32")
+    ort = [v for v in variants if "onnxruntime-cpu" in v["targets"] and v is not fp32]
+    fastest = min(ort, key=lambda v: v["evaluation"]["cpu_median_ms"], default=None)
+    ort_pick = fastest if fastest and fastest["evaluation"]["speedup_vs_fp32"] >= min_speedup else fp32
+    trt_pick = next((v for v in variants if "tensorrt" in v["targets"] and v["precision"] == "int8"), fp32)
+    return {"onnxruntime-cpu": ort_pick["file"], "tensorrt": trt_pick["file"]}

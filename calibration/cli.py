@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--gate-limit", type=int, default=100, help="held-out frames scored by the gate (default 100)")
     q.add_argument("--max-drop", type=float, default=0.005, help="largest allowed Dice loss (default 0.005 = 0.5 pt)")
     q.add_argument("--runs", type=int, default=20, help="timed runs per model")
+    q.add_argument(
+        "--min-speedup", type=float, default=1.2, help="INT8 is preferred on ONNX Runtime only this much faster"
+    )
     q.add_argument("--threads", type=int, default=2)
     q.set_defaults(func=_run_int8)
     o = csub.add_parser("optics", help="micrometres per pixel from a frame of a ruler or calibration slide")
@@ -78,7 +81,17 @@ def _run_int8(args: argparse.Namespace) -> int:
     def score(path: Path) -> float:
         return segmenter_dice(path, args.gate_data, limit=args.gate_limit, threads=args.threads)
 
-    calibrate_card(args.card, make_reader, score, "dice", recipes, args.max_drop, runs=args.runs, threads=args.threads)
+    calibrate_card(
+        args.card,
+        make_reader,
+        score,
+        "dice",
+        recipes,
+        args.max_drop,
+        runs=args.runs,
+        threads=args.threads,
+        min_speedup=args.min_speedup,
+    )
     print(f"updated {args.card}")
     return 0
 

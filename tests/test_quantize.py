@@ -53,7 +53,7 @@ def test_tensorrt_recipe_is_symmetric_int8_and_passes_the_trt_check(fp32: Path, 
 def test_cpu_recipe_uses_uint8_activations_and_keeps_thin_convs_fp32(fp32: Path, tmp_path: Path) -> None:
     assert thin_conv_nodes(fp32, 8) == ["conv1"]  # 16 -> 4 channels
     out = tmp_path / "cpu.onnx"
-    record = quantize_model(fp32, out, ArrayReader(_feeds()), RECIPES["ort-cpu"])
+    record = quantize_model(fp32, out, ArrayReader(_feeds()), RECIPES["ort-cpu"].with_options(keep_thin_fp32=8))
     assert record["recipe"]["exclude"] == ["conv1"]
     assert any(z.dtype == np.uint8 for z in _zero_points(out).values())
     model = onnx.load(str(out))
@@ -103,3 +103,49 @@ def test_gate_passes_within_the_allowed_drop_only() -> None:
     assert not refused.passed and "REFUSED" in str(refused) and refused.to_dict()["drop"] == pytest.approx(0.01)
     with pytest.raises(ValueError):
         gate("dice", 0.8, 0.8, -0.1)
+
+
+def test_calibrate_card_gates_times_and_prefers(tmp_path: Path) -> None:
+    """A card's FP32 model gets INT8 variants; a variant that loses more than max_drop of the
+    score is refused and deleted; ONNX Runtime prefers INT8 only when it is fast enough."""
+    import json
+
+    from calibration.card import calibrate_card
+
+    folder = tmp_path / "release"
+    folder.mkdir()
+    save(conv_net((3, 16, 16, 4)), folder / "net.onnx")
+    card_path = folder / "net.card.json"
+    card = {
+        "name": "net",
+        "task": "test",
+        "variants": [{"file": "net.onnx", "precision": "fp32", "targets": ["onnxruntime-cpu", "tensorrt"]}],
+    }
+    card_path.write_text(json.dumps(card))
+    probe = _feeds(4, seed=3)
+    reference = [_run(folder / "net.onnx", f["image"]) for f in probe]
+
+    def agreement(path: Path) -> float:  # 1 - relative L1 error against the FP32 outputs
+        err = sum(np.abs(_run(path, f["image"]) - r).mean() for f, r in zip(probe, reference, strict=True))
+        return 1.0 - float(err / sum(np.abs(r).mean() for r in reference))
+
+    recipes = [RECIPES["tensorrt"], RECIPES["ort-cpu"]]
+    strict = calibrate_card(
+        card_path, lambda: ArrayReader(_feeds()), agreement, "agreement", recipes, 0.0, runs=3, min_speedup=100
+    )
+    assert [v["precision"] for v in strict["variants"]] == ["fp32"]
+    assert {r["recipe"] for r in strict["refused"]} == {"tensorrt", "ort-cpu"}
+    assert all(not r["gate"]["passed"] and r["gate"]["drop"] > 0 for r in strict["refused"])
+    assert not (folder / "net.int8-tensorrt.onnx").exists()
+    assert strict["preferred"] == {"onnxruntime-cpu": "net.onnx", "tensorrt": "net.onnx"}
+
+    loose = calibrate_card(
+        card_path, lambda: ArrayReader(_feeds()), agreement, "agreement", recipes, 0.2, runs=3, min_speedup=0.0
+    )
+    files = {v["file"]: v for v in loose["variants"]}
+    assert set(files) == {"net.onnx", "net.int8-tensorrt.onnx", "net.int8-ort-cpu.onnx"} and not loose["refused"]
+    assert loose["preferred"] == {"onnxruntime-cpu": "net.int8-ort-cpu.onnx", "tensorrt": "net.int8-tensorrt.onnx"}
+    for v in files.values():
+        assert v["evaluation"]["cpu_median_ms"] > 0 and 0.8 <= v["evaluation"]["agreement"] <= 1.0
+    written = json.loads(card_path.read_text())
+    assert written["preferred"] == loose["preferred"] and [v["file"] for v in written["variants"]] == list(files)
