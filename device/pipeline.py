@@ -122,6 +122,7 @@ class ScanPipeline:
         target = "tensorrt" if backend == "tensorrt" else "onnxruntime-cpu"
         self.variants: dict[str, str] = {}
         self._previous_grey: np.ndarray | None = None
+        self._live_count = 0
 
         def load(name: str) -> Any:
             variant = bundle.select(name, target, precision if name == "segmenter" else "auto")
@@ -149,8 +150,10 @@ class ScanPipeline:
             return self.optics.um_per_px_at(frame_width)
         return DEFAULT_UM_PER_PX * FRAME_WIDTH / frame_width
 
-    def live(self, frame_bgr: np.ndarray) -> LiveResult:
-        """Quality gate, segmentation and a centre-line hair count (no thickness measurement)."""
+    def live(self, frame_bgr: np.ndarray, count: bool = True) -> LiveResult:
+        """Quality gate, segmentation and a centre-line hair count (no thickness measurement).
+        count=False skips the count (about as costly as segmentation on a CPU) and reports the
+        last one: the frame loop refreshes it a few times a second."""
         t0 = time.perf_counter()
         frame = prepare_frame(frame_bgr)
         quality, self._previous_grey = assess(frame, self._previous_grey)
@@ -160,13 +163,14 @@ class ScanPipeline:
             return LiveResult(frame, None, 0, problem, {"quality_ms": (t1 - t0) * 1000}, quality)
         seg = self.segmenter.segment(frame)
         t2 = time.perf_counter()
-        count = 0
-        if seg.lines is not None:
+        if count and seg.lines is not None:
             lines = (seg.lines >= LINE_THRESHOLD) & (seg.prob >= MASK_THRESHOLD)
-            count = len(split_strands(lines, min_length_px=MIN_STRAND_PX))
+            self._live_count = len(split_strands(lines, min_length_px=MIN_STRAND_PX))
         t3 = time.perf_counter()
-        timings = {"quality_ms": (t1 - t0) * 1000, "segment_ms": (t2 - t1) * 1000, "count_ms": (t3 - t2) * 1000}
-        return LiveResult(frame, seg, count, None, timings, quality)
+        timings = {"quality_ms": (t1 - t0) * 1000, "segment_ms": (t2 - t1) * 1000}
+        if count:
+            timings["count_ms"] = (t3 - t2) * 1000
+        return LiveResult(frame, seg, self._live_count, None, timings, quality)
 
     def diagnose(self, frame_bgr: np.ndarray, quality: QualityReport | None = None) -> Diagnosis:
         """The full diagnosis of one frame (see the module docstring). quality: the live path's

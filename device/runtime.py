@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_REJECTED_FOR_DIAGNOSIS = 15  # frames the quality gate may reject before a diagnosis is given up
 TELEMETRY_EVERY_S = 2.0
+LIVE_COUNT_EVERY_S = 0.5  # the live hair count is refreshed this often (it costs about a segmentation)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class ScannerRuntime:
         """Run until stopped or a limit (0 = none) is reached; returns the summary."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         start = last_timer = last_telemetry = time.monotonic()
+        last_count = -1e9
         pending: list[str] = []
         rejected_in_a_row = 0
         fps_ema: float | None = None
@@ -147,7 +149,9 @@ class ScannerRuntime:
                 continue
             self.summary.frames += 1
             try:
-                live = self.pipeline.live(frame.image)
+                recount = now - last_count >= LIVE_COUNT_EVERY_S
+                live = self.pipeline.live(frame.image, count=recount)
+                last_count = now if recount else last_count
             except Exception:  # a failing stage must not stop the scanner
                 log.exception("live path failed on frame %s; skipped", getattr(frame, "seq", "?"))
                 self.summary.failed_frames += 1
