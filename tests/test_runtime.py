@@ -129,3 +129,30 @@ path = "state/outbox.sqlite"
     assert record["device_id"] == "scanner-7" and record["seq"] == 1
     assert " mqtt " in stdout  # the results table names the trigger
     assert (tmp_path / "state" / "outbox.sqlite").exists() and list((tmp_path / "scans").glob("*.png"))
+
+
+def test_a_full_outbox_is_reported_and_the_loop_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The outbox holds one undelivered record at most (no broker here, so nothing is delivered):
+    # the second and third diagnoses are refused with a clear reason, the first stays stored,
+    # the loop keeps running to its limit, and the exit code says something was not stored.
+    config = tmp_path / "scanner.toml"
+    config.write_text(
+        """
+[camera]
+source = "synthetic://"
+[run]
+out = "scans"
+preview = "headless"
+diagnose_every_s = 0.05
+max_diagnoses = 3
+stdin_trigger = false
+[outbox]
+path = "outbox.sqlite"
+max_pending = 1
+"""
+    )
+    assert main(["device", "run", "--config", str(config)]) == 1
+    text = capsys.readouterr().out
+    assert text.count("not stored:") == 2 and "outbox" in text.split("not stored:")[1].lower()
+    records = _records(tmp_path / "outbox.sqlite")
+    assert [r["seq"] for r in records] == [1]
