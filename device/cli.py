@@ -9,9 +9,11 @@ must import heavy dependencies (torch) only when its command runs.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from importlib.metadata import entry_points
 
 from device.bundle import BundleError
@@ -25,11 +27,27 @@ class MissingExtra(RuntimeError):
     """A subcommand needs an optional dependency group that is not installed."""
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts (UTC, RFC 3339), level, logger, msg (+ exc when any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from device import classify_command, fleet_command, run_command, segment_command
 
     parser = argparse.ArgumentParser(prog="scalpedge", description="ScalpEdge: hair segmentation and scalp measurement")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (for log shippers)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     segment_command.register(sub)
@@ -44,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if args.log_json else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     try:
         return int(args.func(args) or 0)
     except MissingExtra as exc:

@@ -54,7 +54,8 @@ def test_demo_diagnoses_on_simulated_button_presses(tmp_path: Path, capsys: pyte
 
 def test_sigterm_stops_cleanly_and_seq_continues_after_restart(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "device.cli", "device", "run", "--source", "synthetic://?fps=10", "--out", str(out)]
+    cmd = [sys.executable, "-m", "device.cli", "--log-json", "device", "run", "--source", "synthetic://?fps=10"]
+    cmd += ["--out", str(out)]
     cmd += ["--preview", "headless", "--diagnose-every", "0.3"]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -67,6 +68,8 @@ def test_sigterm_stops_cleanly_and_seq_continues_after_restart(tmp_path: Path) -
             proc.kill()
     assert proc.returncode == 0, stderr
     assert "stopped: SIGTERM" in stdout
+    logs = [json.loads(line) for line in stderr.splitlines() if line.strip()]  # structured: one object a line
+    assert {"ts", "level", "logger", "msg"} <= set(logs[0]) and any(e["logger"] == "device.sync" for e in logs)
     before = _records(db)
     assert [r["seq"] for r in before] == list(range(1, len(before) + 1))
     # A second boot continues the sequence: same device, new boot_id, nothing overwritten.
