@@ -34,6 +34,7 @@ __all__ = [
     "FleetConfig",
     "SyncConfig",
     "load_sync_config",
+    "read_toml",
     "NAME_RE",
 ]
 
@@ -183,17 +184,22 @@ class SyncConfig:
         return out
 
 
-def load_sync_config(path: str | Path) -> SyncConfig:
-    """Read and validate a TOML file. Raises ConfigError naming the file and the key."""
-    path = Path(path)
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; ConfigError naming the file when it is missing, unreadable or invalid."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def load_sync_config(path: str | Path) -> SyncConfig:
+    """Read and validate a TOML file. Raises ConfigError naming the file and the key."""
+    path = Path(path)
+    data = read_toml(path)
     try:
         return SyncConfig.from_mapping(data, base_dir=path.parent)
     except ConfigError as exc:

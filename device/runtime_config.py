@@ -14,18 +14,12 @@ naming the key (``device.config.ConfigError``).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.config import ConfigError, SyncConfig, _check, _resolve, _section
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from device.config import ConfigError, SyncConfig, _check, _resolve, _section, read_toml
 
 __all__ = ["CameraConfig", "ModelsConfig", "ScannerConfig", "RunConfig", "RuntimeConfig", "load_runtime_config"]
 
@@ -157,14 +151,7 @@ def load_runtime_config(path: str | Path | None) -> RuntimeConfig:
     if path is None:
         return RuntimeConfig()
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = read_toml(path)
     try:
         return RuntimeConfig.from_mapping(data, base_dir=path.parent)
     except ConfigError as exc:
