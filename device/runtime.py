@@ -165,7 +165,7 @@ class ScannerRuntime:
             if live.problem:
                 self.summary.rejected_frames += 1
                 log.debug("frame rejected: %s", live.problem)
-            key = self.preview.show(live_view(live, fps_ema))
+            key = self.preview.show(live_view(live, fps_ema)) if self.preview.enabled else -1
             if key in (ord("d"), ord(" ")):
                 pending.append("key")
             elif key in (ord("q"), 27):
