@@ -42,6 +42,19 @@ __all__ = [
     "DISEASE_INPUT",
     "DISEASE_OUT_LOGITS",
     "DISEASE_NAMES",
+    "PROMPT_GROUP_SIZE",
+    "PROMPT_NEGATIVES",
+    "REFINER_EMBED_DIM",
+    "REFINER_EMBED_SIZE",
+    "REFINER_GROUPS_PER_CALL",
+    "REF_ENC_INPUT",
+    "REF_ENC_OUT",
+    "REF_DEC_EMBED",
+    "REF_DEC_COORDS",
+    "REF_DEC_LABELS",
+    "REF_DEC_MASK_INPUT",
+    "REF_DEC_OUT_MASKS",
+    "REF_DEC_OUT_IOU",
 ]
 
 # Device camera frame, pixels (HxW). Every model input is this size.
@@ -106,3 +119,18 @@ DISEASE_SIZE: Final = 224
 DISEASE_INPUT: Final = "disease_image"  # 1x3xDISEASE_SIZExDISEASE_SIZE float32, CLS_PIXEL_MEAN/STD normalised
 DISEASE_OUT_LOGITS: Final = "disease_logits"  # 1x3 float32 over DISEASE_NAMES
 DISEASE_NAMES: Final = ("alopecia", "psoriasis", "folliculitis")
+
+# Prompt refiner (SAM-style: image encoder once per frame, prompt encoder + mask decoder per group).
+PROMPT_GROUP_SIZE: Final = 64  # K points per prompt group (static in the decoder graph); -1 labels pad
+PROMPT_NEGATIVES: Final = 4  # negative (scalp) points in every group; the other K - 4 are positives
+REFINER_EMBED_DIM: Final = 256  # SAM's embedding width
+REFINER_EMBED_SIZE: Final = (30, 40)  # image embedding grid (stride 16 at FRAME_HEIGHT x FRAME_WIDTH)
+REFINER_GROUPS_PER_CALL: Final = 1  # prompt groups per decoder call (static batch; on CPU cost is linear in it)
+REF_ENC_INPUT: Final = "refiner_image"  # 1x3xFRAME_HEIGHTxFRAME_WIDTH float32, PIXEL_MEAN/STD normalised RGB
+REF_ENC_OUT: Final = "image_embeddings"  # 1xREFINER_EMBED_DIMx30x40 float32
+REF_DEC_EMBED: Final = "image_embeddings"  # decoder input: the encoder's output
+REF_DEC_COORDS: Final = "point_coords"  # BxKx2 float32 (x, y) pixels of the 640x480 frame
+REF_DEC_LABELS: Final = "point_labels"  # BxK float32: 1 hair, 0 scalp, -1 not a point
+REF_DEC_MASK_INPUT: Final = "mask_input"  # 1x1x120x160 float32: coarse mask as logits (8 * (P(hair) - 0.5))
+REF_DEC_OUT_MASKS: Final = "low_res_masks"  # Bx1x240x320 float32 logits (8x the embedding grid; SAM: 4x)
+REF_DEC_OUT_IOU: Final = "iou_predictions"  # Bx1 float32, predicted IoU of each group's mask

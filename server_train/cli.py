@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from device.cli import MissingExtra
-from server_train import classifier_cli
+from server_train import classifier_cli, refiner_cli
 
 __all__ = ["register_train", "register_eval", "register_bench", "register_export"]
 
@@ -62,6 +62,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_run_train_seg)
     classifier_cli.add_train(tsub)
+    refiner_cli.add_train(tsub)
 
 
 def _run_train_seg(args: argparse.Namespace) -> int:
@@ -86,6 +87,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--model", help="shipped student (default), .onnx, checkpoint .pt, or blackhat_otsu / ridge")
         q.add_argument("--limit", type=int, help="first N frames only")
         q.add_argument("--threads", type=int, default=2)
+        refiner_cli.add_stage_args(q)
     cnt.add_argument(
         "--um-per-px",
         type=float,
@@ -114,13 +116,15 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     seg.set_defaults(func=_run_eval_seg)
     cnt.set_defaults(func=_run_eval_counts)
     classifier_cli.add_eval(esub)
+    refiner_cli.add_eval(esub)
 
 
 def _run_eval_seg(args: argparse.Namespace) -> int:
     from server_train.evaluation.loading import load_segmenter
     from server_train.evaluation.seg_eval import evaluate_seg
 
-    report = evaluate_seg(load_segmenter(args.model, args.threads), args.data, limit=args.limit)
+    segmenter = refiner_cli.wrap_segmenter(load_segmenter(args.model, args.threads), args)
+    report = evaluate_seg(segmenter, args.data, limit=args.limit)
     _write_json(args.out, report)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}, indent=1))
     return 0
@@ -131,7 +135,8 @@ def _run_eval_counts(args: argparse.Namespace) -> int:
     from server_train.evaluation.loading import load_segmenter
 
     um = args.um_per_px if args.um_per_px is not None else TRICHOSCOPY_UM_PER_PX
-    report = evaluate_counts(load_segmenter(args.model, args.threads), args.data, um_per_px=um, limit=args.limit)
+    segmenter = refiner_cli.wrap_segmenter(load_segmenter(args.model, args.threads), args)
+    report = evaluate_counts(segmenter, args.data, um_per_px=um, limit=args.limit)
     _write_json(args.out, report)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}, indent=1))
     return 0
@@ -186,6 +191,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--repeats", type=int, default=3)
     sy.set_defaults(func=_run_bench_synth)
     classifier_cli.add_bench(bsub)
+    refiner_cli.add_bench(bsub)
 
 
 def _run_bench_speed(args: argparse.Namespace) -> int:
@@ -237,6 +243,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     rel.add_argument("--metrics", nargs="*", default=[], help="JSON reports (eval seg/counts, bench speed) to record")
     rel.set_defaults(func=_run_export_release)
     classifier_cli.add_export(esub)
+    refiner_cli.add_export(esub)
 
 
 def _run_export_seg(args: argparse.Namespace) -> int:

@@ -32,6 +32,9 @@ DEVICE_MODULES = [
     "device.outbox",
     "device.records",
     "device.fleet",
+    "device.prompts",
+    "device.refiner",
+    "device.fusion",
     "firmware_bridge",
 ]
 

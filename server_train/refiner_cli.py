@@ -1,0 +1,223 @@
+"""Prompt-refiner subcommands and options, added to ``scalpedge train/eval/bench/export`` by
+``server_train.cli`` (one call per group, so that module stays small).
+
+- ``train refiner``: ``server_train.training.refiner_train``.
+- ``eval seg`` / ``eval counts`` gain ``--stage coarse|refined|fused`` (default: fused when a
+  refiner is found, else coarse), ``--prompts auto|random`` and ``--refiner DIR``.
+- ``eval refiner``: the ablation JSON (every variant in one pass) and the Figure-3 PNG.
+- ``bench refiner``: per-stage cost at 640x480 and the naive U²-NetP + TinyViT + SAM pipeline.
+- ``export refiner``: encoder and decoder ONNX with checks, plus the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from device.segmentation import Segmenter
+
+__all__ = ["add_train", "add_stage_args", "wrap_segmenter", "add_eval", "add_bench", "add_export", "find_refiner"]
+
+ENCODER_FILE = "refiner_encoder.onnx"
+DECODER_FILE = "refiner_decoder.onnx"
+
+
+def _write(path: str | Path, report: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(f"wrote {path}")
+
+
+def find_refiner(spec: str | None) -> Path | None:
+    """Folder holding the refiner's two ONNX files: ``spec`` if given (must hold them), else
+    the shipped bundle when it has them, else None."""
+    from device.assets import default_bundle_path
+
+    if spec:
+        folder = Path(spec)
+        if not (folder / ENCODER_FILE).is_file() or not (folder / DECODER_FILE).is_file():
+            raise FileNotFoundError(f"{folder} lacks {ENCODER_FILE} and {DECODER_FILE}")
+        return folder
+    folder = default_bundle_path()
+    return folder if (folder / ENCODER_FILE).is_file() and (folder / DECODER_FILE).is_file() else None
+
+
+_TRAIN_OPTIONS = (
+    ("data", str),
+    ("cache", str),
+    ("out", str),
+    ("model", str),
+    ("student", str),
+    ("per_root", int),
+    ("steps", int),
+    ("groups_per_step", int),
+    ("lr", float),
+    ("weight_decay", float),
+    ("warmup", int),
+    ("degraded_share", float),
+    ("random_prompt_share", float),
+    ("subsample_share", float),
+    ("teacher_checkpoint", str),
+    ("distill_weight", float),
+    ("seed", int),
+    ("threads", int),
+    ("ckpt_every", int),
+)
+
+
+def add_train(tsub: argparse._SubParsersAction) -> None:
+    p = tsub.add_parser("refiner", help="train the prompt refiner (auto prompts from imperfect coarse masks)")
+    for name, typ in _TRAIN_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ)
+    p.add_argument("--stop-after", type=int, help="pause at this step (last.pt; the schedule still spans --steps)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from server_train.training.refiner_train import RefinerTrainConfig, train_refiner
+
+    fields = {f.name for f in dataclasses.fields(RefinerTrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    print(f"wrote {train_refiner(RefinerTrainConfig(**given), progress=not args.quiet, stop_after=args.stop_after)}")
+    return 0
+
+
+def add_stage_args(q: argparse.ArgumentParser) -> None:
+    """--stage, --prompts, --refiner for ``eval seg`` and ``eval counts``."""
+    q.add_argument("--stage", choices=["coarse", "refined", "fused"], help="default: fused if a refiner is found")
+    q.add_argument("--prompts", choices=["auto", "random"], default="auto", help="prompt points for the refiner")
+    q.add_argument("--refiner", help=f"folder with {ENCODER_FILE} and {DECODER_FILE} (default: the shipped bundle)")
+
+
+def wrap_segmenter(base: Segmenter, args: argparse.Namespace) -> Segmenter:
+    """``base`` (the coarse student) at the stage asked for on the command line."""
+    from device.fusion import RefinedSegmenter
+    from device.refiner import PromptRefiner
+
+    folder = find_refiner(getattr(args, "refiner", None))
+    stage = getattr(args, "stage", None) or ("fused" if folder is not None else "coarse")
+    if stage == "coarse":
+        return base
+    if folder is None:
+        raise FileNotFoundError(f"--stage {stage} needs a refiner: pass --refiner DIR (scalpedge export refiner)")
+    refiner = PromptRefiner.from_onnx(folder / ENCODER_FILE, folder / DECODER_FILE, threads=args.threads)
+    return RefinedSegmenter(base, refiner, stage=stage, prompts=args.prompts)
+
+
+def add_eval(esub: argparse._SubParsersAction) -> None:
+    p = esub.add_parser("refiner", help="ablation: M^, M_AP (auto/random prompts), M on synthetic and FDU sets")
+    p.add_argument("--synthetic", help="synthetic set with images/, masks/, truth.jsonl (e.g. data/heldout)")
+    p.add_argument("--counts", help="VOC-box count set (e.g. /work/shared/data/follicle-counts/val)")
+    p.add_argument("--out", required=True, help="JSON report")
+    p.add_argument("--figure", help="PNG of the Figure-3-style grid")
+    p.add_argument("--model", help="coarse segmenter (default: the shipped student)")
+    p.add_argument("--refiner", help=f"folder with {ENCODER_FILE} and {DECODER_FILE}")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--um-per-px", type=float, default=None)
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import cv2
+
+    from device.imageio import read_frame
+    from device.preprocess import prepare_frame
+    from device.refiner import PromptRefiner
+    from server_train.evaluation.counts_eval import TEXT_BAR_PX, TRICHOSCOPY_UM_PER_PX
+    from server_train.evaluation.loading import load_segmenter
+    from server_train.evaluation.refiner_eval import ablation_counts, ablation_synthetic, figure
+
+    folder = find_refiner(args.refiner)
+    if folder is None:
+        raise FileNotFoundError("no refiner: pass --refiner DIR")
+    student = load_segmenter(args.model, args.threads)
+    refiner = PromptRefiner.from_onnx(folder / ENCODER_FILE, folder / DECODER_FILE, threads=args.threads)
+    report: dict[str, Any] = {"refiner": str(folder), "student": getattr(student, "name", "")}
+    if args.synthetic:
+        report["synthetic"] = ablation_synthetic(student, refiner, args.synthetic, args.limit)
+    if args.counts:
+        um = args.um_per_px if args.um_per_px is not None else TRICHOSCOPY_UM_PER_PX
+        report["counts"] = ablation_counts(student, refiner, args.counts, um, args.limit)
+    _write(args.out, report)
+    if args.figure:
+        rows = []
+        if args.synthetic:
+            root = Path(args.synthetic)
+            for stem in sorted(p.stem for p in (root / "images").glob("*.png"))[:4]:
+                gt = cv2.imread(str(root / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 127
+                rows.append((read_frame(root / "images" / f"{stem}.png"), gt))
+        if args.counts:
+            for path in sorted((Path(args.counts) / "images").glob("*.jpg"))[:3]:
+                rows.append((prepare_frame(read_frame(path)[TEXT_BAR_PX:]), None))
+        print(f"wrote {figure(student, refiner, rows, args.figure)}")
+    return 0
+
+
+def add_bench(bsub: argparse._SubParsersAction) -> None:
+    p = bsub.add_parser("refiner", help="per-stage cost of the fused path at 640x480 vs the naive SAM pipeline")
+    p.add_argument("--out", required=True)
+    p.add_argument("--refiner", help=f"folder with {ENCODER_FILE} and {DECODER_FILE}")
+    p.add_argument("--checkpoint", help="refiner checkpoint, for GFLOP counts")
+    p.add_argument("--frames", default="data/heldout/images", help="folder of frames to time on")
+    p.add_argument("--n-frames", type=int, default=8)
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--no-naive", action="store_true")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from device.assets import default_model_path
+    from device.imageio import IMAGE_SUFFIXES
+    from server_train.evaluation.refiner_speed import bench_refiner, gflops
+
+    folder = find_refiner(args.refiner)
+    if folder is None:
+        raise FileNotFoundError("no refiner: pass --refiner DIR")
+    frames = sorted(p for p in Path(args.frames).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.n_frames]
+    threads = tuple(int(t) for t in args.threads.split(","))
+    report = bench_refiner(
+        default_model_path(),
+        folder / ENCODER_FILE,
+        folder / DECODER_FILE,
+        frames,
+        threads,
+        args.runs,
+        not args.no_naive,
+    )
+    if args.checkpoint:
+        from device.backends import OrtBackend
+
+        k = OrtBackend(folder / DECODER_FILE, threads=1).input_shapes["point_coords"][1]
+        report["gflop"] = {name: round(v, 3) for name, v in gflops(args.checkpoint, k).items()}
+    _write(args.out, report)
+    for row in report["results"]:
+        print(json.dumps(row))
+    return 0
+
+
+def add_export(esub: argparse._SubParsersAction) -> None:
+    p = esub.add_parser("refiner", help="export the refiner (encoder + decoder ONNX, checked) and its model card")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", default="runs/refiner_release", help="staging folder (ONNX files + card)")
+    p.add_argument("--metrics", nargs="*", default=[], help="JSON reports to record in the card")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from export.refiner_release import release_refiner
+
+    metrics = {Path(p).stem: json.loads(Path(p).read_text()) for p in args.metrics}
+    command = "scalpedge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for card in release_refiner(args.checkpoint, args.out, metrics, command=command):
+        print(f"wrote {card}")
+    return 0

@@ -1,0 +1,171 @@
+"""Prompt refiner: model, export (checker, parity, TensorRT rules), device runtime, fusion,
+training on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from device.classical import BASELINES
+from device.constants import PROMPT_GROUP_SIZE
+from device.fusion import RefinedSegmenter, fuse, fuse_prob
+from device.prompts import PromptConfig, auto_prompts
+from device.refiner import PromptRefiner
+from export.refiner_export import ATOL, ExportedRefinerDecoder, decoder_example, export_refiner, fold_constant_inputs
+from export.trt_support import check_tensorrt_support
+from server_train.models.refiner import build_refiner_tiny, refiner_from_config
+
+pytestmark = pytest.mark.slow
+K = 16
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(0)
+    model = build_refiner_tiny().eval()
+    report = export_refiner(model, tmp_path_factory.mktemp("refiner"), batch=2, k=K)
+    return model, report
+
+
+def _frame() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(150, 200, (480, 640, 3), dtype=np.uint8)
+    for i in range(5):
+        y = 60 + 80 * i
+        frame[y : y + 4, 40:600] = 30
+    prob = np.zeros((480, 640), np.float32)
+    prob[(frame[:, :, 0] < 100)] = 0.9
+    return frame, prob
+
+
+def test_model_rebuilds_from_config_and_decodes() -> None:
+    model = build_refiner_tiny().eval()
+    clone = refiner_from_config(model.config)
+    clone.load_state_dict(model.state_dict())
+    ex = decoder_example(model, 3, K)
+    with torch.no_grad():
+        masks, iou = model.decode(*ex.values())
+        again, _ = clone.decode(*ex.values())
+    assert masks.shape == (3, 1, 120, 160) and iou.shape == (3, 1)
+    torch.testing.assert_close(masks, again)
+
+
+def test_export_passes_every_check(exported: tuple) -> None:
+    model, report = exported
+    parity = report["parity"]
+    assert parity["encoder"] <= ATOL["encoder"] and parity["decoder"] <= ATOL["decoder"]
+    assert parity["rewrite_vs_segment_anything"] <= ATOL["rewrite"]
+    for path in (report["encoder"], report["decoder"]):
+        proto = onnx.load(str(path))
+        assert check_tensorrt_support(proto) == []
+        assert all(d.dim_value > 0 for i in proto.graph.input for d in i.type.tensor_type.shape.dim)
+        assert not {n.op_type for n in proto.graph.node} & {"Where", "ScatterND", "NonZero", "OneHot"}
+
+
+def test_half_resolution_masks_rewrite_matches() -> None:
+    """mask_scale 8 (one more 2x upscale than SAM): stock path and export wrapper agree."""
+    from export.refiner_export import check_decoder_rewrite
+    from server_train.models.refiner import TINY_BLOCKS, Refiner, RefinerEncoder
+
+    enc = RefinerEncoder(TINY_BLOCKS, prefix=3, detail=3, downsample=1, embed_dim=32)
+    model = Refiner(enc, decoder_dim=32, depth=1, heads=2, mask_scale=8).eval()
+    wrapper = ExportedRefinerDecoder(model, 2, K)
+    assert check_decoder_rewrite(model, wrapper) <= ATOL["rewrite"]
+    with torch.no_grad():
+        masks, _ = wrapper(*decoder_example(model, 2, K).values())
+    assert masks.shape == (2, 1, 240, 320)
+    clone = refiner_from_config(model.config)
+    assert clone.mask_scale == 8
+    with pytest.raises(ValueError):
+        Refiner(enc, decoder_dim=32, depth=1, heads=2, mask_scale=2)
+
+
+def test_rewrite_catches_a_wrong_decoder() -> None:
+    model = build_refiner_tiny().eval()
+    wrapper = ExportedRefinerDecoder(model, 2, K)
+    ex = decoder_example(model, 2, K)
+    with torch.no_grad():
+        ref, _ = model.decode(*ex.values())
+        wrapper.pos_embed += 1.0  # a wrong "hair" point embedding must show
+        got, _ = wrapper(*ex.values())
+    assert float((ref - got).abs().max()) > ATOL["rewrite"]
+
+
+def test_device_refiner_matches_torch_and_handles_bad_prompts(exported: tuple) -> None:
+    model, report = exported
+    refiner = PromptRefiner.from_onnx(report["encoder"], report["decoder"], threads=1)
+    assert (refiner.batch, refiner.k) == (2, K)
+    frame, prob = _frame()
+    groups = auto_prompts(prob >= 0.5, PromptConfig(group_size=K, negatives=2))
+    with pytest.raises(RuntimeError):
+        refiner.predict(groups)
+    refiner.set_image(frame, prob)
+    low = refiner.predict_low_res(groups)
+    assert low.shape == (groups.count, 120, 160)
+    from device.preprocess import to_network_input
+    from device.refiner import mask_prompt
+
+    with torch.no_grad():
+        emb = model.embed(torch.from_numpy(to_network_input(frame)))
+        ref, _ = model.decode(
+            emb,
+            torch.from_numpy(groups.points),
+            torch.from_numpy(groups.labels),
+            torch.from_numpy(mask_prompt(prob, (120, 160))),
+        )
+    assert np.abs(ref[:, 0].numpy() - low).max() <= ATOL["decoder"] + ATOL["encoder"] * 10
+    out = refiner.predict(groups)
+    assert out.prob.shape == (480, 640) and out.calls == -(-groups.count // 2) and out.groups == groups.count
+    assert 0.0 <= out.prob.min() and out.prob.max() <= 1.0
+    none = refiner.predict(auto_prompts(np.zeros((480, 640), bool), PromptConfig(group_size=K)))
+    assert none.groups == 0 and not none.prob.any()
+    with pytest.raises(ValueError):
+        refiner.predict(auto_prompts(prob >= 0.5, PromptConfig(group_size=K + 1)))
+
+
+def test_fusion_is_and_at_every_stage(exported: tuple) -> None:
+    _, report = exported
+    refiner = PromptRefiner.from_onnx(report["encoder"], report["decoder"], threads=1)
+    frame, _ = _frame()
+    base = BASELINES["blackhat_otsu"]()
+    coarse = base.segment(frame)
+    outs = {}
+    for stage in ("coarse", "refined", "fused"):
+        seg = RefinedSegmenter(base, refiner, stage=stage, config=PromptConfig(group_size=K, negatives=2))
+        outs[stage] = seg.segment(frame)
+    np.testing.assert_array_equal(outs["coarse"].prob, coarse.prob)
+    np.testing.assert_array_equal(outs["fused"].mask(), fuse(coarse.mask(), outs["refined"].mask()))
+    assert (outs["fused"].prob <= coarse.prob).all()
+    assert seg.last_timings_ms["groups"] >= 1 and "encoder_ms" in seg.last_timings_ms
+    blank = np.full((480, 640, 3), 180, np.uint8)  # nothing to prompt: M_AP and M are empty
+    empty = RefinedSegmenter(base, refiner, config=PromptConfig(group_size=K)).segment(blank)
+    assert not empty.mask().any()
+    with pytest.raises(ValueError):
+        RefinedSegmenter(base, refiner, config=PromptConfig(group_size=PROMPT_GROUP_SIZE + 1))
+    with pytest.raises(ValueError):
+        fuse_prob(np.zeros((2, 2)), np.zeros((3, 3)))
+
+
+def test_fold_constant_inputs_on_a_small_graph() -> None:
+    """Pad whose pads come from Concat(Constant, Constant) -> Cast: folded to one initializer."""
+    c1 = helper.make_node("Constant", [], ["a"], value=numpy_helper.from_array(np.array([0, 0, 0, 0], np.int64)))
+    c2 = helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(np.array([0, 0, 1, 1], np.int64)))
+    cat = helper.make_node("Concat", ["a", "b"], ["ab"], axis=0)
+    cast = helper.make_node("Cast", ["ab"], ["pads"], to=TensorProto.INT64)
+    pad = helper.make_node("Pad", ["x", "pads"], ["y"])
+    graph = helper.make_graph(
+        [c1, c2, cat, cast, pad],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 3, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert check_tensorrt_support(model)  # the computed pads are refused before folding
+    assert fold_constant_inputs(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Pad"]
+    pads = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}["pads"]
+    np.testing.assert_array_equal(pads, [0, 0, 0, 0, 0, 0, 1, 1])
+    assert check_tensorrt_support(model) == []
