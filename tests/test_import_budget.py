@@ -26,6 +26,8 @@ DEVICE_MODULES = [
     "device.run_command",
     "device.runtime_config",
     "device.sources",
+    "device._source_uri",
+    "device.quality",
     "device.preview",
     "device.sync",
     "device.mqtt_link",
