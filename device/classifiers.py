@@ -53,6 +53,7 @@ __all__ = [
     "prepare_condition_input",
     "disease_preprocess",
     "prepare_disease_input",
+    "DISEASE_PREPROCESSING",
     "hair_features",
     "softmax",
     "default_classifier_path",
@@ -91,15 +92,20 @@ def prepare_condition_input(frame_bgr: np.ndarray) -> np.ndarray:
     return _normalise(small[:, :, ::-1])
 
 
-def disease_preprocess(image_bgr: np.ndarray, size: int = DISEASE_SIZE) -> np.ndarray:
-    """The small-CNN paper's preprocessing: -> size x size x 3 uint8 BGR.
+DISEASE_PREPROCESSING = ("paper", "resize")
 
-    Resize (area) to ``size`` x ``size``, denoise (non-local means, h=5), histogram
-    equalisation of the lightness (CLAHE on L of Lab, clip 2.0, 8x8 tiles) and enhancement
-    (unsharp mask, amount 0.5, sigma 1.5).
-    """
+
+def disease_preprocess(image_bgr: np.ndarray, size: int = DISEASE_SIZE, mode: str = "paper") -> np.ndarray:
+    """-> size x size x 3 uint8 BGR. ``mode="paper"`` is the small-CNN paper's preprocessing:
+    resize (area) to ``size`` x ``size``, denoise (non-local means, h=5), histogram equalisation
+    of the lightness (CLAHE on L of Lab, clip 2.0, 8x8 tiles) and enhancement (unsharp mask,
+    amount 0.5, sigma 1.5). ``mode="resize"`` only resizes."""
+    if mode not in DISEASE_PREPROCESSING:
+        raise ValueError(f"disease preprocessing must be one of {DISEASE_PREPROCESSING}, got {mode!r}")
     img = as_bgr(image_bgr, "disease classifier input")
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    if mode == "resize":
+        return img
     img = cv2.fastNlMeansDenoisingColored(img, None, 5, 5, 7, 21)
     lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)
     lab[:, :, 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
@@ -108,9 +114,9 @@ def disease_preprocess(image_bgr: np.ndarray, size: int = DISEASE_SIZE) -> np.nd
     return cv2.addWeighted(img, 1.5, blur, -0.5, 0)
 
 
-def prepare_disease_input(image_bgr: np.ndarray) -> np.ndarray:
+def prepare_disease_input(image_bgr: np.ndarray, mode: str = "paper") -> np.ndarray:
     """Clinical photo (HxWx3 uint8 BGR, any size) -> 1x3xDISEASE_SIZExDISEASE_SIZE float32."""
-    return _normalise(disease_preprocess(image_bgr)[:, :, ::-1])
+    return _normalise(disease_preprocess(image_bgr, mode=mode)[:, :, ::-1])
 
 
 def hair_features(metrics: HairMetrics) -> np.ndarray:
@@ -236,10 +242,15 @@ class AlopeciaGrader:
 
 
 class DiseaseClassifier:
-    """Disease-type graph: input ``DISEASE_INPUT`` 1x3xSxS float32, output ``DISEASE_OUT_LOGITS`` 1x3."""
+    """Disease-type graph: input ``DISEASE_INPUT`` 1x3xSxS float32, output ``DISEASE_OUT_LOGITS`` 1x3.
+    The preprocessing mode is the graph's ``preprocess`` metadata ("paper" when absent)."""
 
     def __init__(self, backend: Backend) -> None:
         self.model = _Model(backend, DISEASE_INPUT, (DISEASE_OUT_LOGITS,), "disease classifier")
+        meta: dict[str, str] = getattr(backend, "metadata", {})
+        self.preprocess = meta.get("preprocess", "paper")
+        if self.preprocess not in DISEASE_PREPROCESSING:
+            raise ValueError(f"disease classifier: unknown preprocess {self.preprocess!r} in the graph metadata")
 
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int = 1) -> DiseaseClassifier:
@@ -251,7 +262,7 @@ class DiseaseClassifier:
 
     def predict(self, image_bgr: np.ndarray) -> tuple[str, dict[str, float]]:
         """Photo (HxWx3 uint8 BGR) -> (disease name, probabilities by name)."""
-        probs = self.predict_tensor(prepare_disease_input(image_bgr))
+        probs = self.predict_tensor(prepare_disease_input(image_bgr, self.preprocess))
         return max(probs, key=lambda k: probs[k]), probs
 
 

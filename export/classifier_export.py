@@ -157,18 +157,23 @@ class FrameCalibrationReader:
 
 
 def quantize_int8(
-    fp32: str | Path, out: str | Path, calib: Sequence[str | Path], n: int = 64, input_name: str | None = None
+    fp32: str | Path,
+    out: str | Path,
+    calib: Sequence[str | Path],
+    n: int = 64,
+    input_name: str | None = None,
+    preprocess: str = "paper",
 ) -> Path:
     """Static Q/DQ INT8 (QUInt8 activations, QInt8 per-channel weights, MinMax calibration) of
     ``fp32``, calibrated on up to ``n`` frames from the ``calib`` folders. The input name picks
-    the preprocessing (condition frames or disease photos). Returns ``out``."""
+    the preprocessing (condition frames, or disease photos with ``preprocess``). Returns ``out``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32, out = Path(fp32), Path(out)
     name = input_name or onnx.load(str(fp32)).graph.input[0].name
-    prepare = prepare_disease_input if name == DISEASE_INPUT else prepare_condition_input
+    prepare = (lambda im: prepare_disease_input(im, preprocess)) if name == DISEASE_INPUT else prepare_condition_input
     paths = calibration_frames(calib, n)
     if not paths:
         raise FileNotFoundError(f"no calibration frames in {list(calib)}")
@@ -195,3 +200,73 @@ def quantize_int8(
     onnx.save(proto, str(out))
     onnx.checker.check_model(str(out), full_check=True)
     return out
+
+
+MANIFEST_NAME = "classifiers.json"
+_TASKS = {
+    "severity": "scalp condition levels (dandruff, sebum, erythema) x (good, mild, moderate, severe) + presence",
+    "alopecia": "alopecia level (good, mild, moderate, severe) from hair features",
+    "disease": "disease type of a clinical scalp photo (alopecia, psoriasis, folliculitis)",
+}
+
+
+def update_manifest(
+    folder: str | Path,
+    kind: str,
+    files: dict[str, str | Path],
+    commands: Sequence[str],
+    metrics: dict[str, Any] | None = None,
+    default_precision: str = "fp32",
+) -> Path:
+    """Add or replace the entry ``kind`` of ``folder/classifiers.json``: files by precision
+    (copied into ``folder`` when elsewhere), sha256, graph I/O (names, shapes, dtypes), the
+    training config and seed read from the FP32 graph's metadata, the commands that produced
+    it, git commit and metrics. Returns the manifest path."""
+    import shutil
+    from datetime import datetime, timezone
+
+    import onnx
+
+    from device.bundle import sha256_file
+    from export.release import git_commit
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MANIFEST_NAME
+    manifest = json.loads(path.read_text()) if path.is_file() else {"schema": "scalpedge.classifiers/1", "models": {}}
+    names: dict[str, str] = {}
+    for precision, src in files.items():
+        src = Path(src)
+        dst = folder / src.name
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        names[precision] = dst.name
+    proto = onnx.load(str(folder / names["fp32"]))
+    meta = {p.key: p.value for p in proto.metadata_props}
+
+    def _io(values: Any) -> dict[str, Any]:
+        return {
+            v.name: {
+                "shape": [d.dim_value for d in v.type.tensor_type.shape.dim],
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+            }
+            for v in values
+        }
+
+    manifest["models"][kind] = {
+        "task": _TASKS.get(kind, kind),
+        "files": names,
+        "sha256": {p: sha256_file(folder / n) for p, n in names.items()},
+        "default_precision": default_precision,
+        "inputs": _io(proto.graph.input),
+        "outputs": _io(proto.graph.output),
+        "metadata": {k: (json.loads(v) if v[:1] in "[{" else v) for k, v in meta.items()},
+        "metrics": metrics or {},
+        "provenance": {
+            "commands": list(commands),
+            "git_commit": git_commit(),
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    path.write_text(json.dumps(manifest, indent=2))
+    return path

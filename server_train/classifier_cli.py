@@ -7,6 +7,7 @@
     scalpedge eval diseases --data DIR --folds K --out R.json
     scalpedge export classifier --checkpoint C.pt --out X.onnx [--int8 Y.onnx --calib DIR...]
     scalpedge export disease --data DIR --out X.onnx [--int8 Y.onnx]
+    scalpedge export classifier-card --kind severity --fp32 X.onnx [--int8 Y.onnx] --command CMD ...
     scalpedge bench classifiers --out R.json --models A.onnx,B.onnx
 
 Heavy imports (torch, scikit-learn) happen only when a command runs.
@@ -97,6 +98,7 @@ def add_eval(esub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--figures", help="folder for the confusion-matrix PNG")
+    d.add_argument("--preprocess", choices=("paper", "resize"), default="paper", help="paper's preprocessing or resize")
     d.set_defaults(func=_run_eval_diseases)
 
 
@@ -121,7 +123,9 @@ def _run_eval_synth_conditions(args: argparse.Namespace) -> int:
 def _run_eval_diseases(args: argparse.Namespace) -> int:
     from server_train.training.disease_train import cross_validate
 
-    report = cross_validate(args.data, folds=args.folds, seed=args.seed, figures=args.figures)
+    report = cross_validate(
+        args.data, folds=args.folds, seed=args.seed, figures=args.figures, preprocess=args.preprocess
+    )
     _write_json(args.out, report)
     _summary(report)
     return 0
@@ -140,7 +144,17 @@ def add_export(esub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, help="FP32 .onnx")
     d.add_argument("--int8", help="also write an INT8 model here (calibrated on the photos)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--preprocess", choices=("paper", "resize"), default="paper")
     d.set_defaults(func=_run_export_disease)
+    m = esub.add_parser("classifier-card", help="record a shipped classifier in DIR/classifiers.json (provenance)")
+    m.add_argument("--dir", default="device/assets/default")
+    m.add_argument("--kind", required=True, choices=("severity", "alopecia", "disease"))
+    m.add_argument("--fp32", required=True, help="FP32 ONNX (copied into --dir)")
+    m.add_argument("--int8", help="INT8 ONNX (copied into --dir)")
+    m.add_argument("--default-precision", choices=("fp32", "int8"), default="fp32")
+    m.add_argument("--command", action="append", default=[], help="a command that produced it (repeatable)")
+    m.add_argument("--metrics", nargs="*", default=[], help="JSON reports to record (lists dropped)")
+    m.set_defaults(func=_run_export_card)
 
 
 def _run_export_classifier(args: argparse.Namespace) -> int:
@@ -159,8 +173,21 @@ def _run_export_classifier(args: argparse.Namespace) -> int:
 def _run_export_disease(args: argparse.Namespace) -> int:
     from server_train.training.disease_train import train_and_export
 
-    for p in train_and_export(args.data, args.out, int8=args.int8, seed=args.seed):
+    for p in train_and_export(args.data, args.out, int8=args.int8, seed=args.seed, preprocess=args.preprocess):
         print(f"wrote {p}")
+    return 0
+
+
+def _run_export_card(args: argparse.Namespace) -> int:
+    from export.classifier_export import update_manifest
+
+    metrics = {}
+    for path in args.metrics:
+        report = json.loads(Path(path).read_text())
+        metrics[Path(path).stem] = {k: v for k, v in report.items() if not isinstance(v, list)}
+    files = {"fp32": args.fp32, **({"int8": args.int8} if args.int8 else {})}
+    path = update_manifest(args.dir, args.kind, files, args.command, metrics, args.default_precision)
+    print(f"wrote {path}")
     return 0
 
 

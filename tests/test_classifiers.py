@@ -20,6 +20,7 @@ from device.classifiers import (
     SeverityClassifier,
     disease_preprocess,
     prepare_condition_input,
+    prepare_disease_input,
 )
 from device.cli import main
 from device.constants import (
@@ -181,9 +182,19 @@ def test_disease_preprocess_and_export(tmp_path) -> None:
     photo = np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8)
     out = disease_preprocess(photo)
     assert out.shape == (DISEASE_SIZE, DISEASE_SIZE, 3) and out.dtype == np.uint8
-    path = export_disease_classifier(create_classifier("disease_tiny").eval(), tmp_path / "d.onnx")
-    label, probs = DiseaseClassifier.from_onnx(path).predict(photo)
+    plain = disease_preprocess(photo, mode="resize")
+    assert plain.shape == out.shape and not np.array_equal(plain, out)  # denoised, equalised, sharpened
+    with pytest.raises(ValueError, match="preprocessing"):
+        disease_preprocess(photo, mode="sharpen")
+    model = create_classifier("disease_tiny").eval()
+    path = export_disease_classifier(model, tmp_path / "d.onnx", metadata={"preprocess": "resize"})
+    clf = DiseaseClassifier.from_onnx(path)
+    assert clf.preprocess == "resize"
+    label, probs = clf.predict(photo)
     assert label in DISEASE_NAMES and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.from_numpy(prepare_disease_input(photo, "resize"))), 1)[0].numpy()
+    np.testing.assert_allclose([probs[n] for n in DISEASE_NAMES], ref, atol=1e-4)
 
 
 def test_eval_conditions_keys(trained, tmp_path) -> None:

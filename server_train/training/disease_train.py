@@ -60,7 +60,9 @@ def _view(img: np.ndarray, view: str) -> np.ndarray:
     return img
 
 
-def view_features(model: DiseaseClassifier, paths: list[Path], views: tuple[str, ...] = VIEWS) -> np.ndarray:
+def view_features(
+    model: DiseaseClassifier, paths: list[Path], views: tuple[str, ...] = VIEWS, preprocess: str = "paper"
+) -> np.ndarray:
     """N x V x F pooled backbone features of every photo (preprocessed once) and view."""
     mean = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
     std = np.asarray(CLS_PIXEL_STD, np.float32).reshape(3, 1, 1)
@@ -68,7 +70,7 @@ def view_features(model: DiseaseClassifier, paths: list[Path], views: tuple[str,
     out = []
     with torch.no_grad():
         for p in paths:
-            base = disease_preprocess(read_frame(p))
+            base = disease_preprocess(read_frame(p), mode=preprocess)
             xs = [((_view(base, v)[:, :, ::-1].transpose(2, 0, 1) / 255.0) - mean) / std for v in views]
             out.append(model.backbone(torch.from_numpy(np.stack(xs).astype(np.float32))).numpy())
     return np.stack(out)
@@ -82,14 +84,19 @@ def fit_head(feats: np.ndarray, labels: np.ndarray, c: float = 0.5, seed: int = 
 
 
 def cross_validate(
-    data: str | Path, folds: int = 5, seed: int = 0, figures: str | Path | None = None, model: str = "disease_lite0"
+    data: str | Path,
+    folds: int = 5,
+    seed: int = 0,
+    figures: str | Path | None = None,
+    model: str = "disease_lite0",
+    preprocess: str = "paper",
 ) -> dict[str, Any]:
     """Stratified ``folds``-fold accuracy on the photos in ``data``. Keys: accuracy_mean,
     accuracy_std (population std over folds), fold_accuracy, per_class (precision, recall,
     f1, support), confusion (pooled over folds; rows truth)."""
     paths, y = load_photos(data)
     net = create_classifier(model)
-    feats = view_features(net, paths)  # type: ignore[arg-type]
+    feats = view_features(net, paths, preprocess=preprocess)  # type: ignore[arg-type]
     pred = np.zeros_like(y)
     accs = []
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
@@ -103,6 +110,7 @@ def cross_validate(
         "folds": folds,
         "seed": seed,
         "model": model,
+        "preprocess": preprocess,
         "accuracy_mean": round(float(np.mean(accs)), 4),
         "accuracy_std": round(float(np.std(accs)), 4),
         "accuracy_min": round(float(np.min(accs)), 4),
@@ -120,7 +128,8 @@ def cross_validate(
         "confusion": confusion_matrix(y, pred, labels=[0, 1, 2]).tolist(),
     }
     if figures:
-        report["figure"] = str(_plot(np.asarray(report["confusion"]), Path(figures) / "disease_cv_cm.png"))
+        png = Path(figures) / f"disease_cv_{preprocess}_cm.png"
+        report["figure"] = str(_plot(np.asarray(report["confusion"]), png))
     return report
 
 
@@ -147,7 +156,12 @@ def _plot(cm: np.ndarray, path: Path) -> Path:
 
 
 def train_and_export(
-    data: str | Path, out: str | Path, int8: str | Path | None = None, seed: int = 0, model: str = "disease_lite0"
+    data: str | Path,
+    out: str | Path,
+    int8: str | Path | None = None,
+    seed: int = 0,
+    model: str = "disease_lite0",
+    preprocess: str = "paper",
 ) -> list[Path]:
     """Fit the head on all photos, put it into the network's linear layer and export ONNX (and
     INT8 calibrated on the photos). Returns the written paths."""
@@ -155,12 +169,18 @@ def train_and_export(
 
     paths, y = load_photos(data)
     net: DiseaseClassifier = create_classifier(model)  # type: ignore[assignment]
-    head = fit_head(view_features(net, paths), y, seed=seed)
+    head = fit_head(view_features(net, paths, preprocess=preprocess), y, seed=seed)
     with torch.no_grad():
         net.fc.weight.copy_(torch.from_numpy(head.coef_.astype(np.float32)))
         net.fc.bias.copy_(torch.from_numpy(head.intercept_.astype(np.float32)))
-    meta = {"classes": list(DISEASE_NAMES), "photos": len(y), "seed": seed, "head": "logistic regression C=0.5"}
+    meta = {
+        "classes": list(DISEASE_NAMES),
+        "photos": len(y),
+        "seed": seed,
+        "head": "class-balanced logistic regression C=0.5 on 6 views per photo",
+        "preprocess": preprocess,
+    }
     written = [export_disease_classifier(net.eval(), out, metadata=meta)]
     if int8:
-        written.append(quantize_int8(written[0], int8, [data], n=len(y)))
+        written.append(quantize_int8(written[0], int8, [data], n=len(y), preprocess=preprocess))
     return written

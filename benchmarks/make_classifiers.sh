@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Reproduce the shipped scalp classifiers (device/assets/default: severity, alopecia, disease +
+# classifiers.json) and their reports on a CPU. Steps resume (run folders keep last.pt and
+# feature caches). Real-data steps need ../shared/data (DATA=path to override).
+#   bash benchmarks/make_classifiers.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=.venv/bin/scalpedge
+DATA=${DATA:-../shared/data}
+R=benchmarks/reports
+A=device/assets/default
+MS=$DATA/scalp-microscope
+export OMP_NUM_THREADS=1
+
+# 1. Synthetic condition sets: training and held-out with AI-Hub level shares, a uniform set for
+#    the alopecia grader.
+[ -f data/cls/train/labels.jsonl ] || $S synth --conditions aihub --n 2400 --seed 100 --out data/cls/train --no-progress
+[ -f data/cls/heldout/labels.jsonl ] || $S synth --conditions aihub --n 800 --seed 200 --out data/cls/heldout --no-progress
+[ -f data/cls/alo_train/labels.jsonl ] || $S synth --conditions uniform --n 1000 --seed 300 --out data/cls/alo_train --no-progress
+
+# 2. Severity classifier, with and without inverse-frequency sampling (shared feature cache).
+for run in sev_invfreq sev_plain; do
+  flag=""; [ $run = sev_plain ] && flag="--no-inverse-freq"
+  $S train classifier --synth data/cls/train --real "$MS/train" --out runs/cls/$run --cache runs/cls/cache --steps 500 $flag
+  $S export classifier --checkpoint runs/cls/$run/final.pt --out runs/cls/$run/severity.onnx \
+    --int8 runs/cls/$run/severity.int8.onnx --calib "$MS/train" data/cls/train --calib-n 128
+done
+for run in sev_invfreq sev_plain; do
+  for v in severity severity.int8; do
+    $S eval synth-conditions --data data/cls/heldout --model runs/cls/$run/$v.onnx --out $R/cls_${run}_${v}_heldout.json --figures $R
+    $S eval conditions --data "$MS/valid" --model runs/cls/$run/$v.onnx --out $R/cls_${run}_${v}_microscope_valid.json
+  done
+done
+$S bench classifiers --models runs/cls/sev_invfreq/severity.onnx,runs/cls/sev_invfreq/severity.int8.onnx \
+  --threads 1,2 --out $R/cls_latency.json
+
+# 3. Alopecia grader on hair features measured by the shipped segmenter.
+$S train alopecia --data data/cls/alo_train --heldout data/cls/heldout --limit 500 --out runs/cls/alopecia
+
+# 4. Disease type: 5-fold CV with the paper's preprocessing and with a plain resize; export.
+for m in resize paper; do
+  $S eval diseases --data "$DATA/scalp-disease-photos" --folds 5 --preprocess $m --out $R/disease_cv_$m.json --figures $R
+done
+$S export disease --data "$DATA/scalp-disease-photos" --preprocess resize --out runs/cls/disease.onnx --int8 runs/cls/disease.int8.onnx
