@@ -42,3 +42,13 @@ for m in resize paper; do
   $S eval diseases --data "$DATA/scalp-disease-photos" --folds 5 --preprocess $m --out $R/disease_cv_$m.json --figures $R
 done
 $S export disease --data "$DATA/scalp-disease-photos" --preprocess resize --out runs/cls/disease.onnx --int8 runs/cls/disease.int8.onnx
+
+# 5. Cards for the bundle: stage the shipped files (INT8 severity and disease; the 13.5 MB FP32
+#    files are not shipped), write one model card per classifier, and pack them with the
+#    segmenter (see benchmarks/make_default_model.sh, EXTRA_CARDS).
+mkdir -p runs/cls_release
+cp runs/cls/sev_invfreq/severity.int8.onnx runs/cls/disease.int8.onnx runs/cls/alopecia/alopecia.onnx runs/cls_release/
+#    (classifiers.json in runs/cls_release lists those files; see `scalpedge export classifier-card`)
+.venv/bin/python -m export.classifier_cards runs/cls_release/classifiers.json
+# EXTRA_CARDS="runs/cls_release/conditions.card.json runs/cls_release/alopecia.card.json runs/cls_release/disease.card.json" \
+#   bash benchmarks/make_default_model.sh   (its release steps)

@@ -13,7 +13,6 @@ raise ``ClassifierInputError`` (a ValueError) naming what was expected.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ __all__ = [
     "hair_features",
     "softmax",
     "default_classifier_path",
-    "classifiers_manifest_path",
+    "BUNDLE_NAMES",
 ]
 
 _MEAN = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
@@ -266,28 +265,23 @@ class DiseaseClassifier:
         return max(probs, key=lambda k: probs[k]), probs
 
 
-def classifiers_manifest_path() -> Path:
-    """The shipped classifiers' manifest (``device/assets/default/classifiers.json``)."""
-    from device.assets import ASSETS
-
-    return ASSETS / "default" / "classifiers.json"
+# Names of the classifiers in the model bundle (see device.pipeline.MODEL_NAMES).
+BUNDLE_NAMES = {"severity": "conditions", "alopecia": "alopecia", "disease": "disease"}
 
 
 def default_classifier_path(kind: str, precision: str | None = None) -> Path:
-    """Shipped ONNX file of ``kind`` ("severity", "alopecia", "disease"); ``precision`` "fp32" or
-    "int8" (default: the manifest's ``default_precision`` of that model)."""
-    manifest_path = classifiers_manifest_path()
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no shipped classifiers manifest at {manifest_path}; pass --model")
-    models: dict[str, Any] = json.loads(manifest_path.read_text())["models"]
-    if kind not in models:
-        raise FileNotFoundError(f"{manifest_path} lists no {kind!r} model (has {sorted(models)})")
-    entry = models[kind]
-    files: dict[str, str] = entry["files"]
-    chosen = precision or entry.get("default_precision", "fp32")
-    if chosen not in files:
-        raise FileNotFoundError(f"{manifest_path}: {kind} has no {chosen} file (has {sorted(files)})")
-    path = manifest_path.parent / files[chosen]
-    if not path.is_file():
-        raise FileNotFoundError(f"shipped {kind} model missing at {path}")
-    return path
+    """The shipped ONNX file of ``kind`` ("severity", "alopecia", "disease") from the verified
+    default bundle; ``precision`` "fp32" or "int8" (default: the bundle's preferred variant for
+    ONNX Runtime). Raises FileNotFoundError when the bundle has no such model or precision."""
+    from device.assets import default_bundle_path
+    from device.bundle import Bundle, BundleError
+
+    if kind not in BUNDLE_NAMES:
+        raise ValueError(f"unknown classifier {kind!r}; choose from {sorted(BUNDLE_NAMES)}")
+    bundle = Bundle.open(default_bundle_path())
+    if BUNDLE_NAMES[kind] not in bundle.models:
+        raise FileNotFoundError(f"the shipped bundle has no {kind} model (has {bundle.models}); pass --model")
+    try:
+        return bundle.select(BUNDLE_NAMES[kind], "onnxruntime-cpu", precision or "auto").path
+    except BundleError as exc:
+        raise FileNotFoundError(str(exc)) from None

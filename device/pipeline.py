@@ -15,6 +15,7 @@ are empty), so a segmenter-only bundle still gives hair metrics.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 
 from device.analysis import FrameAnalysis, analyse_frame
 from device.backends import open_backend
-from device.bundle import Bundle
+from device.bundle import Bundle, BundleError
 from device.calibration_profile import OpticsProfile
 from device.constants import (
     DEFAULT_UM_PER_PX,
@@ -41,6 +42,8 @@ from device.quality import QualityReport, assess
 from device.segmentation import SegOutput
 
 __all__ = ["ScanPipeline", "LiveResult", "Diagnosis", "MODEL_NAMES"]
+
+log = logging.getLogger(__name__)
 
 # Bundle model names the pipeline looks for.
 MODEL_NAMES = {"segmenter": "segmenter", "conditions": "conditions", "alopecia": "alopecia"}
@@ -135,14 +138,29 @@ class ScanPipeline:
         self.segmenter = ModelSegmenter(load(MODEL_NAMES["segmenter"]), name="segmenter")
         self.severity: Any = None
         self.alopecia: Any = None
-        if MODEL_NAMES["conditions"] in bundle.models:
-            from device.classifiers import SeverityClassifier
 
-            self.severity = SeverityClassifier(load(MODEL_NAMES["conditions"]))
-        if MODEL_NAMES["alopecia"] in bundle.models:
-            from device.classifiers import AlopeciaGrader
+        def optional(name: str) -> Any:
+            """The backend of an optional model, or None (logged) when the bundle has no
+            variant of it for this backend (with TensorRT: falls back to ONNX Runtime)."""
+            if name not in bundle.models:
+                return None
+            try:
+                return load(name)
+            except BundleError as exc:
+                if backend == "onnxruntime":
+                    log.warning("%s skipped: %s", name, exc)
+                    return None
+            # No TensorRT variant (e.g. a tree ensemble): run its ONNX Runtime variant on the CPU.
+            variant = bundle.select(name, "onnxruntime-cpu")
+            self.variants[name] = f"{variant.path.name} ({variant.precision}, onnxruntime)"
+            return open_backend(variant.path, "onnxruntime", threads)
 
-            self.alopecia = AlopeciaGrader(load(MODEL_NAMES["alopecia"]))
+        from device.classifiers import AlopeciaGrader, SeverityClassifier
+
+        if (severity := optional(MODEL_NAMES["conditions"])) is not None:
+            self.severity = SeverityClassifier(severity)
+        if (alopecia := optional(MODEL_NAMES["alopecia"])) is not None:
+            self.alopecia = AlopeciaGrader(alopecia)
 
     def um_per_px(self, frame_width: int) -> float:
         """Micrometres per pixel of a frame ``frame_width`` wide (optics profile, else default)."""
