@@ -56,6 +56,8 @@ def _export(
 ) -> Path:
     import onnx
 
+    from export.trt_support import assert_tensorrt_compatible, fold_constants
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = wrapper.eval()
@@ -74,8 +76,10 @@ def _export(
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value)
     onnx.save(proto, str(path))
+    fold_constants(path)  # static shape arithmetic (TF "same" padding) -> constants TensorRT accepts
     onnx.checker.check_model(str(path), full_check=True)
     check_parity(wrapper, path, shape, input_name, atol)
+    assert_tensorrt_compatible(path, label=str(path))
     return path
 
 

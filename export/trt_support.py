@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TRT_OPS", "OPSET_RANGE", "Finding", "check_tensorrt_support", "assert_tensorrt_compatible"]
+__all__ = [
+    "TRT_OPS",
+    "OPSET_RANGE",
+    "Finding",
+    "check_tensorrt_support",
+    "assert_tensorrt_compatible",
+    "fold_constants",
+]
 
 OPSET_RANGE = (9, 20)
 
@@ -161,3 +168,29 @@ def assert_tensorrt_compatible(model: Any, label: str = "model") -> None:
         lines = "\n  ".join(str(f) for f in findings[:20])
         more = f"\n  ... and {len(findings) - 20} more" if len(findings) > 20 else ""
         raise ValueError(f"{label}: {len(findings)} TensorRT incompatibilities:\n  {lines}{more}")
+
+
+def fold_constants(path: str | Path) -> Path:
+    """Rewrite ``path`` in place with shape arithmetic on static shapes folded into constants
+    (ONNX Runtime's basic, standard-ops-only graph optimisation), keeping the graph's metadata.
+    Exporters turn TF-style "same" padding into Shape -> ... -> Pad chains; folded, the pads are
+    the constants TensorRT needs."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    original = onnx.load(str(path))
+    with tempfile.TemporaryDirectory(prefix="scalpedge-fold-") as tmp:
+        folded_path = Path(tmp) / "folded.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(folded_path)
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        folded = onnx.load(str(folded_path))
+    del folded.metadata_props[:]
+    folded.metadata_props.extend(original.metadata_props)
+    onnx.save(folded, str(path))
+    return path

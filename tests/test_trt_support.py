@@ -99,3 +99,36 @@ def test_slice_with_computed_axes_is_refused():
     assert ("sl", "input 3 ('a') is not a constant") in found
     assert ("a", "dtype 7 cannot be bound by TensorRT") in found
     onnx.checker.check_model(_model([node], [x, a], [y], inits))
+
+
+def test_fold_constants_turns_shape_derived_pads_into_constants(tmp_path):
+    # pads computed from the (static) input shape, as exporters write TF-style "same" padding
+    import onnxruntime as ort
+
+    from export.trt_support import fold_constants
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 10, 10])
+    base = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "base")
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Sub", ["shape", "shape"], ["zeros"], name="sub"),
+        helper.make_node("Concat", ["zeros", "zeros"], ["zeros8"], name="concat", axis=0),
+        helper.make_node("Add", ["zeros8", "base"], ["pads"], name="add"),
+        helper.make_node("Pad", ["x", "pads"], ["y"], name="pad"),
+    ]
+    model = _model(nodes, [x], [y], [base])
+    model.ir_version = 8  # what ONNX Runtime reads
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "seed", "7"
+    path = tmp_path / "pad.onnx"
+    onnx.save(model, str(path))
+    assert ("pad", "input 1 ('pads') is not a constant") in _messages(onnx.load(str(path)))
+    data = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": data})[0]
+    fold_constants(path)
+    folded = onnx.load(str(path))
+    assert check_tensorrt_support(folded) == []
+    assert {p.key: p.value for p in folded.metadata_props} == {"seed": "7"}
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": data})[0]
+    assert np.array_equal(before, after) and after.shape == (1, 3, 10, 10)
