@@ -1,0 +1,158 @@
+"""MQTT security with a real Mosquitto: per-device ACL with a password file, and TLS with
+client certificates from a CA made in the test. Split from test_mqtt_sync.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from mosquitto import Mosquitto
+from sync_device import sample_fields, sync_config, wait_for
+from test_mqtt_sync import _assert_exactly, _complete
+
+from device.config import SyncConfig
+from device.fleet import FleetConsumer
+from device.sync import DeviceSync
+
+
+def _mosquitto_passwd(path: Path, users: dict[str, str]) -> None:
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    for i, (user, password) in enumerate(users.items()):
+        subprocess.run([tool, *(["-c"] if i == 0 else []), "-b", str(path), user, password], check=True)
+
+
+def test_acl_device_cannot_publish_under_another_device(tmp_path: Path) -> None:
+    # Per-device credentials; the ACL lets a device write only below its own topic. The fleet
+    # user reads everything. scanner-a is then configured, wrongly, as scanner-b: the broker
+    # answers its PUBACKs with "Not authorized", so no row is marked delivered.
+    pw, acl = tmp_path / "passwd", tmp_path / "acl"
+    _mosquitto_passwd(pw, {"scanner-a": "pa", "scanner-b": "pb", "fleet": "pf"})
+    acl.write_text("user fleet\ntopic readwrite scalpedge/v1/#\n\npattern readwrite scalpedge/v1/test/%u/#\n")
+    broker = Mosquitto(tmp_path / "broker", extra=f"password_file {pw}\nacl_file {acl}")
+    broker.start()
+    base = sync_config(tmp_path, broker.port)
+    fleet = FleetConsumer(_with(base, username="fleet", password="pf").mqtt, base.fleet)
+    fleet.start()
+    honest = DeviceSync.from_config(_with(base, username="scanner-a", password="pa"), bundle_version="b1")
+    impostor = DeviceSync.from_config(
+        _with(base, device_id="scanner-b", username="scanner-a", password="pa"), bundle_version="b1"
+    )
+    wrong_pw = DeviceSync.from_config(
+        _with(base, device_id="scanner-c", username="scanner-a", password="nope"), bundle_version="b1"
+    )
+    try:
+        for sync in (honest, impostor, wrong_pw):
+            sync.start()
+            for i in range(5):
+                sync.submit(**sample_fields(i))
+        assert wait_for(lambda: _complete(fleet, 5), 15)  # the honest device's records arrive
+        assert wait_for(lambda: impostor.link.connects >= 1, 5)
+        time.sleep(1.0)
+        report = fleet.report()
+        assert set(report["devices"]) == {"scanner-a"}  # nothing under scanner-b's topics
+        st = impostor.outbox.stats()
+        assert st.delivered == 0 and st.pending + st.inflight == 5  # refused, kept for later
+        assert wrong_pw.link.connects == 0 and wrong_pw.outbox.stats().delivered == 0
+    finally:
+        for sync in (honest, impostor, wrong_pw):
+            sync.close()
+        fleet.stop()
+        broker.stop()
+
+
+def _with(cfg: SyncConfig, **mqtt: Any) -> SyncConfig:
+    import dataclasses
+
+    outbox = cfg.outbox
+    if "device_id" in mqtt:
+        outbox = dataclasses.replace(
+            outbox, path=str(Path(outbox.path).with_name(f"outbox-{mqtt['device_id']}.sqlite"))
+        )
+    return dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, **mqtt), outbox=outbox)
+
+
+def _make_pki(d: Path) -> dict[str, Path]:
+    """A self-signed CA, a server certificate for 127.0.0.1/localhost, two client certificates."""
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def cert(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: Any, ca: bool = False) -> Any:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            import ipaddress
+
+            san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    out: dict[str, Path] = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ScalpEdge test CA")])
+    ca_cert = cert("ScalpEdge test CA", ca_key, ca_name, ca_key, ca=True)
+    out["ca"] = d / "ca.pem"
+    out["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for name in ("server", "scanner-a", "fleet"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        out[f"{name}_cert"] = d / f"{name}.pem"
+        out[f"{name}_cert"].write_bytes(cert(name, key, ca_name, ca_key).public_bytes(serialization.Encoding.PEM))
+        out[f"{name}_key"] = d / f"{name}.key"
+        out[f"{name}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return out
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    # Mosquitto requires a client certificate signed by the test CA and takes the username
+    # from its CN. The device and the consumer present theirs; a device without one, and a
+    # device speaking plain TCP to the TLS port, never get a connection.
+    pki = _make_pki(tmp_path)
+    broker = Mosquitto(
+        tmp_path / "broker",
+        extra=(
+            f"cafile {pki['ca']}\ncertfile {pki['server_cert']}\nkeyfile {pki['server_key']}\n"
+            "require_certificate true\nuse_identity_as_username true\n"
+        ),
+    )
+    broker.start()
+    base = _with(sync_config(tmp_path, broker.port), tls_ca=str(pki["ca"]))
+    fleet = FleetConsumer(_with(base, tls_cert=str(pki["fleet_cert"]), tls_key=str(pki["fleet_key"])).mqtt, base.fleet)
+    device = DeviceSync.from_config(
+        _with(base, tls_cert=str(pki["scanner-a_cert"]), tls_key=str(pki["scanner-a_key"])), bundle_version="b1"
+    )
+    no_cert = DeviceSync.from_config(_with(base, device_id="scanner-x"), bundle_version="b1")
+    plain = DeviceSync.from_config(_with(base, device_id="scanner-y", tls_ca=""), bundle_version="b1")
+    try:
+        fleet.start()
+        for sync in (device, no_cert, plain):
+            sync.start()
+            for i in range(10):
+                sync.submit(**sample_fields(i))
+        assert wait_for(lambda: _complete(fleet, 10), 20)
+        _assert_exactly(fleet, 10)
+        assert device.outbox.stats().delivered == 10
+        assert no_cert.link.connects == 0 and plain.link.connects == 0
+        assert no_cert.outbox.stats().pending == 10 and plain.outbox.stats().pending == 10
+    finally:
+        for sync in (device, no_cert, plain):
+            sync.close()
+        fleet.stop()
+        broker.stop()
