@@ -55,6 +55,7 @@ __all__ = [
     "REF_DEC_MASK_INPUT",
     "REF_DEC_OUT_MASKS",
     "REF_DEC_OUT_IOU",
+    "REFINER_MASK_THRESHOLD",
 ]
 
 # Device camera frame, pixels (HxW). Every model input is this size.
@@ -134,3 +135,5 @@ REF_DEC_LABELS: Final = "point_labels"  # BxK float32: 1 hair, 0 scalp, -1 not a
 REF_DEC_MASK_INPUT: Final = "mask_input"  # 1x1x120x160 float32: coarse mask as logits (8 * (P(hair) - 0.5))
 REF_DEC_OUT_MASKS: Final = "low_res_masks"  # Bx1x240x320 float32 logits (8x the embedding grid; SAM: 4x)
 REF_DEC_OUT_IOU: Final = "iou_predictions"  # Bx1 float32, predicted IoU of each group's mask
+# M_AP = decoder P(hair) >= this; maximises M's Dice on data/val3 (`scalpedge eval refiner --tune data/val3`).
+REFINER_MASK_THRESHOLD: Final = 0.05

@@ -27,6 +27,7 @@ from device.constants import (
     REF_DEC_OUT_MASKS,
     REF_ENC_INPUT,
     REF_ENC_OUT,
+    REFINER_MASK_THRESHOLD,
 )
 from device.preprocess import to_network_input
 from device.prompts import PromptGroups
@@ -47,7 +48,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RefineOutput:
-    """prob: HxW float32 P(hair) of M_AP (the union of the groups' masks; zeros without groups);
+    """prob: HxW float32 of M_AP, the union of the groups' masks, calibrated so that M_AP = prob >= 0.5
+    (the decoder's own P(hair) >= the refiner's ``threshold``); zeros without groups;
     groups: G; calls: decoder calls made; timings_ms: decoder and upscale wall times."""
 
     prob: np.ndarray
@@ -59,12 +61,16 @@ class RefineOutput:
 class PromptRefiner:
     """Encoder (``REF_ENC_INPUT`` -> ``REF_ENC_OUT``) and decoder (``REF_DEC_*``) backends."""
 
-    def __init__(self, encoder: Backend, decoder: Backend) -> None:
+    def __init__(self, encoder: Backend, decoder: Backend, threshold: float = REFINER_MASK_THRESHOLD) -> None:
         for backend, names in ((encoder, (REF_ENC_INPUT,)), (decoder, (REF_DEC_EMBED, REF_DEC_COORDS))):
             missing = [n for n in names if n not in backend.input_shapes]
             if missing:
                 raise ValueError(f"refiner graph lacks inputs {missing} (has {sorted(backend.input_shapes)})")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), not {threshold}")
         self.encoder, self.decoder = encoder, decoder
+        # M_AP = P >= threshold; shifting the logits by logit(threshold) puts that at 0.5.
+        self.logit_shift = float(np.log(threshold / (1.0 - threshold)))
         _, _, self.height, self.width = encoder.input_shapes[REF_ENC_INPUT]
         self.batch, self.k, _ = decoder.input_shapes[REF_DEC_COORDS]
         self.mask_size = tuple(decoder.input_shapes[REF_DEC_MASK_INPUT][2:])
@@ -75,9 +81,14 @@ class PromptRefiner:
 
     @classmethod
     def from_onnx(
-        cls, encoder_path: str | Path, decoder_path: str | Path, threads: int = 2, kind: str = "onnxruntime"
+        cls,
+        encoder_path: str | Path,
+        decoder_path: str | Path,
+        threads: int = 2,
+        kind: str = "onnxruntime",
+        threshold: float = REFINER_MASK_THRESHOLD,
     ) -> PromptRefiner:
-        return cls(open_backend(encoder_path, kind, threads), open_backend(decoder_path, kind, threads))
+        return cls(open_backend(encoder_path, kind, threads), open_backend(decoder_path, kind, threads), threshold)
 
     def set_image(self, frame_bgr: np.ndarray, coarse_prob: np.ndarray) -> None:
         """frame_bgr: HxWx3 uint8 BGR; coarse_prob: HxW float32 P(hair) of M^ (same HxW).
@@ -123,7 +134,8 @@ class PromptRefiner:
         if len(low) == 0:
             prob = np.zeros((h, w), np.float32)
         else:
-            prob = _sigmoid(cv2.resize(low.max(axis=0), (w, h), interpolation=cv2.INTER_LINEAR))
+            up = cv2.resize(low.max(axis=0), (w, h), interpolation=cv2.INTER_LINEAR)
+            prob = _sigmoid(up - np.float32(self.logit_shift))
         t_up = (time.perf_counter() - t) * 1000
         calls = -(-groups.count // self.batch)
         return RefineOutput(prob, groups.count, calls, {"decoder_ms": t_dec, "upscale_ms": t_up})

@@ -38,6 +38,7 @@ def release_refiner(
         REF_DEC_OUT_MASKS,
         REF_ENC_OUT,
         REFINER_GROUPS_PER_CALL,
+        REFINER_MASK_THRESHOLD,
     )
     from export.refiner_export import ATOL, export_refiner
     from export.release import git_commit
@@ -92,7 +93,7 @@ def release_refiner(
                     "prompts": "device.prompts.auto_prompts",
                     "mask_input": "device.refiner.mask_prompt of the student's P(hair)",
                 },
-                "thresholds": {"mask": MASK_THRESHOLD},
+                "thresholds": {"refined_mask": REFINER_MASK_THRESHOLD, "coarse_mask": MASK_THRESHOLD},
                 "outputs": [REF_DEC_OUT_MASKS, REF_DEC_OUT_IOU],
                 "gflop_per_group": round(flops["refiner_decoder_per_group"], 3),
             },

@@ -114,12 +114,18 @@ def add_eval(esub: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", help="synthetic set with images/, masks/, truth.jsonl (e.g. data/heldout)")
     p.add_argument("--counts", help="VOC-box count set (e.g. /work/shared/data/follicle-counts/val)")
     p.add_argument("--out", required=True, help="JSON report")
-    p.add_argument("--figure", help="PNG of the Figure-3-style grid")
+    p.add_argument("--figure", help="PNG of the Figure-3-style grid on the first --synthetic frames")
+    p.add_argument(
+        "--figure-counts", help="PNG of the same grid on the first --counts frames (real data: keep out of git)"
+    )
+    p.add_argument("--figure-only", action="store_true", help="write the figures, skip the ablation")
     p.add_argument("--model", help="coarse segmenter (default: the shipped student)")
     p.add_argument("--refiner", help=f"folder with {ENCODER_FILE} and {DECODER_FILE}")
     p.add_argument("--limit", type=int)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--um-per-px", type=float, default=None)
+    p.add_argument("--threshold", type=float, help="M_AP threshold on the decoder's P(hair) (default: constants)")
+    p.add_argument("--tune", help="validation set: choose the M_AP threshold there first (report only)")
     p.set_defaults(func=_run_eval)
 
 
@@ -136,26 +142,34 @@ def _run_eval(args: argparse.Namespace) -> int:
     folder = find_refiner(args.refiner)
     if folder is None:
         raise FileNotFoundError("no refiner: pass --refiner DIR")
+    from device.constants import REFINER_MASK_THRESHOLD
+    from server_train.evaluation.refiner_eval import tune_refined_threshold
+
     student = load_segmenter(args.model, args.threads)
-    refiner = PromptRefiner.from_onnx(folder / ENCODER_FILE, folder / DECODER_FILE, threads=args.threads)
-    report: dict[str, Any] = {"refiner": str(folder), "student": getattr(student, "name", "")}
-    if args.synthetic:
+    threshold = args.threshold if args.threshold is not None else REFINER_MASK_THRESHOLD
+    refiner = PromptRefiner.from_onnx(folder / ENCODER_FILE, folder / DECODER_FILE, args.threads, threshold=threshold)
+    report: dict[str, Any] = {"refiner": str(folder), "student": getattr(student, "name", ""), "threshold": threshold}
+    if args.tune:
+        report["tuning"] = tune_refined_threshold(student, refiner, args.tune, limit=args.limit)
+        print(json.dumps(report["tuning"]["best"]))
+    if args.synthetic and not args.figure_only:
         report["synthetic"] = ablation_synthetic(student, refiner, args.synthetic, args.limit)
-    if args.counts:
+    if args.counts and not args.figure_only:
         um = args.um_per_px if args.um_per_px is not None else TRICHOSCOPY_UM_PER_PX
         report["counts"] = ablation_counts(student, refiner, args.counts, um, args.limit)
-    _write(args.out, report)
-    if args.figure:
+    if not args.figure_only:
+        _write(args.out, report)
+    if args.figure and args.synthetic:
+        root = Path(args.synthetic)
         rows = []
-        if args.synthetic:
-            root = Path(args.synthetic)
-            for stem in sorted(p.stem for p in (root / "images").glob("*.png"))[:4]:
-                gt = cv2.imread(str(root / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 127
-                rows.append((read_frame(root / "images" / f"{stem}.png"), gt))
-        if args.counts:
-            for path in sorted((Path(args.counts) / "images").glob("*.jpg"))[:3]:
-                rows.append((prepare_frame(read_frame(path)[TEXT_BAR_PX:]), None))
+        for stem in sorted(p.stem for p in (root / "images").glob("*.png"))[:4]:
+            gt = cv2.imread(str(root / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 127
+            rows.append((read_frame(root / "images" / f"{stem}.png"), gt))
         print(f"wrote {figure(student, refiner, rows, args.figure)}")
+    if args.figure_counts and args.counts:
+        paths = sorted((Path(args.counts) / "images").glob("*.jpg"))[:3]
+        real = [(prepare_frame(read_frame(path)[TEXT_BAR_PX:]), None) for path in paths]
+        print(f"wrote {figure(student, refiner, real, args.figure_counts)}")
     return 0
 
 

@@ -169,3 +169,34 @@ def test_fold_constant_inputs_on_a_small_graph() -> None:
     pads = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}["pads"]
     np.testing.assert_array_equal(pads, [0, 0, 0, 0, 0, 0, 1, 1])
     assert check_tensorrt_support(model) == []
+
+
+def test_cli_stages_and_ablation(exported: tuple, tmp_path) -> None:
+    """``eval seg --stage`` and ``eval refiner`` end to end (tiny refiner, classical coarse mask)."""
+    import json
+    import shutil
+
+    from device.cli import main
+    from server_train.synth import SynthConfig, write_dataset
+
+    _, report = exported
+    folder = tmp_path / "refiner"
+    folder.mkdir()
+    for key in ("encoder", "decoder"):
+        shutil.copy(report[key], folder / report[key].name)
+    data = tmp_path / "synth"
+    write_dataset(data, n=2, seed=3, config=SynthConfig(), progress=False)
+    dice = {}
+    for stage in ("coarse", "refined", "fused"):
+        out = tmp_path / f"{stage}.json"
+        args = ["eval", "seg", "--data", str(data), "--out", str(out), "--model", "blackhat_otsu", "--threads", "1"]
+        assert main([*args, "--stage", stage, "--refiner", str(folder)]) == 0
+        dice[stage] = json.loads(out.read_text())["dice"]
+    assert len(set(dice.values())) > 1  # the stages really differ
+    out = tmp_path / "ablation.json"
+    args = ["eval", "refiner", "--synthetic", str(data), "--refiner", str(folder), "--model", "blackhat_otsu"]
+    assert main([*args, "--out", str(out), "--figure", str(tmp_path / "fig.png"), "--threads", "1"]) == 0
+    ablation = json.loads(out.read_text())["synthetic"]
+    assert ablation["frames"] == 2 and ablation["coarse"]["dice"] == pytest.approx(dice["coarse"])
+    assert ablation["fused_auto"]["dice"] == pytest.approx(dice["fused"], abs=1e-9)
+    assert (tmp_path / "fig.png").stat().st_size > 0
