@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k.set_defaults(func=_run_keygen)
     b = bsub.add_parser("build", help="pack model cards into a signed bundle folder")
     b.add_argument("dir", help="output folder (absent or empty)")
-    b.add_argument("--card", nargs="+", required=True, help="model card JSON files")
+    b.add_argument("--card", nargs="+", action="extend", required=True, help="model card JSON files (repeatable)")
     b.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
     b.add_argument("--version", help="bundle version (default: UTC date and time)")
     b.set_defaults(func=_run_build)
