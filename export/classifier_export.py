@@ -56,6 +56,7 @@ def _export(
 ) -> Path:
     import onnx
 
+    from export.onnx_export import write_metadata
     from export.trt_support import assert_tensorrt_compatible, fold_constants
 
     path = Path(path)
@@ -70,12 +71,7 @@ def _export(
         opset_version=OPSET,
         dynamo=False,
     )
-    proto = onnx.load(str(path))
-    for key, value in (metadata or {}).items():
-        entry = proto.metadata_props.add()
-        entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value)
-    onnx.save(proto, str(path))
+    write_metadata(path, metadata or {})
     fold_constants(path)  # static shape arithmetic (TF "same" padding) -> constants TensorRT accepts
     onnx.checker.check_model(str(path), full_check=True)
     check_parity(wrapper, path, shape, input_name, atol)

@@ -18,7 +18,7 @@ from torch import nn
 
 from device.constants import FRAME_HEIGHT, FRAME_WIDTH, INSTANCE_OUTPUTS, SEG_INPUT, SEG_OUT_MASK
 
-__all__ = ["ExportedSegmenter", "export_segmenter", "check_parity"]
+__all__ = ["ExportedSegmenter", "export_segmenter", "check_parity", "write_metadata"]
 
 OPSET = 17
 
@@ -66,12 +66,7 @@ def export_segmenter(
         opset_version=OPSET,
         dynamo=False,
     )
-    proto = onnx.load(str(path))
-    for key, value in (metadata or {}).items():
-        entry = proto.metadata_props.add()
-        entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value)
-    onnx.save(proto, str(path))
+    write_metadata(path, metadata or {})
     if check:
         from export.trt_support import assert_tensorrt_compatible
 
@@ -79,6 +74,18 @@ def export_segmenter(
         check_parity(wrapper, path, height, width)
         assert_tensorrt_compatible(path, label=str(path))
     return path
+
+
+def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
+    """Add ``metadata`` to the ONNX file's ``metadata_props`` (non-string values JSON-encoded)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, str(path))
 
 
 def check_parity(wrapper: nn.Module, path: Path, height: int, width: int, atol: float = 1e-3, seed: int = 0) -> float:
