@@ -113,9 +113,10 @@ def disease_preprocess(image_bgr: np.ndarray, size: int = DISEASE_SIZE, mode: st
     return cv2.addWeighted(img, 1.5, blur, -0.5, 0)
 
 
-def prepare_disease_input(image_bgr: np.ndarray, mode: str = "paper") -> np.ndarray:
-    """Clinical photo (HxWx3 uint8 BGR, any size) -> 1x3xDISEASE_SIZExDISEASE_SIZE float32."""
-    return _normalise(disease_preprocess(image_bgr, mode=mode)[:, :, ::-1])
+def prepare_disease_input(image_bgr: np.ndarray, mode: str = "paper", size: int = DISEASE_SIZE) -> np.ndarray:
+    """Clinical photo (HxWx3 uint8 BGR, any size) -> 1x3x``size``x``size`` float32 (``size`` is
+    the graph's input side: DISEASE_SIZE times its tile grid)."""
+    return _normalise(disease_preprocess(image_bgr, size, mode=mode)[:, :, ::-1])
 
 
 def hair_features(metrics: HairMetrics) -> np.ndarray:
@@ -241,11 +242,16 @@ class AlopeciaGrader:
 
 
 class DiseaseClassifier:
-    """Disease-type graph: input ``DISEASE_INPUT`` 1x3xSxS float32, output ``DISEASE_OUT_LOGITS`` 1x3.
+    """Disease-type graph: input ``DISEASE_INPUT`` 1x3xSxS float32 (S is read from the graph: a
+    multiple of DISEASE_SIZE when it tiles the photo), output ``DISEASE_OUT_LOGITS`` 1x3.
     The preprocessing mode is the graph's ``preprocess`` metadata ("paper" when absent)."""
 
     def __init__(self, backend: Backend) -> None:
         self.model = _Model(backend, DISEASE_INPUT, (DISEASE_OUT_LOGITS,), "disease classifier")
+        shape = self.model.input_shape
+        if len(shape) != 4 or shape[:2] != (1, 3) or shape[2] != shape[3] or shape[2] % DISEASE_SIZE:
+            raise ValueError(f"disease classifier: graph input {shape} is not 1x3xSxS, S a multiple of {DISEASE_SIZE}")
+        self.size = int(shape[2])
         meta: dict[str, str] = getattr(backend, "metadata", {})
         self.preprocess = meta.get("preprocess", "paper")
         if self.preprocess not in DISEASE_PREPROCESSING:
@@ -261,7 +267,7 @@ class DiseaseClassifier:
 
     def predict(self, image_bgr: np.ndarray) -> tuple[str, dict[str, float]]:
         """Photo (HxWx3 uint8 BGR) -> (disease name, probabilities by name)."""
-        probs = self.predict_tensor(prepare_disease_input(image_bgr, self.preprocess))
+        probs = self.predict_tensor(prepare_disease_input(image_bgr, self.preprocess, self.size))
         return max(probs, key=lambda k: probs[k]), probs
 
 

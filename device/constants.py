@@ -39,6 +39,7 @@ __all__ = [
     "ALOPECIA_OUT_PROBS",
     "ALOPECIA_FEATURES",
     "DISEASE_SIZE",
+    "DISEASE_TILES",
     "DISEASE_INPUT",
     "DISEASE_OUT_LOGITS",
     "DISEASE_NAMES",
@@ -116,8 +117,9 @@ ALOPECIA_FEATURES: Final = (
 )
 
 # Disease-type classifier (clinical photos, square input after the paper's preprocessing).
-DISEASE_SIZE: Final = 224
-DISEASE_INPUT: Final = "disease_image"  # 1x3xDISEASE_SIZExDISEASE_SIZE float32, CLS_PIXEL_MEAN/STD normalised
+DISEASE_SIZE: Final = 224  # side of one backbone tile, px
+DISEASE_TILES: Final = 3  # default grid: the photo is resized to (3 * 224)^2 and cut into 3 x 3 tiles
+DISEASE_INPUT: Final = "disease_image"  # 1x3xSxS float32 (S = tiles * DISEASE_SIZE), CLS_PIXEL_MEAN/STD normalised
 DISEASE_OUT_LOGITS: Final = "disease_logits"  # 1x3 float32 over DISEASE_NAMES
 DISEASE_NAMES: Final = ("alopecia", "psoriasis", "folliculitis")
 

@@ -28,9 +28,10 @@ from typing import Any
 
 from device.bundle import BUNDLE_SCHEMA, MANIFEST_NAME, SIGNATURE_NAME, TARGETS, BundleError, key_id, sha256_file
 
-__all__ = ["generate_key", "load_private_key", "graph_io", "build_bundle", "sign_bundle"]
+__all__ = ["generate_key", "load_private_key", "graph_io", "build_bundle", "sign_bundle", "unpack_bundle"]
 
 CARD_KEYS = ("name", "variants")
+_BUILT_VARIANT_KEYS = ("sha256", "bytes", "inputs", "outputs")  # added by build_bundle, not part of a card
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
 
 
@@ -169,3 +170,31 @@ def sign_bundle(bundle_dir: str | Path, private_key: Any) -> Path:
     path = bundle_dir / SIGNATURE_NAME
     path.write_text(json.dumps(sig, indent=2) + "\n")
     return path
+
+
+def unpack_bundle(
+    bundle_dir: str | Path, out_dir: str | Path, trusted_keys: list[str | Path] | None = None
+) -> list[Path]:
+    """Verify a bundle, then write one model card per model (``<name>.card.json``) and copy its
+    files into ``out_dir`` (absent or empty). ``build_bundle`` on those cards rebuilds the same
+    models: replace one card to update a single model, or re-sign with a rotated key. Returns the
+    card paths."""
+    from device.bundle import Bundle
+
+    bundle = Bundle.open(bundle_dir, trusted_keys=trusted_keys or ())
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; unpack into a fresh folder")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((bundle.root / MANIFEST_NAME).read_text())
+    cards = []
+    for name, entry in manifest["models"].items():
+        variants = []
+        for v in entry["variants"]:
+            shutil.copyfile(bundle.root / v["file"], out / v["file"])
+            variants.append({k: val for k, val in v.items() if k not in _BUILT_VARIANT_KEYS})
+        card = {"name": name, **{k: val for k, val in entry.items() if k != "variants"}, "variants": variants}
+        path = out / f"{name}.card.json"
+        path.write_text(json.dumps(card, indent=2) + "\n")
+        cards.append(path)
+    return cards

@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--card", nargs="+", action="extend", required=True, help="model card JSON files (repeatable)")
     b.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
     b.add_argument("--version", help="bundle version (default: UTC date and time)")
+    u = bsub.add_parser("unpack", help="verify a bundle and write its model cards and files (to update or re-sign)")
+    u.add_argument("dir", help="bundle folder")
+    u.add_argument("out", help="output folder (absent or empty)")
+    u.add_argument("--trust", nargs="*", default=[], help="extra trusted public keys (PEM files or folders)")
+    u.set_defaults(func=_run_unpack)
     b.set_defaults(func=_run_build)
     for name, helptext, func in (
         ("verify", "check signature and every file hash; exit 1 on any mismatch", _run_verify),
@@ -56,6 +61,20 @@ def _run_build(args: argparse.Namespace) -> int:
         args.dir, args.card, args.key, version=args.version, provenance={"git_commit": git_commit(), "command": command}
     )
     print(f"wrote {path}")
+    return 0
+
+
+def _run_unpack(args: argparse.Namespace) -> int:
+    from device.bundle import BundleError
+    from export.bundle import unpack_bundle
+
+    try:
+        cards = unpack_bundle(args.dir, args.out, trusted_keys=args.trust)
+    except BundleError as exc:
+        print(f"REFUSED: {exc}", file=sys.stderr)
+        return 1
+    for card in cards:
+        print(f"wrote {card}")
     return 0
 
 

@@ -117,8 +117,10 @@ def export_condition_classifier(
 def export_disease_classifier(
     model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None, atol: float = 1e-3
 ) -> Path:
-    """Disease classifier -> ONNX: input ``DISEASE_INPUT`` 1x3xSxS, output ``DISEASE_OUT_LOGITS`` 1x3."""
-    shape = (1, 3, DISEASE_SIZE, DISEASE_SIZE)
+    """Disease classifier -> ONNX: input ``DISEASE_INPUT`` 1x3xSxS (S = DISEASE_SIZE times the
+    model's tile grid), output ``DISEASE_OUT_LOGITS`` 1x3."""
+    side = DISEASE_SIZE * int(getattr(model, "tiles", 1))
+    shape = (1, 3, side, side)
     return _export(model, shape, path, DISEASE_INPUT, [DISEASE_OUT_LOGITS], metadata, atol)
 
 
@@ -172,8 +174,14 @@ def quantize_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32, out = Path(fp32), Path(out)
-    name = input_name or onnx.load(str(fp32)).graph.input[0].name
-    prepare = (lambda im: prepare_disease_input(im, preprocess)) if name == DISEASE_INPUT else prepare_condition_input
+    graph_input = onnx.load(str(fp32)).graph.input[0]
+    name = input_name or graph_input.name
+    side = graph_input.type.tensor_type.shape.dim[-1].dim_value
+
+    def prepare_disease(im: np.ndarray) -> np.ndarray:
+        return prepare_disease_input(im, preprocess, side)
+
+    prepare = prepare_disease if name == DISEASE_INPUT else prepare_condition_input
     paths = calibration_frames(calib, n)
     if not paths:
         raise FileNotFoundError(f"no calibration frames in {list(calib)}")

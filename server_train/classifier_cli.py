@@ -99,6 +99,7 @@ def add_eval(esub: argparse._SubParsersAction) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--figures", help="folder for the confusion-matrix PNG")
     d.add_argument("--preprocess", choices=("paper", "resize"), default="paper", help="paper's preprocessing or resize")
+    d.add_argument("--model", default="disease_lite0_tiles", help="registry name (disease_lite0: one 224 px view)")
     d.set_defaults(func=_run_eval_diseases)
 
 
@@ -124,7 +125,7 @@ def _run_eval_diseases(args: argparse.Namespace) -> int:
     from server_train.training.disease_train import cross_validate
 
     report = cross_validate(
-        args.data, folds=args.folds, seed=args.seed, figures=args.figures, preprocess=args.preprocess
+        args.data, folds=args.folds, seed=args.seed, figures=args.figures, model=args.model, preprocess=args.preprocess
     )
     _write_json(args.out, report)
     _summary(report)
@@ -145,6 +146,7 @@ def add_export(esub: argparse._SubParsersAction) -> None:
     d.add_argument("--int8", help="also write an INT8 model here (calibrated on the photos)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--preprocess", choices=("paper", "resize"), default="paper")
+    d.add_argument("--model", default="disease_lite0_tiles", help="registry name (disease_lite0: one 224 px view)")
     d.set_defaults(func=_run_export_disease)
     m = esub.add_parser("classifier-card", help="record a shipped classifier in DIR/classifiers.json (provenance)")
     m.add_argument("--dir", default="device/assets/default")
@@ -173,7 +175,10 @@ def _run_export_classifier(args: argparse.Namespace) -> int:
 def _run_export_disease(args: argparse.Namespace) -> int:
     from server_train.training.disease_train import train_and_export
 
-    for p in train_and_export(args.data, args.out, int8=args.int8, seed=args.seed, preprocess=args.preprocess):
+    written = train_and_export(
+        args.data, args.out, int8=args.int8, seed=args.seed, model=args.model, preprocess=args.preprocess
+    )
+    for p in written:
         print(f"wrote {p}")
     return 0
 

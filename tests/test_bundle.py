@@ -163,3 +163,26 @@ def test_segment_refuses_a_tampered_bundle_and_runs_a_good_one(tmp_path: Path, c
     err = capsys.readouterr().err
     assert "model bundle REFUSED" in err and "segmenter.onnx: sha256" in err
     assert not (tmp_path / "no" / "metrics.json").exists()
+
+
+def test_unpack_then_rebuild_with_a_rotated_key_keeps_the_models(bundle_dir: Path, keys, tmp_path: Path) -> None:
+    unpacked = tmp_path / "unpacked"
+    assert main(["bundle", "unpack", str(bundle_dir), str(unpacked), "--trust", str(keys[1])]) == 0
+    cards = sorted(unpacked.glob("*.card.json"))
+    assert [c.name for c in cards] == ["segmenter.card.json"]
+    new_private, new_public = tmp_path / "k2" / "new.pem", tmp_path / "t2" / "new.pem"
+    generate_key(new_private, new_public)
+    rebuilt = tmp_path / "rebuilt"
+    build_bundle(rebuilt, cards, new_private, version="test-2")
+    old = Bundle.open(bundle_dir, trusted_keys=[keys[1]])
+    new = Bundle.open(rebuilt, trusted_keys=[new_public])
+    assert new.version == "test-2" and new.models == old.models
+    assert (
+        json.loads((rebuilt / "manifest.json").read_text())["models"]
+        == json.loads((bundle_dir / "manifest.json").read_text())["models"]
+    )
+    with pytest.raises(BundleError):  # the old key does not vouch for the re-signed bundle
+        Bundle.open(rebuilt, trusted_keys=[keys[1]])
+    # an untrusted source bundle is refused, and nothing is written
+    assert main(["bundle", "unpack", str(bundle_dir), str(tmp_path / "u2")]) == 1
+    assert not (tmp_path / "u2").exists()

