@@ -3,6 +3,8 @@
 M^ is the student's coarse mask (robust to dandruff, soft edges), M_AP the union of the prompt
 refiner's masks over the automatic prompt groups (crisp, but only where prompted). The AND of
 two probability maps at one threshold is their pixelwise minimum: min(p, q) >= t iff both are.
+M^ may enter the AND at its own threshold (``FUSION_COARSE_THRESHOLD``): its probabilities are
+recalibrated so that P(hair) >= that threshold maps to >= 0.5.
 
 ``RefinedSegmenter`` satisfies ``device.segmentation.Segmenter`` at any stage, so evaluation,
 hair metrics and the device pipeline use it like the student alone:
@@ -21,12 +23,12 @@ import time
 
 import numpy as np
 
-from device.constants import MASK_THRESHOLD
+from device.constants import FUSION_COARSE_THRESHOLD, MASK_THRESHOLD
 from device.prompts import PROMPT_KINDS, PromptConfig, PromptGroups, auto_prompts, random_prompts
 from device.refiner import PromptRefiner
 from device.segmentation import Segmenter, SegOutput
 
-__all__ = ["fuse", "fuse_prob", "RefinedSegmenter", "STAGES"]
+__all__ = ["fuse", "fuse_prob", "recalibrate", "RefinedSegmenter", "STAGES"]
 
 STAGES = ("coarse", "refined", "fused")
 
@@ -38,11 +40,30 @@ def fuse(coarse: np.ndarray, refined: np.ndarray) -> np.ndarray:
     return np.logical_and(coarse, refined)
 
 
-def fuse_prob(coarse_prob: np.ndarray, refined_prob: np.ndarray) -> np.ndarray:
-    """HxW float32 probabilities whose threshold gives ``fuse`` of the thresholded inputs."""
+def recalibrate(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """HxW probabilities -> HxW float32 with ``prob >= threshold`` exactly where the result is
+    >= 0.5 (a shift of the logit by logit(threshold)); ``threshold`` 0.5 returns ``prob``."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    p = np.asarray(prob, np.float32)
+    if threshold == 0.5:
+        return p
+    eps = np.float32(1e-6)
+    q = np.clip(p, eps, 1 - eps)
+    shift = np.float32(np.log(threshold / (1.0 - threshold)))
+    out = (1.0 / (1.0 + np.exp(-(np.log(q / (1 - q)) - shift)))).astype(np.float32)
+    below_half = np.nextafter(np.float32(0.5), np.float32(0))
+    return np.where(p >= threshold, np.maximum(out, np.float32(0.5)), np.minimum(out, below_half))
+
+
+def fuse_prob(
+    coarse_prob: np.ndarray, refined_prob: np.ndarray, coarse_threshold: float = MASK_THRESHOLD
+) -> np.ndarray:
+    """HxW float32 probabilities whose 0.5 threshold gives ``fuse`` of M^ (``coarse_prob`` >=
+    ``coarse_threshold``) and M_AP (``refined_prob`` >= 0.5)."""
     if coarse_prob.shape != refined_prob.shape:
         raise ValueError(f"map shapes differ: {coarse_prob.shape} vs {refined_prob.shape}")
-    return np.minimum(coarse_prob, refined_prob).astype(np.float32)
+    return np.minimum(recalibrate(coarse_prob, coarse_threshold), refined_prob).astype(np.float32)
 
 
 class RefinedSegmenter:
@@ -61,6 +82,7 @@ class RefinedSegmenter:
         config: PromptConfig | None = None,
         threshold: float = MASK_THRESHOLD,
         seed: int = 0,
+        coarse_threshold: float = FUSION_COARSE_THRESHOLD,
     ) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
@@ -71,7 +93,7 @@ class RefinedSegmenter:
         self.config = config or PromptConfig(group_size=refiner.k)
         if self.config.group_size != refiner.k:
             raise ValueError(f"prompt groups of {self.config.group_size} points; the decoder takes {refiner.k}")
-        self.threshold, self.seed = threshold, seed
+        self.threshold, self.seed, self.coarse_threshold = threshold, seed, coarse_threshold
         self.name = f"{getattr(student, 'name', 'student')}+refiner[{stage},{prompts}]"
         self.last_timings_ms: dict[str, float] = {}
         self.last_groups: PromptGroups | None = None
@@ -106,7 +128,7 @@ class RefinedSegmenter:
         timings["groups"] = float(groups.count)
         timings["decoder_calls"] = float(-(-groups.count // self.refiner.batch))
         t = time.perf_counter()
-        prob = refined if self.stage == "refined" else fuse_prob(coarse.prob, refined)
+        prob = refined if self.stage == "refined" else fuse_prob(coarse.prob, refined, self.coarse_threshold)
         timings["fusion_ms"] = (time.perf_counter() - t) * 1000
         self.last_timings_ms = timings
         return SegOutput(prob=prob, centre=coarse.centre, lines=coarse.lines)

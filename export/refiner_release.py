@@ -29,6 +29,7 @@ def release_refiner(
     from device.constants import (
         FRAME_HEIGHT,
         FRAME_WIDTH,
+        FUSION_COARSE_THRESHOLD,
         MASK_THRESHOLD,
         PIXEL_MEAN,
         PIXEL_STD,
@@ -93,7 +94,11 @@ def release_refiner(
                     "prompts": "device.prompts.auto_prompts",
                     "mask_input": "device.refiner.mask_prompt of the student's P(hair)",
                 },
-                "thresholds": {"refined_mask": REFINER_MASK_THRESHOLD, "coarse_mask": MASK_THRESHOLD},
+                "thresholds": {
+                    "refined_mask": REFINER_MASK_THRESHOLD,
+                    "coarse_mask": MASK_THRESHOLD,
+                    "fusion_coarse_mask": FUSION_COARSE_THRESHOLD,
+                },
                 "outputs": [REF_DEC_OUT_MASKS, REF_DEC_OUT_IOU],
                 "gflop_per_group": round(flops["refiner_decoder_per_group"], 3),
             },

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from device.classical import BASELINES
 from device.constants import PROMPT_GROUP_SIZE
-from device.fusion import RefinedSegmenter, fuse, fuse_prob
+from device.fusion import RefinedSegmenter, fuse, fuse_prob, recalibrate
 from device.prompts import PromptConfig, auto_prompts
 from device.refiner import PromptRefiner
 from export.refiner_export import ATOL, ExportedRefinerDecoder, decoder_example, export_refiner, fold_constant_inputs
@@ -137,8 +137,9 @@ def test_fusion_is_and_at_every_stage(exported: tuple) -> None:
         seg = RefinedSegmenter(base, refiner, stage=stage, config=PromptConfig(group_size=K, negatives=2))
         outs[stage] = seg.segment(frame)
     np.testing.assert_array_equal(outs["coarse"].prob, coarse.prob)
-    np.testing.assert_array_equal(outs["fused"].mask(), fuse(coarse.mask(), outs["refined"].mask()))
-    assert (outs["fused"].prob <= coarse.prob).all()
+    m_hat = coarse.prob >= seg.coarse_threshold  # M^ as it enters the AND
+    np.testing.assert_array_equal(outs["fused"].mask(), fuse(m_hat, outs["refined"].mask()))
+    assert not (outs["fused"].mask() & ~m_hat).any()
     assert seg.last_timings_ms["groups"] >= 1 and "encoder_ms" in seg.last_timings_ms
     blank = np.full((480, 640, 3), 180, np.uint8)  # nothing to prompt: M_AP and M are empty
     empty = RefinedSegmenter(base, refiner, config=PromptConfig(group_size=K)).segment(blank)
@@ -147,6 +148,21 @@ def test_fusion_is_and_at_every_stage(exported: tuple) -> None:
         RefinedSegmenter(base, refiner, config=PromptConfig(group_size=PROMPT_GROUP_SIZE + 1))
     with pytest.raises(ValueError):
         fuse_prob(np.zeros((2, 2)), np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3, 0.5, 0.7])
+def test_recalibrated_coarse_mask_keeps_its_threshold(threshold: float) -> None:
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.random(5000), [0.0, 1.0, threshold, np.nextafter(threshold, 0)]]).astype(np.float32)
+    q = recalibrate(p, threshold)
+    np.testing.assert_array_equal(q >= 0.5, p >= threshold)
+    assert q.dtype == np.float32 and ((q >= 0) & (q <= 1)).all()
+    order = np.argsort(p, kind="stable")
+    assert (np.diff(q[order]) >= 0).all()  # monotone: a recalibration, not a new mask
+    refined = (rng.random(p.shape) > 0.5).astype(np.float32)
+    np.testing.assert_array_equal(fuse_prob(p, refined, threshold) >= 0.5, (p >= threshold) & (refined >= 0.5))
+    with pytest.raises(ValueError, match="threshold"):
+        recalibrate(p, 1.0)
 
 
 def test_fold_constant_inputs_on_a_small_graph() -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from device.analysis import analyse_frame
-from device.constants import MASK_THRESHOLD
+from device.constants import FUSION_COARSE_THRESHOLD, MASK_THRESHOLD
 from device.fusion import fuse_prob
 from device.imageio import read_frame
 from device.preprocess import prepare_frame
@@ -61,7 +61,8 @@ def frame_variants(
     for kind, g in groups.items():
         prob = refiner.predict(g).prob if g.count else np.zeros_like(coarse.prob)
         outs[f"refined_{kind}"] = SegOutput(prob, coarse.centre, coarse.lines)
-        outs[f"fused_{kind}"] = SegOutput(fuse_prob(coarse.prob, prob), coarse.centre, coarse.lines)
+        fused = fuse_prob(coarse.prob, prob, FUSION_COARSE_THRESHOLD)
+        outs[f"fused_{kind}"] = SegOutput(fused, coarse.centre, coarse.lines)
     return outs, groups
 
 
@@ -136,15 +137,20 @@ def tune_refined_threshold(
     student: Segmenter,
     refiner: PromptRefiner,
     root: str | Path,
-    thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+    thresholds: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
+    coarse_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6),
     limit: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Dice of M_AP and of M for each M_AP threshold on the decoder's P(hair), auto prompts;
-    ``best`` maximises M's Dice. Run it on a validation set, never on the held-out set."""
+    """Dice of M_AP for each M_AP threshold on the decoder's P(hair), and of M for each pair
+    (M^ threshold on the student's P(hair), M_AP threshold), auto prompts (from M^ at
+    MASK_THRESHOLD); ``best`` maximises M's Dice. Run it on a validation set, never on the
+    held-out set."""
     root = Path(root)
     stems = sorted(_truth(root))[:limit]
-    confs: dict[float, dict[str, list]] = {t: {"refined": [], "fused": []} for t in thresholds}
+    refined_c: dict[float, list] = {t: [] for t in thresholds}
+    fused_c: dict[tuple[float, float], list] = {(c, t): [] for c in coarse_thresholds for t in thresholds}
+    coarse_c: dict[float, list] = {c: [] for c in coarse_thresholds}
     for stem in tqdm(stems, disable=not progress, desc="tune refiner threshold"):
         frame = read_frame(root / "images" / f"{stem}.png")
         gt = cv2.imread(str(root / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 127
@@ -157,13 +163,26 @@ def tune_refined_threshold(
             up = cv2.resize(low, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
         else:
             up = np.full(mask.shape, -30.0, np.float32)
+        for c in coarse_thresholds:
+            coarse_c[c].append(confusion(coarse.prob >= c, gt))
         for t in thresholds:
             refined = up >= np.log(t / (1 - t))
-            confs[t]["refined"].append(confusion(refined, gt))
-            confs[t]["fused"].append(confusion(refined & mask, gt))
-    rows = [{"threshold": t, **{k: summarise(v)["dice"] for k, v in confs[t].items()}} for t in thresholds]
+            refined_c[t].append(confusion(refined, gt))
+            for c in coarse_thresholds:
+                fused_c[(c, t)].append(confusion(refined & (coarse.prob >= c), gt))
+    rows = [
+        {
+            "coarse_threshold": c,
+            "threshold": t,
+            "refined": summarise(refined_c[t])["dice"],
+            "fused": summarise(f)["dice"],
+        }
+        for (c, t), f in fused_c.items()
+    ]
     best = max(rows, key=lambda r: r["fused"])
-    return {"data": str(root), "frames": len(stems), "dice_by_threshold": rows, "best": best}
+    coarse_dice = {str(c): summarise(v)["dice"] for c, v in coarse_c.items()}
+    report = {"data": str(root), "frames": len(stems), "dice_by_threshold": rows, "coarse_dice": coarse_dice}
+    return {**report, "best": best}
 
 
 def _tile(mask: np.ndarray, frame: np.ndarray, groups: PromptGroups | None, title: str) -> np.ndarray:
