@@ -58,21 +58,25 @@ $S export seg --checkpoint runs/student/final.pt --out runs/student.onnx
 for m in runs/teacher2/final.pt runs/student.onnx blackhat_otsu ridge; do
   name=$(basename "$(dirname "$m")")
   case "$m" in runs/student.onnx) name=student;; blackhat_otsu|ridge) name=$m;; esac
-  $S eval seg --data data/heldout --model "$m" --out "benchmarks/reports/heldout_${name}.json"
+  $S eval seg --data data/heldout --model "$m" --stage coarse --out "benchmarks/reports/heldout_${name}.json"
 done
-$S eval counts --data "$DATA/follicle-counts/val" --model runs/student.onnx --out benchmarks/reports/follicle_counts_student.json
-$S eval counts --data "$DATA/follicle-counts/val" --model runs/teacher2/final.pt --out benchmarks/reports/follicle_counts_teacher.json
+$S eval counts --data "$DATA/follicle-counts/val" --model runs/student.onnx --stage coarse --out benchmarks/reports/follicle_counts_student.json
+$S eval counts --data "$DATA/follicle-counts/val" --model runs/teacher2/final.pt --stage coarse --out benchmarks/reports/follicle_counts_teacher.json
 $S eval sheet --data "$DATA/scalp-microscope/valid/images" --model runs/student.onnx --out benchmarks/reports/student_scalp_microscope_valid.png
 $S bench speed --out benchmarks/reports/speed.json --threads 1,2
 # Release: FP32 ONNX + model card, INT8 variants gated on held-out Dice, then the signed bundle.
 # The signing key stays off the repo (make one once with `scalpedge bundle keygen`; its public
-# half goes to device/assets/keys/).
+# half goes to device/assets/keys/). The shipped bundle also holds the classifiers and the
+# prompt refiner: EXTRA_CARDS="runs/cls_release/*.card.json runs/refiner_release/*.card.json"
+# (benchmarks/make_classifiers.sh, benchmarks/make_refiner.sh). To replace one model of an
+# existing bundle: `scalpedge bundle unpack device/assets/default runs/unpacked`, swap its card
+# and files, and build from the unpacked cards.
 $S export release --checkpoint runs/student/final.pt --out runs/release \
    --metrics benchmarks/reports/heldout_student.json benchmarks/reports/follicle_counts_student.json benchmarks/reports/speed.json
 $S calibrate int8 --card runs/release/segmenter.card.json --frames data/train3 data/train3_trim data/train3_hard \
    --gate-data data/heldout --gate-limit 300 --runs 30
 rm -rf runs/bundle
-$S bundle build runs/bundle --card runs/release/segmenter.card.json ${EXTRA_CARDS:-} --key "${SIGNING_KEY:-runs/keys/scalpedge-release-2026.pem}"
+$S bundle build runs/bundle --card runs/release/segmenter.card.json ${EXTRA_CARDS:-} --key "${SIGNING_KEY:-runs/keys/scalpedge-release-2026b.pem}"
 rm -f device/assets/default/*.onnx device/assets/default/*.json && cp runs/bundle/* device/assets/default/
 $S bundle verify device/assets/default
 $S bench speed --precision fp32,int8 --out benchmarks/reports/speed_int8.json --runs 30
