@@ -37,12 +37,12 @@ $S bench classifiers --models runs/cls/sev_invfreq/severity.onnx,runs/cls/sev_in
 # 3. Alopecia grader on hair features measured by the shipped segmenter.
 $S train alopecia --data data/cls/alo_train --heldout data/cls/heldout --limit 500 --out runs/cls/alopecia
 
-# 4. Disease type (default model disease_lite0_tiles: 3x3 grid of 224 px tiles): 5-fold CV with the
-#    paper's preprocessing and with a plain resize, and the one-view model for comparison; export.
+# 4. Disease type: 5-fold CV over 3 shuffles with the paper's preprocessing and with a plain
+#    resize, for the shipped single view (disease_lite0) and the 3x3 tiles; export.
 for m in resize paper; do
-  $S eval diseases --data "$DATA/scalp-disease-photos" --folds 5 --preprocess $m --out $R/disease_cv_tiles_$m.json --figures $R
-  $S eval diseases --data "$DATA/scalp-disease-photos" --folds 5 --preprocess $m --model disease_lite0 \
-    --out $R/disease_cv_$m.json --figures $R
+  $S eval diseases --data "$DATA/scalp-disease-photos" --folds 5 --preprocess $m --out $R/disease_cv_$m.json --figures $R
+  $S eval diseases --data "$DATA/scalp-disease-photos" --folds 5 --preprocess $m --model disease_lite0_tiles \
+    --out $R/disease_cv_tiles_$m.json --figures $R
 done
 $S export disease --data "$DATA/scalp-disease-photos" --preprocess resize --out runs/cls/disease.onnx --int8 runs/cls/disease.int8.onnx
 

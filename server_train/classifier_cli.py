@@ -99,7 +99,8 @@ def add_eval(esub: argparse._SubParsersAction) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--figures", help="folder for the confusion-matrix PNG")
     d.add_argument("--preprocess", choices=("paper", "resize"), default="paper", help="paper's preprocessing or resize")
-    d.add_argument("--model", default="disease_lite0_tiles", help="registry name (disease_lite0: one 224 px view)")
+    d.add_argument("--model", default="disease_lite0", help="registry name (disease_lite0_tiles: 3x3 tiles)")
+    d.add_argument("--repeats", type=int, default=3, help="CV shuffles (seeds seed, seed+1, ...)")
     d.set_defaults(func=_run_eval_diseases)
 
 
@@ -125,7 +126,13 @@ def _run_eval_diseases(args: argparse.Namespace) -> int:
     from server_train.training.disease_train import cross_validate
 
     report = cross_validate(
-        args.data, folds=args.folds, seed=args.seed, figures=args.figures, model=args.model, preprocess=args.preprocess
+        args.data,
+        folds=args.folds,
+        seed=args.seed,
+        figures=args.figures,
+        model=args.model,
+        preprocess=args.preprocess,
+        repeats=args.repeats,
     )
     _write_json(args.out, report)
     _summary(report)
@@ -146,7 +153,7 @@ def add_export(esub: argparse._SubParsersAction) -> None:
     d.add_argument("--int8", help="also write an INT8 model here (calibrated on the photos)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--preprocess", choices=("paper", "resize"), default="paper")
-    d.add_argument("--model", default="disease_lite0_tiles", help="registry name (disease_lite0: one 224 px view)")
+    d.add_argument("--model", default="disease_lite0", help="registry name (disease_lite0_tiles: 3x3 tiles)")
     d.set_defaults(func=_run_export_disease)
     m = esub.add_parser("classifier-card", help="record a shipped classifier in DIR/classifiers.json (provenance)")
     m.add_argument("--dir", default="device/assets/default")

@@ -260,8 +260,11 @@ def _photo_classes(root: Path, per_class: int = 4) -> Path:
 
 def test_disease_cross_validation_and_tiled_export(tmp_path) -> None:
     photos = _photo_classes(tmp_path / "photos")
-    report = cross_validate(photos, folds=2, model="disease_tiny_tiles", preprocess="resize")
-    assert report["photos"] == 12 and len(report["fold_accuracy"]) == 2
+    report = cross_validate(photos, folds=2, model="disease_tiny_tiles", preprocess="resize", repeats=2)
+    assert report["photos"] == 12 and report["repeats"] == 2
+    assert len(report["fold_accuracy"]) == 4 and len(report["repeat_accuracy"]) == 2
+    assert report["accuracy_mean"] == pytest.approx(np.mean(report["fold_accuracy"]), abs=1e-3)
+    assert sum(sum(row) for row in report["confusion"]) == 24  # every photo once per repeat
     assert set(report["per_class"]) == set(DISEASE_NAMES)
     fp32, int8 = train_and_export(
         photos, tmp_path / "d.onnx", int8=tmp_path / "d.int8.onnx", model="disease_tiny_tiles", preprocess="resize"

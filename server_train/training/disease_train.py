@@ -6,7 +6,8 @@ photo contributes augmented views - flips, 90-degree turns, a centre zoom - and 
 classes inversely to their size), frozen EfficientNet-Lite0 ImageNet features and a linear head
 (multinomial logistic regression). ``disease_lite0_tiles`` (the default) resizes each photo to a
 3 x 3 grid of 224 px tiles and averages the tiles' features, so lesion texture is seen at the
-backbone's native scale. Scored by stratified K-fold cross-validation: a fold's test
+backbone's native scale; over three CV shuffles it scores the same as the single view (0.749),
+so the single view, 9x cheaper, is the default. Scored by stratified K-fold cross-validation: a fold's test
 photos are never seen by its head, only their original view is scored.
 """
 
@@ -91,26 +92,38 @@ def cross_validate(
     folds: int = 5,
     seed: int = 0,
     figures: str | Path | None = None,
-    model: str = "disease_lite0_tiles",
+    model: str = "disease_lite0",
     preprocess: str = "paper",
+    repeats: int = 3,
 ) -> dict[str, Any]:
-    """Stratified ``folds``-fold accuracy on the photos in ``data``. Keys: accuracy_mean,
-    accuracy_std (population std over folds), fold_accuracy, per_class (precision, recall,
-    f1, support), confusion (pooled over folds; rows truth)."""
+    """Stratified ``folds``-fold accuracy on the photos in ``data``, repeated over ``repeats``
+    shuffles (seeds ``seed``, ``seed`` + 1, ...): with 85 photos one shuffle's mean moves by
+    several points. Keys: accuracy_mean, accuracy_std (population std over all folds of all
+    repeats), repeat_accuracy (mean per shuffle), fold_accuracy, per_class (precision, recall,
+    f1, support; predictions pooled over folds and repeats), confusion (pooled; rows truth)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     paths, y = load_photos(data)
     net = create_classifier(model)
     feats = view_features(net, paths, preprocess=preprocess)  # type: ignore[arg-type]
-    pred = np.zeros_like(y)
-    accs = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-        head = fit_head(feats[train], y[train], seed=seed)
-        pred[test] = head.predict(feats[test, 0])
-        accs.append(float(np.mean(pred[test] == y[test])))
+    preds, truths, accs, per_repeat = [], [], [], []
+    for r in range(repeats):
+        pred = np.zeros_like(y)
+        split = StratifiedKFold(folds, shuffle=True, random_state=seed + r).split(np.zeros(len(y)), y)
+        for train, test in split:
+            head = fit_head(feats[train], y[train], seed=seed)
+            pred[test] = head.predict(feats[test, 0])
+            accs.append(float(np.mean(pred[test] == y[test])))
+        per_repeat.append(float(np.mean(accs[-folds:])))
+        preds.append(pred)
+        truths.append(y)
+    pred, y = np.concatenate(preds), np.concatenate(truths)
     prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=[0, 1, 2], zero_division=0)
     report: dict[str, Any] = {
         "data": str(data),
-        "photos": len(y),
+        "photos": len(y) // repeats,
         "folds": folds,
+        "repeats": repeats,
         "seed": seed,
         "model": model,
         "preprocess": preprocess,
@@ -118,6 +131,7 @@ def cross_validate(
         "accuracy_std": round(float(np.std(accs)), 4),
         "accuracy_min": round(float(np.min(accs)), 4),
         "accuracy_max": round(float(np.max(accs)), 4),
+        "repeat_accuracy": [round(a, 4) for a in per_repeat],
         "fold_accuracy": [round(a, 4) for a in accs],
         "per_class": {
             name: {
@@ -163,7 +177,7 @@ def train_and_export(
     out: str | Path,
     int8: str | Path | None = None,
     seed: int = 0,
-    model: str = "disease_lite0_tiles",
+    model: str = "disease_lite0",
     preprocess: str = "paper",
 ) -> list[Path]:
     """Fit the head on all photos, put it into the network's linear layer and export ONNX (and
