@@ -34,7 +34,7 @@ def _write(path: str | Path, report: dict[str, Any]) -> None:
 
 def find_refiner(spec: str | None) -> Path | None:
     """Folder holding the refiner's two ONNX files: ``spec`` if given (must hold them), else
-    the shipped bundle when it has them, else None."""
+    the shipped bundle (verified first) when it has them, else None."""
     from device.assets import default_bundle_path
 
     if spec:
@@ -42,7 +42,12 @@ def find_refiner(spec: str | None) -> Path | None:
         if not (folder / ENCODER_FILE).is_file() or not (folder / DECODER_FILE).is_file():
             raise FileNotFoundError(f"{folder} lacks {ENCODER_FILE} and {DECODER_FILE}")
         return folder
-    folder = default_bundle_path()
+    from device.bundle import Bundle
+
+    bundle = Bundle.open(default_bundle_path())  # verified: signature, sizes and sha256 of every file
+    if not {"refiner_encoder", "refiner_decoder"} <= set(bundle.models):
+        return None
+    folder = bundle.root
     return folder if (folder / ENCODER_FILE).is_file() and (folder / DECODER_FILE).is_file() else None
 
 

@@ -216,3 +216,14 @@ def test_cli_stages_and_ablation(exported: tuple, tmp_path) -> None:
     assert ablation["frames"] == 2 and ablation["coarse"]["dice"] == pytest.approx(dice["coarse"])
     assert ablation["fused_auto"]["dice"] == pytest.approx(dice["fused"], abs=1e-9)
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_find_refiner_uses_the_verified_shipped_bundle(tmp_path) -> None:
+    from device.assets import default_bundle_path
+    from server_train.refiner_cli import DECODER_FILE, ENCODER_FILE, find_refiner
+
+    shipped = find_refiner(None)  # the default bundle ships the refiner
+    assert shipped == default_bundle_path()
+    assert (shipped / ENCODER_FILE).is_file() and (shipped / DECODER_FILE).is_file()
+    with pytest.raises(FileNotFoundError, match="lacks"):
+        find_refiner(str(tmp_path))
