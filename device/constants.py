@@ -119,7 +119,7 @@ ALOPECIA_FEATURES: Final = (
 
 # Disease-type classifier (clinical photos, square input after the paper's preprocessing).
 DISEASE_SIZE: Final = 224  # side of one backbone tile, px
-DISEASE_TILES: Final = 3  # default grid: the photo is resized to (3 * 224)^2 and cut into 3 x 3 tiles
+DISEASE_TILES: Final = 3  # grid of the tiled option: the photo resized to (3 * 224)^2, cut into 3 x 3 tiles
 DISEASE_INPUT: Final = "disease_image"  # 1x3xSxS float32 (S = tiles * DISEASE_SIZE), CLS_PIXEL_MEAN/STD normalised
 DISEASE_OUT_LOGITS: Final = "disease_logits"  # 1x3 float32 over DISEASE_NAMES
 DISEASE_NAMES: Final = ("alopecia", "psoriasis", "folliculitis")

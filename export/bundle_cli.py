@@ -27,12 +27,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--card", nargs="+", action="extend", required=True, help="model card JSON files (repeatable)")
     b.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
     b.add_argument("--version", help="bundle version (default: UTC date and time)")
+    b.set_defaults(func=_run_build)
     u = bsub.add_parser("unpack", help="verify a bundle and write its model cards and files (to update or re-sign)")
     u.add_argument("dir", help="bundle folder")
     u.add_argument("out", help="output folder (absent or empty)")
     u.add_argument("--trust", nargs="*", default=[], help="extra trusted public keys (PEM files or folders)")
     u.set_defaults(func=_run_unpack)
-    b.set_defaults(func=_run_build)
     for name, helptext, func in (
         ("verify", "check signature and every file hash; exit 1 on any mismatch", _run_verify),
         ("info", "verify, then describe the bundle's models and variants", _run_info),

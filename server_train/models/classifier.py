@@ -61,7 +61,7 @@ class DiseaseClassifier(nn.Module):
 
     With ``tiles`` t > 1 the photo is cut into a t x t grid of S x S tiles; every tile runs
     through the backbone at its native scale and the pooled tile features are averaged before
-    the linear head (lesion texture is seen at a usable resolution without a bigger network).
+    the linear head (the network sees the photo's texture at 3x the single view's scale).
     """
 
     def __init__(self, backbone: EfficientNetLite, dropout: float = 0.3, tiles: int = 1) -> None:
@@ -118,7 +118,7 @@ def build_disease_lite0(pretrained: bool = True) -> nn.Module:
 
 def build_disease_lite0_tiles(pretrained: bool = True) -> nn.Module:
     """Disease-type classifier on EfficientNet-Lite0 (ImageNet init) over a DISEASE_TILES x
-    DISEASE_TILES grid of DISEASE_SIZE tiles (the shipped default)."""
+    DISEASE_TILES grid of DISEASE_SIZE tiles (an option: no better than one view in CV)."""
     return DiseaseClassifier(_build_lite0(pretrained), tiles=DISEASE_TILES)
 
 

@@ -4,10 +4,10 @@ The small-CNN paper's recipe on a pretrained backbone: preprocessing (denoise, h
 equalisation, enhancement: ``device.classifiers.disease_preprocess``), class balancing (every
 photo contributes augmented views - flips, 90-degree turns, a centre zoom - and the head weighs
 classes inversely to their size), frozen EfficientNet-Lite0 ImageNet features and a linear head
-(multinomial logistic regression). ``disease_lite0_tiles`` (the default) resizes each photo to a
-3 x 3 grid of 224 px tiles and averages the tiles' features, so lesion texture is seen at the
-backbone's native scale; over three CV shuffles it scores the same as the single view (0.749),
-so the single view, 9x cheaper, is the default. Scored by stratified K-fold cross-validation: a fold's test
+(multinomial logistic regression). ``disease_lite0`` (the default) sees the photo at 224 px;
+``disease_lite0_tiles`` resizes it to a 3 x 3 grid of 224 px tiles and averages the tiles'
+features. Over three CV shuffles both score about the same (0.745 vs 0.749), so the single
+view, 9x cheaper, is the default. Scored by stratified K-fold cross-validation: a fold's test
 photos are never seen by its head, only their original view is scored.
 """
 
@@ -117,11 +117,11 @@ def cross_validate(
         per_repeat.append(float(np.mean(accs[-folds:])))
         preds.append(pred)
         truths.append(y)
-    pred, y = np.concatenate(preds), np.concatenate(truths)
-    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=[0, 1, 2], zero_division=0)
+    pooled_true, pooled_pred = np.concatenate(truths), np.concatenate(preds)
+    prec, rec, f1, sup = precision_recall_fscore_support(pooled_true, pooled_pred, labels=[0, 1, 2], zero_division=0)
     report: dict[str, Any] = {
         "data": str(data),
-        "photos": len(y) // repeats,
+        "photos": len(y),
         "folds": folds,
         "repeats": repeats,
         "seed": seed,
@@ -142,7 +142,7 @@ def cross_validate(
             }
             for name, p, r, f, s in zip(DISEASE_NAMES, prec, rec, f1, sup, strict=True)
         },
-        "confusion": confusion_matrix(y, pred, labels=[0, 1, 2]).tolist(),
+        "confusion": confusion_matrix(pooled_true, pooled_pred, labels=[0, 1, 2]).tolist(),
     }
     if figures:
         png = Path(figures) / f"disease_cv_{model}_{preprocess}_cm.png"
