@@ -57,7 +57,7 @@ def recalibrate(prob: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def fuse_prob(
-    coarse_prob: np.ndarray, refined_prob: np.ndarray, coarse_threshold: float = MASK_THRESHOLD
+    coarse_prob: np.ndarray, refined_prob: np.ndarray, coarse_threshold: float = FUSION_COARSE_THRESHOLD
 ) -> np.ndarray:
     """HxW float32 probabilities whose 0.5 threshold gives ``fuse`` of M^ (``coarse_prob`` >=
     ``coarse_threshold``) and M_AP (``refined_prob`` >= 0.5)."""

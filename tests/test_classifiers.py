@@ -247,7 +247,7 @@ def test_tiled_disease_model_averages_tile_features() -> None:
 
 
 def _photo_classes(root: Path, per_class: int = 4) -> Path:
-    """Class folders of small photos whose colour says the class (a learnable toy set)."""
+    """Class folders of small photos, one colour channel raised per class."""
     rng = np.random.default_rng(7)
     for k, name in enumerate(DISEASE_NAMES):
         (root / name).mkdir(parents=True)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from device.analysis import analyse_frame
-from device.constants import FUSION_COARSE_THRESHOLD, MASK_THRESHOLD
+from device.constants import MASK_THRESHOLD
 from device.fusion import fuse_prob
 from device.imageio import read_frame
 from device.preprocess import prepare_frame
@@ -61,8 +61,7 @@ def frame_variants(
     for kind, g in groups.items():
         prob = refiner.predict(g).prob if g.count else np.zeros_like(coarse.prob)
         outs[f"refined_{kind}"] = SegOutput(prob, coarse.centre, coarse.lines)
-        fused = fuse_prob(coarse.prob, prob, FUSION_COARSE_THRESHOLD)
-        outs[f"fused_{kind}"] = SegOutput(fused, coarse.centre, coarse.lines)
+        outs[f"fused_{kind}"] = SegOutput(fuse_prob(coarse.prob, prob), coarse.centre, coarse.lines)
     return outs, groups
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from device.backends import OrtBackend
-from device.constants import FRAME_HEIGHT, FRAME_WIDTH, FUSION_COARSE_THRESHOLD, MASK_THRESHOLD
+from device.constants import FRAME_HEIGHT, FRAME_WIDTH, MASK_THRESHOLD
 from device.fusion import fuse_prob
 from device.imageio import read_frame
 from device.onnx_segmenter import ModelSegmenter
@@ -183,7 +183,7 @@ def bench_refiner(
             refiner.set_image(frame, coarse.prob)
             out = refiner.predict(groups)
             t3 = time.perf_counter()
-            fused = fuse_prob(coarse.prob, out.prob, FUSION_COARSE_THRESHOLD) >= MASK_THRESHOLD
+            fused = fuse_prob(coarse.prob, out.prob) >= MASK_THRESHOLD
             t4 = time.perf_counter()
             if r < 2:
                 continue  # warm-up
