@@ -95,9 +95,11 @@ def analyse_frame(
     if seg.centre is not None:
         centres = centres_on_hair(find_centres(seg.centre, threshold=centre_threshold), mask)
     n_lines = None
-    if seg.lines is not None:  # hair instances = strands of the predicted centre lines
+    if seg.lines is not None and seg.hairs is None:  # hair instances = strands of the predicted centre lines
         n_lines = len(split_strands((seg.lines >= line_threshold) & mask, min_length_px=min_strand_px))
-    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, centres=centres, line_strands=n_lines)
+    metrics = measure(
+        mask, um_per_px=um_per_px, thin_um=thin_um, centres=centres, line_strands=n_lines, end_hairs=seg.hairs
+    )
     timings["metrics_ms"] = (time.perf_counter() - t) * 1000
     return FrameAnalysis(frame_bgr, metrics, seg, centres if centres is not None else empty, None, timings)
 

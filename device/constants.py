@@ -15,7 +15,10 @@ __all__ = [
     "SEG_OUT_MASK",
     "SEG_OUT_CENTRE",
     "SEG_OUT_LINES",
+    "SEG_OUT_ENDS",
     "INSTANCE_OUTPUTS",
+    "END_DENSITY_SCALE",
+    "END_SIGMA_PX",
     "LINE_THRESHOLD",
     "MIN_STRAND_PX",
     "PIXEL_MEAN",
@@ -70,7 +73,13 @@ SEG_OUT_MASK: Final = "hair_logits"  # 1x1xHxW float32, logit of P(hair)
 # The second output locates hair instances, one of:
 SEG_OUT_CENTRE: Final = "centre_logits"  # 1x1xHxW float32, logit of the per-hair centre heatmap
 SEG_OUT_LINES: Final = "centreline_logits"  # 1x1xHxW float32, logit of P(on a hair's centre line)
-INSTANCE_OUTPUTS: Final = {"centres": SEG_OUT_CENTRE, "lines": SEG_OUT_LINES}
+SEG_OUT_ENDS: Final = "end_density"  # 1x1xHxW float32, density of strand ends x END_DENSITY_SCALE (not a logit)
+INSTANCE_OUTPUTS: Final = {"centres": SEG_OUT_CENTRE, "lines": SEG_OUT_LINES, "ends": SEG_OUT_ENDS}
+# Strand-end density target: every end of a strand's in-frame centre line (tip, root, or where
+# it leaves the frame) is a Gaussian of std END_SIGMA_PX px and mass END_DENSITY_SCALE (peak
+# about 1). Hairs in a frame = output.sum() / END_DENSITY_SCALE / 2, at the network's size.
+END_DENSITY_SCALE: Final = 25.0
+END_SIGMA_PX: Final = 2.0
 
 # Preprocessing: BGR uint8 -> RGB float in [0, 1] -> (x - mean) / std, per channel (R, G, B).
 PIXEL_MEAN: Final = (0.485, 0.456, 0.406)

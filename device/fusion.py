@@ -19,6 +19,7 @@ lines inside the final mask).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -131,4 +132,4 @@ class RefinedSegmenter:
         prob = refined if self.stage == "refined" else fuse_prob(coarse.prob, refined, self.coarse_threshold)
         timings["fusion_ms"] = (time.perf_counter() - t) * 1000
         self.last_timings_ms = timings
-        return SegOutput(prob=prob, centre=coarse.centre, lines=coarse.lines)
+        return dataclasses.replace(coarse, prob=prob)

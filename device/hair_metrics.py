@@ -114,7 +114,7 @@ class HairMetrics:
     area_cm2: imaged scalp area (frame size x ``um_per_px``^2).
     hair_fraction: share of mask pixels that are hair, in [0, 1].
     um_per_px: optical calibration used, micrometres per pixel.
-    count_source: "centres", "centrelines" or "skeleton".
+    count_source: "ends", "centres", "centrelines" or "skeleton".
     reason: why metrics are missing or doubtful (e.g. "no hair detected"), else None.
     thin_um: thin-hair threshold used, micrometres.
     """
@@ -296,6 +296,7 @@ def measure(
     centres: np.ndarray | None = None,
     *,
     line_strands: int | None = None,
+    end_hairs: float | None = None,
     min_length_px: float = 10,
     spur_length_px: float = 8,
 ) -> HairMetrics:
@@ -304,6 +305,8 @@ def measure(
     mask: HxW bool hair mask (nonzero = hair).
     um_per_px: optical calibration, micrometres per pixel (> 0).
     thin_um: strands with a shaft diameter below this (micrometres) count as thin.
+    end_hairs: number of hairs read off a predicted strand-end density (``SegOutput.hairs``,
+        rounded); takes precedence over ``line_strands`` and ``centres`` for the count.
     line_strands: number of hairs found as strands of a predicted centre-line map (a model
         with a centre-line output); takes precedence over ``centres`` for the count.
     centres: (N, 2) (x, y) hair centres from a model with an instance head
@@ -320,7 +323,11 @@ def measure(
     hair_fraction = float(np.count_nonzero(m)) / m.size
     strands = tuple(split_strands(m, min_length_px, spur_length_px)) if hair_fraction else ()
     thick = tuple(float(s.thickness_px * um_per_px) for s in strands)
-    if line_strands is not None:
+    if end_hairs is not None:
+        if not end_hairs >= 0:
+            raise ValueError(f"end_hairs must be >= 0, got {end_hairs}")
+        count, source = int(round(end_hairs)), "ends"
+    elif line_strands is not None:
         count, source = int(line_strands), "centrelines"
     elif centres is not None:
         c = np.asarray(centres)
@@ -334,9 +341,11 @@ def measure(
     if hair_fraction == 0:
         reason = "no hair detected"
     elif count == 0:
-        reason = {"skeleton": "no strand long enough", "centres": "no hair centres found"}.get(
-            source, "no hair centre lines found"
-        )
+        reason = {
+            "skeleton": "no strand long enough",
+            "centres": "no hair centres found",
+            "ends": "no hair ends found",
+        }.get(source, "no hair centre lines found")
     elif hair_fraction > 0.9:
         reason = "mask is almost all hair; segmentation likely failed"
     arr = np.asarray(thick)

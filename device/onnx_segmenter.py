@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 
 from device.backends import Backend, OrtBackend
-from device.constants import SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_LINES, SEG_OUT_MASK
+from device.constants import END_DENSITY_SCALE, SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_ENDS, SEG_OUT_LINES, SEG_OUT_MASK
 from device.preprocess import to_network_input
 from device.segmentation import SegOutput
 
-__all__ = ["ModelSegmenter"]
+__all__ = ["ModelSegmenter", "hairs_from_ends"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -21,8 +21,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class ModelSegmenter:
     """Runs a segmentation graph (input ``SEG_INPUT``, output ``SEG_OUT_MASK`` and optionally
-    an instance output, ``SEG_OUT_CENTRE`` or ``SEG_OUT_LINES``) on frames of any size: frames
-    are resized to the graph's static input size and the probabilities resized back."""
+    an instance output, ``SEG_OUT_CENTRE``, ``SEG_OUT_LINES`` or ``SEG_OUT_ENDS``) on frames of
+    any size: frames are resized to the graph's static input size and the probabilities
+    resized back; an end density is summed at the graph's size into a hair count."""
 
     def __init__(self, backend: Backend, name: str = "student") -> None:
         if SEG_INPUT not in backend.input_shapes:
@@ -30,7 +31,7 @@ class ModelSegmenter:
         self.backend = backend
         self.name = name
         _, _, self.height, self.width = backend.input_shapes[SEG_INPUT]
-        self.extra = [n for n in (SEG_OUT_CENTRE, SEG_OUT_LINES) if n in backend.output_names]
+        self.extra = [n for n in (SEG_OUT_CENTRE, SEG_OUT_LINES, SEG_OUT_ENDS) if n in backend.output_names]
 
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int = 2, name: str | None = None) -> ModelSegmenter:
@@ -41,7 +42,18 @@ class ModelSegmenter:
         h, w = frame_bgr.shape[:2]
         x = to_network_input(frame_bgr, self.height, self.width)
         out = self.backend.run({SEG_INPUT: x}, [SEG_OUT_MASK, *self.extra])
+        ends = out.pop(SEG_OUT_ENDS, None)
+        hairs = None if ends is None else hairs_from_ends(ends[0, 0])
         maps = {name: _sigmoid(value[0, 0]) for name, value in out.items()}
         if (h, w) != (self.height, self.width):
             maps = {k: cv2.resize(v, (w, h), interpolation=cv2.INTER_LINEAR) for k, v in maps.items()}
-        return SegOutput(prob=maps[SEG_OUT_MASK], centre=maps.get(SEG_OUT_CENTRE), lines=maps.get(SEG_OUT_LINES))
+        return SegOutput(
+            prob=maps[SEG_OUT_MASK], centre=maps.get(SEG_OUT_CENTRE), lines=maps.get(SEG_OUT_LINES), hairs=hairs
+        )
+
+
+def hairs_from_ends(density: np.ndarray) -> float:
+    """Hairs in a frame from its HxW strand-end density (``SEG_OUT_ENDS``, at the network's
+    size): every strand has two ends of mass END_DENSITY_SCALE each. The raw sum, so small
+    negative and positive noise cancel; never below 0."""
+    return max(0.0, float(np.asarray(density, np.float64).sum()) / (2.0 * END_DENSITY_SCALE))

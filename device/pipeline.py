@@ -169,8 +169,9 @@ class ScanPipeline:
         return DEFAULT_UM_PER_PX * FRAME_WIDTH / frame_width
 
     def live(self, frame_bgr: np.ndarray, count: bool = True) -> LiveResult:
-        """Quality gate, segmentation and a centre-line hair count (no thickness measurement).
-        count=False skips the count (about as costly as segmentation on a CPU) and reports the
+        """Quality gate, segmentation and a hair count (no thickness measurement): read off an
+        end-density head, else strands of the centre lines. count=False skips the count (with
+        centre lines about as costly as segmentation on a CPU) and reports the
         last one: the frame loop refreshes it a few times a second."""
         t0 = time.perf_counter()
         frame = prepare_frame(frame_bgr)
@@ -181,7 +182,9 @@ class ScanPipeline:
             return LiveResult(frame, None, 0, problem, {"quality_ms": (t1 - t0) * 1000}, quality)
         seg = self.segmenter.segment(frame)
         t2 = time.perf_counter()
-        if count and seg.lines is not None:
+        if count and seg.hairs is not None:  # an end-density head counts for free
+            self._live_count = int(round(seg.hairs))
+        elif count and seg.lines is not None:
             lines = (seg.lines >= LINE_THRESHOLD) & (seg.prob >= MASK_THRESHOLD)
             self._live_count = len(split_strands(lines, min_length_px=MIN_STRAND_PX))
         t3 = time.perf_counter()

@@ -23,13 +23,15 @@ class SegOutput:
 
     prob: HxW float32 in [0, 1], P(hair) per pixel, same size as the input frame.
     centre: HxW float32 in [0, 1] per-hair centre heatmap (peaks mark one hair each), or None.
-    lines: HxW float32 in [0, 1], P(on a hair's centre line), or None. Segmenters without an
-        instance output (classical baselines) leave both None.
+    lines: HxW float32 in [0, 1], P(on a hair's centre line), or None.
+    hairs: number of hairs read off a strand-end density output (half its summed ends), or
+        None. Segmenters without an instance output (classical baselines) leave all three None.
     """
 
     prob: np.ndarray
     centre: np.ndarray | None = None
     lines: np.ndarray | None = None
+    hairs: float | None = None
 
     def mask(self, threshold: float = MASK_THRESHOLD) -> np.ndarray:
         """HxW bool hair mask at ``threshold``."""

@@ -47,7 +47,7 @@ def export_segmenter(
 ) -> Path:
     """Export ``model`` to ONNX at a static 1x3xheightxwidth input; returns the path.
 
-    instance_head: what the model's second output learned ("centres" or "lines"); it names
+    instance_head: what the model's second output learned ("centres", "lines" or "ends"); it names
     the graph output (``device.constants.INSTANCE_OUTPUTS``). metadata is written into the
     graph's ``metadata_props`` (values JSON-encoded).
     """

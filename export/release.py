@@ -49,6 +49,7 @@ def release_segmenter(
 
     from device.bundle import TARGETS
     from device.constants import (
+        END_DENSITY_SCALE,
         FRAME_HEIGHT,
         FRAME_WIDTH,
         INSTANCE_OUTPUTS,
@@ -100,7 +101,9 @@ def release_segmenter(
             "std": PIXEL_STD,
             "input": [1, 3, FRAME_HEIGHT, FRAME_WIDTH],
         },
-        "thresholds": {"mask": MASK_THRESHOLD, "centreline": LINE_THRESHOLD, "min_strand_px": MIN_STRAND_PX},
+        "thresholds": {"mask": MASK_THRESHOLD, "centreline": LINE_THRESHOLD, "min_strand_px": MIN_STRAND_PX}
+        if head != "ends"
+        else {"mask": MASK_THRESHOLD, "end_density_scale": END_DENSITY_SCALE},
         "class_names": None,
         "outputs": [SEG_OUT_MASK, INSTANCE_OUTPUTS[head]],
         "gflop": round(count_gflop(model, FRAME_HEIGHT, FRAME_WIDTH), 3),

@@ -54,8 +54,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         ("threads", int),
     ):
         seg.add_argument(f"--{name}", type=typ)
-    seg.add_argument("--centre-loss", choices=["bce", "focal", "lines"], help="loss of the instance output")
-    seg.add_argument("--instance-target", choices=["centres", "lines"], help="what the instance output learns")
+    seg.add_argument("--centre-loss", choices=["bce", "focal", "lines", "ends"], help="loss of the instance output")
+    seg.add_argument("--instance-target", choices=["centres", "lines", "ends"], help="what the instance output learns")
     seg.add_argument("--centre-weight", type=float, help="weight of the centre heatmap loss")
     seg.add_argument("--no-kd-centre", dest="kd_centre", action="store_const", const=False, help="distil only the mask")
     seg.add_argument("--stop-after", type=int, help="pause at this step (last.pt; the schedule still spans --steps)")

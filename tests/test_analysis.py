@@ -41,13 +41,13 @@ class _LineSegmenter:
 
     name = "fixed"
 
-    def __init__(self, prob: np.ndarray, lines: np.ndarray) -> None:
-        self.prob, self.lines = prob, lines
+    def __init__(self, prob: np.ndarray, lines: np.ndarray | None, hairs: float | None = None) -> None:
+        self.prob, self.lines, self.hairs = prob, lines, hairs
 
     def segment(self, frame_bgr: np.ndarray):
         from device.segmentation import SegOutput
 
-        return SegOutput(prob=self.prob, lines=self.lines)
+        return SegOutput(prob=self.prob, lines=self.lines, hairs=self.hairs)
 
 
 def test_count_comes_from_centre_line_strands() -> None:
@@ -61,3 +61,17 @@ def test_count_comes_from_centre_line_strands() -> None:
     result = analyse_frame(_LineSegmenter(prob, lines), frame)
     assert result.metrics.count == 2 and result.metrics.count_source == "centrelines"
     assert len(result.metrics.strands) == 1  # the mask's skeleton sees one blob
+
+
+def test_count_comes_from_the_end_density_when_the_model_has_one() -> None:
+    # The end head's estimate wins over centre lines; thickness still comes from the mask.
+    prob = np.zeros((480, 640), np.float32)
+    prob[100:120, 100:300] = 1.0
+    lines = np.zeros_like(prob)
+    lines[104:107, 105:295] = 1.0
+    frame = np.random.default_rng(0).integers(60, 200, (480, 640, 3), dtype=np.uint8)
+    result = analyse_frame(_LineSegmenter(prob, lines, hairs=2.6), frame)
+    assert result.metrics.count == 3 and result.metrics.count_source == "ends"
+    assert len(result.metrics.strands) == 1 and result.metrics.median_thickness_um is not None
+    none = analyse_frame(_LineSegmenter(prob, None, hairs=0.2), frame)
+    assert none.metrics.count == 0 and none.metrics.reason == "no hair ends found"

@@ -155,6 +155,9 @@ def test_write_dataset_layout(tmp_path) -> None:
         assert set(TRUTH_KEYS) <= set(rec)
         assert rec["index"] == i and rec["seed"] == 7 and rec["stem"] == f"{i:06d}"
         assert len(rec["thickness_px"]) == rec["count"] == len(rec["centres"])
+        assert len(rec["ends"]) == 2 * rec["count"]  # both ends of every counted strand
+        ends = np.asarray(rec["ends"]).reshape(-1, 2)
+        assert (ends >= 0).all() and (ends[:, 0] <= 639).all() and (ends[:, 1] <= 479).all()
     s = render_index(7, 1, SMALL)
     np.testing.assert_array_equal(cv2.imread(str(out / "images/000001.png")), s.image)
     m = cv2.imread(str(out / "masks/000001.png"), cv2.IMREAD_GRAYSCALE)

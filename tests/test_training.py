@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from server_train.synth import SynthConfig, write_dataset
-from server_train.training.data import CropConfig, SegFolder, centre_heatmap
+from server_train.training.data import CropConfig, SegFolder, border_ends, centre_heatmap, end_density
 from server_train.training.train import TrainConfig, load_checkpoint, train
 
 
@@ -120,3 +120,72 @@ def test_line_target_trains_and_exports_a_centreline_head(tiny_data: Path, tmp_p
     assert out.lines is not None and out.centre is None
     with pytest.raises(ValueError, match="goes with"):
         train(_cfg(tiny_data, tmp_path / "bad", instance_target="lines"), progress=False)
+
+
+def test_end_density_keeps_every_end_whole_even_on_the_border() -> None:
+    from device.constants import END_DENSITY_SCALE
+
+    ends = np.array([[20.3, 10.7], [0.0, 15.0], [47.0, 31.0], [20.3, 10.7]], np.float32)
+    dens = end_density(ends, 32, 48)
+    assert dens.shape == (32, 48)
+    assert dens.sum() / END_DENSITY_SCALE == pytest.approx(4.0, rel=1e-5)  # corner and edge ends count 1 each
+    single = end_density(ends[:1], 32, 48)
+    assert np.unravel_index(single.argmax(), single.shape) == (11, 20)
+    np.testing.assert_allclose(dens[5:17, 14:26], 2 * single[5:17, 14:26], rtol=1e-5)  # two ends stacked there
+    assert end_density(np.zeros((0, 2)), 8, 8).sum() == 0.0
+
+
+def test_border_ends_one_per_line_crossing_the_edge() -> None:
+    lines = np.zeros((40, 60), np.uint8)
+    lines[10:13, :20] = 1  # leaves through the left edge
+    lines[:, 30:33] = 1  # crosses the frame top to bottom: two cuts
+    lines[0:3, 57:60] = 1  # through the top-right corner: one run around the corner
+    ends = border_ends(lines)
+    assert len(ends) == 4
+    assert any((e == [0, 11]).all() for e in ends)
+    assert len(border_ends(np.zeros((40, 60), np.uint8))) == 0
+
+
+def test_end_target_counts_the_hairs_of_a_frame(tiny_data: Path) -> None:
+    from device.constants import END_DENSITY_SCALE
+
+    full = SegFolder(tiny_data, CropConfig(size=0), target="ends")
+    for i in range(3):
+        _, y = full[i]
+        count = full.items[full._order(0)[i]][1]["count"]
+        # Both ends of every strand; ends that merge on the frame's edge may lose a few.
+        assert float(y[1].sum()) / END_DENSITY_SCALE / 2 == pytest.approx(count, rel=0.1, abs=1.0)
+    crop = SegFolder(tiny_data, CropConfig(size=96), seed=2, epoch_size=3, target="ends")
+    _, yc = crop[0]
+    assert yc.shape == (2, 96, 96) and float(yc[1].min()) >= 0.0
+
+
+def test_end_density_loss_is_zero_only_for_the_target() -> None:
+    from server_train.training.losses import seg_loss
+
+    target = torch.zeros(2, 2, 32, 32)
+    target[:, 1] = torch.from_numpy(end_density(np.array([[10.0, 10.0], [20.0, 5.0]]), 32, 32))
+    perfect = target.clone()
+    perfect[:, 0] = 20.0 * (2 * target[:, 0] - 1)  # confident mask logits, all background
+    base = float(seg_loss(perfect, target, centre_loss="ends"))
+    wrong = perfect.clone()
+    wrong[:, 1] *= 0.5  # half the density: half the count
+    assert float(seg_loss(wrong, target, centre_loss="ends")) > base + 0.2
+    assert base < 1e-3
+
+
+def test_end_target_trains_and_exports_a_counting_head(tiny_data: Path, tmp_path: Path) -> None:
+    from device.analysis import analyse_frame
+    from device.constants import SEG_OUT_ENDS
+    from device.onnx_segmenter import ModelSegmenter
+    from server_train.evaluation.loading import load_segmenter
+
+    cfg = _cfg(tiny_data, tmp_path / "ends", instance_target="ends", centre_loss="ends", steps=2)
+    seg = load_segmenter(str(train(cfg, progress=False)))
+    assert isinstance(seg, ModelSegmenter) and SEG_OUT_ENDS in seg.extra
+    out = seg.segment(np.zeros((300, 400, 3), np.uint8) + 128)
+    assert out.hairs is not None and out.hairs >= 0 and out.lines is None and out.prob.shape == (300, 400)
+    result = analyse_frame(seg, np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    assert result.metrics.count_source == "ends" or result.metrics.hair_fraction == 0
+    with pytest.raises(ValueError, match="goes with"):
+        train(_cfg(tiny_data, tmp_path / "bad", instance_target="ends", centre_loss="lines"), progress=False)

@@ -14,6 +14,7 @@ device's (centre-line strands of the student inside each variant's mask).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,8 @@ def frame_variants(
         refiner.set_image(frame, coarse.prob)
     for kind, g in groups.items():
         prob = refiner.predict(g).prob if g.count else np.zeros_like(coarse.prob)
-        outs[f"refined_{kind}"] = SegOutput(prob, coarse.centre, coarse.lines)
-        outs[f"fused_{kind}"] = SegOutput(fuse_prob(coarse.prob, prob), coarse.centre, coarse.lines)
+        outs[f"refined_{kind}"] = dataclasses.replace(coarse, prob=prob)
+        outs[f"fused_{kind}"] = dataclasses.replace(coarse, prob=fuse_prob(coarse.prob, prob))
     return outs, groups
 
 

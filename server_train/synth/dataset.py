@@ -29,13 +29,14 @@ import numpy as np
 from .config import Sample, SynthConfig
 from .render import render_index
 
-__all__ = ["TRUTH_KEYS", "write_dataset", "config_for_index", "sample_record", "centreline_mask"]
+__all__ = ["TRUTH_KEYS", "write_dataset", "config_for_index", "sample_record", "centreline_mask", "strand_ends"]
 
 TRUTH_KEYS = (
     "stem",
     "count",
     "thickness_px",
     "centres",
+    "ends",
     "mode",
     "hard",
     "seed",
@@ -66,6 +67,14 @@ def centreline_mask(sample: Sample, width_px: int = 2) -> np.ndarray:
     return lines & sample.mask
 
 
+def strand_ends(sample: Sample) -> np.ndarray:
+    """(2N, 2) float32 (x, y): both ends of every strand's in-frame centre line (a tip, a
+    root, or where the strand leaves the frame), two per counted hair, so a model that finds
+    ends counts hairs as half their number even where strands touch or cross."""
+    ends = [c[[0, -1]] for c in sample.centrelines if len(c) >= 1]
+    return np.concatenate(ends).astype(np.float32) if ends else np.zeros((0, 2), np.float32)
+
+
 def sample_record(sample: Sample, stem: str, seed: int, index: int) -> dict[str, Any]:
     """The truth.jsonl object of one frame (JSON-serialisable)."""
     return {
@@ -73,6 +82,7 @@ def sample_record(sample: Sample, stem: str, seed: int, index: int) -> dict[str,
         "count": sample.count,
         "thickness_px": [round(float(t), 3) for t in sample.thickness_px],
         "centres": [[round(float(x), 2), round(float(y), 2)] for x, y in sample.centres],
+        "ends": [[round(float(x), 2), round(float(y), 2)] for x, y in strand_ends(sample)],
         "mode": sample.meta["mode"],
         "hard": bool(sample.meta["hard"]),
         "seed": int(seed),

@@ -1,5 +1,6 @@
 """Training data: a folder written by ``scalpedge synth`` turned into random crops with
-targets (hair mask, per-hair centre heatmap), plus the shared preprocessing."""
+targets (hair mask plus one instance target: per-hair centre heatmap, centre lines, or the
+density of strand ends), plus the shared preprocessing."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from device.constants import END_DENSITY_SCALE, END_SIGMA_PX
 from device.preprocess import to_tensor_layout
 
-__all__ = ["SegFolder", "centre_heatmap", "CropConfig", "TARGETS"]
+__all__ = ["SegFolder", "centre_heatmap", "end_density", "border_ends", "CropConfig", "TARGETS"]
 
 
 def centre_heatmap(centres: np.ndarray, height: int, width: int, sigma: float = 2.0) -> np.ndarray:
@@ -37,6 +39,54 @@ def centre_heatmap(centres: np.ndarray, height: int, width: int, sigma: float = 
     return heat
 
 
+def end_density(
+    ends: np.ndarray, height: int, width: int, sigma: float = END_SIGMA_PX, scale: float = END_DENSITY_SCALE
+) -> np.ndarray:
+    """HxW float32: a Gaussian of std ``sigma`` px at every (x, y) end, each cut to the frame
+    and renormalised to mass ``scale`` (so ends on the border keep their full weight), summed.
+    ``map.sum() / scale`` is the number of ends; half of it is the number of strands."""
+    dens = np.zeros((height, width), np.float32)
+    radius = int(3 * sigma + 1)
+    ys, xs = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    for cx, cy in np.asarray(ends, np.float32).reshape(-1, 2):
+        ix, iy = int(round(float(cx))), int(round(float(cy)))
+        x0, x1 = max(ix - radius, 0), min(ix + radius + 1, width)
+        y0, y1 = max(iy - radius, 0), min(iy + radius + 1, height)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        dx = xs[y0 - iy + radius : y1 - iy + radius, x0 - ix + radius : x1 - ix + radius] + (ix - float(cx))
+        dy = ys[y0 - iy + radius : y1 - iy + radius, x0 - ix + radius : x1 - ix + radius] + (iy - float(cy))
+        g = np.exp(-(dx**2 + dy**2) / (2 * sigma**2))
+        dens[y0:y1, x0:x1] += (scale * g / g.sum()).astype(np.float32)
+    return dens
+
+
+def border_ends(lines: np.ndarray) -> np.ndarray:
+    """(M, 2) float32 (x, y): where centre lines (HxW {0,1}) cross the frame's edge, one end
+    per run of line pixels along the 1-px border ring (a crop cuts every strand it crosses)."""
+    h, w = lines.shape
+    # The ring walked clockwise as one sequence, so runs through the corners stay whole.
+    ring_xy = np.concatenate(
+        [
+            np.stack([np.arange(w), np.zeros(w, int)], 1),
+            np.stack([np.full(h - 2, w - 1), np.arange(1, h - 1)], 1),
+            np.stack([np.arange(w - 1, -1, -1), np.full(w, h - 1)], 1),
+            np.stack([np.zeros(h - 2, int), np.arange(h - 2, 0, -1)], 1),
+        ]
+    )
+    on = lines[ring_xy[:, 1], ring_xy[:, 0]] > 0
+    if not on.any():
+        return np.zeros((0, 2), np.float32)
+    if on.all():
+        return ring_xy[:1].astype(np.float32)
+    start = int(np.flatnonzero(~on)[0])  # rotate so no run wraps around the end
+    on, ring_xy = np.roll(on, -start), np.roll(ring_xy, -start, axis=0)
+    edges = np.diff(np.concatenate([[0], on.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    mids = (starts + stops - 1) // 2
+    return ring_xy[mids].astype(np.float32)
+
+
 @dataclass(frozen=True)
 class CropConfig:
     """Random crop augmentation. size: square crop side in px (0 = full frame, no
@@ -47,13 +97,15 @@ class CropConfig:
     sigma: float = 2.0
 
 
-TARGETS = ("centres", "lines")
+TARGETS = ("centres", "lines", "ends")
 
 
 class SegFolder(Dataset):
     """Items: (image 3xSxS float32 normalised RGB, target 2xSxS float32 [mask, instance
-    target]); the instance target is the centre heatmap (``target="centres"``) or the binary
-    centre-line map (``target="lines"``, from the data set's ``centrelines/``)."""
+    target]); the instance target is the centre heatmap (``target="centres"``), the binary
+    centre-line map (``target="lines"``, from the data set's ``centrelines/``) or the strand-end
+    density (``target="ends"``: :func:`end_density` of the truth's ``ends`` inside the crop
+    plus :func:`border_ends` where the crop cuts a centre line)."""
 
     def __init__(
         self,
@@ -77,10 +129,12 @@ class SegFolder(Dataset):
             self.items.extend((r, row) for row in rows)
         if not self.items:
             raise ValueError(f"no frames in {root}")
-        if target == "lines":
+        if target in ("lines", "ends"):
             for r in self.roots:
                 if not (r / "centrelines").is_dir():
                     raise FileNotFoundError(f"{r}/centrelines missing: rewrite the set with a newer `scalpedge synth`")
+        if target == "ends" and any("ends" not in row for _, row in self.items):
+            raise ValueError(f"{root}: truth.jsonl has no strand ends; rewrite the set with a newer `scalpedge synth`")
         self.crop = crop
         self.seed = seed
         self.epoch_size = epoch_size or len(self.items)
@@ -97,28 +151,35 @@ class SegFolder(Dataset):
 
     def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """Frame i: (HxWx3 uint8 BGR, [HxW uint8 {0,1} mask (, centre lines)], (N,2) float32
-        centres)."""
+        points: hair centres, or strand ends for ``target="ends"``)."""
         root, row = self.items[i]
         stem = row["stem"]
         image = cv2.imread(str(root / "images" / f"{stem}.png"), cv2.IMREAD_COLOR)
-        names = ["masks", "centrelines"] if self.target == "lines" else ["masks"]
+        names = ["masks", "centrelines"] if self.target in ("lines", "ends") else ["masks"]
         maps = [cv2.imread(str(root / n / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) for n in names]
         if image is None or any(m is None for m in maps):
             raise FileNotFoundError(f"frame {stem} incomplete in {root}")
-        centres = np.asarray(row.get("centres", []), np.float32).reshape(-1, 2)
-        return image, [(m > 127).astype(np.uint8) for m in maps], centres
+        key = "ends" if self.target == "ends" else "centres"
+        points = np.asarray(row.get(key, []), np.float32).reshape(-1, 2)
+        return image, [(m > 127).astype(np.uint8) for m in maps], points
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, idx])
         i = self._order(idx // len(self.items))[idx % len(self.items)]
-        image, maps, centres = self.load(i)
+        image, maps, points = self.load(i)
         if self.crop.size:
-            image, maps, centres = _augment(image, maps, centres, self.crop, rng)
+            image, maps, points = _augment(image, maps, points, self.crop, rng)
         mask = maps[0]
+        h, w = mask.shape
         if self.target == "lines":
             second = maps[1].astype(np.float32)
+        elif self.target == "ends":
+            # Ends on the edge come from the cut centre lines (also a frame's own edge), so
+            # the truth's ends there are dropped rather than counted twice.
+            inner = (points[:, 0] >= 2) & (points[:, 0] <= w - 3) & (points[:, 1] >= 2) & (points[:, 1] <= h - 3)
+            second = end_density(np.concatenate([points[inner], border_ends(maps[1])]), h, w)
         else:
-            second = centre_heatmap(centres, mask.shape[0], mask.shape[1], self.crop.sigma)
+            second = centre_heatmap(points, h, w, self.crop.sigma)
         x = torch.from_numpy(to_tensor_layout(image))
         y = torch.from_numpy(np.stack([mask.astype(np.float32), second]))
         return x, y

@@ -1,12 +1,15 @@
 """Losses for hair segmentation with a centre head, and for distillation.
 
-Logits and targets are Nx2xHxW: channel 0 = hair mask, channel 1 = per-hair centre heatmap.
+Logits and targets are Nx2xHxW: channel 0 = hair mask, channel 1 = the instance target
+(per-hair centre heatmap, centre-line map, or strand-end density).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from device.constants import END_DENSITY_SCALE
 
 __all__ = ["seg_loss", "distill_loss", "CENTRE_LOSSES"]
 
@@ -41,7 +44,19 @@ def _line_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target) + _soft_dice(logits, target)
 
 
-CENTRE_LOSSES = {"bce": _centre_bce, "focal": _centre_focal, "lines": _line_loss}
+def _end_density_loss(pred: torch.Tensor, target: torch.Tensor, count_weight: float = 0.5) -> torch.Tensor:
+    """Strand-end density (a linear output, not a logit): squared error relative to the
+    target's energy (1.0 for an all-zero prediction; an empty crop counts as one unit of
+    energy, so false ends there still cost), plus the per-crop error of the summed density in
+    ends, relative to the number of ends (the count is what the device reads off this map)."""
+    err = ((pred - target) ** 2).sum() / (target**2).sum().clamp(min=1.0)
+    pred_n = pred.sum(dim=(1, 2, 3)) / END_DENSITY_SCALE
+    true_n = target.sum(dim=(1, 2, 3)) / END_DENSITY_SCALE
+    count = (pred_n - true_n).abs().sum() / (true_n.sum() + 1.0)
+    return err + count_weight * count
+
+
+CENTRE_LOSSES = {"bce": _centre_bce, "focal": _centre_focal, "lines": _line_loss, "ends": _end_density_loss}
 
 
 def seg_loss(
@@ -49,7 +64,8 @@ def seg_loss(
 ) -> torch.Tensor:
     """Pseudo ground-truth loss: BCE + soft Dice on the mask, plus the centre heatmap loss
     (``bce``: weighted BCE, ``focal``: CenterNet focal loss, both on the centre heatmap;
-    ``lines``: BCE + soft Dice on the binary centre-line map)."""
+    ``lines``: BCE + soft Dice on the binary centre-line map; ``ends``: relative squared error
+    and count error on the strand-end density)."""
     m_logit, m_true = logits[:, :1], target[:, :1]
     loss = F.binary_cross_entropy_with_logits(m_logit, m_true) + _soft_dice(m_logit, m_true)
     return loss + centre_weight * CENTRE_LOSSES[centre_loss](logits[:, 1:2], target[:, 1:2])

@@ -43,8 +43,8 @@ class TrainConfig:
     crop: int = 192
     kd_weight: float = 0.5  # student loss = (1-kd) * pseudo-GT loss + kd * teacher loss
     centre_weight: float = 1.0
-    centre_loss: str = "bce"  # "bce"/"focal" on the centre heatmap, or "lines" on centre lines
-    instance_target: str = "centres"  # second output learns "centres" (heatmap) or "lines" (centre lines)
+    centre_loss: str = "bce"  # "bce"/"focal" on the centre heatmap, "lines" on centre lines, "ends" on end density
+    instance_target: str = "centres"  # second output learns "centres" (heatmap), "lines" (centre lines) or "ends"
     kd_centre: bool = True  # also distil the teacher's centre heatmap (else centres learn from pseudo-GT only)
     seed: int = 0
     workers: int = 1
@@ -116,8 +116,11 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step, history = ckpt["step"], ckpt.get("history", [])
-    if (cfg.instance_target == "lines") != (cfg.centre_loss == "lines"):
-        raise ValueError("instance_target 'lines' goes with centre_loss 'lines' (and only with it)")
+    for target in ("lines", "ends"):
+        if (cfg.instance_target == target) != (cfg.centre_loss == target):
+            raise ValueError(f"instance_target {target!r} goes with centre_loss {target!r} (and only with it)")
+    if cfg.instance_target == "ends" and teacher is not None and cfg.kd_centre:
+        raise ValueError("the end density is learnt from pseudo-GT only: distil with --no-kd-centre")
     data = SegFolder(
         cfg.data, CropConfig(size=cfg.crop), seed=cfg.seed, epoch_size=cfg.steps * cfg.batch, target=cfg.instance_target
     )
