@@ -124,7 +124,7 @@ def test_trimmed_mode_stubs() -> None:
     cfg = replace(SynthConfig(mode="trimmed"), p_long_hair_trimmed=0.0)
     s = render(21, cfg)
     assert s.count >= 5
-    assert 1.5 <= float(s.thickness_px.min()) and float(s.thickness_px.max()) <= 16.0
+    assert 1.5 <= float(s.thickness_px.min()) and float(s.thickness_px.max()) <= cfg.stub_width[1]
     assert float(np.median(s.thickness_px)) >= 4.0
     lengths = [np.linalg.norm(np.diff(c, axis=0), axis=1).sum() for c in s.centrelines]
     assert max(lengths) <= 112.0

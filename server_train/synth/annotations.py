@@ -38,12 +38,18 @@ def draw_annotations(rng: np.random.Generator, img: np.ndarray) -> dict[str, Any
             cv2.line(img, (x0, y0), (x0, y0 - length), colour, 1, cv2.LINE_AA)
         elif kind == "text":
             org = (int(rng.integers(0, w - 80)), int(rng.integers(15, h)))
-            for i in range(int(rng.integers(1, 4))):
-                word = str(_WORDS[int(rng.integers(len(_WORDS)))])
-                at = (org[0], org[1] + 16 * i)
-                cv2.putText(
-                    img, word, at, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.35, 0.6)), colour, 1, cv2.LINE_AA
-                )
+            scale, thick = float(rng.uniform(0.35, 0.8)), int(rng.integers(1, 3))
+            lines = [str(_WORDS[int(rng.integers(len(_WORDS)))]) for _ in range(int(rng.integers(1, 5)))]
+            step = int(28 * scale) + 4
+            if rng.random() < 0.5:  # a label box: the text on a translucent grey panel
+                width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for t in lines)
+                y0, y1 = max(org[1] - step, 0), min(org[1] + step * (len(lines) - 1) + 6, h)
+                x0, x1 = max(org[0] - 4, 0), min(org[0] + width + 4, w)
+                panel = np.array(img[y0:y1, x0:x1], np.float32)
+                img[y0:y1, x0:x1] = (panel * 0.45 + float(rng.uniform(110, 200)) * 0.55).astype(np.uint8)
+            for i, word in enumerate(lines):
+                at = (org[0], org[1] + step * i)
+                cv2.putText(img, word, at, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
         else:  # info bar along the top or bottom edge
             bar_h = int(rng.integers(10, 22))
             y0 = 0 if rng.random() < 0.6 else h - bar_h

@@ -62,7 +62,7 @@ class SynthConfig:
     defocus_sigma: tuple[float, float] = (1.5, 5.0)
     p_defocus_front: float = 0.3  # a defocused strand lies in front (thicker)
     # --- trimmed (phototrichogram) geometry
-    stub_width: tuple[float, float] = (4.0, 16.0)
+    stub_width: tuple[float, float] = (4.0, 22.0)  # 70x: terminal shafts of 60-110 um are 11-20 px at 640
     stub_len: tuple[float, float] = (20.0, 110.0)
     p_undersize: float = 0.12
     undersize_width: tuple[float, float] = (2.0, 5.0)

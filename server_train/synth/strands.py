@@ -199,7 +199,7 @@ def trimmed_strands(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[St
     h, w = cfg.height, cfg.width
     flow = rng.uniform(0, 2 * np.pi)
     spacing = rng.uniform(*cfg.follicle_spacing)
-    w_med = rng.uniform(cfg.stub_width[0] + 2, min(cfg.stub_width[1], 12.0))
+    w_med = rng.uniform(cfg.stub_width[0] + 2, min(cfg.stub_width[1], 18.0))
     l_med = rng.uniform(cfg.stub_len[0] + 10, cfg.stub_len[1])
     main = "black" if rng.random() < 0.6 else "dark_brown"
     soft = float(rng.uniform(0.8, 2.2)) if rng.random() < cfg.p_soft_stubs else 0.0

@@ -45,15 +45,22 @@ def _line_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _end_density_loss(pred: torch.Tensor, target: torch.Tensor, count_weight: float = 0.5) -> torch.Tensor:
-    """Strand-end density (a linear output, not a logit): squared error relative to the
-    target's energy (1.0 for an all-zero prediction; an empty crop counts as one unit of
-    energy, so false ends there still cost), plus the per-crop error of the summed density in
-    ends, relative to the number of ends (the count is what the device reads off this map)."""
+    """Strand-end density (a linear output, not a logit), three terms:
+
+    - squared error relative to the target's energy (1.0 for an all-zero prediction): the
+      shape of every peak;
+    - absolute error relative to the target's mass: a faint floor spread over the background
+      costs in proportion to its mass, which is what a count summed over a whole frame (8x a
+      training crop) amplifies;
+    - the per-crop error of the summed density in ends, relative to the number of ends.
+
+    An empty crop counts as one end's worth of mass and energy, so false ends there cost."""
     err = ((pred - target) ** 2).sum() / (target**2).sum().clamp(min=1.0)
+    mass = (pred - target).abs().sum() / (target.sum() + END_DENSITY_SCALE)
     pred_n = pred.sum(dim=(1, 2, 3)) / END_DENSITY_SCALE
     true_n = target.sum(dim=(1, 2, 3)) / END_DENSITY_SCALE
     count = (pred_n - true_n).abs().sum() / (true_n.sum() + 1.0)
-    return err + count_weight * count
+    return err + mass + count_weight * count
 
 
 CENTRE_LOSSES = {"bce": _centre_bce, "focal": _centre_focal, "lines": _line_loss, "ends": _end_density_loss}
@@ -64,8 +71,8 @@ def seg_loss(
 ) -> torch.Tensor:
     """Pseudo ground-truth loss: BCE + soft Dice on the mask, plus the centre heatmap loss
     (``bce``: weighted BCE, ``focal``: CenterNet focal loss, both on the centre heatmap;
-    ``lines``: BCE + soft Dice on the binary centre-line map; ``ends``: relative squared error
-    and count error on the strand-end density)."""
+    ``lines``: BCE + soft Dice on the binary centre-line map; ``ends``: relative squared and
+    absolute error and count error on the strand-end density)."""
     m_logit, m_true = logits[:, :1], target[:, :1]
     loss = F.binary_cross_entropy_with_logits(m_logit, m_true) + _soft_dice(m_logit, m_true)
     return loss + centre_weight * CENTRE_LOSSES[centre_loss](logits[:, 1:2], target[:, 1:2])
