@@ -75,7 +75,7 @@ class SynthConfig:
     p_sebum: float = 0.35
     p_erythema: float = 0.2
     p_letterbox: float = 0.08
-    p_annotations: float = 0.12  # measurement overlays burned in by capture software (never hair)
+    p_annotations: float = 0.25  # measurement overlays burned in by capture software (never hair)
     # --- optics
     p_frame_blur: float = 0.6
     frame_blur_sigma: tuple[float, float] = (0.5, 1.4)
@@ -128,7 +128,7 @@ def hard_variant(cfg: SynthConfig) -> SynthConfig:
         p_frame_blur=0.7,
         noise_sigma=(2.0, 8.0),
         jpeg_quality=(40, 85),
-        p_annotations=0.25,
+        p_annotations=0.4,
     )
 
 
