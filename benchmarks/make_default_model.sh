@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default segmenter (device/assets/default) and its reports from scratch
-# on a CPU: synthetic data, U²-Net teacher, student pre-training on pseudo-labels, distillation
-# from the teacher, evaluation, release. Steps resume where they stopped (run folders keep
-# last.pt). Real-data reports need ../shared/data (DATA=path to override).
+# on a CPU: synthetic data, the U²-Net teacher (reference), the student (hair mask + strand-end
+# density) trained on pseudo-labels in stages, evaluation, release. Steps resume where they
+# stopped (run folders keep last.pt). Real-data reports need ../shared/data (DATA=path to override).
 #   bash benchmarks/make_default_model.sh            # everything
 #   STAGE=eval bash benchmarks/make_default_model.sh # only the evaluation and release
 set -euo pipefail
@@ -10,47 +10,50 @@ cd "$(dirname "$0")/.."
 S=.venv/bin/scalpedge
 DATA=${DATA:-../shared/data}
 STAGE=${STAGE:-all}
-DISTIL_STEPS=${DISTIL_STEPS:-800}
 
 if [ "$STAGE" = all ]; then
-  # The recipe as it ran for the shipped model (stages paused with --stop-after are where a
-  # run was stopped and its last.pt reused). Data written at the commits named; today's
-  # generator gives similar, not identical, frames for the first two sets.
+  # The recipe as it ran for the shipped model. Stages paused with --stop-after are where a run
+  # was stopped and its last.pt reused. Data sets were written at the commits named; today's
+  # generator gives similar, not identical, frames for the older sets.
   [ -f data/train/truth.jsonl ] || $S synth --n 2400 --seed 1 --out data/train --mode mixed --workers 2            # 7352e0e
   [ -f data/train_hard/truth.jsonl ] || $S synth --n 800 --seed 2 --out data/train_hard --mode mixed --hard --workers 2  # 7352e0e
-  [ -f data/train_trim2/truth.jsonl ] || $S synth --n 800 --seed 3 --out data/train_trim2 --mode trimmed          # 69d9a13
   [ -f data/heldout/truth.jsonl ] || $S synth --n 300 --seed 20261122 --out data/heldout --mode mixed --hard --workers 2  # 7352e0e
-  # Sets with centre-line maps (commit 9c8dca7 or later):
-  [ -f data/train3/truth.jsonl ] || $S synth --n 2000 --seed 11 --out data/train3 --mode mixed --workers 2
+  [ -f data/train3/truth.jsonl ] || $S synth --n 2000 --seed 11 --out data/train3 --mode mixed --workers 2          # 9c8dca7
   [ -f data/train3_trim/truth.jsonl ] || $S synth --n 1000 --seed 12 --out data/train3_trim --mode trimmed --workers 2
   [ -f data/train3_hard/truth.jsonl ] || $S synth --n 600 --seed 14 --out data/train3_hard --mode mixed --hard --workers 2
-  [ -f data/val3/truth.jsonl ] || $S synth --n 150 --seed 13 --out data/val3 --mode mixed
   T3=data/train3,data/train3_trim,data/train3_hard
-  # Teacher stage 1 (paused at 500 of 1000 steps), in parallel with student stage A (1350 of 5000).
+  # The U²-Net teacher (the reference of the held-out reports): stage 1 (paused at 500 of
+  # 1000 steps), then stage 2 on the sets with centre lines.
   $S train seg --data data/train,data/train_hard --out runs/teacher --model teacher \
-     --steps 1000 --stop-after 500 --batch 8 --crop 192 --threads 1 --seed 0 --quiet &
-  $S train seg --data data/train,data/train_hard --out runs/student_gt --model student \
-     --steps 5000 --stop-after 1350 --batch 8 --crop 192 --threads 1 --seed 0 --quiet
-  cp runs/student_gt/last.pt runs/student_gt/stage_a.pt
-  # Student stage B: CenterNet focal loss on hair midpoints (paused at 1200 of 3000).
-  $S train seg --data data/train,data/train_hard,data/train_trim2 --out runs/student_gt2 --model student \
-     --init-checkpoint runs/student_gt/stage_a.pt --centre-loss focal --centre-weight 0.5 \
-     --steps 3000 --stop-after 1200 --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 1 --quiet
-  cp runs/student_gt2/last.pt runs/student_gt2/stage_b.pt
-  wait
+     --steps 1000 --stop-after 500 --batch 8 --crop 192 --threads 1 --seed 0 --quiet
   cp runs/teacher/last.pt runs/teacher/stage_1.pt
-  # Teacher stage 2 and student stage C (centre-line instance head) in parallel.
   $S train seg --data "$T3" --out runs/teacher2 --model teacher --init-checkpoint runs/teacher/stage_1.pt \
-     --steps 450 --warmup 10 --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 4 --quiet &
-  $S train seg --data "$T3" --out runs/student_lines --model student --init-checkpoint runs/student_gt2/stage_b.pt \
-     --instance-target lines --centre-loss lines --centre-weight 1.0 \
-     --steps 2500 --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 3 --quiet
-  wait
-  # Distillation: mask from the teacher's soft masks + pseudo-GT, centre lines from pseudo-GT.
-  $S train seg --data "$T3" --out runs/student --model student \
-     --init-checkpoint runs/student_lines/final.pt --teacher-checkpoint runs/teacher2/final.pt \
-     --instance-target lines --centre-loss lines --centre-weight 1.0 --no-kd-centre \
-     --steps "$DISTIL_STEPS" --batch 8 --crop 192 --lr 0.001 --threads 2 --seed 5 --quiet
+     --steps 450 --warmup 10 --batch 8 --crop 192 --lr 0.002 --threads 1 --seed 4 --quiet
+  # The shipped student: hair mask + strand-end density (the count), on pseudo-GT only.
+  # Sets with strand ends (d5b345d or later; t5_trim at 8717cc0, the t6 sets at 2fcbde3):
+  [ -f data/t4/truth.jsonl ] || $S synth --n 2000 --seed 11 --out data/t4 --mode mixed --workers 2
+  [ -f data/t4_trim/truth.jsonl ] || $S synth --n 1500 --seed 12 --out data/t4_trim --mode trimmed --workers 2
+  [ -f data/t4_hard/truth.jsonl ] || $S synth --n 600 --seed 14 --out data/t4_hard --mode mixed --hard --workers 2
+  [ -f data/t5_trim/truth.jsonl ] || $S synth --n 1500 --seed 22 --out data/t5_trim --mode trimmed --workers 2
+  [ -f data/t6/truth.jsonl ] || $S synth --n 1500 --seed 31 --out data/t6 --mode mixed --workers 2
+  [ -f data/t6_trim/truth.jsonl ] || $S synth --n 1500 --seed 32 --out data/t6_trim --mode trimmed --workers 2
+  [ -f data/t6_hard/truth.jsonl ] || $S synth --n 1000 --seed 34 --out data/t6_hard --mode mixed --hard --workers 2
+  E="--model student --instance-target ends --centre-loss ends --batch 8 --crop 192 --threads 2 --quiet"
+  # Stage A ran at d5b345d (end loss without its L1 term), paused at 2800 of 6000 steps.
+  $S train seg --data data/t4,data/t4_trim,data/t4_hard --out runs/student_ends $E \
+     --steps 6000 --stop-after 2800 --lr 0.003 --seed 0
+  cp runs/student_ends/last.pt runs/student_ends/stage_a.pt
+  # Stage B (8717cc0 and later: the L1 term), paused at 800 of 3000.
+  $S train seg --data data/t4,data/t4_trim,data/t4_hard --out runs/student_ends_b $E \
+     --init-checkpoint runs/student_ends/stage_a.pt --steps 3000 --stop-after 800 --warmup 10 --lr 0.0015 --seed 1
+  cp runs/student_ends_b/last.pt runs/student_ends_b/stage_b.pt
+  # Stage C: wider trimmed stubs; stage D: measurement readouts as negatives; stage E: longer.
+  $S train seg --data data/t4,data/t5_trim,data/t4_hard,data/t4_trim --out runs/student_ends_c $E \
+     --init-checkpoint runs/student_ends_b/stage_b.pt --steps 3000 --warmup 10 --lr 0.0015 --seed 2
+  $S train seg --data data/t6,data/t6_trim,data/t4_hard,data/t5_trim --out runs/student_ends_d $E \
+     --init-checkpoint runs/student_ends_c/final.pt --steps 2000 --warmup 10 --lr 0.001 --seed 3
+  $S train seg --data data/t6,data/t6_trim,data/t6_hard,data/t4_hard,data/t5_trim --out runs/student $E \
+     --init-checkpoint runs/student_ends_d/final.pt --steps 4000 --warmup 10 --lr 0.001 --seed 4
 fi
 
 mkdir -p benchmarks/reports
@@ -73,7 +76,7 @@ $S bench speed --out benchmarks/reports/speed.json --threads 1,2
 # and files, and build from the unpacked cards.
 $S export release --checkpoint runs/student/final.pt --out runs/release \
    --metrics benchmarks/reports/heldout_student.json benchmarks/reports/follicle_counts_student.json benchmarks/reports/speed.json
-$S calibrate int8 --card runs/release/segmenter.card.json --frames data/train3 data/train3_trim data/train3_hard \
+$S calibrate int8 --card runs/release/segmenter.card.json --frames data/t6 data/t6_trim data/t6_hard \
    --gate-data data/heldout --gate-limit 300 --runs 30
 rm -rf runs/bundle
 $S bundle build runs/bundle --card runs/release/segmenter.card.json ${EXTRA_CARDS:-} --key "${SIGNING_KEY:-runs/keys/scalpedge-release-2026b.pem}"

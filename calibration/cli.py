@@ -48,8 +48,9 @@ def _run_int8(args: argparse.Namespace) -> int:
         raise MissingExtra("needs the onnx package: pip install -e '.[train]'") from None
     from calibration.card import calibrate_card
     from calibration.gate import segmenter_dice
-    from calibration.quantize import RECIPES
+    from calibration.quantize import RECIPES, producing_convs
     from calibration.readers import FrameReader, frame_files
+    from device.constants import SEG_OUT_ENDS
 
     card = json.loads(Path(args.card).read_text())
     if card.get("task") != "hair-segmentation":
@@ -61,6 +62,10 @@ def _run_int8(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {sorted(RECIPES)}")
     exclude = tuple(n for n in args.exclude.split(",") if n)
+    fp32 = next(v for v in card["variants"] if v["precision"] == "fp32")
+    fp32_path = Path(args.card).parent / fp32["file"]
+    if card.get("instance_head") == "ends":  # a frame's count sums this output: keep its conv FP32
+        exclude += tuple(n for n in producing_convs(fp32_path, SEG_OUT_ENDS) if n not in exclude)
     recipes = [
         RECIPES[n].with_options(
             method=args.method,
@@ -70,8 +75,7 @@ def _run_int8(args: argparse.Namespace) -> int:
         )
         for n in names
     ]
-    fp32 = next(v for v in card["variants"] if v["precision"] == "fp32")
-    shape = _input_shape(Path(args.card).parent / fp32["file"])
+    shape = _input_shape(fp32_path)
     files = frame_files(args.frames, limit=args.limit)
     name = next(iter(shape))
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QuantRecipe", "RECIPES", "METHODS", "thin_conv_nodes", "quantize_model"]
+__all__ = ["QuantRecipe", "RECIPES", "METHODS", "thin_conv_nodes", "producing_convs", "quantize_model"]
 
 METHODS = ("minmax", "entropy", "percentile")
 
@@ -84,6 +84,29 @@ def thin_conv_nodes(model: Any, max_out_channels: int) -> list[str]:
         for n in model.graph.node
         if n.op_type == "Conv" and len(n.input) > 1 and shapes.get(n.input[1], (1 << 30,))[0] <= max_out_channels
     ]
+
+
+def producing_convs(model: Any, output: str) -> list[str]:
+    """Names of the Conv nodes that compute graph output ``output``, found by walking back
+    through the ops in between (Slice, Split, Identity, ...). An output that a whole frame is
+    summed over (the strand-end density) keeps these in FP32: their rounding error adds up."""
+    import onnx
+
+    if isinstance(model, (str, Path)):
+        model = onnx.load(str(model))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found: list[str] = []
+    todo, seen = [output], set()
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv":
+            found.append(node.name)
+        else:
+            todo.extend(i for i in node.input[:1] if i)
+    return found
 
 
 def quantize_model(src: str | Path, dst: str | Path, reader: Any, recipe: QuantRecipe) -> dict[str, Any]:

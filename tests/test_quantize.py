@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from calibration.gate import gate
-from calibration.quantize import RECIPES, quantize_model, thin_conv_nodes
+from calibration.quantize import RECIPES, producing_convs, quantize_model, thin_conv_nodes
 from calibration.readers import ArrayReader, FrameReader, frame_files
 from device.imageio import FrameError
 from export.trt_support import check_tensorrt_support
@@ -66,6 +66,11 @@ def test_cpu_recipe_uses_uint8_activations_and_keeps_thin_convs_fp32(fp32: Path,
     x = _feeds(1, seed=9)[0]["image"]
     ref, got = _run(fp32, x), _run(out, x)
     assert np.abs(ref - got).max() < 0.05 * np.abs(ref).max()
+
+
+def test_producing_convs_walks_back_from_an_output(fp32: Path) -> None:
+    assert producing_convs(fp32, "out") == ["conv1"]  # out <- relu1 <- conv1
+    assert producing_convs(fp32, "no_such_output") == []
 
 
 def test_recipe_options_are_validated() -> None:
