@@ -47,6 +47,23 @@ def test_every_variant_segments_synthetic_frames(variant) -> None:
     assert summarise(confs)["dice"] >= 0.85
 
 
+def test_every_variant_counts_hairs_from_strand_ends() -> None:
+    # The shipped count: half the summed strand-end density. It follows the generator's truth
+    # on trimmed (phototrichogram) frames, and INT8 variants count like FP32 (their end-density
+    # conv stays FP32 because a frame sums it).
+    samples = [render(91_000 + s, SynthConfig(mode="trimmed")) for s in range(6)]
+    truth = np.array([s.count for s in samples], float)
+    counts = {}
+    for v in SEGMENTERS:
+        seg = ModelSegmenter(OrtBackend(v.path, threads=2))
+        counts[v.precision + v.path.name] = np.array([seg.segment(s.image).hairs for s in samples], float)
+    fp32 = next(c for name, c in counts.items() if name.startswith("fp32"))
+    assert abs(fp32.sum() - truth.sum()) <= 0.3 * truth.sum()
+    assert np.corrcoef(fp32, truth)[0, 1] >= 0.8
+    for name, c in counts.items():
+        assert np.abs(c - fp32).max() <= 1.0, name
+
+
 def test_sample_frames_ship_with_the_package() -> None:
     frames = sample_frames()
     assert len(frames) >= 2
