@@ -19,6 +19,7 @@ __all__ = [
     "INSTANCE_OUTPUTS",
     "END_DENSITY_SCALE",
     "END_SIGMA_PX",
+    "END_EDGE_PX",
     "LINE_THRESHOLD",
     "MIN_STRAND_PX",
     "PIXEL_MEAN",
@@ -77,9 +78,11 @@ SEG_OUT_ENDS: Final = "end_density"  # 1x1xHxW float32, density of strand ends x
 INSTANCE_OUTPUTS: Final = {"centres": SEG_OUT_CENTRE, "lines": SEG_OUT_LINES, "ends": SEG_OUT_ENDS}
 # Strand-end density target: every end of a strand's in-frame centre line (tip, root, or where
 # it leaves the frame) is a Gaussian of std END_SIGMA_PX px and mass END_DENSITY_SCALE (peak
-# about 1). Hairs in a frame = output.sum() / END_DENSITY_SCALE / 2, at the network's size.
+# about 1). The count is a counting-frame estimate: ends more than END_EDGE_PX from the frame's
+# edge, halved, scaled to the whole frame's area (``device.onnx_segmenter.hairs_from_ends``).
 END_DENSITY_SCALE: Final = 25.0
 END_SIGMA_PX: Final = 2.0
+END_EDGE_PX: Final = 6  # 3 sigma: where the ends of strands cut by the frame's edge lie
 
 # Preprocessing: BGR uint8 -> RGB float in [0, 1] -> (x - mean) / std, per channel (R, G, B).
 PIXEL_MEAN: Final = (0.485, 0.456, 0.406)

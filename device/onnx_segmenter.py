@@ -8,7 +8,15 @@ import cv2
 import numpy as np
 
 from device.backends import Backend, OrtBackend
-from device.constants import END_DENSITY_SCALE, SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_ENDS, SEG_OUT_LINES, SEG_OUT_MASK
+from device.constants import (
+    END_DENSITY_SCALE,
+    END_EDGE_PX,
+    SEG_INPUT,
+    SEG_OUT_CENTRE,
+    SEG_OUT_ENDS,
+    SEG_OUT_LINES,
+    SEG_OUT_MASK,
+)
 from device.preprocess import to_network_input
 from device.segmentation import SegOutput
 
@@ -52,8 +60,17 @@ class ModelSegmenter:
         )
 
 
-def hairs_from_ends(density: np.ndarray) -> float:
+def hairs_from_ends(density: np.ndarray, edge_px: int = END_EDGE_PX) -> float:
     """Hairs in a frame from its HxW strand-end density (``SEG_OUT_ENDS``, at the network's
-    size): every strand has two ends of mass END_DENSITY_SCALE each. The raw sum, so small
-    negative and positive noise cancel; never below 0."""
-    return max(0.0, float(np.asarray(density, np.float64).sum()) / (2.0 * END_DENSITY_SCALE))
+    size), as a counting frame: every hair has two ends of mass END_DENSITY_SCALE, so hairs per
+    area = ends per area / 2. Ends within ``edge_px`` of the frame's edge are left out (that is
+    where the network marks strands cut by the edge, which are not hair ends), and the rest is
+    scaled to the frame's area. A hair cut by the edge thus counts one half on average, and the
+    count per area is unbiased however the frame cuts the hair. The raw sum (small negative and
+    positive noise cancel); never below 0."""
+    d = np.asarray(density, np.float64)
+    h, w = d.shape
+    if not 0 <= 2 * edge_px < min(h, w):
+        raise ValueError(f"edge_px={edge_px} leaves nothing of a {h}x{w} map")
+    inner = d[edge_px : h - edge_px, edge_px : w - edge_px]
+    return max(0.0, float(inner.sum()) * (h * w / inner.size) / (2.0 * END_DENSITY_SCALE))

@@ -24,8 +24,9 @@ class SegOutput:
     prob: HxW float32 in [0, 1], P(hair) per pixel, same size as the input frame.
     centre: HxW float32 in [0, 1] per-hair centre heatmap (peaks mark one hair each), or None.
     lines: HxW float32 in [0, 1], P(on a hair's centre line), or None.
-    hairs: number of hairs read off a strand-end density output (half its summed ends), or
-        None. Segmenters without an instance output (classical baselines) leave all three None.
+    hairs: number of hairs read off a strand-end density output (half its ends, counted as a
+        counting frame: ``device.onnx_segmenter.hairs_from_ends``), or None. Segmenters
+        without an instance output (classical baselines) leave all three None.
     """
 
     prob: np.ndarray

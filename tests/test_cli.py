@@ -66,6 +66,16 @@ def test_eval_seg_writes_the_documented_keys(tmp_path: Path) -> None:
     for key in ("frames", "dice", "jaccard", "pixel_f1", "miou", "accuracy", "precision", "f1", "count_mae"):
         assert key in report
     assert report["frames"] == 3 and 0.0 <= report["dice"] <= 1.0
+    assert report["frame_count_mae"] >= 0.0  # the set has strand ends: counting-frame truth too
+
+
+def test_counting_frame_truth_halves_strands_cut_by_the_edge() -> None:
+    from server_train.evaluation.seg_eval import counting_frame_truth
+
+    area = 480 * 640 / (468 * 628)
+    assert counting_frame_truth([[100, 100], [200, 150]], 480, 640) == pytest.approx(1.0 * area)
+    assert counting_frame_truth([[100, 100], [0, 150]], 480, 640) == pytest.approx(0.5 * area)
+    assert counting_frame_truth([[2, 100], [639, 150]], 480, 640) == 0.0
 
 
 def _voc(path: Path, classes: list[str]) -> None:

@@ -189,3 +189,19 @@ def test_end_target_trains_and_exports_a_counting_head(tiny_data: Path, tmp_path
     assert result.metrics.count_source == "ends" or result.metrics.hair_fraction == 0
     with pytest.raises(ValueError, match="goes with"):
         train(_cfg(tiny_data, tmp_path / "bad", instance_target="ends", centre_loss="lines"), progress=False)
+
+
+def test_hairs_from_ends_is_a_counting_frame() -> None:
+    from device.onnx_segmenter import hairs_from_ends
+
+    h, w = 120, 160
+    area = (h * w) / ((h - 12) * (w - 12))  # the inner ends stand for the whole frame
+    inside = end_density(np.array([[40.0, 30.0], [90.0, 60.0]]), h, w)  # one stub, both ends inside
+    assert hairs_from_ends(inside) == pytest.approx(1.0 * area, rel=1e-3)
+    cut = end_density(np.array([[40.0, 30.0], [0.0, 50.0]]), h, w)  # a strand the left edge cuts
+    assert hairs_from_ends(cut) == pytest.approx(0.5 * area, rel=0.01)
+    assert hairs_from_ends(end_density(np.array([[0.0, 10.0], [159.0, 100.0]]), h, w)) < 0.01  # crosses the frame
+    assert hairs_from_ends(cut, edge_px=0) == pytest.approx(1.0, rel=1e-5)  # every visible strand
+    assert hairs_from_ends(-inside) == 0.0
+    with pytest.raises(ValueError, match="leaves nothing"):
+        hairs_from_ends(inside, edge_px=60)

@@ -12,12 +12,12 @@ import numpy as np
 from tqdm import tqdm
 
 from device.analysis import analyse_frame
-from device.constants import MASK_THRESHOLD
+from device.constants import END_EDGE_PX, MASK_THRESHOLD
 from device.imageio import IMAGE_SUFFIXES, read_frame
 from device.seg_metrics import confusion, summarise
 from device.segmentation import Segmenter
 
-__all__ = ["evaluate_seg", "paired_frames"]
+__all__ = ["evaluate_seg", "paired_frames", "counting_frame_truth"]
 
 
 def paired_frames(root: Path) -> list[tuple[Path, Path]]:
@@ -30,10 +30,22 @@ def paired_frames(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def counting_frame_truth(ends: np.ndarray, height: int, width: int, edge_px: int = END_EDGE_PX) -> float:
+    """The generator's truth for a counting-frame count (what an end-density model estimates,
+    ``device.onnx_segmenter.hairs_from_ends``): strand ends (N, 2) (x, y) farther than
+    ``edge_px`` from the frame's edge, halved and scaled to the whole frame's area."""
+    e = np.asarray(ends, np.float64).reshape(-1, 2)
+    inner = (e[:, 0] >= edge_px) & (e[:, 0] < width - edge_px) & (e[:, 1] >= edge_px) & (e[:, 1] < height - edge_px)
+    area = height * width / ((height - 2 * edge_px) * (width - 2 * edge_px))
+    return float(inner.sum()) / 2.0 * area
+
+
 def evaluate_seg(
     segmenter: Segmenter, root: str | Path, limit: int | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Scores as in device.seg_metrics, plus count/thickness error against truth.jsonl if any."""
+    """Scores as in device.seg_metrics, plus count/thickness error against truth.jsonl if any:
+    ``count_*`` against every visible strand, ``frame_count_*`` against the counting-frame
+    truth (:func:`counting_frame_truth`, for sets written with strand ends)."""
     root = Path(root)
     pairs = paired_frames(root)[:limit]
     truth_path = root / "truth.jsonl"
@@ -43,7 +55,7 @@ def evaluate_seg(
             if line.strip():
                 row = json.loads(line)
                 truth[row["stem"]] = row
-    confs, count_err, thick_err, skel_err = [], [], [], []
+    confs, count_err, thick_err, skel_err, frame_err = [], [], [], [], []
     for image_path, mask_path in tqdm(pairs, disable=not progress, desc=f"eval {getattr(segmenter, 'name', '')}"):
         frame = read_frame(image_path)
         gt = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
@@ -61,6 +73,8 @@ def evaluate_seg(
             m = result.metrics
             count_err.append(m.count - row["count"])
             skel_err.append(len(m.strands) - row["count"])
+            if "ends" in row:
+                frame_err.append(m.count - counting_frame_truth(row["ends"], *gt.shape))
             if m.median_thickness_um is not None and row["thickness_px"]:
                 true_px = float(np.median(row["thickness_px"]))
                 thick_err.append(m.median_thickness_um / m.um_per_px - true_px)
@@ -71,6 +85,10 @@ def evaluate_seg(
         report["count_mae"] = float(np.abs(ce).mean())
         report["count_bias"] = float(ce.mean())
         report["skeleton_count_mae"] = float(np.abs(se).mean())
+    if frame_err:
+        fe = np.asarray(frame_err, float)
+        report["frame_count_mae"] = float(np.abs(fe).mean())
+        report["frame_count_bias"] = float(fe.mean())
     if thick_err:
         te = np.asarray(thick_err, float)
         report["median_thickness_error_px"] = {"mae": float(np.abs(te).mean()), "bias": float(te.mean())}
