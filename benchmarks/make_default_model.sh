@@ -77,7 +77,7 @@ $S bench speed --out benchmarks/reports/speed.json --threads 1,2
 $S export release --checkpoint runs/student/final.pt --out runs/release \
    --metrics benchmarks/reports/heldout_student.json benchmarks/reports/follicle_counts_student.json benchmarks/reports/speed.json
 $S calibrate int8 --card runs/release/segmenter.card.json --frames data/t6 data/t6_trim data/t6_hard \
-   --gate-data data/heldout --gate-limit 300 --runs 30
+   --gate-data data/heldout --gate-limit 300 --runs 30 --keep-thin-fp32 8
 rm -rf runs/bundle
 $S bundle build runs/bundle --card runs/release/segmenter.card.json ${EXTRA_CARDS:-} --key "${SIGNING_KEY:-runs/keys/scalpedge-release-2026b.pem}"
 rm -f device/assets/default/*.onnx device/assets/default/*.json && cp runs/bundle/* device/assets/default/

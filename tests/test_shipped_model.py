@@ -60,8 +60,8 @@ def test_every_variant_counts_hairs_from_strand_ends() -> None:
     fp32 = next(c for name, c in counts.items() if name.startswith("fp32"))
     assert abs(fp32.sum() - truth.sum()) <= 0.3 * truth.sum()
     assert np.corrcoef(fp32, truth)[0, 1] >= 0.8
-    for name, c in counts.items():
-        assert np.abs(c - fp32).max() <= 1.0, name
+    for name, c in counts.items():  # within 5% (or one hair) of FP32 on every frame
+        assert (np.abs(c - fp32) <= np.maximum(1.0, 0.05 * fp32)).all(), name
 
 
 def test_sample_frames_ship_with_the_package() -> None:
