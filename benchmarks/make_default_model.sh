@@ -47,13 +47,19 @@ if [ "$STAGE" = all ]; then
   $S train seg --data data/t4,data/t4_trim,data/t4_hard --out runs/student_ends_b $E \
      --init-checkpoint runs/student_ends/stage_a.pt --steps 3000 --stop-after 800 --warmup 10 --lr 0.0015 --seed 1
   cp runs/student_ends_b/last.pt runs/student_ends_b/stage_b.pt
-  # Stage C: wider trimmed stubs; stage D: measurement readouts as negatives; stage E: longer.
+  # Stage C: wider trimmed stubs; stage D: measurement readouts as negatives; stage E: longer,
+  # more hard frames.
   $S train seg --data data/t4,data/t5_trim,data/t4_hard,data/t4_trim --out runs/student_ends_c $E \
      --init-checkpoint runs/student_ends_b/stage_b.pt --steps 3000 --warmup 10 --lr 0.0015 --seed 2
   $S train seg --data data/t6,data/t6_trim,data/t4_hard,data/t5_trim --out runs/student_ends_d $E \
      --init-checkpoint runs/student_ends_c/final.pt --steps 2000 --warmup 10 --lr 0.001 --seed 3
-  $S train seg --data data/t6,data/t6_trim,data/t6_hard,data/t4_hard,data/t5_trim --out runs/student $E \
+  $S train seg --data data/t6,data/t6_trim,data/t6_hard,data/t4_hard,data/t5_trim --out runs/student_ends_e $E \
      --init-checkpoint runs/student_ends_d/final.pt --steps 4000 --warmup 10 --lr 0.001 --seed 4
+  # Stage F: fresh frames, lower rate.
+  [ -f data/t7/truth.jsonl ] || $S synth --n 1500 --seed 41 --out data/t7 --mode mixed --workers 2
+  [ -f data/t7_trim/truth.jsonl ] || $S synth --n 1500 --seed 42 --out data/t7_trim --mode trimmed --workers 2
+  $S train seg --data data/t7,data/t7_trim,data/t6,data/t6_trim,data/t6_hard,data/t4_hard --out runs/student $E \
+     --init-checkpoint runs/student_ends_e/final.pt --steps 4000 --warmup 10 --lr 0.0005 --seed 5
 fi
 
 mkdir -p benchmarks/reports
