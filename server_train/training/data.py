@@ -5,6 +5,7 @@ density of strand ends), plus the shared preprocessing."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,24 @@ from device.preprocess import to_tensor_layout
 __all__ = ["SegFolder", "centre_heatmap", "end_density", "border_ends", "CropConfig", "TARGETS"]
 
 
+_Window = tuple[slice, slice]
+
+
+def _windows(
+    points: np.ndarray, radius: int, height: int, width: int
+) -> Iterator[tuple[float, float, int, int, _Window, _Window]]:
+    """For each (x, y) point: (rounded x, rounded y, frame window (y0, y1, x0, x1), kernel
+    window (same shape) into a (2r+1)^2 kernel centred on the rounded point). Points whose
+    window misses the frame are skipped."""
+    for cx, cy in np.asarray(points, np.float32).reshape(-1, 2):
+        ix, iy = int(round(float(cx))), int(round(float(cy)))
+        x0, x1 = max(ix - radius, 0), min(ix + radius + 1, width)
+        y0, y1 = max(iy - radius, 0), min(iy + radius + 1, height)
+        if x0 < x1 and y0 < y1:
+            kernel = (slice(y0 - iy + radius, y1 - iy + radius), slice(x0 - ix + radius, x1 - ix + radius))
+            yield float(cx), float(cy), ix, iy, (slice(y0, y1), slice(x0, x1)), kernel
+
+
 def centre_heatmap(centres: np.ndarray, height: int, width: int, sigma: float = 2.0) -> np.ndarray:
     """HxW float32 in [0, 1]: a Gaussian of std ``sigma`` px centred on the pixel nearest each
     (x, y) centre (max-merged), so every centre has exactly one pixel at 1.0 (the positive of
@@ -27,15 +46,8 @@ def centre_heatmap(centres: np.ndarray, height: int, width: int, sigma: float = 
     radius = int(3 * sigma + 1)
     ys, xs = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     g = np.exp(-(xs**2 + ys**2) / (2 * sigma**2)).astype(np.float32)
-    for cx, cy in np.asarray(centres, np.float32).reshape(-1, 2):
-        ix, iy = int(round(float(cx))), int(round(float(cy)))
-        x0, x1 = max(ix - radius, 0), min(ix + radius + 1, width)
-        y0, y1 = max(iy - radius, 0), min(iy + radius + 1, height)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        gx0, gy0 = x0 - (ix - radius), y0 - (iy - radius)
-        patch = g[gy0 : gy0 + (y1 - y0), gx0 : gx0 + (x1 - x0)]
-        np.maximum(heat[y0:y1, x0:x1], patch, out=heat[y0:y1, x0:x1])
+    for _, _, _, _, win, ker in _windows(centres, radius, height, width):
+        np.maximum(heat[win], g[ker], out=heat[win])
     return heat
 
 
@@ -48,16 +60,10 @@ def end_density(
     dens = np.zeros((height, width), np.float32)
     radius = int(3 * sigma + 1)
     ys, xs = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    for cx, cy in np.asarray(ends, np.float32).reshape(-1, 2):
-        ix, iy = int(round(float(cx))), int(round(float(cy)))
-        x0, x1 = max(ix - radius, 0), min(ix + radius + 1, width)
-        y0, y1 = max(iy - radius, 0), min(iy + radius + 1, height)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        dx = xs[y0 - iy + radius : y1 - iy + radius, x0 - ix + radius : x1 - ix + radius] + (ix - float(cx))
-        dy = ys[y0 - iy + radius : y1 - iy + radius, x0 - ix + radius : x1 - ix + radius] + (iy - float(cy))
+    for cx, cy, ix, iy, win, ker in _windows(ends, radius, height, width):
+        dx, dy = xs[ker] + (ix - cx), ys[ker] + (iy - cy)  # sub-pixel centre
         g = np.exp(-(dx**2 + dy**2) / (2 * sigma**2))
-        dens[y0:y1, x0:x1] += (scale * g / g.sum()).astype(np.float32)
+        dens[win] += (scale * g / g.sum()).astype(np.float32)
     return dens
 
 
