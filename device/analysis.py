@@ -44,7 +44,7 @@ class FrameAnalysis:
         frame_bgr = self.frame
         mask = self.seg.mask() if self.seg is not None else np.zeros(frame_bgr.shape[:2], bool)
         strands = [(s.points, s.thickness_px * m.um_per_px) for s in m.strands]
-        text = [f"hairs: {m.count}"]
+        text = [f"hairs: {m.count}" + (f" (visible strands: {m.visible_count})" if m.visible_count is not None else "")]
         if m.median_thickness_um is not None:
             text.append(f"median thickness: {m.median_thickness_um:.0f} um  thin: {100 * (m.thin_ratio or 0):.0f}%")
         if self.problem:
@@ -98,7 +98,13 @@ def analyse_frame(
     if seg.lines is not None and seg.hairs is None:  # hair instances = strands of the predicted centre lines
         n_lines = len(split_strands((seg.lines >= line_threshold) & mask, min_length_px=min_strand_px))
     metrics = measure(
-        mask, um_per_px=um_per_px, thin_um=thin_um, centres=centres, line_strands=n_lines, end_hairs=seg.hairs
+        mask,
+        um_per_px=um_per_px,
+        thin_um=thin_um,
+        centres=centres,
+        line_strands=n_lines,
+        end_hairs=seg.hairs,
+        visible_hairs=seg.hairs_visible,
     )
     timings["metrics_ms"] = (time.perf_counter() - t) * 1000
     return FrameAnalysis(frame_bgr, metrics, seg, centres if centres is not None else empty, None, timings)

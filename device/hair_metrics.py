@@ -105,7 +105,8 @@ class Strand:
 class HairMetrics:
     """Hair metrics of one frame.
 
-    count: number of hairs (centres when given, else skeleton strands).
+    count: number of hairs (see ``count_source``). With strand ends it is a counting frame:
+        a hair the frame's edge cuts counts a half on average.
     strands: the skeleton strands (thickness always comes from these).
     thickness_um: per-strand shaft diameter, micrometres, same order as ``strands``.
     mean_thickness_um, median_thickness_um: over strands; None without strands.
@@ -117,6 +118,8 @@ class HairMetrics:
     count_source: "ends", "centres", "centrelines" or "skeleton".
     reason: why metrics are missing or doubtful (e.g. "no hair detected"), else None.
     thin_um: thin-hair threshold used, micrometres.
+    visible_count: with strand ends, every visible strand including those the edge cuts (each
+        as one hair); None for other count sources.
     """
 
     count: int
@@ -132,6 +135,7 @@ class HairMetrics:
     count_source: str
     reason: str | None
     thin_um: float = THIN_HAIR_UM
+    visible_count: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; units in the keys; strands summarised (no point lists)."""
@@ -142,6 +146,7 @@ class HairMetrics:
         return {
             "count": int(self.count),
             "count_source": self.count_source,
+            "visible_count": self.visible_count,
             "mean_thickness_um": _r(self.mean_thickness_um, 2),
             "median_thickness_um": _r(self.median_thickness_um, 2),
             "thin_ratio": _r(self.thin_ratio, 4),
@@ -297,6 +302,7 @@ def measure(
     *,
     line_strands: int | None = None,
     end_hairs: float | None = None,
+    visible_hairs: float | None = None,
     min_length_px: float = 10,
     spur_length_px: float = 8,
 ) -> HairMetrics:
@@ -307,6 +313,8 @@ def measure(
     thin_um: strands with a shaft diameter below this (micrometres) count as thin.
     end_hairs: number of hairs read off a predicted strand-end density (``SegOutput.hairs``,
         rounded); takes precedence over ``line_strands`` and ``centres`` for the count.
+    visible_hairs: with ``end_hairs``, the same head's count of every visible strand
+        (``SegOutput.hairs_visible``), reported as ``visible_count``.
     line_strands: number of hairs found as strands of a predicted centre-line map (a model
         with a centre-line output); takes precedence over ``centres`` for the count.
     centres: (N, 2) (x, y) hair centres from a model with an instance head
@@ -363,4 +371,5 @@ def measure(
         count_source=source,
         reason=reason,
         thin_um=float(thin_um),
+        visible_count=int(round(visible_hairs)) if end_hairs is not None and visible_hairs is not None else None,
     )

@@ -52,11 +52,16 @@ class ModelSegmenter:
         out = self.backend.run({SEG_INPUT: x}, [SEG_OUT_MASK, *self.extra])
         ends = out.pop(SEG_OUT_ENDS, None)
         hairs = None if ends is None else hairs_from_ends(ends[0, 0])
+        visible = None if ends is None else hairs_from_ends(ends[0, 0], edge_px=0)
         maps = {name: _sigmoid(value[0, 0]) for name, value in out.items()}
         if (h, w) != (self.height, self.width):
             maps = {k: cv2.resize(v, (w, h), interpolation=cv2.INTER_LINEAR) for k, v in maps.items()}
         return SegOutput(
-            prob=maps[SEG_OUT_MASK], centre=maps.get(SEG_OUT_CENTRE), lines=maps.get(SEG_OUT_LINES), hairs=hairs
+            prob=maps[SEG_OUT_MASK],
+            centre=maps.get(SEG_OUT_CENTRE),
+            lines=maps.get(SEG_OUT_LINES),
+            hairs=hairs,
+            hairs_visible=visible,
         )
 
 

@@ -2,7 +2,7 @@
 
 Two paths share one segmentation:
 
-- ``live(frame)``: quality gate -> segmenter -> hair count from the centre-line output; cheap
+- ``live(frame)``: quality gate -> segmenter -> hair count (end density, else centre lines); cheap
   enough for every frame of the preview.
 - ``diagnose(frame)``: the full diagnosis of ``../shared/DESIGN.md``: quality gate ->
   segmenter -> hair metrics (count, thickness in micrometres from the optics profile, thin
@@ -81,6 +81,7 @@ class Diagnosis:
         m = self.analysis.metrics
         metrics: dict[str, dict[str, Any]] = {
             "hair_count": {"value": int(m.count), "unit": "count"},
+            **({"visible_hairs": {"value": m.visible_count, "unit": "count"}} if m.visible_count is not None else {}),
             "mean_thickness": {"value": _round(m.mean_thickness_um), "unit": "um"},
             "median_thickness": {"value": _round(m.median_thickness_um), "unit": "um"},
             "thin_ratio": {"value": _round(m.thin_ratio, 4), "unit": "ratio"},

@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
             timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
         )
         frames.append(record)
-        print(f"{path.name}: {result.metrics.count} hairs" + (f" ({result.problem})" if result.problem else ""))
+        m = result.metrics
+        visible = f", {m.visible_count} visible strands" if m.visible_count is not None else ""
+        print(f"{path.name}: {m.count} hairs{visible}" + (f" ({result.problem})" if result.problem else ""))
     calibration = "--um-per-px" if args.um_per_px is not None else ("optics profile" if profile else "default")
     report = {**source, "um_per_px_source": calibration, "thin_um": thin_um, "frames": frames}
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

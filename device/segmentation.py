@@ -27,12 +27,15 @@ class SegOutput:
     hairs: number of hairs read off a strand-end density output (half its ends, counted as a
         counting frame: ``device.onnx_segmenter.hairs_from_ends``), or None. Segmenters
         without an instance output (classical baselines) leave all three None.
+    hairs_visible: from the same output, every visible strand including those the frame's
+        edge cuts (each as one hair), or None.
     """
 
     prob: np.ndarray
     centre: np.ndarray | None = None
     lines: np.ndarray | None = None
     hairs: float | None = None
+    hairs_visible: float | None = None
 
     def mask(self, threshold: float = MASK_THRESHOLD) -> np.ndarray:
         """HxW bool hair mask at ``threshold``."""

@@ -41,13 +41,15 @@ class _LineSegmenter:
 
     name = "fixed"
 
-    def __init__(self, prob: np.ndarray, lines: np.ndarray | None, hairs: float | None = None) -> None:
-        self.prob, self.lines, self.hairs = prob, lines, hairs
+    def __init__(
+        self, prob: np.ndarray, lines: np.ndarray | None, hairs: float | None = None, visible: float | None = None
+    ) -> None:
+        self.prob, self.lines, self.hairs, self.visible = prob, lines, hairs, visible
 
     def segment(self, frame_bgr: np.ndarray):
         from device.segmentation import SegOutput
 
-        return SegOutput(prob=self.prob, lines=self.lines, hairs=self.hairs)
+        return SegOutput(prob=self.prob, lines=self.lines, hairs=self.hairs, hairs_visible=self.visible)
 
 
 def test_count_comes_from_centre_line_strands() -> None:
@@ -70,8 +72,9 @@ def test_count_comes_from_the_end_density_when_the_model_has_one() -> None:
     lines = np.zeros_like(prob)
     lines[104:107, 105:295] = 1.0
     frame = np.random.default_rng(0).integers(60, 200, (480, 640, 3), dtype=np.uint8)
-    result = analyse_frame(_LineSegmenter(prob, lines, hairs=2.6), frame)
+    result = analyse_frame(_LineSegmenter(prob, lines, hairs=2.6, visible=4.4), frame)
     assert result.metrics.count == 3 and result.metrics.count_source == "ends"
+    assert result.metrics.visible_count == 4 and result.metrics.to_dict()["visible_count"] == 4
     assert len(result.metrics.strands) == 1 and result.metrics.median_thickness_um is not None
     none = analyse_frame(_LineSegmenter(prob, None, hairs=0.2), frame)
     assert none.metrics.count == 0 and none.metrics.reason == "no hair ends found"

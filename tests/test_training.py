@@ -185,6 +185,7 @@ def test_end_target_trains_and_exports_a_counting_head(tiny_data: Path, tmp_path
     assert isinstance(seg, ModelSegmenter) and SEG_OUT_ENDS in seg.extra
     out = seg.segment(np.zeros((300, 400, 3), np.uint8) + 128)
     assert out.hairs is not None and out.hairs >= 0 and out.lines is None and out.prob.shape == (300, 400)
+    assert out.hairs_visible is not None and out.hairs_visible >= 0
     result = analyse_frame(seg, np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8))
     assert result.metrics.count_source == "ends" or result.metrics.hair_fraction == 0
     with pytest.raises(ValueError, match="goes with"):
