@@ -73,9 +73,9 @@ def hairs_from_ends(density: np.ndarray, edge_px: int = END_EDGE_PX) -> float:
     scaled to the frame's area. A hair cut by the edge thus counts one half on average, and the
     count per area is unbiased however the frame cuts the hair. The raw sum (small negative and
     positive noise cancel); never below 0."""
-    d = np.asarray(density, np.float64)
+    d = np.asarray(density)
     h, w = d.shape
     if not 0 <= 2 * edge_px < min(h, w):
         raise ValueError(f"edge_px={edge_px} leaves nothing of a {h}x{w} map")
-    inner = d[edge_px : h - edge_px, edge_px : w - edge_px]
-    return max(0.0, float(inner.sum()) * (h * w / inner.size) / (2.0 * END_DENSITY_SCALE))
+    inner = d[edge_px : h - edge_px, edge_px : w - edge_px]  # a view: summed in float64, not copied
+    return max(0.0, float(inner.sum(dtype=np.float64)) * (h * w / inner.size) / (2.0 * END_DENSITY_SCALE))

@@ -186,9 +186,8 @@ def unpack_bundle(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; unpack into a fresh folder")
     out.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((bundle.root / MANIFEST_NAME).read_text())
     cards = []
-    for name, entry in manifest["models"].items():
+    for name, entry in bundle.manifest["models"].items():
         variants = []
         for v in entry["variants"]:
             shutil.copyfile(bundle.root / v["file"], out / v["file"])

@@ -106,7 +106,7 @@ def cross_validate(
     paths, y = load_photos(data)
     net = create_classifier(model)
     feats = view_features(net, paths, preprocess=preprocess)  # type: ignore[arg-type]
-    preds, truths, accs, per_repeat = [], [], [], []
+    preds, accs, per_repeat = [], [], []
     for r in range(repeats):
         pred = np.zeros_like(y)
         split = StratifiedKFold(folds, shuffle=True, random_state=seed + r).split(np.zeros(len(y)), y)
@@ -116,8 +116,7 @@ def cross_validate(
             accs.append(float(np.mean(pred[test] == y[test])))
         per_repeat.append(float(np.mean(accs[-folds:])))
         preds.append(pred)
-        truths.append(y)
-    pooled_true, pooled_pred = np.concatenate(truths), np.concatenate(preds)
+    pooled_true, pooled_pred = np.tile(y, repeats), np.concatenate(preds)
     prec, rec, f1, sup = precision_recall_fscore_support(pooled_true, pooled_pred, labels=[0, 1, 2], zero_division=0)
     report: dict[str, Any] = {
         "data": str(data),
