@@ -16,9 +16,9 @@ import platform
 import tempfile
 from pathlib import Path
 
-from device.run_command import run_device
-from device.run_report import print_summary, summary_dict
-from device.runtime_config import RuntimeConfig
+from device.app.run_report import print_summary, summary_dict
+from device.app.runtime_config import RuntimeConfig
+from device.cli.run import run_device
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ $S train refiner --data data/train3,data/train3_hard --per-root 1000 --steps 700
 $S export refiner --checkpoint runs/refiner/final.pt --out runs/refiner_release
 # Thresholds of M_AP (decoder P(hair)) and of M^ in the AND, chosen on validation sets only:
 # the hard one (like the held-out set) decides; then set REFINER_MASK_THRESHOLD and
-# FUSION_COARSE_THRESHOLD in device/constants.py from report["tuning"]["best"].
+# FUSION_COARSE_THRESHOLD in device/contracts/constants.py from report["tuning"]["best"].
 [ -f data/val3_hard/truth.jsonl ] || $S synth --n 150 --seed 15 --out data/val3_hard --mode mixed --hard --workers 2
 for v in val3 val3_hard; do
   $S eval refiner --refiner runs/refiner_release --tune data/$v --out benchmarks/reports/refiner_threshold_$v.json

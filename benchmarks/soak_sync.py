@@ -2,7 +2,7 @@
 
 A device process (``tests/sync_device.py``) produces ``count`` results at ``rate`` per second
 through its outbox and MQTT link to a real Mosquitto; the reference consumer
-(``device.fleet.FleetConsumer``) stores them. Meanwhile the broker is SIGKILLed and restarted
+(``fleet.consumer.FleetConsumer``) stores them. Meanwhile the broker is SIGKILLed and restarted
 at random times (>= ``broker_kills``) and the device process is SIGKILLed and restarted
 (>= ``device_kills``). At the end we count, at the consumer: records lost, duplicate
 deliveries, seq conflicts (one seq under two msg_ids; duplicates must all carry the same
@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from mosquitto import Mosquitto  # noqa: E402
-from sync_device import sync_config, write_toml  # noqa: E402
+from sync_device import fleet_config, sync_config, write_toml  # noqa: E402
 
-from device.fleet import FleetConsumer  # noqa: E402
+from fleet.consumer import FleetConsumer  # noqa: E402
 
 __all__ = ["run_soak"]
 
@@ -123,7 +123,7 @@ def _soak(
 ) -> dict[str, Any]:
     broker = Mosquitto(work / "broker", persistence=True)
     cfg = sync_config(work, broker.port, device_id=DEVICE, fleet="soak")
-    config_path = write_toml(cfg, work / "sync.toml")
+    config_path = write_toml(cfg, work / "sync.toml", fleet_config(work))
     device = _DeviceProcess(config_path, count, rate, work / "device.log")
     produce_s = count / rate
     # Fault schedule (seconds from the start): broker kills over the whole production, each down
@@ -132,7 +132,7 @@ def _soak(
     plan += [(t, "device", rng.uniform(0.2, 1.0)) for t in _spread(rng, device_kills, 0.1, 0.8, produce_s)]
     plan.sort()
     broker.start()
-    consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+    consumer = FleetConsumer(cfg.mqtt, fleet_config(work))
     consumer.start()
     if not _wait(lambda: consumer.connected, 10):
         raise RuntimeError("consumer did not connect")
@@ -167,7 +167,7 @@ def _soak(
         consumer.stop()
         broker.stop()
     elapsed = time.monotonic() - t0
-    final = FleetConsumer(cfg.mqtt, cfg.fleet)  # reopen the consumer database for the final count
+    final = FleetConsumer(cfg.mqtt, fleet_config(work))  # reopen the consumer database for the final count
     report_dev = final.report()["devices"].get(DEVICE, {})
     final.stop()
     received = report_dev.get("received", 0)
@@ -193,8 +193,8 @@ def _soak(
         "host": {"python": platform.python_version(), "machine": platform.machine()},
         "config": {
             "max_inflight": cfg.mqtt.max_inflight,
-            "gap_grace_s": cfg.fleet.gap_grace_s,
-            "resend_interval_s": cfg.fleet.resend_interval_s,
+            "gap_grace_s": fleet_config(work).gap_grace_s,
+            "resend_interval_s": fleet_config(work).resend_interval_s,
             "broker_persistence": True,
         },
     }

@@ -21,7 +21,7 @@ import numpy as np
 
 from calibration.gate import gate
 from calibration.quantize import QuantRecipe, quantize_model
-from device.backends import OrtBackend
+from device.models.backends import OrtBackend
 
 __all__ = ["calibrate_card", "interleaved_latency"]
 

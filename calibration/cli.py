@@ -43,14 +43,14 @@ def _run_int8(args: argparse.Namespace) -> int:
     try:
         import onnx  # noqa: F401  (quantization needs the onnx package)
     except ImportError:
-        from device.cli import MissingExtra
+        from device.contracts.errors import MissingExtra
 
         raise MissingExtra("needs the onnx package: pip install -e '.[train]'") from None
     from calibration.card import calibrate_card
     from calibration.gate import segmenter_dice
     from calibration.quantize import RECIPES, producing_convs
     from calibration.readers import FrameReader, frame_files
-    from device.constants import SEG_OUT_ENDS
+    from device.contracts.constants import SEG_OUT_ENDS
 
     card = json.loads(Path(args.card).read_text())
     if card.get("task") != "hair-segmentation":
@@ -101,15 +101,15 @@ def _run_int8(args: argparse.Namespace) -> int:
 
 
 def _input_shape(path: Path) -> dict[str, tuple[int, ...]]:
-    from device.backends import OrtBackend
+    from device.models.backends import OrtBackend
 
     return OrtBackend(path, threads=1).input_shapes
 
 
 def _run_optics(args: argparse.Namespace) -> int:
     from calibration.optics import profile_from_frame
-    from device.calibration_profile import save_profile
-    from device.imageio import read_frame
+    from device.capture.imageio import read_frame
+    from device.measure.optics import save_profile
 
     profile = profile_from_frame(read_frame(args.frame), args.spacing_um, source=str(args.frame))
     print(

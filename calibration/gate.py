@@ -13,9 +13,9 @@ from typing import Any
 
 import cv2
 
-from device.imageio import list_images, read_frame
-from device.onnx_segmenter import ModelSegmenter
-from device.seg_metrics import Confusion, confusion, summarise
+from device.capture.imageio import list_images, read_frame
+from device.models.onnx_segmenter import ModelSegmenter
+from scoring.seg_metrics import Confusion, confusion, summarise
 
 __all__ = ["GateResult", "gate", "segmenter_dice", "segmenter_scores"]
 

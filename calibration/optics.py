@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import cv2
 import numpy as np
 
-from device.calibration_profile import OpticsProfile
+from device.measure.optics import OpticsProfile
 
 __all__ = ["LinePeriod", "line_period", "profile_from_frame"]
 

@@ -2,7 +2,7 @@
 
 They follow ONNX Runtime's ``CalibrationDataReader`` protocol (``get_next()`` returns a
 {input name: array} dict, or None when exhausted; ``rewind()`` starts over), and prepare each
-frame exactly as the device does (``device.preprocess``), so the ranges calibrated here are
+frame exactly as the device does (``device.contracts.preprocess``), so the ranges calibrated here are
 the ranges the device sees.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.imageio import FrameError, list_images, read_frame
-from device.preprocess import to_network_input
+from device.capture.imageio import FrameError, list_images, read_frame
+from device.contracts.preprocess import to_network_input
 
 __all__ = ["FrameReader", "ArrayReader", "frame_files"]
 

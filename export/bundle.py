@@ -1,4 +1,4 @@
-"""Pack models into a signed bundle (server side). The device reads it with ``device.bundle``.
+"""Pack models into a signed bundle (server side). The device reads it with ``device.models.bundle``.
 
 Input is one *model card* per model: a JSON file written by export or calibration that says
 what the model is and lists its files::
@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from device.bundle import BUNDLE_SCHEMA, MANIFEST_NAME, SIGNATURE_NAME, TARGETS, BundleError, key_id, sha256_file
+from device.models.bundle import BUNDLE_SCHEMA, MANIFEST_NAME, SIGNATURE_NAME, TARGETS, BundleError, key_id, sha256_file
 
 __all__ = ["generate_key", "load_private_key", "graph_io", "build_bundle", "sign_bundle", "unpack_bundle"]
 
@@ -179,7 +179,7 @@ def unpack_bundle(
     files into ``out_dir`` (absent or empty). ``build_bundle`` on those cards rebuilds the same
     models: replace one card to update a single model, or re-sign with a rotated key. Returns the
     card paths."""
-    from device.bundle import Bundle
+    from device.models.bundle import Bundle
 
     bundle = Bundle.open(bundle_dir, trusted_keys=trusted_keys or ())
     out = Path(out_dir)

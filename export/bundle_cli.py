@@ -65,7 +65,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _run_unpack(args: argparse.Namespace) -> int:
-    from device.bundle import BundleError
+    from device.models.bundle import BundleError
     from export.bundle import unpack_bundle
 
     try:
@@ -79,7 +79,7 @@ def _run_unpack(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> object:
-    from device.bundle import Bundle, BundleError
+    from device.models.bundle import Bundle, BundleError
 
     try:
         return Bundle.open(args.dir, trusted_keys=args.trust)
@@ -92,7 +92,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     bundle = _open(args)
     if bundle is None:
         return 1
-    from device.bundle import Bundle
+    from device.models.bundle import Bundle
 
     assert isinstance(bundle, Bundle)
     files = bundle.variants()
@@ -107,7 +107,7 @@ def _run_info(args: argparse.Namespace) -> int:
     bundle = _open(args)
     if bundle is None:
         return 1
-    from device.bundle import Bundle
+    from device.models.bundle import Bundle
 
     assert isinstance(bundle, Bundle)
     if args.json:

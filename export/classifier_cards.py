@@ -2,7 +2,7 @@
 
 ``scalpedge bundle build`` packs model cards; the classifier export keeps one manifest for all
 three classifiers. This turns each of its entries into a card next to the ONNX files, naming
-the models as the device pipeline looks them up (``device.pipeline.MODEL_NAMES``): severity ->
+the models as the device pipeline looks them up (``device.app.pipeline.MODEL_NAMES``): severity ->
 ``conditions``, alopecia -> ``alopecia``, disease -> ``disease``. A variant is marked for
 TensorRT only when it passes the static TensorRT check.
 
@@ -24,7 +24,7 @@ BUNDLE_NAMES = {"severity": "conditions", "alopecia": "alopecia", "disease": "di
 def cards_from_manifest(manifest_path: str | Path) -> list[Path]:
     """Write ``<bundle name>.card.json`` beside ``manifest_path`` for every model it lists;
     returns the card paths."""
-    from device.constants import CONDITION_NAMES, DISEASE_NAMES, LEVEL_NAMES
+    from device.contracts.constants import CONDITION_NAMES, DISEASE_NAMES, LEVEL_NAMES
     from export.trt_support import check_tensorrt_support
 
     manifest_path = Path(manifest_path)

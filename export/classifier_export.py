@@ -1,6 +1,6 @@
 """ONNX export and INT8 quantization of the scalp classifiers.
 
-Export-only wrappers fix the graph contract from ``device.constants`` (static 1x3xHxW input,
+Export-only wrappers fix the graph contract from ``device.contracts.constants`` (static 1x3xHxW input,
 named outputs); every export gets ``onnx.checker`` (full check) and an ONNX Runtime vs torch
 parity check. ``quantize_int8`` writes the static Q/DQ INT8 model calibrated on representative
 frames: U8 activations with S8 per-channel weights, the variant that runs fast on x86 CPUs with
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.classifiers import prepare_condition_input, prepare_disease_input
-from device.constants import (
+from device.capture.imageio import IMAGE_SUFFIXES, read_frame
+from device.contracts.constants import (
     CLS_HEIGHT,
     CLS_INPUT,
     CLS_OUT_AREA,
@@ -32,7 +32,7 @@ from device.constants import (
     DISEASE_OUT_LOGITS,
     DISEASE_SIZE,
 )
-from device.imageio import IMAGE_SUFFIXES, read_frame
+from device.models.classifiers import prepare_condition_input, prepare_disease_input
 
 __all__ = [
     "export_condition_classifier",
@@ -235,7 +235,7 @@ def update_manifest(
 
     import onnx
 
-    from device.bundle import sha256_file
+    from device.models.bundle import sha256_file
     from export.release import git_commit
 
     folder = Path(folder)

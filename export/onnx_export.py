@@ -1,6 +1,6 @@
 """Export-only wrapper and ONNX export for segmenters.
 
-The wrapper fixes the graph contract from ``device.constants``: one static 1x3xHxW input named
+The wrapper fixes the graph contract from ``device.contracts.constants``: one static 1x3xHxW input named
 ``SEG_INPUT`` and two named outputs (hair logits, centre logits), no deep-supervision sides.
 Every export is checked with ``onnx.checker`` (full check), against torch with ONNX Runtime
 (max |logit difference| <= 1e-3), and against TensorRT's parser rules (``export.trt_support``).
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.constants import FRAME_HEIGHT, FRAME_WIDTH, INSTANCE_OUTPUTS, SEG_INPUT, SEG_OUT_MASK
+from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH, INSTANCE_OUTPUTS, SEG_INPUT, SEG_OUT_MASK
 
 __all__ = ["ExportedSegmenter", "export_segmenter", "check_parity", "write_metadata"]
 
@@ -48,7 +48,7 @@ def export_segmenter(
     """Export ``model`` to ONNX at a static 1x3xheightxwidth input; returns the path.
 
     instance_head: what the model's second output learned ("centres", "lines" or "ends"); it names
-    the graph output (``device.constants.INSTANCE_OUTPUTS``). metadata is written into the
+    the graph output (``device.contracts.constants.INSTANCE_OUTPUTS``). metadata is written into the
     graph's ``metadata_props`` (values JSON-encoded).
     """
     import onnx

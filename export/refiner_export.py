@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.constants import (
+from device.contracts.constants import (
     FRAME_HEIGHT,
     FRAME_WIDTH,
     PROMPT_GROUP_SIZE,

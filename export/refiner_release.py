@@ -25,8 +25,7 @@ def release_refiner(
     ``out_dir`` and write the two cards there; returns the card paths."""
     import json
 
-    from device.bundle import TARGETS
-    from device.constants import (
+    from device.contracts.constants import (
         FRAME_HEIGHT,
         FRAME_WIDTH,
         FUSION_COARSE_THRESHOLD,
@@ -41,6 +40,7 @@ def release_refiner(
         REFINER_GROUPS_PER_CALL,
         REFINER_MASK_THRESHOLD,
     )
+    from device.models.bundle import TARGETS
     from export.refiner_export import ATOL, export_refiner
     from export.release import git_commit
     from server_train.evaluation.refiner_speed import gflops
@@ -91,8 +91,8 @@ def release_refiner(
                     "points_per_group": PROMPT_GROUP_SIZE,
                     "negatives_per_group": PROMPT_NEGATIVES,
                     "groups_per_call": REFINER_GROUPS_PER_CALL,
-                    "prompts": "device.prompts.auto_prompts",
-                    "mask_input": "device.refiner.mask_prompt of the student's P(hair)",
+                    "prompts": "device.refine.prompts.auto_prompts",
+                    "mask_input": "device.refine.refiner.mask_prompt of the student's P(hair)",
                 },
                 "thresholds": {
                     "refined_mask": REFINER_MASK_THRESHOLD,

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from device.bundle import sha256_file
+from device.models.bundle import sha256_file
 
 __all__ = ["release_segmenter", "git_commit", "sha256_file", "CARD_NAME"]
 
@@ -47,8 +47,7 @@ def release_segmenter(
     returns the card's path. Pack cards into a bundle with ``scalpedge bundle build``."""
     import torch
 
-    from device.bundle import TARGETS
-    from device.constants import (
+    from device.contracts.constants import (
         END_DENSITY_SCALE,
         FRAME_HEIGHT,
         FRAME_WIDTH,
@@ -60,6 +59,7 @@ def release_segmenter(
         PIXEL_STD,
         SEG_OUT_MASK,
     )
+    from device.models.bundle import TARGETS
     from export.onnx_export import export_segmenter
     from server_train.models import count_gflop
     from server_train.training.train import load_checkpoint

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from device.cli import MissingExtra
+from device.contracts.errors import MissingExtra
 from server_train import classifier_cli, refiner_cli
 
 __all__ = ["register_train", "register_eval", "register_bench", "register_export"]

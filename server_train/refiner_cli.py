@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from device.segmentation import Segmenter
+from device.models.segmentation import Segmenter
 
 __all__ = ["add_train", "add_stage_args", "wrap_segmenter", "add_eval", "add_bench", "add_export", "find_refiner"]
 
@@ -42,7 +42,7 @@ def find_refiner(spec: str | None) -> Path | None:
         if not (folder / ENCODER_FILE).is_file() or not (folder / DECODER_FILE).is_file():
             raise FileNotFoundError(f"{folder} lacks {ENCODER_FILE} and {DECODER_FILE}")
         return folder
-    from device.bundle import Bundle
+    from device.models.bundle import Bundle
 
     bundle = Bundle.open(default_bundle_path())  # verified: signature, sizes and sha256 of every file
     if not {"refiner_encoder", "refiner_decoder"} <= set(bundle.models):
@@ -101,8 +101,8 @@ def add_stage_args(q: argparse.ArgumentParser) -> None:
 
 def wrap_segmenter(base: Segmenter, args: argparse.Namespace) -> Segmenter:
     """``base`` (the coarse student) at the stage asked for on the command line."""
-    from device.fusion import RefinedSegmenter
-    from device.refiner import PromptRefiner
+    from device.refine.fusion import RefinedSegmenter
+    from device.refine.refiner import PromptRefiner
 
     folder = find_refiner(getattr(args, "refiner", None))
     stage = getattr(args, "stage", None) or ("fused" if folder is not None else "coarse")
@@ -137,9 +137,9 @@ def add_eval(esub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     import cv2
 
-    from device.imageio import read_frame
-    from device.preprocess import prepare_frame
-    from device.refiner import PromptRefiner
+    from device.capture.imageio import read_frame
+    from device.contracts.preprocess import prepare_frame
+    from device.refine.refiner import PromptRefiner
     from server_train.evaluation.counts_eval import TEXT_BAR_PX, TRICHOSCOPY_UM_PER_PX
     from server_train.evaluation.loading import load_segmenter
     from server_train.evaluation.refiner_eval import ablation_counts, ablation_synthetic, figure
@@ -147,7 +147,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     folder = find_refiner(args.refiner)
     if folder is None:
         raise FileNotFoundError("no refiner: pass --refiner DIR")
-    from device.constants import REFINER_MASK_THRESHOLD
+    from device.contracts.constants import REFINER_MASK_THRESHOLD
     from server_train.evaluation.refiner_eval import tune_refined_threshold
 
     student = load_segmenter(args.model, args.threads)
@@ -193,7 +193,7 @@ def add_bench(bsub: argparse._SubParsersAction) -> None:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from device.assets import default_model_path
-    from device.imageio import IMAGE_SUFFIXES
+    from device.capture.imageio import IMAGE_SUFFIXES
     from server_train.evaluation.refiner_speed import bench_refiner, gflops
 
     folder = find_refiner(args.refiner)
@@ -211,7 +211,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         not args.no_naive,
     )
     if args.checkpoint:
-        from device.backends import OrtBackend
+        from device.models.backends import OrtBackend
 
         k = OrtBackend(folder / DECODER_FILE, threads=1).input_shapes["point_coords"][1]
         report["gflop"] = {name: round(v, 3) for name, v in gflops(args.checkpoint, k).items()}

@@ -9,6 +9,7 @@ answer resend requests) until SIGTERM, which closes it cleanly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -20,10 +21,12 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device.config import FleetConfig, MqttConfig, OutboxConfig, SyncConfig
-from device.records import condition, metric
+from device.contracts.config import MqttConfig
+from device.contracts.records import condition, metric
+from device.sync.config import OutboxConfig, SyncConfig
+from fleet.config import FleetConfig
 
-__all__ = ["sample_fields", "sync_config", "write_toml", "wait_for"]
+__all__ = ["fleet_config", "sample_fields", "sync_config", "write_toml", "wait_for"]
 
 
 def sample_fields(i: int = 0) -> dict[str, Any]:
@@ -70,14 +73,21 @@ def sync_config(tmp: Path, port: int, device_id: str = "scanner-a", fleet: str =
     return SyncConfig(
         mqtt=MqttConfig(**base),
         outbox=OutboxConfig(path=str(tmp / f"outbox-{device_id}.sqlite"), **outbox_over),
-        fleet=FleetConfig(db=str(tmp / "fleet.sqlite"), gap_grace_s=0.4, resend_interval_s=1.0),
     )
 
 
-def write_toml(cfg: SyncConfig, path: Path) -> Path:
-    """Write ``cfg`` as the TOML file the CLI and the device script read."""
+def fleet_config(tmp: Path) -> FleetConfig:
+    """The consumer's settings for tests: its database under ``tmp``, fast gap checks and resends."""
+    return FleetConfig(db=str(tmp / "fleet.sqlite"), gap_grace_s=0.4, resend_interval_s=1.0)
+
+
+def write_toml(cfg: SyncConfig, path: Path, fleet: FleetConfig | None = None) -> Path:
+    """Write ``cfg`` (and ``fleet`` as ``[fleet]``) as the TOML file the CLI and the device script read."""
     lines: list[str] = []
-    for section, values in cfg.to_dict().items():
+    sections = cfg.to_dict()
+    if fleet is not None:
+        sections["fleet"] = dataclasses.asdict(fleet)
+    for section, values in sections.items():
         lines.append(f"[{section}]")
         for key, value in values.items():
             if isinstance(value, bool):
@@ -104,8 +114,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, step: Callable[[],
 
 
 def main(argv: list[str] | None = None) -> int:
-    from device.config import load_sync_config
-    from device.sync import DeviceSync
+    from device.sync.config import load_sync_config
+    from device.sync.device_sync import DeviceSync
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("config")

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from device.analysis import analyse_frame, centres_on_hair
-from device.classical import BlackHatOtsu
+from device.app.analysis import analyse_frame, centres_on_hair
+from scoring.classical import BlackHatOtsu
 from server_train.synth import render
 
 
@@ -47,7 +47,7 @@ class _LineSegmenter:
         self.prob, self.lines, self.hairs, self.visible = prob, lines, hairs, visible
 
     def segment(self, frame_bgr: np.ndarray):
-        from device.segmentation import SegOutput
+        from device.models.segmentation import SegOutput
 
         return SegOutput(prob=self.prob, lines=self.lines, hairs=self.hairs, hairs_visible=self.visible)
 

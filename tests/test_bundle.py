@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.backends import open_backend
-from device.bundle import Bundle, BundleError
 from device.cli import main
+from device.models.backends import open_backend
+from device.models.bundle import Bundle, BundleError
 from export.bundle import build_bundle, generate_key
 from tests.onnx_graphs import conv_net, save
 

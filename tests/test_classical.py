@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from device.classical import BASELINES, BlackHatOtsu, RidgeFilter, otsu_prob
-from device.seg_metrics import confusion, dice
-from device.segmentation import Segmenter
+from device.models.segmentation import Segmenter
+from scoring.classical import BASELINES, BlackHatOtsu, RidgeFilter, otsu_prob
+from scoring.seg_metrics import confusion, dice
 
 
 def synthetic_frame(seed: int, shape: tuple[int, int] = (240, 320)) -> tuple[np.ndarray, np.ndarray]:

@@ -12,18 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from device.backends import OrtBackend
-from device.classifiers import (
-    AlopeciaGrader,
-    ClassifierInputError,
-    DiseaseClassifier,
-    SeverityClassifier,
-    disease_preprocess,
-    prepare_condition_input,
-    prepare_disease_input,
-)
+from device.capture.imageio import FrameError
 from device.cli import main
-from device.constants import (
+from device.contracts.constants import (
     ALOPECIA_FEATURES,
     CLS_HEIGHT,
     CLS_WIDTH,
@@ -32,7 +23,16 @@ from device.constants import (
     DISEASE_SIZE,
     LEVEL_NAMES,
 )
-from device.imageio import FrameError
+from device.models.backends import OrtBackend
+from device.models.classifiers import (
+    AlopeciaGrader,
+    ClassifierInputError,
+    DiseaseClassifier,
+    SeverityClassifier,
+    disease_preprocess,
+    prepare_condition_input,
+    prepare_disease_input,
+)
 from export.classifier_export import export_condition_classifier, export_disease_classifier, quantize_int8
 from server_train.models.classifier import CLASSIFIERS, create_classifier
 from server_train.models.classifier import DiseaseClassifier as DiseaseNet

@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 
-from device.backends import OrtBackend
-from device.constants import SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_MASK
-from device.onnx_segmenter import ModelSegmenter
+from device.contracts.constants import SEG_INPUT, SEG_OUT_CENTRE, SEG_OUT_MASK
+from device.models.backends import OrtBackend
+from device.models.onnx_segmenter import ModelSegmenter
 from export.onnx_export import ExportedSegmenter, check_parity, export_segmenter
 from server_train.models import create
 

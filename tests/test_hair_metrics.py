@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.hair_metrics import HairMetrics, find_centres, measure, split_strands
+from device.measure.hair_metrics import HairMetrics, find_centres, measure, split_strands
 
 SHAPE = (200, 240)
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from device.imageio import FrameError, as_bgr, list_images, read_frame
-from device.quality import frame_problem
+from device.capture.imageio import FrameError, as_bgr, list_images, read_frame
+from device.measure.quality import frame_problem
 
 
 def test_reads_grayscale_rgba_and_16bit(tmp_path: Path) -> None:

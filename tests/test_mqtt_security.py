@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from mosquitto import Mosquitto
-from sync_device import sample_fields, sync_config, wait_for
+from sync_device import fleet_config, sample_fields, sync_config, wait_for
 from test_mqtt_sync import _assert_exactly, _complete
 
-from device.config import SyncConfig
-from device.fleet import FleetConsumer
-from device.sync import DeviceSync
+from device.sync.config import SyncConfig
+from device.sync.device_sync import DeviceSync
+from fleet.consumer import FleetConsumer
 
 
 def _mosquitto_passwd(path: Path, users: dict[str, str]) -> None:
@@ -39,7 +39,7 @@ def test_acl_device_cannot_publish_under_another_device(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker", extra=f"password_file {pw}\nacl_file {acl}")
     broker.start()
     base = sync_config(tmp_path, broker.port)
-    fleet = FleetConsumer(_with(base, username="fleet", password="pf").mqtt, base.fleet)
+    fleet = FleetConsumer(_with(base, username="fleet", password="pf").mqtt, fleet_config(tmp_path))
     fleet.start()
     honest = DeviceSync.from_config(_with(base, username="scanner-a", password="pa"), bundle_version="b1")
     impostor = DeviceSync.from_config(
@@ -134,7 +134,9 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
     )
     broker.start()
     base = _with(sync_config(tmp_path, broker.port), tls_ca=str(pki["ca"]))
-    fleet = FleetConsumer(_with(base, tls_cert=str(pki["fleet_cert"]), tls_key=str(pki["fleet_key"])).mqtt, base.fleet)
+    fleet = FleetConsumer(
+        _with(base, tls_cert=str(pki["fleet_cert"]), tls_key=str(pki["fleet_key"])).mqtt, fleet_config(tmp_path)
+    )
     device = DeviceSync.from_config(
         _with(base, tls_cert=str(pki["scanner-a_cert"]), tls_key=str(pki["scanner-a_key"])), bundle_version="b1"
     )

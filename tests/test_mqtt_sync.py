@@ -23,13 +23,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from mosquitto import Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
-from sync_device import sample_fields, sync_config, wait_for, write_toml
+from sync_device import fleet_config, sample_fields, sync_config, wait_for, write_toml
 
-from device.config import SyncConfig
-from device.fleet import FleetConsumer
-from device.outbox import OutboxFull
-from device.sync import DeviceSync
-from device.sync_protocol import Command
+from device.contracts.messages import Command
+from device.sync.device_sync import DeviceSync
+from device.sync.outbox import OutboxFull
+from fleet.consumer import FleetConsumer
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_SCRIPT = REPO / "tests" / "sync_device.py"
@@ -99,7 +98,7 @@ def test_offline_then_online_200_results_arrive_once(tmp_path: Path) -> None:
     cfg = sync_config(tmp_path, broker.port)
     sync = DeviceSync.from_config(cfg, bundle_version="b1")
     sync.start()
-    consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+    consumer = FleetConsumer(cfg.mqtt, fleet_config(tmp_path))
     try:
         for i in range(200):
             sync.submit(**sample_fields(i))
@@ -124,7 +123,7 @@ def test_consumer_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Mosqu
     cfg = sync_config(tmp_path, broker.port)
     sync = DeviceSync.from_config(cfg, bundle_version="b1")
     sync.start()
-    consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+    consumer = FleetConsumer(cfg.mqtt, fleet_config(tmp_path))
     consumer.start()
     try:
         for i in range(150):
@@ -132,7 +131,7 @@ def test_consumer_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Mosqu
                 assert wait_for(lambda c=consumer: _complete(c, 50), 10)
                 consumer.stop()
             if i == 100:
-                consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+                consumer = FleetConsumer(cfg.mqtt, fleet_config(tmp_path))
                 consumer.start()
             sync.submit(**sample_fields(i))
             time.sleep(0.005)
@@ -150,7 +149,7 @@ def test_broker_sigkill_mid_stream_no_gap_after_resend(tmp_path: Path, broker: M
     cfg = sync_config(tmp_path, broker.port)
     sync = DeviceSync.from_config(cfg, bundle_version="b1")
     sync.start()
-    consumer = FleetConsumer(cfg.mqtt, cfg.fleet)
+    consumer = FleetConsumer(cfg.mqtt, fleet_config(tmp_path))
     consumer.start()
     try:
         assert wait_for(lambda: consumer.connected and sync.link.connects == 1, 10)
@@ -184,7 +183,7 @@ def test_device_process_sigkill_restart_seq_continues(tmp_path: Path, broker: Mo
     # after committing >= 40 results; its last will marks it offline. A new process (new
     # boot_id) resumes at the next seq, and the consumer ends up with every seq once.
     cfg = sync_config(tmp_path, broker.port)
-    config = write_toml(cfg, tmp_path / "sync.toml")
+    config = write_toml(cfg, tmp_path / "sync.toml", fleet_config(tmp_path))
     report_path = tmp_path / "report.json"
     listen = subprocess.Popen(
         [sys.executable, "-m", "device.cli", "fleet", "listen", "--config", str(config), "--report", str(report_path)],
@@ -192,7 +191,7 @@ def test_device_process_sigkill_restart_seq_continues(tmp_path: Path, broker: Mo
         text=True,
     )
     assert listen.stderr is not None
-    for line in listen.stderr:  # wait for "INFO device.fleet: fleet: connected ..."
+    for line in listen.stderr:  # wait for "INFO fleet.consumer: fleet: connected ..."
         if "fleet: connected" in line:
             break
     args = [sys.executable, str(DEVICE_SCRIPT), str(config), "--count", "120", "--rate", "150"]
@@ -215,7 +214,7 @@ def test_device_process_sigkill_restart_seq_continues(tmp_path: Path, broker: Mo
         for line in second.stdout:  # the device prints "seq N msg_id" per committed result
             if int(line.split()[1]) >= 120:
                 break
-        assert wait_for(lambda: _stored(cfg) == 120, 20)  # the consumer catches up, resends included
+        assert wait_for(lambda: _stored(tmp_path) == 120, 20)  # the consumer catches up, resends included
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
         assert _status(broker.port, "offline")["reason"] == "shutdown"
@@ -236,9 +235,9 @@ def test_device_process_sigkill_restart_seq_continues(tmp_path: Path, broker: Mo
     assert b2 == online["boot_id"]
 
 
-def _stored(cfg: SyncConfig) -> int:
+def _stored(tmp_path: Path) -> int:
     """Results in the consumer's database, read while the consumer process runs (WAL)."""
-    db = sqlite3.connect(cfg.fleet.db)
+    db = sqlite3.connect(fleet_config(tmp_path).db)
     try:
         return int(db.execute("SELECT count(*) FROM results").fetchone()[0])
     except sqlite3.OperationalError:  # not created yet
@@ -263,7 +262,7 @@ def test_commands_malformed_payloads_are_logged_and_the_device_keeps_running(
 
     sync = DeviceSync.from_config(cfg, bundle_version="b1", on_diagnose=diagnoses.append, on_config=on_config)
     watcher = Watcher(broker.port, "scalpedge/v1/test/scanner-a/event")
-    caplog.set_level(logging.WARNING, logger="device.mqtt_link")
+    caplog.set_level(logging.WARNING, logger="device.sync.mqtt_link")
     sync.start()
     try:
         for i in range(3):

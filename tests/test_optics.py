@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from calibration.optics import line_period, profile_from_frame
-from device.calibration_profile import OpticsProfile, load_profile, save_profile
 from device.cli import main
+from device.measure.optics import OpticsProfile, load_profile, save_profile
 
 
 def ruler(period_px: float, angle_deg: float, h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:

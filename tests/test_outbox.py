@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sync_device import sample_fields
 
-from device.config import OutboxConfig
-from device.outbox import Outbox, OutboxError, OutboxFull
-from device.records import RecordError, RecordFactory
+from device.contracts.records import RecordError, RecordFactory
+from device.sync.config import OutboxConfig
+from device.sync.outbox import Outbox, OutboxError, OutboxFull
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,8 +151,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     sys.path[:0] = [sys.argv[2], sys.argv[3]]
-    from device.outbox import Outbox
-    from device.records import RecordFactory
+    from device.sync.outbox import Outbox
+    from device.contracts.records import RecordFactory
     from sync_device import sample_fields
     box = Outbox(sys.argv[1], device_id="scanner-a")
     factory = RecordFactory("scanner-a", "bundle-1")

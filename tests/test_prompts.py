@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device.prompts import PromptConfig, auto_prompts, group_points, random_prompts
+from device.refine.prompts import PromptConfig, auto_prompts, group_points, random_prompts
 
 
 def _three_strands() -> tuple[np.ndarray, np.ndarray]:

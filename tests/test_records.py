@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 from sync_device import sample_fields, sync_config, write_toml
 
-from device.config import ConfigError, SyncConfig, load_sync_config
-from device.records import (
+from device.contracts.messages import CommandError, missing_ranges, parse_command, parse_topic, topic
+from device.contracts.records import (
     SCHEMA_ID,
     RecordError,
     RecordFactory,
@@ -24,9 +24,10 @@ from device.records import (
     utc_timestamp,
     validate_record,
 )
-from device.sync_protocol import CommandError, missing_ranges, parse_command, parse_topic, topic
+from device.sync.config import ConfigError, OutboxConfig, SyncConfig, load_sync_config
+from fleet.config import FleetConfig, load_fleet_config
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "device" / "schemas" / "result-1.schema.json"
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "device" / "contracts" / "schemas" / "result-1.schema.json"
 
 
 def _record(seq: int = 1) -> dict[str, Any]:
@@ -113,10 +114,13 @@ def test_naive_capture_time_is_refused() -> None:
 def test_config_round_trips_through_toml_and_resolves_paths(tmp_path: Path) -> None:
     cfg = sync_config(tmp_path, 1883, tls_ca="ca.pem", tls_cert="c.pem", tls_key="k.pem")
     (tmp_path / "sub").mkdir()
-    path = write_toml(cfg, tmp_path / "sub" / "sync.toml")
+    path = write_toml(cfg, tmp_path / "sub" / "sync.toml", FleetConfig(db="fleet.sqlite", gap_grace_s=0.4))
     loaded = load_sync_config(path)
     assert loaded.mqtt.tls_ca == str(tmp_path / "sub" / "ca.pem")  # relative to the TOML file
-    assert loaded.outbox == cfg.outbox and loaded.fleet == cfg.fleet
+    assert loaded.outbox == cfg.outbox
+    fleet = load_fleet_config(path)  # the fleet reads [mqtt] and [fleet] of the same file
+    assert fleet.mqtt == loaded.mqtt
+    assert fleet.fleet == FleetConfig(db=str(tmp_path / "sub" / "fleet.sqlite"), gap_grace_s=0.4)
     assert loaded.mqtt.max_inflight == 10 and loaded.mqtt.resolved_client_id == "scalpedge-scanner-a"
 
 
@@ -139,7 +143,6 @@ def test_config_defaults_live_in_the_dataclasses(tmp_path: Path) -> None:
         ("[mqtt]\ndevice_id = 'a/+'\n", "[mqtt] device_id must match"),
         ("[mqtt]\ntls_cert = 'c.pem'\n", "tls_cert and tls_key go together"),
         ("[outbox]\nmax_db_bytes = 1000\n", "[outbox] max_db_bytes must be 0 or >= 65536"),
-        ("[fleet]\nresend_interval_s = 0\n", "[fleet] resend_interval_s must be > 0"),
         ("mqtt = 3\n", "[mqtt] must be a table"),
         ("[mqtt\n", "invalid TOML"),
     ],
@@ -150,6 +153,14 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, needle: str) -> Non
     with pytest.raises(ConfigError) as info:
         load_sync_config(path)
     assert needle in str(info.value) and str(path) in str(info.value)
+
+
+def test_bad_fleet_config_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text("[fleet]\nresend_interval_s = 0\n")
+    with pytest.raises(ConfigError, match=r"fleet.toml: \[fleet\] resend_interval_s must be > 0"):
+        load_fleet_config(path)
+    assert load_sync_config(path) == SyncConfig(outbox=OutboxConfig(path=str(tmp_path / "outbox.sqlite")))
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

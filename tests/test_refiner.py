@@ -9,13 +9,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from device.classical import BASELINES
-from device.constants import PROMPT_GROUP_SIZE
-from device.fusion import RefinedSegmenter, fuse, fuse_prob, recalibrate
-from device.prompts import PromptConfig, auto_prompts
-from device.refiner import PromptRefiner
+from device.contracts.constants import PROMPT_GROUP_SIZE
+from device.refine.fusion import RefinedSegmenter, fuse, fuse_prob, recalibrate
+from device.refine.prompts import PromptConfig, auto_prompts
+from device.refine.refiner import PromptRefiner
 from export.refiner_export import ATOL, ExportedRefinerDecoder, decoder_example, export_refiner, fold_constant_inputs
 from export.trt_support import check_tensorrt_support
+from scoring.classical import BASELINES
 from server_train.models.refiner import build_refiner_tiny, refiner_from_config
 
 pytestmark = pytest.mark.slow
@@ -105,8 +105,8 @@ def test_device_refiner_matches_torch_and_handles_bad_prompts(exported: tuple) -
     refiner.set_image(frame, prob)
     low = refiner.predict_low_res(groups)
     assert low.shape == (groups.count, 120, 160)
-    from device.preprocess import to_network_input
-    from device.refiner import mask_prompt
+    from device.contracts.preprocess import to_network_input
+    from device.refine.refiner import mask_prompt
 
     with torch.no_grad():
         emb = model.embed(torch.from_numpy(to_network_input(frame)))

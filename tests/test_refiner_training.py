@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from device.prompts import PromptConfig, PromptGroups, auto_prompts
+from device.refine.prompts import PromptConfig, PromptGroups, auto_prompts
 from server_train.models.refiner import build_refiner_tiny
 from server_train.models.sam_teacher import infer_vit_config, load_sam_image_encoder, save_small_vit_teacher
 from server_train.synth import SynthConfig, write_dataset

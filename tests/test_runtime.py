@@ -14,7 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device.cli import main
-from device.records import validate_record
+from device.contracts.records import validate_record
 from tests.mosquitto import Mosquitto, mosquitto_binary
 
 
@@ -69,7 +69,9 @@ def test_sigterm_stops_cleanly_and_seq_continues_after_restart(tmp_path: Path) -
     assert proc.returncode == 0, stderr
     assert "stopped: SIGTERM" in stdout
     logs = [json.loads(line) for line in stderr.splitlines() if line.strip()]  # structured: one object a line
-    assert {"ts", "level", "logger", "msg"} <= set(logs[0]) and any(e["logger"] == "device.sync" for e in logs)
+    assert {"ts", "level", "logger", "msg"} <= set(logs[0]) and any(
+        e["logger"] == "device.sync.device_sync" for e in logs
+    )
     before = _records(db)
     assert [r["seq"] for r in before] == list(range(1, len(before) + 1))
     # A second boot continues the sequence: same device, new boot_id, nothing overwritten.

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from device.config import ConfigError
-from device.runtime_config import RuntimeConfig, load_runtime_config
+from device.app.runtime_config import RuntimeConfig, load_runtime_config
+from device.sync.config import ConfigError
 
 
 def test_defaults_and_file_values(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.seg_metrics import (
+from scoring.seg_metrics import (
     Confusion,
     accuracy,
     confusion,

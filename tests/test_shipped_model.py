@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from device.assets import default_bundle_path, sample_frames
-from device.backends import OrtBackend
-from device.bundle import Bundle, sha256_file
-from device.constants import SEG_INPUT
-from device.onnx_segmenter import ModelSegmenter
-from device.seg_metrics import confusion, summarise
+from device.contracts.constants import SEG_INPUT
+from device.models.backends import OrtBackend
+from device.models.bundle import Bundle, sha256_file
+from device.models.onnx_segmenter import ModelSegmenter
 from export.trt_support import check_tensorrt_support
+from scoring.seg_metrics import confusion, summarise
 from server_train.synth import SynthConfig, render
 
 BUNDLE = Bundle.open(default_bundle_path())

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from device._source_uri import open_capture
 from device.assets import ASSETS
-from device.quality import FOCUS_MIN, MOTION_MAX_PX, QualityGate, QualityThresholds, assess
-from device.sources import FrameSource, csi_pipeline, open_source, parse_uri
+from device.capture.source_uri import open_capture
+from device.capture.sources import FrameSource, csi_pipeline, open_source, parse_uri
+from device.measure.quality import FOCUS_MIN, MOTION_MAX_PX, QualityGate, QualityThresholds, assess
 
 CLIP = ASSETS / "samples" / "clip"
 

@@ -105,8 +105,8 @@ def test_stop_after_pauses_a_run_that_resumes_identically(tiny_data: Path, tmp_p
 
 
 def test_line_target_trains_and_exports_a_centreline_head(tiny_data: Path, tmp_path: Path) -> None:
-    from device.constants import SEG_OUT_LINES
-    from device.onnx_segmenter import ModelSegmenter
+    from device.contracts.constants import SEG_OUT_LINES
+    from device.models.onnx_segmenter import ModelSegmenter
     from server_train.evaluation.loading import load_segmenter
 
     data = SegFolder(tiny_data, CropConfig(size=64), seed=0, epoch_size=2, target="lines")
@@ -123,7 +123,7 @@ def test_line_target_trains_and_exports_a_centreline_head(tiny_data: Path, tmp_p
 
 
 def test_end_density_keeps_every_end_whole_even_on_the_border() -> None:
-    from device.constants import END_DENSITY_SCALE
+    from device.contracts.constants import END_DENSITY_SCALE
 
     ends = np.array([[20.3, 10.7], [0.0, 15.0], [47.0, 31.0], [20.3, 10.7]], np.float32)
     dens = end_density(ends, 32, 48)
@@ -147,7 +147,7 @@ def test_border_ends_one_per_line_crossing_the_edge() -> None:
 
 
 def test_end_target_counts_the_hairs_of_a_frame(tiny_data: Path) -> None:
-    from device.constants import END_DENSITY_SCALE
+    from device.contracts.constants import END_DENSITY_SCALE
 
     full = SegFolder(tiny_data, CropConfig(size=0), target="ends")
     for i in range(3):
@@ -175,9 +175,9 @@ def test_end_density_loss_is_zero_only_for_the_target() -> None:
 
 
 def test_end_target_trains_and_exports_a_counting_head(tiny_data: Path, tmp_path: Path) -> None:
-    from device.analysis import analyse_frame
-    from device.constants import SEG_OUT_ENDS
-    from device.onnx_segmenter import ModelSegmenter
+    from device.app.analysis import analyse_frame
+    from device.contracts.constants import SEG_OUT_ENDS
+    from device.models.onnx_segmenter import ModelSegmenter
     from server_train.evaluation.loading import load_segmenter
 
     cfg = _cfg(tiny_data, tmp_path / "ends", instance_target="ends", centre_loss="ends", steps=2)
@@ -193,7 +193,7 @@ def test_end_target_trains_and_exports_a_counting_head(tiny_data: Path, tmp_path
 
 
 def test_hairs_from_ends_is_a_counting_frame() -> None:
-    from device.onnx_segmenter import hairs_from_ends
+    from device.models.onnx_segmenter import hairs_from_ends
 
     h, w = 120, 160
     area = (h * w) / ((h - 12) * (w - 12))  # the inner ends stand for the whole frame

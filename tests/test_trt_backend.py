@@ -1,13 +1,13 @@
 """What of the TensorRT backend runs without a GPU: engine cache keys and the cache itself.
-(The engine build and execution need TensorRT and a GPU; see device/trt_backend.py.)"""
+(The engine build and execution need TensorRT and a GPU; see device/models/trt_backend.py.)"""
 
 import importlib.util
 from pathlib import Path
 
 import pytest
 
-from device.backends import open_backend
-from device.trt_backend import EngineCache, engine_cache_key
+from device.models.backends import open_backend
+from device.models.trt_backend import EngineCache, engine_cache_key
 
 SHA = "ab" * 32
 BASE = dict(

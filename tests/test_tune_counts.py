@@ -5,7 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.segmentation import SegOutput
+from device.models.segmentation import SegOutput
 from server_train.evaluation.tune_counts import tune_line_counts
 from server_train.synth import SynthConfig, write_dataset
 

@@ -10,7 +10,7 @@ ASSETS = Path(__file__).resolve().parent
 
 
 def default_bundle_path() -> Path:
-    """The shipped signed model bundle (open it with ``device.bundle.Bundle.open``)."""
+    """The shipped signed model bundle (open it with ``device.models.bundle.Bundle.open``)."""
     return ASSETS / "default"
 
 

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
 
-from device.backends import OrtBackend
-from device.classifiers import SeverityClassifier, default_classifier_path, prepare_condition_input
-from device.constants import CLS_OUT_LEVELS, CLS_OUT_PRESENCE, CONDITION_NAMES, LEVEL_NAMES
-from device.imageio import read_frame
+from device.capture.imageio import read_frame
+from device.contracts.constants import CLS_OUT_LEVELS, CLS_OUT_PRESENCE, CONDITION_NAMES, LEVEL_NAMES
+from device.models.backends import OrtBackend
+from device.models.classifiers import SeverityClassifier, default_classifier_path, prepare_condition_input
 from server_train.training.classifier_data import load_real, load_synthetic
 
 __all__ = ["evaluate_real_conditions", "evaluate_synthetic_conditions", "bench_latency", "REAL_NAMES"]

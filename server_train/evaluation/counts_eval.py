@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from device.analysis import analyse_frame
-from device.imageio import read_frame
-from device.segmentation import Segmenter
+from device.app.analysis import analyse_frame
+from device.capture.imageio import read_frame
+from device.models.segmentation import Segmenter
 
 __all__ = ["evaluate_counts", "read_voc_boxes", "TEXT_BAR_PX", "THIN_CLASS", "TRICHOSCOPY_UM_PER_PX"]
 

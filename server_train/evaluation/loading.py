@@ -11,9 +11,9 @@ import tempfile
 from pathlib import Path
 
 from device.assets import default_model_path
-from device.classical import BASELINES
-from device.onnx_segmenter import ModelSegmenter
-from device.segmentation import Segmenter
+from device.models.onnx_segmenter import ModelSegmenter
+from device.models.segmentation import Segmenter
+from scoring.classical import BASELINES
 
 __all__ = ["load_segmenter"]
 

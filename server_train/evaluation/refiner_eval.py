@@ -23,15 +23,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from device.analysis import analyse_frame
-from device.constants import MASK_THRESHOLD
-from device.fusion import fuse_prob
-from device.imageio import read_frame
-from device.preprocess import prepare_frame
-from device.prompts import PromptConfig, PromptGroups, auto_prompts, random_prompts
-from device.refiner import PromptRefiner
-from device.seg_metrics import confusion, summarise
-from device.segmentation import Segmenter, SegOutput
+from device.app.analysis import analyse_frame
+from device.capture.imageio import read_frame
+from device.contracts.constants import MASK_THRESHOLD
+from device.contracts.preprocess import prepare_frame
+from device.models.segmentation import Segmenter, SegOutput
+from device.refine.fusion import fuse_prob
+from device.refine.prompts import PromptConfig, PromptGroups, auto_prompts, random_prompts
+from device.refine.refiner import PromptRefiner
+from scoring.seg_metrics import confusion, summarise
 
 __all__ = ["VARIANTS", "frame_variants", "ablation_synthetic", "ablation_counts", "figure", "tune_refined_threshold"]
 
@@ -74,7 +74,7 @@ def _truth(root: Path) -> dict[str, dict[str, Any]]:
 def ablation_synthetic(
     student: Segmenter, refiner: PromptRefiner, root: str | Path, limit: int | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Per variant: pixel scores (device.seg_metrics.summarise) and hair-count MAE/bias."""
+    """Per variant: pixel scores (scoring.seg_metrics.summarise) and hair-count MAE/bias."""
     root = Path(root)
     truth = _truth(root)
     stems = sorted(truth)[:limit]

@@ -19,14 +19,14 @@ import cv2
 import numpy as np
 import torch
 
-from device.backends import OrtBackend
-from device.constants import FRAME_HEIGHT, FRAME_WIDTH, MASK_THRESHOLD
-from device.fusion import fuse_prob
-from device.imageio import read_frame
-from device.onnx_segmenter import ModelSegmenter
-from device.preprocess import prepare_frame, to_network_input
-from device.prompts import PromptConfig, auto_prompts
-from device.refiner import PromptRefiner
+from device.capture.imageio import read_frame
+from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH, MASK_THRESHOLD
+from device.contracts.preprocess import prepare_frame, to_network_input
+from device.models.backends import OrtBackend
+from device.models.onnx_segmenter import ModelSegmenter
+from device.refine.fusion import fuse_prob
+from device.refine.prompts import PromptConfig, auto_prompts
+from device.refine.refiner import PromptRefiner
 
 __all__ = ["bench_refiner", "build_naive_graphs", "gflops"]
 

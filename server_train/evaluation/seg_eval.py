@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from device.analysis import analyse_frame
-from device.constants import END_EDGE_PX, MASK_THRESHOLD
-from device.imageio import IMAGE_SUFFIXES, read_frame
-from device.seg_metrics import confusion, summarise
-from device.segmentation import Segmenter
+from device.app.analysis import analyse_frame
+from device.capture.imageio import IMAGE_SUFFIXES, read_frame
+from device.contracts.constants import END_EDGE_PX, MASK_THRESHOLD
+from device.models.segmentation import Segmenter
+from scoring.seg_metrics import confusion, summarise
 
 __all__ = ["evaluate_seg", "paired_frames", "counting_frame_truth"]
 
@@ -32,7 +32,7 @@ def paired_frames(root: Path) -> list[tuple[Path, Path]]:
 
 def counting_frame_truth(ends: np.ndarray, height: int, width: int, edge_px: int = END_EDGE_PX) -> float:
     """The generator's truth for a counting-frame count (what an end-density model estimates,
-    ``device.onnx_segmenter.hairs_from_ends``): strand ends (N, 2) (x, y) farther than
+    ``device.models.onnx_segmenter.hairs_from_ends``): strand ends (N, 2) (x, y) farther than
     ``edge_px`` from the frame's edge, halved and scaled to the whole frame's area."""
     e = np.asarray(ends, np.float64).reshape(-1, 2)
     inner = (e[:, 0] >= edge_px) & (e[:, 0] < width - edge_px) & (e[:, 1] >= edge_px) & (e[:, 1] < height - edge_px)
@@ -43,7 +43,7 @@ def counting_frame_truth(ends: np.ndarray, height: int, width: int, edge_px: int
 def evaluate_seg(
     segmenter: Segmenter, root: str | Path, limit: int | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Scores as in device.seg_metrics, plus count/thickness error against truth.jsonl if any:
+    """Scores as in scoring.seg_metrics, plus count/thickness error against truth.jsonl if any:
     ``count_*`` against every visible strand, ``frame_count_*`` against the counting-frame
     truth (:func:`counting_frame_truth`, for sets written with strand ends)."""
     root = Path(root)

@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.analysis import analyse_frame
-from device.imageio import list_images, read_frame
-from device.segmentation import Segmenter
+from device.app.analysis import analyse_frame
+from device.capture.imageio import list_images, read_frame
+from device.models.segmentation import Segmenter
 
 __all__ = ["mask_sheet"]
 

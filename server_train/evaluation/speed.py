@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from device.backends import OrtBackend
-from device.constants import FRAME_HEIGHT, FRAME_WIDTH, SEG_INPUT
+from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH, SEG_INPUT
+from device.models.backends import OrtBackend
 
 __all__ = ["bench_speed", "cpu_name", "time_backend"]
 
@@ -109,7 +109,7 @@ def bench_bundle_variants(bundle_dir: str | Path, threads: tuple[int, ...] = (2,
     timed in turn per model so machine load hits all variants alike; with file sizes and the
     accuracy the calibration gate recorded. {"bundle", "results": [...], "speedups": {...}}."""
     from calibration.card import interleaved_latency
-    from device.bundle import Bundle
+    from device.models.bundle import Bundle
 
     bundle = Bundle.open(bundle_dir)
     results: list[dict[str, Any]] = []

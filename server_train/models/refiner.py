@@ -10,7 +10,7 @@ from the embedding width when they differ): at 30x40 tokens its transformer, not
 upscaling, is most of its cost (torch, 1 thread, 30x40: 256 wide 1.2 GFLOP / 41 ms per group;
 ONNX Runtime, 1 thread, K=64, CPU shared with a training job: 128 wide 19.6 ms, 64 wide 11.2 ms).
 
-Input: Nx3xHxW RGB normalised with ``device.constants.PIXEL_MEAN/STD`` (the segmenter's own
+Input: Nx3xHxW RGB normalised with ``device.contracts.constants.PIXEL_MEAN/STD`` (the segmenter's own
 input); the encoder converts to the Lite models' (x - 127) / 128 internally.
 """
 
@@ -25,7 +25,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransfor
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
-from device.constants import (
+from device.contracts.constants import (
     CLS_PIXEL_MEAN,
     CLS_PIXEL_STD,
     FRAME_HEIGHT,

@@ -2,7 +2,7 @@
 
 Widths are configurable so the same code builds the full U²-Net, U²-NetP and the narrower
 teacher we can afford to train on a CPU. Every variant outputs two maps per side output:
-hair logits and per-hair centre logits (see ``device.constants``).
+hair logits and per-hair centre logits (see ``device.contracts.constants``).
 """
 
 from __future__ import annotations

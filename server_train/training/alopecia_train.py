@@ -2,8 +2,8 @@
 count, thickness statistics, thin-hair ratio and density, exported to ONNX with skl2onnx.
 
 Features are measured the way the device measures them: the segmenter (default: the shipped
-student) and ``device.analysis.analyse_frame`` on each synthetic frame, then
-``device.classifiers.hair_features``. Targets are the frames' synthetic hair-loss levels 0..3.
+student) and ``device.app.analysis.analyse_frame`` on each synthetic frame, then
+``device.models.classifiers.hair_features``. Targets are the frames' synthetic hair-loss levels 0..3.
 """
 
 from __future__ import annotations
@@ -17,12 +17,18 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from device.analysis import analyse_frame
+from device.app.analysis import analyse_frame
 from device.assets import default_model_path
-from device.classifiers import hair_features
-from device.constants import ALOPECIA_FEATURES, ALOPECIA_INPUT, ALOPECIA_OUT_LABEL, ALOPECIA_OUT_PROBS, LEVEL_NAMES
-from device.imageio import read_frame
-from device.onnx_segmenter import ModelSegmenter
+from device.capture.imageio import read_frame
+from device.contracts.constants import (
+    ALOPECIA_FEATURES,
+    ALOPECIA_INPUT,
+    ALOPECIA_OUT_LABEL,
+    ALOPECIA_OUT_PROBS,
+    LEVEL_NAMES,
+)
+from device.models.classifiers import hair_features
+from device.models.onnx_segmenter import ModelSegmenter
 
 __all__ = ["measure_features", "fit_grader", "export_grader", "train_alopecia"]
 

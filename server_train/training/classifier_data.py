@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import torch
 
-from device.classifiers import prepare_condition_input
-from device.constants import CONDITION_NAMES
-from device.imageio import IMAGE_SUFFIXES, read_frame
+from device.capture.imageio import IMAGE_SUFFIXES, read_frame
+from device.contracts.constants import CONDITION_NAMES
+from device.models.classifiers import prepare_condition_input
 
 __all__ = [
     "YOLO_CONDITION_CLASSES",

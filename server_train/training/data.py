@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from device.constants import END_DENSITY_SCALE, END_SIGMA_PX
-from device.preprocess import to_tensor_layout
+from device.contracts.constants import END_DENSITY_SCALE, END_SIGMA_PX
+from device.contracts.preprocess import to_tensor_layout
 
 __all__ = ["SegFolder", "centre_heatmap", "end_density", "border_ends", "CropConfig", "TARGETS"]
 

@@ -1,7 +1,7 @@
 """Disease-type classifier (alopecia / psoriasis / folliculitis) on clinical scalp photos.
 
 The small-CNN paper's recipe on a pretrained backbone: preprocessing (denoise, histogram
-equalisation, enhancement: ``device.classifiers.disease_preprocess``), class balancing (every
+equalisation, enhancement: ``device.models.classifiers.disease_preprocess``), class balancing (every
 photo contributes augmented views - flips, 90-degree turns, a centre zoom - and the head weighs
 classes inversely to their size), frozen EfficientNet-Lite0 ImageNet features and a linear head
 (multinomial logistic regression). ``disease_lite0`` (the default) sees the photo at 224 px;
@@ -23,9 +23,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
-from device.classifiers import disease_preprocess
-from device.constants import CLS_PIXEL_MEAN, CLS_PIXEL_STD, DISEASE_NAMES, DISEASE_SIZE
-from device.imageio import IMAGE_SUFFIXES, read_frame
+from device.capture.imageio import IMAGE_SUFFIXES, read_frame
+from device.contracts.constants import CLS_PIXEL_MEAN, CLS_PIXEL_STD, DISEASE_NAMES, DISEASE_SIZE
+from device.models.classifiers import disease_preprocess
 from server_train.models.classifier import DiseaseClassifier, create_classifier
 
 __all__ = ["load_photos", "view_features", "fit_head", "cross_validate", "train_and_export", "VIEWS"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from device.constants import END_DENSITY_SCALE
+from device.contracts.constants import END_DENSITY_SCALE
 
 __all__ = ["seg_loss", "distill_loss", "CENTRE_LOSSES"]
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from device.constants import FRAME_HEIGHT, FRAME_WIDTH
-from device.preprocess import to_network_input
-from device.prompts import PromptConfig, PromptGroups, auto_prompts, random_prompts
+from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH
+from device.contracts.preprocess import to_network_input
+from device.refine.prompts import PromptConfig, PromptGroups, auto_prompts, random_prompts
 
 __all__ = ["build_cache", "FeatureCache", "degrade_mask", "group_targets", "sample_prompts"]
 
@@ -46,7 +46,7 @@ def build_cache(
     """Run the frozen prefix of ``encoder`` (a RefinerEncoder) and the student ONNX on every
     frame of ``roots`` (comma-separated synth folders, first ``per_root`` frames of each);
     write the cache to ``out`` (skipped when ``index.json`` there matches). Returns ``out``."""
-    from device.onnx_segmenter import ModelSegmenter
+    from device.models.onnx_segmenter import ModelSegmenter
 
     out = Path(out)
     items = _frames(roots, per_root)

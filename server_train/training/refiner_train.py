@@ -3,7 +3,7 @@ masks; optionally distil a SAM image encoder's embeddings into its encoder.
 
 Per step and frame: the cached frozen-prefix features go through the trainable encoder part
 once; a coarse mask (the student's own output, or degraded ground truth) gives prompt groups
-(``device.prompts``; a share of random prompts for robustness; a share of groups keep a random
+(``device.refine.prompts``; a share of random prompts for robustness; a share of groups keep a random
 subset of their positives, so that the mask prompt alone cannot predict the target and the
 decoder has to follow the points); each group's target is the
 union of the strands its positive points hit (the generator's instance ids); the coarse mask
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from device.constants import FRAME_HEIGHT, FRAME_WIDTH, MASK_THRESHOLD
-from device.preprocess import to_network_input
-from device.prompts import PromptConfig, PromptGroups
-from device.refiner import mask_prompt
+from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH, MASK_THRESHOLD
+from device.contracts.preprocess import to_network_input
+from device.refine.prompts import PromptConfig, PromptGroups
+from device.refine.refiner import mask_prompt
 from server_train.models.refiner import REFINERS, Refiner, refiner_from_config
 from server_train.training.refiner_data import FeatureCache, build_cache, degrade_mask, group_targets, sample_prompts
 

@@ -1,0 +1,276 @@
+"""The scanner's frame loop: one owner thread for capture, inference and output.
+
+Every frame: read -> live path (quality gate, segmentation, count) -> preview. On a trigger
+(the scanner's button over serial, a key on stdin or in the preview window, an MQTT ``cmd``,
+or a timer): the next frame that passes the quality gate gets a full diagnosis, which becomes
+a result record stored durably in the outbox (then published by the MQTT link), an overlay
+image on disk, and an LED acknowledgement on the scanner. A bad frame or a failing stage is
+logged and skipped, never fatal. Other threads only *request* work (``request_diagnosis``,
+``stop``); all state changes happen in the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from device.app.pipeline import Diagnosis, ScanPipeline
+from device.app.preview import Preview, diagnosis_view, live_view
+
+__all__ = ["ScannerRuntime", "RunSummary", "ResultRow", "MAX_REJECTED_FOR_DIAGNOSIS"]
+
+log = logging.getLogger(__name__)
+
+MAX_REJECTED_FOR_DIAGNOSIS = 15  # frames the quality gate may reject before a diagnosis is given up
+TELEMETRY_EVERY_S = 2.0
+LIVE_COUNT_EVERY_S = 0.5  # the live hair count is refreshed this often (it costs about a segmentation)
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One diagnosis as the summary table shows it."""
+
+    seq: int | None
+    trigger: str
+    captured_at: str
+    accepted: bool
+    fields: dict[str, Any]
+    overlay: str | None
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a run did: frame counts, live FPS, diagnoses and per-stage timings (ms)."""
+
+    frames: int = 0
+    rejected_frames: int = 0
+    failed_frames: int = 0
+    live_fps: float = 0.0
+    results: list[ResultRow] = field(default_factory=list)
+    live_ms: dict[str, list[float]] = field(default_factory=dict)
+    diagnosis_ms: dict[str, list[float]] = field(default_factory=dict)
+    stop_reason: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def medians(self, which: str = "diagnosis") -> dict[str, float]:
+        data = self.diagnosis_ms if which == "diagnosis" else self.live_ms
+        return {k: round(statistics.median(v), 1) for k, v in data.items() if v}
+
+
+class ScannerRuntime:
+    """Owns the loop. ``source`` must offer ``read(timeout_s) -> frame or None`` where a frame
+    has ``image`` (HxWx3 uint8 BGR) and ``t_capture`` (UTC epoch seconds); ``sync`` is a
+    ``device.sync.device_sync.DeviceSync`` (or None: results are only saved locally); ``bridge`` a
+    ``firmware_bridge.link.SerialLink`` (or None)."""
+
+    def __init__(
+        self,
+        pipeline: ScanPipeline,
+        source: Any,
+        out_dir: str | Path,
+        sync: Any = None,
+        bridge: Any = None,
+        preview: Preview | None = None,
+        save_overlays: bool = True,
+        diagnose_every_s: float = 0.0,
+        led_ack: bool = True,
+        on_result: Callable[[ResultRow], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.out_dir = Path(out_dir)
+        self.sync = sync
+        self.bridge = bridge
+        self.preview = preview or Preview("headless")
+        self.save_overlays = save_overlays
+        self.diagnose_every_s = diagnose_every_s
+        self.led_ack = led_ack
+        self.on_result = on_result
+        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self.summary = RunSummary()
+        self.battery: dict[str, Any] | None = None
+
+    # -- called from any thread -------------------------------------------------------------
+    def request_diagnosis(self, trigger: str) -> None:
+        """Ask for a full diagnosis of the next usable frame (thread-safe)."""
+        self._requests.put(trigger)
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the loop to finish after the current frame (thread-safe, signal-safe)."""
+        self._stop_reason = self._stop_reason or reason
+        self._stop.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, max_frames: int = 0, max_diagnoses: int = 0, max_seconds: float = 0.0) -> RunSummary:
+        """Run until stopped or a limit (0 = none) is reached; returns the summary."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        start = last_timer = last_telemetry = time.monotonic()
+        last_count = -1e9
+        pending: list[str] = []
+        rejected_in_a_row = 0
+        fps_ema: float | None = None
+        last_frame_t: float | None = None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if max_seconds and now - start >= max_seconds:
+                self.stop("time limit")
+                break
+            if max_frames and self.summary.frames >= max_frames:
+                self.stop("frame limit")
+                break
+            if max_diagnoses and len(self.summary.results) >= max_diagnoses:
+                self.stop("diagnosis limit")
+                break
+            self._poll_bridge()
+            while True:
+                try:
+                    pending.append(self._requests.get_nowait())
+                except queue.Empty:
+                    break
+            if self.diagnose_every_s and now - last_timer >= self.diagnose_every_s:
+                pending.append("timer")
+                last_timer = now
+            frame = self.source.read(0.5)
+            if frame is None:
+                continue
+            self.summary.frames += 1
+            try:
+                recount = now - last_count >= LIVE_COUNT_EVERY_S
+                live = self.pipeline.live(frame.image, count=recount)
+                last_count = now if recount else last_count
+            except Exception:  # a failing stage must not stop the scanner
+                log.exception("live path failed on frame %s; skipped", getattr(frame, "seq", "?"))
+                self.summary.failed_frames += 1
+                continue
+            for k, v in live.timings_ms.items():
+                self.summary.live_ms.setdefault(k, []).append(v)
+            if last_frame_t is not None:
+                dt = max(now - last_frame_t, 1e-6)
+                fps_ema = 1 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / dt
+            last_frame_t = now
+            if live.problem:
+                self.summary.rejected_frames += 1
+                log.debug("frame rejected: %s", live.problem)
+            key = self.preview.show(live_view(live, fps_ema)) if self.preview.enabled else -1
+            if key in (ord("d"), ord(" ")):
+                pending.append("key")
+            elif key in (ord("q"), 27):
+                self.stop("quit key")
+            if pending:
+                if live.problem is None or rejected_in_a_row >= MAX_REJECTED_FOR_DIAGNOSIS:
+                    self._diagnose(frame, pending.pop(0), live.quality)
+                    rejected_in_a_row = 0
+                else:
+                    rejected_in_a_row += 1
+            if self.sync is not None and now - last_telemetry >= TELEMETRY_EVERY_S:
+                self.sync.update_telemetry(fps=fps_ema, battery=self.battery)
+                last_telemetry = now
+        self.summary.live_fps = round(fps_ema or 0.0, 2)
+        self.summary.stop_reason = self._stop_reason
+        return self.summary
+
+    def _diagnose(self, frame: Any, trigger: str, quality: Any = None) -> None:
+        captured = datetime.fromtimestamp(float(getattr(frame, "t_capture", time.time())), tz=timezone.utc)
+        try:
+            diagnosis = self.pipeline.diagnose(frame.image, quality)
+        except Exception as exc:
+            log.exception("diagnosis failed")
+            self._finish(ResultRow(None, trigger, captured.isoformat(), False, {}, None, f"diagnosis failed: {exc}"))
+            return
+        for k, v in diagnosis.timings_ms.items():
+            self.summary.diagnosis_ms.setdefault(k.removesuffix("_ms"), []).append(v)
+        fields = diagnosis.record_fields()
+        h, w = frame.image.shape[:2]
+        fields["frame"] = {"width": int(w), "height": int(h), "source": str(getattr(frame, "source", ""))[:512]}
+        seq, error = None, None
+        if self.sync is not None:
+            try:
+                row = self.sync.submit(captured_at=captured, **fields)
+                seq = int(row.seq)
+            except Exception as exc:  # OutboxFull / RecordError: reported, nothing stored is touched
+                error = f"not stored: {exc}"
+                log.error("diagnosis not stored: %s", exc)
+        overlay = self._save_overlay(diagnosis, seq, captured) if self.save_overlays else None
+        self._finish(ResultRow(seq, trigger, captured.isoformat(), diagnosis.accepted, fields, overlay, error))
+
+    def _finish(self, row: ResultRow) -> None:
+        self.summary.results.append(row)
+        self._ack(ok=row.error is None and row.accepted)
+        if self.on_result is not None:
+            self.on_result(row)
+
+    def _save_overlay(self, diagnosis: Diagnosis, seq: int | None, captured: datetime) -> str | None:
+        name = f"{captured.strftime('%Y%m%dT%H%M%S_%f')}_seq{seq if seq is not None else 'x'}.png"
+        path = self.out_dir / name
+        try:
+            if not cv2.imwrite(str(path), diagnosis_view(diagnosis)):
+                raise OSError("cv2.imwrite returned False")
+        except (OSError, cv2.error) as exc:
+            log.error("could not save overlay %s: %s", path, exc)
+            return None
+        return name
+
+    # -- the scanner ------------------------------------------------------------------------
+    def _poll_bridge(self) -> None:
+        if self.bridge is None:
+            return
+        from firmware_bridge.events import BatteryEvent, ButtonEvent, LinkDownEvent, LinkUpEvent, McuErrorEvent
+
+        while (event := self.bridge.get_event(0)) is not None:
+            if isinstance(event, ButtonEvent):
+                self.request_diagnosis(f"button {event.kind.name.lower()}")
+            elif isinstance(event, BatteryEvent):
+                b = event.battery
+                self.battery = {"millivolts": b.millivolts, "percent": b.percent, "charging": b.charging}
+            elif isinstance(event, LinkUpEvent):
+                log.info("scanner link up (firmware %s)", ".".join(map(str, event.hello.firmware_version)))
+            elif isinstance(event, LinkDownEvent):
+                log.warning("scanner link down: %s", event.reason)
+            elif isinstance(event, McuErrorEvent):
+                log.error("scanner MCU error: %s", event.error)
+
+    def _ack(self, ok: bool) -> None:
+        """Flash the LED ring: green on a stored diagnosis, red otherwise (not waited for)."""
+        if self.bridge is None or not self.led_ack:
+            return
+        from firmware_bridge.messages import LedPattern, LedSet
+
+        colour = (0, 255, 0) if ok else (255, 0, 0)
+        try:
+            self.bridge.send_led(LedSet(200, *colour, pattern=LedPattern.BLINK, period_ms=250))
+        except Exception as exc:  # the link may be down: the diagnosis itself is already stored
+            log.warning("LED acknowledgement not sent: %s", exc)
+
+
+def stdin_trigger(runtime: ScannerRuntime) -> threading.Thread:
+    """A daemon thread turning stdin lines into requests: empty line or 'd' diagnoses, 'q' stops."""
+
+    def loop() -> None:
+        try:
+            for line in sys.stdin:
+                cmd = line.strip().lower()
+                if cmd in ("", "d"):
+                    runtime.request_diagnosis("key")
+                elif cmd == "q":
+                    runtime.stop("quit key")
+                    return
+        except (OSError, ValueError) as exc:  # no usable stdin (daemon, test runner): keys are off
+            log.info("stdin trigger off: %s", exc)
+
+    thread = threading.Thread(target=loop, name="stdin-trigger", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,159 @@
+"""Device runtime configuration: the same TOML file as sync, sections for camera, models,
+scanner and run. Defaults live in the dataclasses; unknown keys and bad values are errors
+naming the key (``device.sync.config.ConfigError``).
+
+::
+
+    [camera]   source = "synthetic://"   URI (v4l2:///dev/video0, csi://0, rtsp://..., file or folder)
+    [models]   bundle = ""               signed bundle folder ("" = the shipped one)
+    [scanner]  port = ""                 serial port of the scanner MCU ("" = none)
+    [run]      out = "scans"             overlays and the run log
+    [mqtt] [outbox]                      see device.sync.config (sync)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.contracts.config import ConfigError, check, load_toml_config, resolve_path, section
+from device.sync.config import SyncConfig
+
+__all__ = ["CameraConfig", "ModelsConfig", "ScannerConfig", "RunConfig", "RuntimeConfig", "load_runtime_config"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """source: a source URI; width/height/fps: requested capture format (0 = the source's own)."""
+
+    source: str = "synthetic://"
+    width: int = 640
+    height: int = 480
+    fps: float = 15.0
+
+    def __post_init__(self) -> None:
+        check(bool(self.source), "camera.source", "must not be empty", self.source)
+        check(self.width >= 0 and self.height >= 0, "camera.width", "must be >= 0", (self.width, self.height))
+        check(self.fps >= 0, "camera.fps", "must be >= 0", self.fps)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """bundle: folder ("" = shipped); backend: onnxruntime|tensorrt; precision: auto|fp32|int8;
+    trusted_keys: extra PEM key folder; calibration: optics profile ("" = the device default)."""
+
+    bundle: str = ""
+    backend: str = "onnxruntime"
+    precision: str = "auto"
+    threads: int = 2
+    engine_cache: str = ""
+    trusted_keys: str = ""
+    calibration: str = ""
+
+    def __post_init__(self) -> None:
+        check(
+            self.backend in ("onnxruntime", "tensorrt"),
+            "models.backend",
+            "must be onnxruntime or tensorrt",
+            self.backend,
+        )
+        check(
+            self.precision in ("auto", "fp32", "int8"), "models.precision", "must be auto, fp32 or int8", self.precision
+        )
+        check(1 <= self.threads <= 64, "models.threads", "must be 1-64", self.threads)
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    """port: serial port or URL of the scanner MCU ("" = no scanner; "sim" = start the MCU
+    simulator on a pty, for demos); led_ack: flash the LED ring after each diagnosis."""
+
+    port: str = ""
+    led_ack: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """out: folder for diagnosis overlays; preview: auto|window|headless; diagnose_every_s:
+    also diagnose on a timer (0 = only on trigger); max_frames / max_diagnoses / max_seconds:
+    stop after so many (0 = run until stopped); publish: start the MQTT link."""
+
+    out: str = "scans"
+    preview: str = "auto"
+    save_overlays: bool = True
+    diagnose_every_s: float = 0.0
+    max_frames: int = 0
+    max_diagnoses: int = 0
+    max_seconds: float = 0.0
+    publish: bool = False
+    stdin_trigger: bool = True
+
+    def __post_init__(self) -> None:
+        check(
+            self.preview in ("auto", "window", "headless"),
+            "run.preview",
+            "must be auto, window or headless",
+            self.preview,
+        )
+        for key in ("diagnose_every_s", "max_seconds"):
+            check(getattr(self, key) >= 0, f"run.{key}", "must be >= 0", getattr(self, key))
+        for key in ("max_frames", "max_diagnoses"):
+            check(getattr(self, key) >= 0, f"run.{key}", "must be >= 0", getattr(self, key))
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything ``scalpedge device run`` needs."""
+
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    scanner: ScannerConfig = field(default_factory=ScannerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> RuntimeConfig:
+        known = {"camera", "models", "scanner", "run", "mqtt", "outbox"}
+        if "fleet" in data:  # accepted for one release: configs once shared one file with the fleet
+            log.warning("[fleet] belongs to the fleet consumer's config; the scanner ignores it")
+        unknown = sorted(set(data) - known - {"fleet"})
+        if unknown:
+            raise ConfigError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        camera = section(CameraConfig, data, "camera")
+        models = section(ModelsConfig, data, "models")
+        scanner = section(ScannerConfig, data, "scanner")
+        run = section(RunConfig, data, "run")
+        if base_dir is not None:
+            models = dataclasses.replace(
+                models,
+                bundle=resolve_path(models.bundle, base_dir),
+                engine_cache=resolve_path(models.engine_cache, base_dir),
+                trusted_keys=resolve_path(models.trusted_keys, base_dir),
+                calibration=resolve_path(models.calibration, base_dir),
+            )
+            run = dataclasses.replace(run, out=resolve_path(run.out, base_dir))
+        sync = SyncConfig.from_mapping(data, base_dir)
+        return cls(camera, models, scanner, run, sync)
+
+    def with_overrides(self, **sections: Mapping[str, Any]) -> RuntimeConfig:
+        """A copy with fields replaced, e.g. ``with_overrides(camera={"source": uri})``; None
+        values are ignored (CLI options that were not given)."""
+        out = self
+        for name, values in sections.items():
+            values = {k: v for k, v in values.items() if v is not None}
+            if values:
+                out = dataclasses.replace(out, **{name: dataclasses.replace(getattr(out, name), **values)})
+        return out
+
+
+def load_runtime_config(path: str | Path | None) -> RuntimeConfig:
+    """Read and validate a TOML file (None: all defaults). Raises ConfigError naming file and key."""
+    if path is None:
+        return RuntimeConfig()
+    return load_toml_config(path, RuntimeConfig.from_mapping)

@@ -1,0 +1,179 @@
+"""MQTT topics and the small JSON messages besides results: status, telemetry, events, commands.
+
+Topics are ``scalpedge/v1/<fleet>/<device>/<kind>`` with kind one of ``KINDS``:
+
+- ``result``    QoS 1, one result record (``device/contracts/schemas/result-1.schema.json``)
+- ``status``    QoS 1, retained: ``{"state": "online"|"offline", "boot_id", "last_seq", ...}``;
+                ``offline`` is also the last will, so a crash shows up as offline
+- ``telemetry`` QoS 0, periodic: fps, temperature_c, battery, outbox depth, last_seq
+- ``event``     QoS 1: alarms (``outbox_full``...) and command replies (``cmd_rejected``...)
+- ``cmd``       QoS 1, to the device: ``{"cmd": "diagnose"}``, ``{"cmd": "resend", "from_seq": 5,
+                "to_seq": 9}``, ``{"cmd": "config", "set": {"telemetry_interval_s": 5}}``; an
+                optional ``request_id`` string is echoed in the reply event.
+
+``last_seq`` in status and telemetry lets a consumer notice records missing at the *end* of a
+stream (no later seq would reveal that gap); ``delivered_upto`` (every seq up to it was
+acknowledged by the broker) tells it which missing seqs the device no longer has in hand, so
+it asks for a resend of those only and never for records still queued on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.contracts.records import utc_timestamp
+
+__all__ = [
+    "KINDS",
+    "Command",
+    "CommandError",
+    "topic",
+    "parse_topic",
+    "parse_command",
+    "encode",
+    "resend_command",
+    "read_temperature_c",
+    "missing_ranges",
+]
+
+KINDS = ("result", "status", "telemetry", "event", "cmd")
+COMMANDS = ("diagnose", "resend", "config")
+MAX_CMD_BYTES = 16 * 1024
+
+
+class CommandError(ValueError):
+    """A ``cmd`` payload was rejected; the message says why (logged and echoed as an event)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed command. ``args`` holds the command's own fields (from_seq/to_seq, set)."""
+
+    name: str
+    request_id: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def topic(fleet: str, device_id: str, kind: str) -> str:
+    """``scalpedge/v1/<fleet>/<device>/<kind>``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}; expected one of {KINDS}")
+    return f"scalpedge/v1/{fleet}/{device_id}/{kind}"
+
+
+def parse_topic(name: str) -> tuple[str, str, str] | None:
+    """``(fleet, device_id, kind)`` for a ScalpEdge topic, else None."""
+    parts = name.split("/")
+    if len(parts) != 5 or parts[0] != "scalpedge" or parts[1] != "v1" or parts[4] not in KINDS:
+        return None
+    return parts[2], parts[3], parts[4]
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """Compact JSON bytes with a ``ts`` (UTC) added when missing."""
+    body = dict(message)
+    body.setdefault("ts", utc_timestamp())
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def resend_command(from_seq: int, to_seq: int | None = None, request_id: str | None = None) -> bytes:
+    """The ``cmd`` payload asking a device to publish seqs ``from_seq..to_seq`` again."""
+    body: dict[str, Any] = {"cmd": "resend", "from_seq": from_seq}
+    if to_seq is not None:
+        body["to_seq"] = to_seq
+    if request_id is not None:
+        body["request_id"] = request_id
+    return encode(body)
+
+
+def parse_command(payload: bytes) -> Command:
+    """Parse and check a ``cmd`` payload. Raises CommandError with the reason; never anything else."""
+    if len(payload) > MAX_CMD_BYTES:
+        raise CommandError(f"payload of {len(payload)} bytes exceeds {MAX_CMD_BYTES}")
+    try:
+        body = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"payload is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"payload is not JSON: {exc.msg} at byte {exc.pos}") from exc
+    except RecursionError as exc:
+        raise CommandError("payload nests too deeply") from exc
+    if not isinstance(body, dict):
+        raise CommandError(f"payload must be a JSON object, got {type(body).__name__}")
+    name = body.get("cmd")
+    if not isinstance(name, str):
+        raise CommandError("missing string field 'cmd'")
+    if name not in COMMANDS:
+        raise CommandError(f"unknown cmd {name!r}; expected one of {', '.join(COMMANDS)}")
+    request_id = body.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 128):
+        raise CommandError("'request_id' must be a string of at most 128 characters")
+    args: dict[str, Any] = {}
+    if name == "resend":
+        args["from_seq"] = _seq(body, "from_seq", required=True)
+        args["to_seq"] = _seq(body, "to_seq", required=False)
+        if args["to_seq"] is not None and args["to_seq"] < args["from_seq"]:
+            raise CommandError(f"'to_seq' {args['to_seq']} is below 'from_seq' {args['from_seq']}")
+        extra = set(body) - {"cmd", "request_id", "from_seq", "to_seq", "ts"}
+    elif name == "config":
+        values = body.get("set")
+        if not isinstance(values, dict) or not values:
+            raise CommandError("'config' needs a non-empty object 'set'")
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise CommandError(f"config value {key!r} is not finite")
+        args["set"] = values
+        extra = set(body) - {"cmd", "request_id", "set", "ts"}
+    else:
+        extra = set(body) - {"cmd", "request_id", "ts"}
+    if extra:
+        raise CommandError(f"unknown field(s) for {name!r}: {', '.join(sorted(extra))}")
+    return Command(name, request_id, args)
+
+
+def read_temperature_c(root: Path = Path("/sys/class/thermal")) -> float | None:
+    """Hottest thermal zone in degrees Celsius (sysfs gives millidegrees), or None if unreadable."""
+    best: float | None = None
+    try:
+        zones = sorted(root.glob("thermal_zone*/temp"))
+    except OSError:
+        return None
+    for path in zones:
+        try:
+            value = int(path.read_text().strip()) / 1000.0
+        except (OSError, ValueError):
+            continue
+        if -60.0 < value < 200.0:
+            best = value if best is None else max(best, value)
+    return best
+
+
+def missing_ranges(present: list[int], lo: int, hi: int) -> list[tuple[int, int]]:
+    """Inclusive ranges of the integers in ``[lo, hi]`` that are not in sorted ``present``."""
+    out: list[tuple[int, int]] = []
+    expect = lo
+    for s in present:
+        if s > hi:
+            break
+        if s > expect:
+            out.append((expect, s - 1))
+        expect = max(expect, s + 1)
+    if expect <= hi:
+        out.append((expect, hi))
+    return out
+
+
+def _seq(body: Mapping[str, Any], key: str, *, required: bool) -> int | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise CommandError(f"'resend' needs an integer '{key}' >= 1")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CommandError(f"'{key}' must be an integer >= 1, got {value!r}")
+    return value

@@ -1,0 +1,176 @@
+"""Result records: build, serialise and validate against the shipped JSON Schema.
+
+The schema file ``device/contracts/schemas/result-1.schema.json`` is the contract with dashboards; this
+module adds the checks JSON Schema cannot express (probabilities summing to 1, the level
+being the most probable class is *not* required: a calibrated threshold may pick another).
+
+A record is a plain ``dict`` so it serialises as is. ``seq`` is allocated by the outbox (it
+persists the per-device counter), so the usual path is::
+
+    factory = RecordFactory(device_id="scanner-0001", bundle_version="2024.06-int8")
+    stored = outbox.add(lambda seq: factory.build(seq, metrics=..., conditions=..., quality=..., timings_ms=...))
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "SCHEMA_ID",
+    "LEVELS",
+    "RecordError",
+    "RecordFactory",
+    "build_record",
+    "condition",
+    "dumps_record",
+    "load_schema",
+    "metric",
+    "new_boot_id",
+    "utc_timestamp",
+    "validate_record",
+]
+
+SCHEMA_ID = "scalpedge.result/1"
+SCHEMA_FILE = "result-1.schema.json"
+#: Severity levels, mildest first (the classifier's class order).
+LEVELS = ("good", "mild", "moderate", "severe")
+_PROB_TOLERANCE = 1e-3
+
+
+class RecordError(ValueError):
+    """A record does not satisfy the result schema; the message gives the JSON path and rule."""
+
+
+def new_boot_id() -> str:
+    """A fresh boot id (uuid4 string); one per start of the device runtime."""
+    return str(uuid.uuid4())
+
+
+def utc_timestamp(when: datetime | None = None) -> str:
+    """RFC 3339 UTC with microseconds and a ``Z`` suffix, e.g. ``2024-06-01T12:00:00.123456Z``."""
+    when = when or datetime.now(timezone.utc)
+    if when.tzinfo is None:
+        raise RecordError("capture time must be timezone-aware (UTC)")
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def metric(value: float | int | None, unit: str) -> dict[str, Any]:
+    """One metric entry, e.g. ``metric(61.2, "um")``; ``None`` when it could not be measured."""
+    return {"value": value, "unit": unit}
+
+
+def condition(probabilities: Mapping[str, float] | list[float], level: str | None = None) -> dict[str, Any]:
+    """One condition entry from class probabilities (ordered as LEVELS, or keyed by level).
+
+    ``level`` defaults to the most probable class.
+    """
+    if isinstance(probabilities, Mapping):
+        probs = {name: float(probabilities[name]) for name in LEVELS}
+    else:
+        if len(probabilities) != len(LEVELS):
+            raise RecordError(f"condition needs {len(LEVELS)} probabilities, got {len(probabilities)}")
+        probs = {name: float(p) for name, p in zip(LEVELS, probabilities, strict=True)}
+    return {"level": level or max(probs, key=lambda k: probs[k]), "probabilities": probs}
+
+
+def build_record(
+    *,
+    device_id: str,
+    boot_id: str,
+    seq: int,
+    bundle_version: str,
+    metrics: Mapping[str, Mapping[str, Any]],
+    conditions: Mapping[str, Mapping[str, Any]],
+    quality: Mapping[str, Any],
+    timings_ms: Mapping[str, float],
+    captured_at: datetime | str | None = None,
+    msg_id: str | None = None,
+    frame: Mapping[str, Any] | None = None,
+    validate: bool = True,
+) -> dict[str, Any]:
+    """Assemble a result record (a JSON-ready dict) and validate it unless ``validate=False``.
+
+    ``metrics``: name -> ``{"value": number|None, "unit": ...}`` (see ``metric``);
+    ``conditions``: name -> ``{"level", "probabilities"}`` (see ``condition``);
+    ``quality``: ``{"accepted": bool, "reason", "focus", "exposure" 0-1, "motion"}``;
+    ``timings_ms``: stage -> milliseconds. ``captured_at`` defaults to now (UTC).
+    """
+    record: dict[str, Any] = {
+        "schema": SCHEMA_ID,
+        "msg_id": msg_id or str(uuid.uuid4()),
+        "device_id": device_id,
+        "boot_id": boot_id,
+        "seq": int(seq),
+        "captured_at": captured_at if isinstance(captured_at, str) else utc_timestamp(captured_at),
+        "bundle_version": bundle_version,
+        "metrics": {k: dict(v) for k, v in metrics.items()},
+        "conditions": {
+            k: {"level": v["level"], "probabilities": dict(v["probabilities"])} for k, v in conditions.items()
+        },
+        "quality": dict(quality),
+        "timings_ms": {k: float(v) for k, v in timings_ms.items()},
+    }
+    if frame is not None:
+        record["frame"] = dict(frame)
+    if validate:
+        validate_record(record)
+    return record
+
+
+class RecordFactory:
+    """Binds the identity fields (device, boot, bundle) so the pipeline passes only measurements."""
+
+    def __init__(self, device_id: str, bundle_version: str, boot_id: str | None = None) -> None:
+        self.device_id = device_id
+        self.bundle_version = bundle_version
+        self.boot_id = boot_id or new_boot_id()
+
+    def build(self, seq: int, **fields: Any) -> dict[str, Any]:
+        """``build_record`` with this factory's device_id, boot_id and bundle_version."""
+        return build_record(
+            device_id=self.device_id, boot_id=self.boot_id, bundle_version=self.bundle_version, seq=seq, **fields
+        )
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The result JSON Schema shipped in the package (``device/contracts/schemas/result-1.schema.json``)."""
+    text = resources.files("device.contracts").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    try:
+        import jsonschema
+    except ImportError as exc:  # pragma: no cover - the device extra is missing
+        raise RecordError("validating records needs jsonschema: pip install 'scalpedge[device]'") from exc
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def validate_record(record: Mapping[str, Any]) -> None:
+    """Raise RecordError with every violation (JSON path: message) if ``record`` is not valid."""
+    errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.absolute_path))
+    problems = [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors]
+    if not errors:
+        for name, cond in record["conditions"].items():
+            total = sum(cond["probabilities"].values())
+            if abs(total - 1.0) > _PROB_TOLERANCE:
+                problems.append(f"conditions/{name}/probabilities: sum to {total:.4f}, expected 1")
+    if problems:
+        raise RecordError("invalid result record: " + "; ".join(problems))
+
+
+def dumps_record(record: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON bytes (the MQTT payload and the outbox column)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")

@@ -1,0 +1,293 @@
+"""Torch-free scalp classifiers run through an inference backend (ONNX Runtime by default).
+
+- ``SeverityClassifier``: frame -> per condition (dandruff, sebum, erythema) a level (good, mild,
+  moderate, severe) with probabilities, P(present) and the predicted share of the frame covered.
+- ``AlopeciaGrader``: hair metrics (count, thickness statistics, thin-hair ratio, density) ->
+  alopecia level 0..3 with probabilities.
+- ``DiseaseClassifier``: clinical scalp photo -> alopecia / psoriasis / folliculitis, after the
+  small-CNN paper's preprocessing (``disease_preprocess``).
+
+Tensor names, sizes and normalisation come from ``device.contracts.constants``. Wrong shapes or dtypes
+raise ``ClassifierInputError`` (a ValueError) naming what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.capture.imageio import as_bgr
+from device.contracts.constants import (
+    ALOPECIA_FEATURES,
+    ALOPECIA_INPUT,
+    ALOPECIA_OUT_PROBS,
+    CLS_HEIGHT,
+    CLS_INPUT,
+    CLS_OUT_AREA,
+    CLS_OUT_LEVELS,
+    CLS_OUT_PRESENCE,
+    CLS_PIXEL_MEAN,
+    CLS_PIXEL_STD,
+    CLS_WIDTH,
+    CONDITION_NAMES,
+    DISEASE_INPUT,
+    DISEASE_NAMES,
+    DISEASE_OUT_LOGITS,
+    DISEASE_SIZE,
+    LEVEL_NAMES,
+)
+from device.measure.hair_metrics import HairMetrics
+from device.models.backends import Backend, OrtBackend
+
+__all__ = [
+    "ClassifierInputError",
+    "ConditionResult",
+    "SeverityClassifier",
+    "AlopeciaGrader",
+    "DiseaseClassifier",
+    "prepare_condition_input",
+    "disease_preprocess",
+    "prepare_disease_input",
+    "DISEASE_PREPROCESSING",
+    "hair_features",
+    "softmax",
+    "default_classifier_path",
+    "BUNDLE_NAMES",
+]
+
+_MEAN = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
+_STD = np.asarray(CLS_PIXEL_STD, np.float32).reshape(3, 1, 1)
+
+
+class ClassifierInputError(ValueError):
+    """An input tensor or image a classifier cannot take, with what was expected."""
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along ``axis`` (float32)."""
+    z = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (z / z.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
+
+
+def _normalise(rgb_u8: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB -> 1x3xHxW float32 with the Lite normalisation."""
+    x = rgb_u8.astype(np.float32).transpose(2, 0, 1) * (1.0 / 255.0)
+    return np.ascontiguousarray(((x - _MEAN) / _STD)[None])
+
+
+def prepare_condition_input(frame_bgr: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 BGR frame of any size (grey, BGRA and 16-bit are converted) ->
+    1x3xCLS_HEIGHTxCLS_WIDTH float32 (area interpolation, aspect not preserved)."""
+    frame = as_bgr(frame_bgr, "condition classifier input")
+    small = cv2.resize(frame, (CLS_WIDTH, CLS_HEIGHT), interpolation=cv2.INTER_AREA)
+    return _normalise(small[:, :, ::-1])
+
+
+DISEASE_PREPROCESSING = ("paper", "resize")
+
+
+def disease_preprocess(image_bgr: np.ndarray, size: int = DISEASE_SIZE, mode: str = "paper") -> np.ndarray:
+    """-> size x size x 3 uint8 BGR. ``mode="paper"`` is the small-CNN paper's preprocessing:
+    resize (area) to ``size`` x ``size``, denoise (non-local means, h=5), histogram equalisation
+    of the lightness (CLAHE on L of Lab, clip 2.0, 8x8 tiles) and enhancement (unsharp mask,
+    amount 0.5, sigma 1.5). ``mode="resize"`` only resizes."""
+    if mode not in DISEASE_PREPROCESSING:
+        raise ValueError(f"disease preprocessing must be one of {DISEASE_PREPROCESSING}, got {mode!r}")
+    img = as_bgr(image_bgr, "disease classifier input")
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    if mode == "resize":
+        return img
+    img = cv2.fastNlMeansDenoisingColored(img, None, 5, 5, 7, 21)
+    lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
+    img = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+    blur = cv2.GaussianBlur(img, (0, 0), 1.5)
+    return cv2.addWeighted(img, 1.5, blur, -0.5, 0)
+
+
+def prepare_disease_input(image_bgr: np.ndarray, mode: str = "paper", size: int = DISEASE_SIZE) -> np.ndarray:
+    """Clinical photo (HxWx3 uint8 BGR, any size) -> 1x3x``size``x``size`` float32 (``size`` is
+    the graph's input side: DISEASE_SIZE times its tile grid)."""
+    return _normalise(disease_preprocess(image_bgr, size, mode=mode)[:, :, ::-1])
+
+
+def hair_features(metrics: HairMetrics) -> np.ndarray:
+    """1xF float32 in ``ALOPECIA_FEATURES`` order; missing thickness values (no strands) are 0."""
+    t = np.asarray(metrics.thickness_um, np.float64)
+    iqr = float(np.subtract(*np.percentile(t, [75, 25]))) if len(t) else 0.0
+    values = {
+        "count": float(metrics.count),
+        "mean_thickness_um": metrics.mean_thickness_um or 0.0,
+        "median_thickness_um": metrics.median_thickness_um or 0.0,
+        "thickness_iqr_um": iqr,
+        "thin_ratio": metrics.thin_ratio or 0.0,
+        "density_per_cm2": metrics.density_per_cm2 or 0.0,
+        "hair_fraction": metrics.hair_fraction,
+    }
+    return np.asarray([[values[k] for k in ALOPECIA_FEATURES]], np.float32)
+
+
+class _Model:
+    """A backend whose one input must have a fixed shape and float32 dtype."""
+
+    def __init__(self, backend: Backend, input_name: str, outputs: tuple[str, ...], what: str) -> None:
+        if input_name not in backend.input_shapes:
+            raise ValueError(f"{what}: model has no input {input_name!r} (has {sorted(backend.input_shapes)})")
+        missing = [o for o in outputs if o not in backend.output_names]
+        if missing:
+            raise ValueError(f"{what}: model lacks outputs {missing} (has {list(backend.output_names)})")
+        self.backend = backend
+        self.input_name = input_name
+        self.input_shape = backend.input_shapes[input_name]
+        self.outputs = outputs
+        self.what = what
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if not isinstance(x, np.ndarray):
+            raise ClassifierInputError(f"{self.what}: input must be a numpy array, got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise ClassifierInputError(f"{self.what}: input dtype {x.dtype}, expected float32")
+        if tuple(x.shape) != self.input_shape:
+            raise ClassifierInputError(f"{self.what}: input shape {tuple(x.shape)}, expected {self.input_shape}")
+        if not np.isfinite(x).all():
+            raise ClassifierInputError(f"{self.what}: input holds NaN or infinite values")
+        return self.backend.run({self.input_name: x}, list(self.outputs))
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """Per condition (``CONDITION_NAMES``): level name, level probabilities (4, good..severe),
+    P(present) and predicted area share of the frame in [0, 1]."""
+
+    levels: dict[str, str]
+    level_probs: dict[str, list[float]]
+    presence: dict[str, float]
+    area_share: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "levels": self.levels,
+            "level_probs": {k: [round(p, 4) for p in v] for k, v in self.level_probs.items()},
+            "presence": {k: round(v, 4) for k, v in self.presence.items()},
+            "area_share": {k: round(v, 4) for k, v in self.area_share.items()},
+        }
+
+
+class SeverityClassifier:
+    """Condition severity graph: input ``CLS_INPUT`` 1x3xCLS_HEIGHTxCLS_WIDTH float32, outputs
+    ``CLS_OUT_LEVELS`` (1x3x4), ``CLS_OUT_PRESENCE`` (1x3), ``CLS_OUT_AREA`` (1x3)."""
+
+    OUTPUTS = (CLS_OUT_LEVELS, CLS_OUT_PRESENCE, CLS_OUT_AREA)
+
+    def __init__(self, backend: Backend) -> None:
+        self.model = _Model(backend, CLS_INPUT, self.OUTPUTS, "severity classifier")
+        if self.model.input_shape != (1, 3, CLS_HEIGHT, CLS_WIDTH):
+            raise ValueError(
+                f"severity classifier: graph input {self.model.input_shape} != 1x3x{CLS_HEIGHT}x{CLS_WIDTH}"
+            )
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int = 1) -> SeverityClassifier:
+        return cls(OrtBackend(path, threads=threads))
+
+    def raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Network outputs (by name) for a prepared 1x3xHxW float32 input."""
+        return self.model.run(x)
+
+    def predict_tensor(self, x: np.ndarray) -> ConditionResult:
+        out = self.raw(x)
+        probs = softmax(out[CLS_OUT_LEVELS][0], axis=-1)
+        present = _sigmoid(out[CLS_OUT_PRESENCE][0])
+        area = out[CLS_OUT_AREA][0]
+        return ConditionResult(
+            levels={c: LEVEL_NAMES[int(np.argmax(probs[i]))] for i, c in enumerate(CONDITION_NAMES)},
+            level_probs={c: [float(p) for p in probs[i]] for i, c in enumerate(CONDITION_NAMES)},
+            presence={c: float(present[i]) for i, c in enumerate(CONDITION_NAMES)},
+            area_share={c: float(np.clip(area[i], 0, 1)) for i, c in enumerate(CONDITION_NAMES)},
+        )
+
+    def predict(self, frame_bgr: np.ndarray) -> ConditionResult:
+        """frame_bgr: HxWx3 uint8 BGR of any size."""
+        return self.predict_tensor(prepare_condition_input(frame_bgr))
+
+
+class AlopeciaGrader:
+    """Alopecia level from hair features: input ``ALOPECIA_INPUT`` 1xF float32 (F =
+    len(ALOPECIA_FEATURES)), output ``ALOPECIA_OUT_PROBS`` 1x4 float32."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.model = _Model(backend, ALOPECIA_INPUT, (ALOPECIA_OUT_PROBS,), "alopecia grader")
+        if self.model.input_shape != (1, len(ALOPECIA_FEATURES)):
+            raise ValueError(f"alopecia grader: graph input {self.model.input_shape} != 1x{len(ALOPECIA_FEATURES)}")
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int = 1) -> AlopeciaGrader:
+        return cls(OrtBackend(path, threads=threads))
+
+    def predict_features(self, features: np.ndarray) -> tuple[str, list[float]]:
+        """features: 1xF float32 -> (level name, probabilities over LEVEL_NAMES)."""
+        probs = self.model.run(features)[ALOPECIA_OUT_PROBS][0]
+        return LEVEL_NAMES[int(np.argmax(probs))], [float(p) for p in probs]
+
+    def predict(self, metrics: HairMetrics) -> tuple[str, list[float]]:
+        return self.predict_features(hair_features(metrics))
+
+
+class DiseaseClassifier:
+    """Disease-type graph: input ``DISEASE_INPUT`` 1x3xSxS float32 (S is read from the graph: a
+    multiple of DISEASE_SIZE when it tiles the photo), output ``DISEASE_OUT_LOGITS`` 1x3.
+    The preprocessing mode is the graph's ``preprocess`` metadata ("paper" when absent)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.model = _Model(backend, DISEASE_INPUT, (DISEASE_OUT_LOGITS,), "disease classifier")
+        shape = self.model.input_shape
+        if len(shape) != 4 or shape[:2] != (1, 3) or shape[2] != shape[3] or shape[2] % DISEASE_SIZE:
+            raise ValueError(f"disease classifier: graph input {shape} is not 1x3xSxS, S a multiple of {DISEASE_SIZE}")
+        self.size = int(shape[2])
+        meta: dict[str, str] = getattr(backend, "metadata", {})
+        self.preprocess = meta.get("preprocess", "paper")
+        if self.preprocess not in DISEASE_PREPROCESSING:
+            raise ValueError(f"disease classifier: unknown preprocess {self.preprocess!r} in the graph metadata")
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int = 1) -> DiseaseClassifier:
+        return cls(OrtBackend(path, threads=threads))
+
+    def predict_tensor(self, x: np.ndarray) -> dict[str, float]:
+        probs = softmax(self.model.run(x)[DISEASE_OUT_LOGITS][0])
+        return {name: float(p) for name, p in zip(DISEASE_NAMES, probs, strict=True)}
+
+    def predict(self, image_bgr: np.ndarray) -> tuple[str, dict[str, float]]:
+        """Photo (HxWx3 uint8 BGR) -> (disease name, probabilities by name)."""
+        probs = self.predict_tensor(prepare_disease_input(image_bgr, self.preprocess, self.size))
+        return max(probs, key=lambda k: probs[k]), probs
+
+
+# Names of the classifiers in the model bundle (see device.app.pipeline.MODEL_NAMES).
+BUNDLE_NAMES = {"severity": "conditions", "alopecia": "alopecia", "disease": "disease"}
+
+
+def default_classifier_path(kind: str, precision: str | None = None) -> Path:
+    """The shipped ONNX file of ``kind`` ("severity", "alopecia", "disease") from the verified
+    default bundle; ``precision`` "fp32" or "int8" (default: the bundle's preferred variant for
+    ONNX Runtime). Raises FileNotFoundError when the bundle has no such model or precision."""
+    from device.assets import default_bundle_path
+    from device.models.bundle import Bundle, BundleError
+
+    if kind not in BUNDLE_NAMES:
+        raise ValueError(f"unknown classifier {kind!r}; choose from {sorted(BUNDLE_NAMES)}")
+    bundle = Bundle.open(default_bundle_path())
+    if BUNDLE_NAMES[kind] not in bundle.models:
+        raise FileNotFoundError(f"the shipped bundle has no {kind} model (has {bundle.models}); pass --model")
+    try:
+        return bundle.select(BUNDLE_NAMES[kind], "onnxruntime-cpu", precision or "auto").path
+    except BundleError as exc:
+        raise FileNotFoundError(str(exc)) from None

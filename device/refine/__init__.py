@@ -1,0 +1,1 @@
+"""The prompt refiner (ScalpVision's SAM stage): automatic point prompts, the refiner, the fused mask."""

@@ -1,0 +1,135 @@
+"""The fused hair mask M = M^ AND M_AP (ScalpVision), and a segmenter that produces it.
+
+M^ is the student's coarse mask (robust to dandruff, soft edges), M_AP the union of the prompt
+refiner's masks over the automatic prompt groups (crisp, but only where prompted). The AND of
+two probability maps at one threshold is their pixelwise minimum: min(p, q) >= t iff both are.
+M^ may enter the AND at its own threshold (``FUSION_COARSE_THRESHOLD``): its probabilities are
+recalibrated so that P(hair) >= that threshold maps to >= 0.5.
+
+``RefinedSegmenter`` satisfies ``device.models.segmentation.Segmenter`` at any stage, so evaluation,
+hair metrics and the device pipeline use it like the student alone:
+
+- ``coarse``: M^ (the student's probabilities);
+- ``refined``: M_AP alone;
+- ``fused``: M = M^ AND M_AP.
+
+The student's centre-line output is passed through unchanged (hair counts split the centre
+lines inside the final mask).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from device.contracts.constants import FUSION_COARSE_THRESHOLD, MASK_THRESHOLD
+from device.models.segmentation import Segmenter, SegOutput
+from device.refine.prompts import PROMPT_KINDS, PromptConfig, PromptGroups, auto_prompts, random_prompts
+from device.refine.refiner import PromptRefiner
+
+__all__ = ["fuse", "fuse_prob", "recalibrate", "RefinedSegmenter", "STAGES"]
+
+STAGES = ("coarse", "refined", "fused")
+
+
+def fuse(coarse: np.ndarray, refined: np.ndarray) -> np.ndarray:
+    """HxW bool M^ AND HxW bool M_AP -> HxW bool M."""
+    if coarse.shape != refined.shape:
+        raise ValueError(f"mask shapes differ: {coarse.shape} vs {refined.shape}")
+    return np.logical_and(coarse, refined)
+
+
+def recalibrate(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """HxW probabilities -> HxW float32 with ``prob >= threshold`` exactly where the result is
+    >= 0.5 (a shift of the logit by logit(threshold)); ``threshold`` 0.5 returns ``prob``."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    p = np.asarray(prob, np.float32)
+    if threshold == 0.5:
+        return p
+    eps = np.float32(1e-6)
+    q = np.clip(p, eps, 1 - eps)
+    shift = np.float32(np.log(threshold / (1.0 - threshold)))
+    out = (1.0 / (1.0 + np.exp(-(np.log(q / (1 - q)) - shift)))).astype(np.float32)
+    below_half = np.nextafter(np.float32(0.5), np.float32(0))
+    return np.where(p >= threshold, np.maximum(out, np.float32(0.5)), np.minimum(out, below_half))
+
+
+def fuse_prob(
+    coarse_prob: np.ndarray, refined_prob: np.ndarray, coarse_threshold: float = FUSION_COARSE_THRESHOLD
+) -> np.ndarray:
+    """HxW float32 probabilities whose 0.5 threshold gives ``fuse`` of M^ (``coarse_prob`` >=
+    ``coarse_threshold``) and M_AP (``refined_prob`` >= 0.5)."""
+    if coarse_prob.shape != refined_prob.shape:
+        raise ValueError(f"map shapes differ: {coarse_prob.shape} vs {refined_prob.shape}")
+    return np.minimum(recalibrate(coarse_prob, coarse_threshold), refined_prob).astype(np.float32)
+
+
+class RefinedSegmenter:
+    """Student + automatic (or random) prompts + refiner, at a chosen ``stage``.
+
+    ``last_timings_ms`` holds the wall times of the last frame: student, prompts, encoder,
+    decoder (all groups), upscale and fusion, plus ``groups`` (G) and ``decoder_calls``.
+    """
+
+    def __init__(
+        self,
+        student: Segmenter,
+        refiner: PromptRefiner,
+        stage: str = "fused",
+        prompts: str = "auto",
+        config: PromptConfig | None = None,
+        threshold: float = MASK_THRESHOLD,
+        seed: int = 0,
+        coarse_threshold: float = FUSION_COARSE_THRESHOLD,
+    ) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+        if prompts not in PROMPT_KINDS:
+            raise ValueError(f"prompts must be one of {PROMPT_KINDS}, not {prompts!r}")
+        self.student, self.refiner = student, refiner
+        self.stage, self.prompts = stage, prompts
+        self.config = config or PromptConfig(group_size=refiner.k)
+        if self.config.group_size != refiner.k:
+            raise ValueError(f"prompt groups of {self.config.group_size} points; the decoder takes {refiner.k}")
+        self.threshold, self.seed, self.coarse_threshold = threshold, seed, coarse_threshold
+        self.name = f"{getattr(student, 'name', 'student')}+refiner[{stage},{prompts}]"
+        self.last_timings_ms: dict[str, float] = {}
+        self.last_groups: PromptGroups | None = None
+
+    def prompt_groups(self, coarse_mask: np.ndarray) -> PromptGroups:
+        """Prompt groups of an HxW bool coarse mask (the configured kind)."""
+        if self.prompts == "random":
+            return random_prompts(coarse_mask, seed=self.seed, config=self.config)
+        return auto_prompts(coarse_mask, self.config)
+
+    def segment(self, frame_bgr: np.ndarray) -> SegOutput:
+        """frame_bgr: HxWx3 uint8 BGR -> SegOutput (prob of the configured stage)."""
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        coarse = self.student.segment(frame_bgr)
+        timings["student_ms"] = (time.perf_counter() - t) * 1000
+        if self.stage == "coarse":
+            self.last_timings_ms = timings
+            return coarse
+        t = time.perf_counter()
+        groups = self.prompt_groups(coarse.prob >= self.threshold)
+        timings["prompts_ms"] = (time.perf_counter() - t) * 1000
+        self.last_groups = groups
+        if groups.count:
+            self.refiner.set_image(frame_bgr, coarse.prob)
+            timings["encoder_ms"] = self.refiner.encoder_ms
+            out = self.refiner.predict(groups)
+            timings.update(out.timings_ms)
+            refined = out.prob
+        else:  # nothing to prompt (empty coarse mask): M_AP is empty, the encoder is skipped
+            refined = np.zeros_like(coarse.prob)
+        timings["groups"] = float(groups.count)
+        timings["decoder_calls"] = float(-(-groups.count // self.refiner.batch))
+        t = time.perf_counter()
+        prob = refined if self.stage == "refined" else fuse_prob(coarse.prob, refined, self.coarse_threshold)
+        timings["fusion_ms"] = (time.perf_counter() - t) * 1000
+        self.last_timings_ms = timings
+        return dataclasses.replace(coarse, prob=prob)

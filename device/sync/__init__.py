@@ -1,0 +1,1 @@
+"""Sync: the on-disk outbox, the MQTT link and the sync config."""

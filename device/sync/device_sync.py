@@ -1,0 +1,105 @@
+"""What the device runtime uses for sync: one object holding the outbox, the link and the identity.
+
+::
+
+    cfg = load_sync_config("scanner.toml")
+    sync = DeviceSync.from_config(cfg, bundle_version=bundle.version, on_diagnose=trigger.set)
+    sync.start()                                   # link thread; or call sync.link.step() yourself
+    row = sync.submit(metrics=..., conditions=..., quality=..., timings_ms=...)   # durable on return
+    sync.update_telemetry(fps=live_fps, battery=bridge_status)
+    ...
+    sync.close()                                   # offline status, flush acks, close the database
+
+``submit`` raises ``OutboxFull`` (an ``outbox_full`` event is also published) when the outbox
+refuses a record, and ``RecordError`` for an invalid record; in both cases nothing is stored
+and nothing stored before is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from device.contracts.messages import Command
+from device.contracts.records import RecordFactory
+from device.sync.config import SyncConfig
+from device.sync.mqtt_link import MqttLink
+from device.sync.outbox import Outbox, OutboxRow
+
+__all__ = ["DeviceSync"]
+
+log = logging.getLogger(__name__)
+
+
+class DeviceSync:
+    """Outbox + MQTT link + record factory for one device and one boot."""
+
+    def __init__(self, outbox: Outbox, link: MqttLink, factory: RecordFactory) -> None:
+        self.outbox = outbox
+        self.link = link
+        self.factory = factory
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SyncConfig,
+        *,
+        bundle_version: str,
+        on_diagnose: Callable[[Command], None] | None = None,
+        on_config: Callable[[dict[str, Any]], None] | None = None,
+        boot_id: str | None = None,
+        thermal_root: Path = Path("/sys/class/thermal"),
+    ) -> DeviceSync:
+        """Open (or create) the outbox at ``config.outbox.path`` and build the link (not started)."""
+        factory = RecordFactory(config.mqtt.device_id, bundle_version, boot_id)
+        outbox = Outbox(config.outbox.path, config.outbox, device_id=config.mqtt.device_id)
+        link = MqttLink(
+            config.mqtt,
+            outbox,
+            boot_id=factory.boot_id,
+            on_diagnose=on_diagnose,
+            on_config=on_config,
+            thermal_root=thermal_root,
+        )
+        log.info(
+            "sync: device %s boot %s, outbox %s (last seq %d)",
+            factory.device_id,
+            factory.boot_id,
+            outbox.path,
+            outbox.stats().last_seq,
+        )
+        return cls(outbox, link, factory)
+
+    @property
+    def boot_id(self) -> str:
+        return self.factory.boot_id
+
+    def submit(self, **fields: Any) -> OutboxRow:
+        """Build, validate and durably store one result; it is published by the link.
+
+        ``fields`` are those of ``records.build_record`` besides the identity and seq:
+        metrics, conditions, quality, timings_ms and optionally captured_at, frame.
+        """
+        return self.outbox.add(lambda seq: self.factory.build(seq, **fields))
+
+    def update_telemetry(self, *, fps: float | None = None, battery: Any = None) -> None:
+        """Live-path FPS and the battery reading from the serial bridge (percent or its dict)."""
+        self.link.update_telemetry(fps=fps, battery=battery)
+
+    def start(self) -> None:
+        self.link.start()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the link thread if any, publish ``offline``, then close the outbox database."""
+        try:
+            self.link.stop(timeout_s)
+        finally:
+            self.outbox.close()
+
+    def __enter__(self) -> DeviceSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
