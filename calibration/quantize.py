@@ -4,7 +4,7 @@ Two recipes, because the runtimes want different graphs:
 
 - ``tensorrt``: symmetric signed INT8 activations and weights (zero points 0), per-channel
   weights, float biases. This is the only Q/DQ form TensorRT 10 builds (explicit
-  quantization); the result must pass ``export.trt_support``.
+  quantization); the result must pass ``calibration.trt_support``.
 - ``ort-cpu``: unsigned activations with signed per-channel weights (MLAS's fast u8s8 path on
   x86). Measured here: ONNX Runtime's signed-activation QDQ can be *slower* than FP32.
   ``keep_thin_fp32`` keeps convolutions with few output channels in FP32 (they are
@@ -116,7 +116,7 @@ def quantize_model(src: str | Path, dst: str | Path, reader: Any, recipe: QuantR
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from export.trt_support import assert_tensorrt_compatible
+    from calibration.trt_support import assert_tensorrt_compatible
 
     recipe = recipe.with_options()
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}

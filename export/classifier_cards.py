@@ -24,8 +24,8 @@ BUNDLE_NAMES = {"severity": "conditions", "alopecia": "alopecia", "disease": "di
 def cards_from_manifest(manifest_path: str | Path) -> list[Path]:
     """Write ``<bundle name>.card.json`` beside ``manifest_path`` for every model it lists;
     returns the card paths."""
+    from calibration.trt_support import check_tensorrt_support
     from device.contracts.constants import CONDITION_NAMES, DISEASE_NAMES, LEVEL_NAMES
-    from export.trt_support import check_tensorrt_support
 
     manifest_path = Path(manifest_path)
     folder = manifest_path.parent

@@ -56,8 +56,8 @@ def _export(
 ) -> Path:
     import onnx
 
+    from calibration.trt_support import assert_tensorrt_compatible, fold_constants
     from export.onnx_export import write_metadata
-    from export.trt_support import assert_tensorrt_compatible, fold_constants
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 The wrapper fixes the graph contract from ``device.contracts.constants``: one static 1x3xHxW input named
 ``SEG_INPUT`` and two named outputs (hair logits, centre logits), no deep-supervision sides.
 Every export is checked with ``onnx.checker`` (full check), against torch with ONNX Runtime
-(max |logit difference| <= 1e-3), and against TensorRT's parser rules (``export.trt_support``).
+(max |logit difference| <= 1e-3), and against TensorRT's parser rules (``calibration.trt_support``).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def export_segmenter(
     )
     write_metadata(path, metadata or {})
     if check:
-        from export.trt_support import assert_tensorrt_compatible
+        from calibration.trt_support import assert_tensorrt_compatible
 
         onnx.checker.check_model(str(path), full_check=True)
         check_parity(wrapper, path, height, width)

@@ -11,7 +11,7 @@ assignment on labels becomes multiply-by-indicator, ``repeat_interleave`` of the
 becomes a broadcast ``expand`` to the static B, the dense positional encoding is a constant, and
 every reshape uses Python ints (no int64 shape tensors). ``check_decoder_rewrite`` proves the
 rewrite equals the stock path. Every export is checked with ``onnx.checker`` (full), ORT vs
-torch (encoder embeddings and decoder logits within ``ATOL``), and ``export.trt_support``.
+torch (encoder embeddings and decoder logits within ``ATOL``), and ``calibration.trt_support``.
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def export_refiner(
     _onnx_export(dec, tuple(ex.values()), dec_path, list(ex), [REF_DEC_OUT_MASKS, REF_DEC_OUT_IOU], meta)
     report: dict[str, Any] = {"encoder": enc_path, "decoder": dec_path, "parity": {}}
     if check:
-        from export.trt_support import assert_tensorrt_compatible
+        from calibration.trt_support import assert_tensorrt_compatible
 
         parity = {"rewrite_vs_segment_anything": check_decoder_rewrite(model, dec)}
         for name, path, module, feeds in (

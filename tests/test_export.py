@@ -34,7 +34,7 @@ def test_graph_contract(tiny_onnx: Path) -> None:
 
 @pytest.mark.parametrize("name", ["student", "teacher_tiny", "u2netp"])
 def test_registry_models_export_with_checker_parity_and_tensorrt_rules(name: str, tmp_path: Path) -> None:
-    from export.trt_support import check_tensorrt_support
+    from calibration.trt_support import check_tensorrt_support
 
     torch.manual_seed(0)
     path = export_segmenter(create(name).eval(), tmp_path / f"{name}.onnx", height=64, width=96)

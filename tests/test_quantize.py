@@ -12,8 +12,8 @@ from onnx import numpy_helper
 from calibration.gate import gate
 from calibration.quantize import RECIPES, producing_convs, quantize_model, thin_conv_nodes
 from calibration.readers import ArrayReader, FrameReader, frame_files
+from calibration.trt_support import check_tensorrt_support
 from device.capture.imageio import FrameError
-from export.trt_support import check_tensorrt_support
 from tests.onnx_graphs import conv_net, save
 
 

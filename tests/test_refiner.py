@@ -9,12 +9,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from calibration.trt_support import check_tensorrt_support
 from device.contracts.constants import PROMPT_GROUP_SIZE
 from device.refine.fusion import RefinedSegmenter, fuse, fuse_prob, recalibrate
 from device.refine.prompts import PromptConfig, auto_prompts
 from device.refine.refiner import PromptRefiner
 from export.refiner_export import ATOL, ExportedRefinerDecoder, decoder_example, export_refiner, fold_constant_inputs
-from export.trt_support import check_tensorrt_support
 from scoring.classical import BASELINES
 from server_train.models.refiner import build_refiner_tiny, refiner_from_config
 

@@ -5,12 +5,12 @@ import cv2
 import numpy as np
 import pytest
 
+from calibration.trt_support import check_tensorrt_support
 from device.assets import default_bundle_path, sample_frames
 from device.contracts.constants import SEG_INPUT
 from device.models.backends import OrtBackend
 from device.models.bundle import Bundle, sha256_file
 from device.models.onnx_segmenter import ModelSegmenter
-from export.trt_support import check_tensorrt_support
 from scoring.seg_metrics import confusion, summarise
 from server_train.synth import SynthConfig, render
 

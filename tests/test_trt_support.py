@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.trt_support import check_tensorrt_support
+from calibration.trt_support import check_tensorrt_support
 from tests.onnx_graphs import conv_net
 
 
@@ -105,7 +105,7 @@ def test_fold_constants_turns_shape_derived_pads_into_constants(tmp_path):
     # pads computed from the (static) input shape, as exporters write TF-style "same" padding
     import onnxruntime as ort
 
-    from export.trt_support import fold_constants
+    from calibration.trt_support import fold_constants
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 10, 10])

@@ -73,4 +73,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"scalpedge {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
