@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the shipped scalp classifiers (device/assets/default: severity, alopecia, disease +
-# classifiers.json) and their reports on a CPU. Steps resume (run folders keep last.pt and
+# Reproduce the shipped scalp classifiers (device/assets/default: severity, alopecia, disease and
+# their model cards) and their reports on a CPU. INT8 goes through calibration/ like every model:
+# the model's recipe rules (calibration/rules.py), then the accuracy gate against FP32. Steps resume (run folders keep last.pt and
 # feature caches). Real-data steps need ../shared/data (DATA=path to override).
 #   bash benchmarks/make_classifiers.sh
 set -euo pipefail
@@ -46,12 +47,16 @@ for m in resize paper; do
 done
 $S export disease --data "$DATA/scalp-disease-photos" --preprocess resize --out runs/cls/disease.onnx --int8 runs/cls/disease.int8.onnx
 
-# 5. Cards for the bundle: stage the shipped files (INT8 severity and disease; the 13.5 MB FP32
-#    files are not shipped), write one model card per classifier, and pack them with the
-#    segmenter (see benchmarks/make_default_model.sh, EXTRA_CARDS).
-mkdir -p runs/cls_release
-cp runs/cls/sev_invfreq/severity.int8.onnx runs/cls/disease.int8.onnx runs/cls/alopecia/alopecia.onnx runs/cls_release/
-#    (classifiers.json in runs/cls_release lists those files; see `scalpedge export classifier-card`)
-.venv/bin/python -m export.classifier_cards runs/cls_release/classifiers.json
+# 5. Cards for the bundle: one model card per classifier (its INT8 variant carries the
+#    quantization record and gate verdict), packed with the segmenter (see
+#    benchmarks/make_default_model.sh, EXTRA_CARDS). The shipped bundle leaves out the 13.5 MB
+#    FP32 files of severity and disease (drop their fp32 variants from the cards before packing).
+C="bash benchmarks/make_classifiers.sh"
+$S export classifier-card --dir runs/cls_release --kind severity --fp32 runs/cls/sev_invfreq/severity.onnx \
+  --int8 runs/cls/sev_invfreq/severity.int8.onnx --default-precision int8 --command "$C (step 2)" \
+  --metrics $R/cls_sev_invfreq_severity_heldout.json $R/cls_sev_invfreq_severity.int8_heldout.json
+$S export classifier-card --dir runs/cls_release --kind alopecia --fp32 runs/cls/alopecia/alopecia.onnx --command "$C (step 3)"
+$S export classifier-card --dir runs/cls_release --kind disease --fp32 runs/cls/disease.onnx \
+  --int8 runs/cls/disease.int8.onnx --default-precision int8 --command "$C (step 4)" --metrics $R/disease_cv_resize.json
 # EXTRA_CARDS="runs/cls_release/conditions.card.json runs/cls_release/alopecia.card.json runs/cls_release/disease.card.json" \
 #   bash benchmarks/make_default_model.sh   (its release steps)

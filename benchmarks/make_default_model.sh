@@ -74,6 +74,8 @@ $S eval counts --data "$DATA/follicle-counts/val" --model runs/teacher2/final.pt
 $S eval sheet --data "$DATA/scalp-microscope/valid/images" --model runs/student.onnx --out benchmarks/reports/student_scalp_microscope_valid.png
 $S bench speed --out benchmarks/reports/speed.json --threads 1,2
 # Release: FP32 ONNX + model card, INT8 variants gated on held-out Dice, then the signed bundle.
+# Which nodes stay FP32 (the end-density conv, the 8-channel full-resolution convs) is the
+# segmenter's rule in calibration/rules.py; the ort-cpu recipe quantizes weights to 7 bits.
 # The signing key stays off the repo (make one once with `scalpedge bundle keygen`; its public
 # half goes to device/assets/keys/). The shipped bundle also holds the classifiers and the
 # prompt refiner: EXTRA_CARDS="runs/cls_release/*.card.json runs/refiner_release/*.card.json"
@@ -83,7 +85,7 @@ $S bench speed --out benchmarks/reports/speed.json --threads 1,2
 $S export release --checkpoint runs/student/final.pt --out runs/release \
    --metrics benchmarks/reports/heldout_student.json benchmarks/reports/follicle_counts_student.json benchmarks/reports/speed.json
 $S calibrate int8 --card runs/release/segmenter.card.json --frames data/t6 data/t6_trim data/t6_hard \
-   --gate-data data/heldout --gate-limit 300 --runs 30 --keep-thin-fp32 8
+   --gate-data data/heldout --gate-limit 300 --runs 30
 rm -rf runs/bundle
 $S bundle build runs/bundle --card runs/release/segmenter.card.json ${EXTRA_CARDS:-} --key "${SIGNING_KEY:-runs/keys/scalpedge-release-2026b.pem}"
 rm -f device/assets/default/*.onnx device/assets/default/*.json && cp runs/bundle/* device/assets/default/

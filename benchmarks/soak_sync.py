@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from mosquitto import Mosquitto  # noqa: E402
+from mosquitto import Mosquitto, terminate  # noqa: E402
 from sync_device import fleet_config, sync_config, write_toml  # noqa: E402
 
 from fleet.consumer import FleetConsumer  # noqa: E402
@@ -78,13 +78,7 @@ class _DeviceProcess:
         self._reap()
 
     def terminate(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        rc = None if self.proc is None else self.proc.wait()
+        rc = None if self.proc is None else terminate(self.proc, 10.0)
         self._reap()
         return rc
 

@@ -1,8 +1,9 @@
 """Add INT8 variants to a model card: quantize, gate on held-out accuracy, time, choose.
 
 A model card (see ``export.bundle``) lists a model's files. ``calibrate_card`` quantizes its
-FP32 variant with each recipe, scores every candidate on held-out data, refuses those that
-lose more than ``max_drop`` (recorded under ``refused`` with both scores), times the rest
+FP32 variant with each recipe (``calibration.rules`` says which, and which nodes stay FP32),
+judges every candidate against FP32 (``calibration.gate``), refuses those that lose more than
+the allowed drop (recorded under ``refused`` with both scores), times the rest
 against FP32 on this CPU, and sets ``preferred``: for ONNX Runtime the fastest variant that
 passed if it is at least ``min_speedup`` times faster than FP32 (else FP32), for TensorRT the
 INT8 Q/DQ variant when it passed (else FP32, built as FP16).
@@ -19,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from calibration.gate import gate
+from calibration.gate import GateResult, Judge
 from calibration.quantize import QuantRecipe, quantize_model
 from device.models.backends import OrtBackend
 
-__all__ = ["calibrate_card", "interleaved_latency"]
+__all__ = ["calibrate_card", "quantize_gated", "interleaved_latency"]
 
 
 def interleaved_latency(paths: list[Path], runs: int = 20, threads: int = 2, block: int = 5) -> list[float]:
@@ -49,23 +50,34 @@ def interleaved_latency(paths: list[Path], runs: int = 20, threads: int = 2, blo
     return [round(statistics.median(t), 2) for t in times]
 
 
+def quantize_gated(
+    fp32: Path, dst: Path, reader: Any, recipe: QuantRecipe, judge: Judge
+) -> tuple[dict[str, Any], GateResult]:
+    """Quantize ``fp32`` to ``dst`` with ``recipe`` calibrated on ``reader`` and judge it against
+    FP32; a refused ``dst`` is deleted. Returns (quantization record, verdict)."""
+    record = quantize_model(fp32, dst, reader, recipe)
+    verdict = judge(fp32, dst, recipe)
+    print(f"{dst.name}: {verdict}")
+    if not verdict.passed:
+        dst.unlink()
+    return record, verdict
+
+
 def calibrate_card(
     card_path: str | Path,
     make_reader: Callable[[], Any],
-    score: Callable[[Path], float],
-    metric: str,
+    judge: Judge,
     recipes: list[QuantRecipe],
-    max_drop: float,
     runs: int = 20,
     threads: int = 2,
     min_speedup: float = 1.2,
 ) -> dict[str, Any]:
     """Quantize the card's FP32 variant with each recipe, gate, time, and rewrite the card.
 
-    make_reader: returns a fresh calibration data reader; score: model path -> held-out score
-    in [0, 1] (higher is better) named ``metric``; max_drop: largest allowed score loss;
-    min_speedup: an INT8 variant is preferred on ONNX Runtime only if at least this much faster
-    than FP32 (else FP32 keeps its accuracy). Returns the updated card.
+    make_reader: returns a fresh calibration data reader; judge: scores a candidate against
+    FP32 (``calibration.gate.DiceGate`` or ``AgreementGate``); min_speedup: an INT8 variant is
+    preferred on ONNX Runtime only if at least this much faster than FP32 (else FP32 keeps its
+    accuracy). Returns the updated card.
     """
     card_path = Path(card_path)
     card: dict[str, Any] = json.loads(card_path.read_text())
@@ -76,16 +88,13 @@ def calibrate_card(
     card["variants"] = [fp32]
     card["refused"] = []
     fp32_path = folder / fp32["file"]
-    reference = score(fp32_path)
-    print(f"{fp32['file']}: {metric} {reference:.4f}")
-    candidates = []
+    candidates, reference = [], {}
     for recipe in recipes:
         dst = folder / f"{fp32_path.stem}.int8-{recipe.name}.onnx"
-        record = quantize_model(fp32_path, dst, make_reader(), recipe)
-        verdict = gate(metric, reference, score(dst), max_drop)
-        print(f"{dst.name}: {verdict}")
+        record, verdict = quantize_gated(fp32_path, dst, make_reader(), recipe, judge)
+        reference = {verdict.metric: round(verdict.reference, 5)}
         if verdict.passed:
-            variant = {
+            variant: dict[str, Any] = {
                 "file": dst.name,
                 "precision": "int8",
                 "targets": list(recipe.targets),
@@ -94,14 +103,13 @@ def calibrate_card(
             }
             candidates.append((dst, variant))
         else:
-            dst.unlink()
             card["refused"].append({"recipe": recipe.name, "quantization": record, "gate": verdict.to_dict()})
     latencies = interleaved_latency([fp32_path, *(d for d, _ in candidates)], runs=runs, threads=threads)
     fp32.setdefault("evaluation", {})
-    fp32["evaluation"].update({metric: round(reference, 5), "cpu_median_ms": latencies[0], "cpu_threads": threads})
+    fp32["evaluation"].update(reference | {"cpu_median_ms": latencies[0], "cpu_threads": threads})
     for (dst, variant), ms in zip(candidates, latencies[1:], strict=True):
         variant["evaluation"] = {
-            metric: variant["gate"]["candidate"],
+            variant["gate"]["metric"]: variant["gate"]["candidate"],
             "cpu_median_ms": ms,
             "cpu_threads": threads,
             "speedup_vs_fp32": round(latencies[0] / ms, 2),

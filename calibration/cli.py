@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 __all__ = ["register"]
 
@@ -13,18 +12,31 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("calibrate", help="INT8 calibration of exported models; optical calibration (um per pixel)")
     csub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
-    q = csub.add_parser("int8", help="quantize a model card's FP32 ONNX to INT8 Q/DQ variants, gated on accuracy")
-    q.add_argument("--card", required=True, help="model card JSON (from `scalpedge export release`)")
+    q = csub.add_parser(
+        "int8",
+        help="quantize a model card's FP32 ONNX (segmenter or classifier) to INT8 Q/DQ variants, gated on accuracy",
+    )
+    q.add_argument(
+        "--card", required=True, help="model card JSON (`scalpedge export release`, `export classifier-card`)"
+    )
     q.add_argument("--frames", nargs="+", required=True, help="calibration frames: files or folders")
-    q.add_argument("--gate-data", required=True, help="held-out folder with images/ and masks/ for the gate")
-    q.add_argument("--variants", default="tensorrt,ort-cpu", help="recipes: tensorrt, ort-cpu (comma-separated)")
+    q.add_argument(
+        "--gate-data",
+        help="segmenter: held-out folder with images/ and masks/ (Dice); classifier: frames to compare "
+        "with FP32 (default: the calibration frames)",
+    )
+    q.add_argument("--variants", help="recipes, comma-separated (default: the model's rules, calibration.rules)")
     q.add_argument("--method", choices=["minmax", "entropy", "percentile"], help="calibration method (default minmax)")
     q.add_argument("--per-tensor", action="store_true", help="per-tensor weights instead of per-channel")
-    q.add_argument("--exclude", default="", help="comma-separated node names to keep in FP32")
-    q.add_argument("--keep-thin-fp32", type=int, help="keep Convs with <= N output channels FP32 (0: none)")
+    q.add_argument("--exclude", default="", help="comma-separated node names to keep in FP32 (besides the rules')")
+    q.add_argument(
+        "--keep-thin-fp32", type=int, help="override the rules: Convs with <= N output channels stay FP32 (0: none)"
+    )
     q.add_argument("--limit", type=int, default=64, help="calibration frames (default 64)")
-    q.add_argument("--gate-limit", type=int, default=100, help="held-out frames scored by the gate (default 100)")
-    q.add_argument("--max-drop", type=float, default=0.005, help="largest allowed Dice loss (default 0.005 = 0.5 pt)")
+    q.add_argument("--gate-limit", type=int, default=100, help="frames scored by the gate (default 100)")
+    q.add_argument(
+        "--max-drop", type=float, help="override the rules' largest allowed score loss (segmenter: 0.005 Dice)"
+    )
     q.add_argument("--runs", type=int, default=20, help="timed runs per model")
     q.add_argument(
         "--min-speedup", type=float, default=1.2, help="INT8 is preferred on ONNX Runtime only this much faster"
@@ -46,64 +58,49 @@ def _run_int8(args: argparse.Namespace) -> int:
         from device.contracts.errors import MissingExtra
 
         raise MissingExtra("needs the onnx package: pip install -e '.[train]'") from None
+    from dataclasses import replace
+
     from calibration.card import calibrate_card
-    from calibration.gate import segmenter_dice
-    from calibration.quantize import RECIPES, producing_convs
-    from calibration.readers import FrameReader, frame_files
-    from device.contracts.constants import SEG_OUT_ENDS
+    from calibration.readers import frame_files, model_reader
+    from calibration.rules import judge_for, model_kind, recipes_for, rules_for
 
     card = json.loads(Path(args.card).read_text())
-    if card.get("task") != "hair-segmentation":
-        raise ValueError(
-            f"{args.card}: calibrate int8 gates segmenters (task hair-segmentation), not {card.get('task')}"
-        )
-    names = [n for n in args.variants.split(",") if n]
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}; choose from {sorted(RECIPES)}")
-    exclude = tuple(n for n in args.exclude.split(",") if n)
-    fp32 = next(v for v in card["variants"] if v["precision"] == "fp32")
+    fp32 = next((v for v in card["variants"] if v["precision"] == "fp32"), None)
+    if fp32 is None:
+        raise ValueError(f"{args.card}: no fp32 variant to quantize")
     fp32_path = Path(args.card).parent / fp32["file"]
-    if card.get("instance_head") == "ends":  # a frame's count sums this output: keep its conv FP32
-        exclude += tuple(n for n in producing_convs(fp32_path, SEG_OUT_ENDS) if n not in exclude)
-    recipes = [
-        RECIPES[n].with_options(
-            method=args.method,
-            per_channel=False if args.per_tensor else None,
-            exclude=exclude or None,
-            keep_thin_fp32=args.keep_thin_fp32,
-        )
-        for n in names
-    ]
-    shape = _input_shape(fp32_path)
+    rules = rules_for(card, fp32_path)
+    overrides = {
+        "recipes": tuple(n for n in (args.variants or "").split(",") if n) or None,
+        "keep_thin_fp32": args.keep_thin_fp32,
+        "max_drop": args.max_drop,
+        "exclude": rules.exclude + tuple(n for n in args.exclude.split(",") if n and n not in rules.exclude),
+    }
+    rules = replace(rules, **{k: v for k, v in overrides.items() if v is not None})
+    recipes = recipes_for(rules, fp32_path, method=args.method, per_channel=False if args.per_tensor else None)
     files = frame_files(args.frames, limit=args.limit)
-    name = next(iter(shape))
-
-    def make_reader() -> Any:
-        return FrameReader(files, name, shape[name][2], shape[name][3])
-
-    def score(path: Path) -> float:
-        return segmenter_dice(path, args.gate_data, limit=args.gate_limit, threads=args.threads)
-
+    kind = model_kind(fp32_path)
+    segmenter = kind == "segmenter"
+    gate_frames = None if segmenter or not args.gate_data else frame_files([args.gate_data], limit=args.gate_limit)
+    judge = judge_for(
+        kind,
+        rules,
+        model_reader(gate_frames or files, fp32_path),
+        gate_data=args.gate_data if segmenter else None,
+        gate_limit=args.gate_limit,
+        threads=args.threads,
+    )
     calibrate_card(
         args.card,
-        make_reader,
-        score,
-        "dice",
+        lambda: model_reader(files, fp32_path),
+        judge,
         recipes,
-        args.max_drop,
         runs=args.runs,
         threads=args.threads,
         min_speedup=args.min_speedup,
     )
     print(f"updated {args.card}")
     return 0
-
-
-def _input_shape(path: Path) -> dict[str, tuple[int, ...]]:
-    from device.models.backends import OrtBackend
-
-    return OrtBackend(path, threads=1).input_shapes
 
 
 def _run_optics(args: argparse.Namespace) -> int:

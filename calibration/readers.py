@@ -2,8 +2,9 @@
 
 They follow ONNX Runtime's ``CalibrationDataReader`` protocol (``get_next()`` returns a
 {input name: array} dict, or None when exhausted; ``rewind()`` starts over), and prepare each
-frame exactly as the device does (``device.contracts.preprocess``), so the ranges calibrated here are
-the ranges the device sees.
+frame exactly as the device does (``device.contracts.preprocess`` for the segmenter,
+``device.models.classifiers`` for the classifiers), so the ranges calibrated here are the
+ranges the device sees. ``model_reader`` picks the preparation from the graph's input name.
 """
 
 from __future__ import annotations
@@ -13,22 +14,61 @@ from pathlib import Path
 
 import numpy as np
 
-from device.capture.imageio import FrameError, list_images, read_frame
+from device.capture.imageio import IMAGE_SUFFIXES, FrameError, list_images, read_frame
+from device.contracts.constants import CLS_INPUT, DISEASE_INPUT, SEG_INPUT
 from device.contracts.preprocess import to_network_input
 
-__all__ = ["FrameReader", "ArrayReader", "frame_files"]
+__all__ = ["FrameReader", "ArrayReader", "frame_files", "balanced_frame_files", "model_reader"]
+
+
+def _image_folders(sources: Sequence[str | Path]) -> list[Path]:
+    """Each source, or its ``images/`` sub-folder when it has one."""
+    return [Path(s) / "images" if (Path(s) / "images").is_dir() else Path(s) for s in sources]
 
 
 def frame_files(sources: Sequence[str | Path], limit: int | None = None, seed: int = 0) -> list[Path]:
     """Image files under ``sources`` (files or folders, a folder's ``images/`` when present),
     shuffled deterministically by ``seed`` and cut to ``limit``. Raises if none are found."""
-    folders = [Path(s) / "images" if (Path(s) / "images").is_dir() else Path(s) for s in sources]
-    files = list_images([str(f) for f in folders])
+    files = list_images([str(f) for f in _image_folders(sources)])
     if not files:
         raise FileNotFoundError(f"no calibration frames under {[str(s) for s in sources]}")
     order = np.random.default_rng(seed).permutation(len(files))
     picked = [files[i] for i in order]
     return picked[:limit] if limit else picked
+
+
+def balanced_frame_files(sources: Sequence[str | Path], n: int) -> list[Path]:
+    """Up to ``n`` image files spread evenly over ``sources`` (folders, their ``images/`` when
+    present, searched recursively): n / len(sources) from each, evenly spaced in its sorted
+    listing (deterministic). Raises if none are found."""
+    found: list[Path] = []
+    for folder in _image_folders(sources):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        k = max(1, n // max(len(sources), 1))
+        found += [files[int(i)] for i in np.linspace(0, len(files) - 1, min(k, len(files)))] if files else []
+    if not found:
+        raise FileNotFoundError(f"no calibration frames under {[str(s) for s in sources]}")
+    return found
+
+
+def model_reader(files: Sequence[str | Path], model: str | Path, preprocess: str | None = None) -> FrameReader:
+    """A reader preparing ``files`` for the ONNX ``model`` as the device would: the segmenter's
+    preprocessing, the condition classifier's, or the disease classifier's (``preprocess``
+    mode, default the graph's ``preprocess`` metadata, else "paper"), by the graph's input."""
+    from device.models.backends import OrtBackend
+    from device.models.classifiers import prepare_condition_input, prepare_disease_input
+
+    backend = OrtBackend(model, threads=1)
+    shapes = backend.input_shapes
+    if SEG_INPUT in shapes:
+        return FrameReader(files, SEG_INPUT, shapes[SEG_INPUT][2], shapes[SEG_INPUT][3])
+    if CLS_INPUT in shapes:
+        return FrameReader(files, CLS_INPUT, 0, 0, lambda im, _h, _w: prepare_condition_input(im))
+    if DISEASE_INPUT in shapes:
+        mode = preprocess or backend.metadata.get("preprocess", "paper")
+        side = shapes[DISEASE_INPUT][3]
+        return FrameReader(files, DISEASE_INPUT, side, side, lambda im, _h, w: prepare_disease_input(im, mode, w))
+    raise ValueError(f"{model}: inputs {sorted(shapes)} name no model calibration knows")
 
 
 class FrameReader:

@@ -12,9 +12,10 @@ what the model is and lists its files::
      "preferred": {"onnxruntime-cpu": "segmenter.onnx", "tensorrt": "segmenter.onnx"},
      "refused": [...]}
 
-Variant files are found next to their card. ``build_bundle`` copies them, reads each graph's
-I/O names, shapes and dtypes from the ONNX itself, hashes every file, writes manifest.json and
-signs its exact bytes with Ed25519.
+Cards follow ``device/contracts/schemas/card-1.schema.json``. Variant files are found next to
+their card. ``build_bundle`` copies them, reads each graph's I/O names, shapes and dtypes from
+the ONNX itself, hashes every file, checks the manifest against ``manifest-1.schema.json``,
+writes it and signs its exact bytes with Ed25519.
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from device.models.bundle import BUNDLE_SCHEMA, MANIFEST_NAME, SIGNATURE_NAME, TARGETS, BundleError, key_id, sha256_file
+from device.contracts.validation import validate
+from device.models.bundle import (
+    BUNDLE_SCHEMA,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    BundleError,
+    BundleFormatError,
+    key_id,
+    sha256_file,
+)
 
 __all__ = ["generate_key", "load_private_key", "graph_io", "build_bundle", "sign_bundle", "unpack_bundle"]
 
-CARD_KEYS = ("name", "variants")
 _BUILT_VARIANT_KEYS = ("sha256", "bytes", "inputs", "outputs")  # added by build_bundle, not part of a card
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
 
@@ -94,15 +103,10 @@ def graph_io(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def _read_card(path: Path) -> dict[str, Any]:
     try:
         card: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ValueError(f"model card {path}: {exc}") from exc
-    missing = [k for k in CARD_KEYS if k not in card]
-    if missing:
-        raise ValueError(f"model card {path}: missing keys {missing}")
+    validate("card", card, source=str(path))
     for v in card["variants"]:
-        bad = [t for t in v.get("targets", []) if t not in TARGETS]
-        if bad:
-            raise ValueError(f"model card {path}: unknown targets {bad} (known: {TARGETS})")
         if not (path.parent / v["file"]).is_file():
             raise FileNotFoundError(f"model card {path}: variant file {v['file']} not found next to it")
     return card
@@ -121,10 +125,10 @@ def build_bundle(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; bundles are written to a fresh folder")
     key = load_private_key(private_key)
+    read = [(path, _read_card(path)) for path in map(Path, cards)]  # every card checked before writing
     out.mkdir(parents=True, exist_ok=True)
     models: dict[str, Any] = {}
-    for card_path in map(Path, cards):
-        card = _read_card(card_path)
+    for card_path, card in read:
         if card["name"] in models:
             raise ValueError(f"two model cards name {card['name']!r}")
         variants = []
@@ -149,6 +153,7 @@ def build_bundle(
         "models": models,
     }
     manifest_path = out / MANIFEST_NAME
+    validate("manifest", manifest, BundleFormatError, source=str(manifest_path))
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     sign_bundle(out, key)
     return manifest_path
@@ -194,6 +199,7 @@ def unpack_bundle(
             variants.append({k: val for k, val in v.items() if k not in _BUILT_VARIANT_KEYS})
         card = {"name": name, **{k: val for k, val in entry.items() if k != "variants"}, "variants": variants}
         path = out / f"{name}.card.json"
+        validate("card", card, source=str(path))
         path.write_text(json.dumps(card, indent=2) + "\n")
         cards.append(path)
     return cards

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -54,9 +53,9 @@ def _run_keygen(args: argparse.Namespace) -> int:
 
 def _run_build(args: argparse.Namespace) -> int:
     from export.bundle import build_bundle
-    from export.release import git_commit
+    from export.release import command_line, git_commit
 
-    command = "scalpedge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
     path = build_bundle(
         args.dir, args.card, args.key, version=args.version, provenance={"git_commit": git_commit(), "command": command}
     )

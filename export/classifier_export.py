@@ -2,17 +2,14 @@
 
 Export-only wrappers fix the graph contract from ``device.contracts.constants`` (static 1x3xHxW input,
 named outputs); every export gets ``onnx.checker`` (full check) and an ONNX Runtime vs torch
-parity check. ``quantize_int8`` writes the static Q/DQ INT8 model calibrated on representative
-frames: U8 activations with S8 per-channel weights, the variant that runs fast on x86 CPUs with
-ONNX Runtime (signed activations left most convolutions in FP32 here; see DESIGN.md).
-``calibration/`` had no quantizer yet when this was written; move this there when it has one.
+parity check. ``quantize_int8`` makes the INT8 variant the one way every model gets one:
+through ``calibration`` (the model's recipe rules, then the accuracy gate against FP32).
+Model cards for the bundle: ``export.classifier_cards``.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.capture.imageio import IMAGE_SUFFIXES, read_frame
 from device.contracts.constants import (
     CLS_HEIGHT,
     CLS_INPUT,
@@ -32,15 +28,8 @@ from device.contracts.constants import (
     DISEASE_OUT_LOGITS,
     DISEASE_SIZE,
 )
-from device.models.classifiers import prepare_condition_input, prepare_disease_input
 
-__all__ = [
-    "export_condition_classifier",
-    "export_disease_classifier",
-    "FrameCalibrationReader",
-    "quantize_int8",
-    "calibration_frames",
-]
+__all__ = ["export_condition_classifier", "export_disease_classifier", "check_parity", "quantize_int8"]
 
 OPSET = 17
 
@@ -124,157 +113,35 @@ def export_disease_classifier(
     return _export(model, shape, path, DISEASE_INPUT, [DISEASE_OUT_LOGITS], metadata, atol)
 
 
-def calibration_frames(folders: Sequence[str | Path], n: int) -> list[Path]:
-    """Up to ``n`` image paths spread evenly over ``folders`` (an ``images/`` sub-folder is used
-    when present), evenly spaced within each folder (deterministic)."""
-    found = []
-    for f in folders:
-        root = Path(f) / "images" if (Path(f) / "images").is_dir() else Path(f)
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        k = max(1, n // max(len(folders), 1))
-        if paths:
-            found += [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(k, len(paths)))]
-    return found
-
-
-class FrameCalibrationReader:
-    """ONNX Runtime ``CalibrationDataReader``: ``get_next()`` returns ``{input_name: 1x3xHxW}``
-    for each frame in turn (prepared by ``prepare``), then None."""
-
-    def __init__(self, paths: Sequence[Path], input_name: str, prepare: Callable[[np.ndarray], np.ndarray]) -> None:
-        self.paths = list(paths)
-        self.input_name = input_name
-        self.prepare = prepare
-        self._i = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._i >= len(self.paths):
-            return None
-        x = self.prepare(read_frame(self.paths[self._i]))
-        self._i += 1
-        return {self.input_name: x}
-
-    def rewind(self) -> None:
-        self._i = 0
-
-
 def quantize_int8(
     fp32: str | Path,
     out: str | Path,
     calib: Sequence[str | Path],
     n: int = 64,
-    input_name: str | None = None,
-    preprocess: str = "paper",
+    preprocess: str | None = None,
+    gate_frames: Sequence[str | Path] | None = None,
 ) -> Path:
-    """Static Q/DQ INT8 (QUInt8 activations, QInt8 per-channel weights, MinMax calibration) of
-    ``fp32``, calibrated on up to ``n`` frames from the ``calib`` folders. The input name picks
-    the preprocessing (condition frames, or disease photos with ``preprocess``). Returns ``out``."""
+    """INT8 Q/DQ of a classifier through ``calibration``: the model's rules and CPU recipe
+    (``calibration.rules``), calibrated on up to ``n`` frames spread over the ``calib`` folders,
+    then gated against FP32 on up to ``n`` frames of ``gate_frames`` (default: the calibration
+    frames); the record and verdict go into the graph's ``quantization`` metadata.
+    ``preprocess``: the disease photos' mode (default: the graph's metadata). Raises ValueError
+    (and writes nothing) when the gate refuses it. Returns ``out``."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from calibration.card import quantize_gated
+    from calibration.readers import balanced_frame_files, model_reader
+    from calibration.rules import judge_for, model_kind, recipes_for, rules_for
+    from export.onnx_export import write_metadata
 
     fp32, out = Path(fp32), Path(out)
-    graph_input = onnx.load(str(fp32)).graph.input[0]
-    name = input_name or graph_input.name
-    side = graph_input.type.tensor_type.shape.dim[-1].dim_value
-
-    def prepare_disease(im: np.ndarray) -> np.ndarray:
-        return prepare_disease_input(im, preprocess, side)
-
-    prepare = prepare_disease if name == DISEASE_INPUT else prepare_condition_input
-    paths = calibration_frames(calib, n)
-    if not paths:
-        raise FileNotFoundError(f"no calibration frames in {list(calib)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(out),
-            FrameCalibrationReader(paths, name, prepare),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    proto = onnx.load(str(out))
-    entry = proto.metadata_props.add()
-    entry.key = "quantization"
-    entry.value = json.dumps(
-        {"format": "QDQ", "activations": "QUInt8", "weights": "QInt8 per-channel", "calibration_frames": len(paths)}
-    )
-    onnx.save(proto, str(out))
+    rules = rules_for({}, fp32)
+    reader = model_reader(balanced_frame_files(calib, n), fp32, preprocess)
+    held = model_reader(balanced_frame_files(gate_frames, n), fp32, preprocess) if gate_frames else reader
+    recipe = next(r for r in recipes_for(rules, fp32) if not r.emulated)
+    record, verdict = quantize_gated(fp32, out, reader, recipe, judge_for(model_kind(fp32), rules, held))
+    if not verdict.passed:
+        raise ValueError(f"{out.name}: the INT8 accuracy gate refused it ({verdict}); FP32 stays the model to ship")
+    write_metadata(out, {"quantization": record | {"gate": verdict.to_dict()}})
     onnx.checker.check_model(str(out), full_check=True)
     return out
-
-
-MANIFEST_NAME = "classifiers.json"
-_TASKS = {
-    "severity": "scalp condition levels (dandruff, sebum, erythema) x (good, mild, moderate, severe) + presence",
-    "alopecia": "alopecia level (good, mild, moderate, severe) from hair features",
-    "disease": "disease type of a clinical scalp photo (alopecia, psoriasis, folliculitis)",
-}
-
-
-def update_manifest(
-    folder: str | Path,
-    kind: str,
-    files: dict[str, str | Path],
-    commands: Sequence[str],
-    metrics: dict[str, Any] | None = None,
-    default_precision: str = "fp32",
-) -> Path:
-    """Add or replace the entry ``kind`` of ``folder/classifiers.json``: files by precision
-    (copied into ``folder`` when elsewhere), sha256, graph I/O (names, shapes, dtypes), the
-    training config and seed read from the FP32 graph's metadata, the commands that produced
-    it, git commit and metrics. Returns the manifest path."""
-    import shutil
-    from datetime import datetime, timezone
-
-    import onnx
-
-    from device.models.bundle import sha256_file
-    from export.release import git_commit
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / MANIFEST_NAME
-    manifest = json.loads(path.read_text()) if path.is_file() else {"schema": "scalpedge.classifiers/1", "models": {}}
-    names: dict[str, str] = {}
-    for precision, src in files.items():
-        src = Path(src)
-        dst = folder / src.name
-        if src.resolve() != dst.resolve():
-            shutil.copyfile(src, dst)
-        names[precision] = dst.name
-    proto = onnx.load(str(folder / names["fp32"]))
-    meta = {p.key: p.value for p in proto.metadata_props}
-
-    def _io(values: Any) -> dict[str, Any]:
-        return {
-            v.name: {
-                "shape": [d.dim_value for d in v.type.tensor_type.shape.dim],
-                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-            }
-            for v in values
-        }
-
-    manifest["models"][kind] = {
-        "task": _TASKS.get(kind, kind),
-        "files": names,
-        "sha256": {p: sha256_file(folder / n) for p, n in names.items()},
-        "default_precision": default_precision,
-        "inputs": _io(proto.graph.input),
-        "outputs": _io(proto.graph.output),
-        "metadata": {k: (json.loads(v) if v[:1] in "[{" else v) for k, v in meta.items()},
-        "metrics": metrics or {},
-        "provenance": {
-            "commands": list(commands),
-            "git_commit": git_commit(),
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    }
-    path.write_text(json.dumps(manifest, indent=2))
-    return path

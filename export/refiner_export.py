@@ -12,6 +12,9 @@ becomes a broadcast ``expand`` to the static B, the dense positional encoding is
 every reshape uses Python ints (no int64 shape tensors). ``check_decoder_rewrite`` proves the
 rewrite equals the stock path. Every export is checked with ``onnx.checker`` (full), ORT vs
 torch (encoder embeddings and decoder logits within ``ATOL``), and ``calibration.trt_support``.
+
+``model`` is a ``server_train.models.refiner.Refiner``; this module names what it needs of one in
+``RefinerModel`` and imports nothing from ``server_train`` (export sits below training).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,12 +42,12 @@ from device.contracts.constants import (
     REF_ENC_OUT,
     REFINER_GROUPS_PER_CALL,
 )
-from server_train.models.refiner import Refiner
 
 __all__ = [
     "ExportedRefinerEncoder",
     "ExportedRefinerDecoder",
     "export_refiner",
+    "RefinerModel",
     "check_decoder_rewrite",
     "fold_constant_inputs",
     "decoder_example",
@@ -52,6 +55,45 @@ __all__ = [
     "ENCODER_FILE",
     "DECODER_FILE",
 ]
+
+
+class RefinerModel(Protocol):
+    """What the export uses of a refiner (``server_train.models.refiner.Refiner``, an nn.Module
+    around segment_anything's prompt encoder and mask decoder)."""
+
+    @property
+    def encoder(self) -> nn.Module: ...  # 1x3xHxW normalised RGB -> 1xCxhxw image embedding
+
+    @property
+    def prompt_encoder(self) -> Any: ...  # segment_anything PromptEncoder
+
+    @property
+    def mask_decoder(self) -> Any: ...  # segment_anything MaskDecoder
+
+    @property
+    def to_decoder(self) -> nn.Module: ...  # image embedding -> decoder width
+
+    @property
+    def embed_size(self) -> tuple[int, int]: ...  # (h, w) of the image embedding
+
+    @property
+    def image_size(self) -> tuple[int, ...]: ...  # (H, W) of the frame, pixels
+
+    @property
+    def mask_scale(self) -> int: ...  # low-res masks are mask_scale x the embedding size
+
+    @property
+    def use_mask_input(self) -> bool: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...  # constructor arguments
+
+    def decode(
+        self, emb: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...  # the stock segment_anything decoder path
+
+    def eval(self) -> Any: ...
+
 
 OPSET = 17
 ATOL = {"encoder": 1e-3, "decoder": 2e-3, "rewrite": 1e-4}  # max |difference|: embeddings, logits
@@ -62,7 +104,7 @@ DECODER_FILE = "refiner_decoder.onnx"
 class ExportedRefinerEncoder(nn.Module):
     """1x3xHxW normalised RGB -> 1xCxhxw image embedding."""
 
-    def __init__(self, model: Refiner) -> None:
+    def __init__(self, model: RefinerModel) -> None:
         super().__init__()
         self.encoder = model.encoder
 
@@ -75,7 +117,7 @@ class ExportedRefinerDecoder(nn.Module):
     (low-res mask logits Bx1xShxSw, S = the model's mask_scale, IoU predictions Bx1), with
     static B and K."""
 
-    def __init__(self, model: Refiner, batch: int = REFINER_GROUPS_PER_CALL, k: int = PROMPT_GROUP_SIZE) -> None:
+    def __init__(self, model: RefinerModel, batch: int = REFINER_GROUPS_PER_CALL, k: int = PROMPT_GROUP_SIZE) -> None:
         super().__init__()
         pe, dec = model.prompt_encoder, model.mask_decoder
         self.batch, self.k = int(batch), int(k)
@@ -134,7 +176,7 @@ class ExportedRefinerDecoder(nn.Module):
         return masks, iou
 
 
-def decoder_example(model: Refiner, batch: int, k: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def decoder_example(model: RefinerModel, batch: int, k: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random decoder inputs of the export shapes (labels in {-1, 0, 1}, points in the frame)."""
     gen = torch.Generator().manual_seed(seed)
     h, w = model.embed_size
@@ -148,7 +190,7 @@ def decoder_example(model: Refiner, batch: int, k: int, seed: int = 0) -> dict[s
     }
 
 
-def check_decoder_rewrite(model: Refiner, wrapper: ExportedRefinerDecoder, seed: int = 0) -> float:
+def check_decoder_rewrite(model: RefinerModel, wrapper: ExportedRefinerDecoder, seed: int = 0) -> float:
     """Max |logit difference| between the wrapper and the stock segment_anything path; raises
     above ``ATOL['rewrite']``."""
     ex = decoder_example(model, wrapper.batch, wrapper.k, seed)
@@ -243,7 +285,7 @@ def _ort_diff(module: nn.Module, path: Path, feeds: dict[str, torch.Tensor]) -> 
 
 
 def export_refiner(
-    model: Refiner,
+    model: RefinerModel,
     out_dir: str | Path,
     batch: int = REFINER_GROUPS_PER_CALL,
     k: int = PROMPT_GROUP_SIZE,

@@ -1,21 +1,50 @@
-"""Export a trained segmenter for release: ONNX + its model card (``segmenter.card.json``).
+"""Release model cards: a trained model's ONNX plus its card (``segmenter.card.json``).
 
-The card (see ``export.bundle``) says what produced the file (command, seeds, training configs of the model and of
-its teacher, git commit) and what it scored, so anyone can reproduce and check it.
+A card (see ``export.bundle``) says what produced the file (command, seed, training configs of the
+model and of the checkpoints it descends from, git commit) and what it scored, so anyone can
+reproduce and check it. These functions take the model (an ``nn.Module``) and the numbers; loading
+checkpoints and counting FLOPs is ``server_train.release``'s job (export sits below training).
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from device.models.bundle import sha256_file
+from device.contracts.constants import (
+    END_DENSITY_SCALE,
+    FRAME_HEIGHT,
+    FRAME_WIDTH,
+    INSTANCE_OUTPUTS,
+    LINE_THRESHOLD,
+    MASK_THRESHOLD,
+    MIN_STRAND_PX,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    SEG_OUT_MASK,
+)
+from device.models.bundle import TARGETS, sha256_file
 
-__all__ = ["release_segmenter", "git_commit", "sha256_file", "CARD_NAME"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "Recipe",
+    "release_segmenter",
+    "model_card",
+    "frame_preprocessing",
+    "write_card",
+    "git_commit",
+    "command_line",
+    "sha256_file",
+    "CARD_NAME",
+]
 
 CARD_NAME = "segmenter.card.json"
 
@@ -40,86 +69,99 @@ def git_commit(repo: Path | None = None) -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def release_segmenter(
-    checkpoint: str | Path, out_dir: str | Path, metrics: dict[str, Any] | None = None, command: str | None = None
-) -> Path:
-    """Export ``checkpoint`` to ``out_dir/segmenter.onnx`` and write its model card there;
-    returns the card's path. Pack cards into a bundle with ``scalpedge bundle build``."""
-    import torch
+def command_line() -> str:
+    """This process's ``scalpedge`` command, shell-quoted, for provenance."""
+    return "scalpedge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
-    from device.contracts.constants import (
-        END_DENSITY_SCALE,
-        FRAME_HEIGHT,
-        FRAME_WIDTH,
-        INSTANCE_OUTPUTS,
-        LINE_THRESHOLD,
-        MASK_THRESHOLD,
-        MIN_STRAND_PX,
-        PIXEL_MEAN,
-        PIXEL_STD,
-        SEG_OUT_MASK,
-    )
-    from device.models.bundle import TARGETS
-    from export.onnx_export import export_segmenter
-    from server_train.models import count_gflop
-    from server_train.training.train import load_checkpoint
 
-    out_dir = Path(out_dir)
-    model, ckpt = load_checkpoint(checkpoint)
-    train_cfg = ckpt["train_config"]
-    lineage = [{"checkpoint": str(checkpoint), "train_config": train_cfg, "steps": ckpt["step"]}]
-    # Follow the teacher and init checkpoints so the manifest records the whole recipe.
-    seen = {str(checkpoint)}
-    queue = [train_cfg.get("teacher_checkpoint"), train_cfg.get("init_checkpoint")]
-    while queue:
-        parent = queue.pop(0)
-        if not parent or parent in seen or not Path(parent).exists():
-            continue
-        seen.add(parent)
-        pc = torch.load(parent, map_location="cpu", weights_only=False)
-        lineage.append(
-            {
-                "checkpoint": parent,
-                "train_config": pc["train_config"],
-                "steps": pc["step"],
-                "model_config": pc["model_config"],
-            }
-        )
-        queue += [pc["train_config"].get("teacher_checkpoint"), pc["train_config"].get("init_checkpoint")]
-    meta = {"model_config": ckpt["model_config"], "train_config": train_cfg, "git_commit": git_commit()}
-    head = train_cfg.get("instance_target", "centres")
-    onnx_path = export_segmenter(model, out_dir / "segmenter.onnx", metadata=meta, instance_head=head)
-    card = {
-        "name": "segmenter",
-        "task": "hair-segmentation",
+@dataclass(frozen=True)
+class Recipe:
+    """What produced a model: its constructor config, its training config, and the checkpoints
+    it descends from (``lineage``: one dict per checkpoint, its own first, each with
+    "checkpoint", "train_config", "steps"; ancestors also "model_config")."""
+
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    lineage: list[dict[str, Any]]
+
+    def onnx_metadata(self) -> dict[str, Any]:
+        """The ONNX ``metadata_props`` of a released graph."""
+        return {"model_config": self.model_config, "train_config": self.train_config, "git_commit": git_commit()}
+
+
+def frame_preprocessing() -> dict[str, Any]:
+    """A card's preprocessing for a graph fed one normalised RGB frame (1x3xHxW float32)."""
+    return {
+        "colour": "RGB",
+        "scale": 1 / 255,
+        "mean": PIXEL_MEAN,
+        "std": PIXEL_STD,
+        "input": [1, 3, FRAME_HEIGHT, FRAME_WIDTH],
+    }
+
+
+def model_card(
+    name: str,
+    onnx_file: str | Path,
+    recipe: Recipe,
+    fields: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """The card of one FP32 graph ``onnx_file`` (for every target): ``fields`` (task,
+    preprocessing, thresholds, outputs, gflop...) plus what every card carries (creation time,
+    model config, provenance, evaluation ``metrics``, variants, preferred file per target)."""
+    file = Path(onnx_file).name
+    return {
+        "name": name,
+        **fields,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "instance_head": head,
-        "preprocessing": {
-            "colour": "RGB",
-            "scale": 1 / 255,
-            "mean": PIXEL_MEAN,
-            "std": PIXEL_STD,
-            "input": [1, 3, FRAME_HEIGHT, FRAME_WIDTH],
-        },
-        "thresholds": {"mask": MASK_THRESHOLD, "centreline": LINE_THRESHOLD, "min_strand_px": MIN_STRAND_PX}
-        if head != "ends"
-        else {"mask": MASK_THRESHOLD, "end_density_scale": END_DENSITY_SCALE},
         "class_names": None,
-        "outputs": [SEG_OUT_MASK, INSTANCE_OUTPUTS[head]],
-        "gflop": round(count_gflop(model, FRAME_HEIGHT, FRAME_WIDTH), 3),
-        "model_config": ckpt["model_config"],
+        "model_config": recipe.model_config,
         "provenance": {
             "git_commit": git_commit(),
             "command": command or " ".join(sys.argv),
-            "seed": train_cfg.get("seed"),
-            "lineage": lineage,
+            "seed": recipe.train_config.get("seed"),
+            "lineage": recipe.lineage,
         },
         "evaluation": metrics or {},
-        "variants": [
-            {"file": onnx_path.name, "precision": "fp32", "targets": list(TARGETS), "quantization": None},
-        ],
-        "preferred": {target: onnx_path.name for target in TARGETS},
+        "variants": [{"file": file, "precision": "fp32", "targets": list(TARGETS), "quantization": None}],
+        "preferred": {target: file for target in TARGETS},
     }
-    card_path = out_dir / CARD_NAME
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return card_path
+
+
+def write_card(card: dict[str, Any], path: Path) -> Path:
+    """Write ``card`` as indented JSON to ``path``; returns ``path``."""
+    path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    return path
+
+
+def release_segmenter(
+    model: nn.Module,
+    out_dir: str | Path,
+    recipe: Recipe,
+    gflop: float,
+    metrics: dict[str, Any] | None = None,
+    command: str | None = None,
+) -> Path:
+    """Export ``model`` (eval mode) to ``out_dir/segmenter.onnx`` (checked: onnx.checker, ORT
+    parity, TensorRT rules) and write its card there; returns the card's path. ``gflop``: forward
+    GFLOP of one 1x3x480x640 frame. Pack cards into a bundle with ``scalpedge bundle build``."""
+    from export.onnx_export import export_segmenter
+
+    out = Path(out_dir)
+    head = recipe.train_config.get("instance_target", "centres")
+    onnx_path = export_segmenter(model, out / "segmenter.onnx", metadata=recipe.onnx_metadata(), instance_head=head)
+    if head == "ends":
+        thresholds = {"mask": MASK_THRESHOLD, "end_density_scale": END_DENSITY_SCALE}
+    else:
+        thresholds = {"mask": MASK_THRESHOLD, "centreline": LINE_THRESHOLD, "min_strand_px": MIN_STRAND_PX}
+    fields = {
+        "task": "hair-segmentation",
+        "instance_head": head,
+        "preprocessing": frame_preprocessing(),
+        "thresholds": thresholds,
+        "outputs": [SEG_OUT_MASK, INSTANCE_OUTPUTS[head]],
+        "gflop": round(gflop, 3),
+    }
+    return write_card(model_card("segmenter", onnx_path, recipe, fields, metrics, command), out / CARD_NAME)

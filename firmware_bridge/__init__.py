@@ -10,19 +10,9 @@
 The wire format is specified in ``PROTOCOL.md`` next to this file.
 """
 
-from firmware_bridge.events import (
-    BatteryEvent,
-    ButtonEvent,
-    CommandHandle,
-    CommandStatus,
-    LinkDownEvent,
-    LinkEvent,
-    LinkState,
-    LinkStats,
-    LinkUpEvent,
-    McuErrorEvent,
-)
-from firmware_bridge.link import LinkConfig, SerialLink
+from firmware_bridge import events
+from firmware_bridge.events import *  # noqa: F403  (the link's config, states, events and counters)
+from firmware_bridge.link import SerialLink
 from firmware_bridge.messages import (
     Battery,
     Button,
@@ -39,14 +29,11 @@ from firmware_bridge.ports import hwgrep_url, list_by_id, open_port
 from firmware_bridge.protocol import Frame, FrameDecoder, FrameError, decode_frame, encode_frame
 
 __all__ = [
+    *events.__all__,
     "Battery",
-    "BatteryEvent",
     "Button",
-    "ButtonEvent",
     "ButtonKind",
     "Capability",
-    "CommandHandle",
-    "CommandStatus",
     "ErrorReport",
     "Frame",
     "FrameDecoder",
@@ -54,13 +41,6 @@ __all__ = [
     "Hello",
     "LedPattern",
     "LedSet",
-    "LinkConfig",
-    "LinkDownEvent",
-    "LinkEvent",
-    "LinkState",
-    "LinkStats",
-    "LinkUpEvent",
-    "McuErrorEvent",
     "MsgType",
     "NackReason",
     "SerialLink",

@@ -21,7 +21,6 @@ __all__ = [
     "ButtonEvent",
     "CommandHandle",
     "CommandStatus",
-    "EventSink",
     "LinkConfig",
     "LinkDownEvent",
     "LinkEvent",
@@ -82,24 +81,24 @@ class ButtonEvent:
 class BatteryEvent:
     """The battery reading changed (also sent once after each handshake)."""
 
-    battery: Battery
+    battery: Battery  # the new reading
     at: float
 
 
 @dataclass(frozen=True)
 class LinkUpEvent:
-    """Handshake done. ``new_boot`` is True when the MCU's boot_id differs from the previous session's."""
+    """Handshake done."""
 
-    hello: Hello
-    new_boot: bool
+    hello: Hello  # the MCU's HELLO: firmware version, serial number, capabilities, boot_id
+    new_boot: bool  # the MCU's boot_id differs from the previous session's (it rebooted)
     at: float
 
 
 @dataclass(frozen=True)
 class LinkDownEvent:
-    """The link left UP: ``reason`` is e.g. "heartbeat timeout" or "port lost: <error>"."""
+    """The link left UP."""
 
-    reason: str
+    reason: str  # e.g. "heartbeat timeout" or "port lost: <error>"
     at: float
 
 
@@ -107,7 +106,7 @@ class LinkDownEvent:
 class McuErrorEvent:
     """The MCU reported a fault with an ERROR frame."""
 
-    error: ErrorReport
+    error: ErrorReport  # the MCU's error code and text
     at: float
 
 

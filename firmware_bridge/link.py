@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from firmware_bridge._worker import Worker
 from firmware_bridge.events import (
     BatteryEvent,
     ButtonEvent,
@@ -36,7 +37,6 @@ from firmware_bridge.events import (
     McuErrorEvent,
 )
 from firmware_bridge.messages import (
-    RELIABLE_TYPES,
     Ack,
     Battery,
     Button,
@@ -45,21 +45,20 @@ from firmware_bridge.messages import (
     Hello,
     LedSet,
     Message,
-    MsgType,
     Nack,
     NackReason,
     PayloadError,
     encode_message,
+    refusal_reason,
     unpack,
 )
 from firmware_bridge.ports import open_port
 from firmware_bridge.protocol import Frame, FrameDecoder, SeqWindow
+from resilience import Backoff
 
 __all__ = ["LinkConfig", "SerialLink"]
 
 log = logging.getLogger(__name__)
-
-_KNOWN_TYPES = frozenset(int(t) for t in MsgType)
 
 
 @dataclass
@@ -71,10 +70,11 @@ class _Pending:
     refused_once: bool = False
 
 
-class SerialLink:
+class SerialLink(Worker):
     """Serial link to the scanner MCU. Use as a context manager, or ``start()``/``stop()``."""
 
     def __init__(self, port: str, config: LinkConfig | None = None) -> None:
+        super().__init__()
         self.url = port
         self.config = config or LinkConfig()
         self._sink = EventSink(self.config.event_queue_size)
@@ -85,8 +85,6 @@ class SerialLink:
         self._decoder = FrameDecoder()
         self._state = LinkState.STOPPED
         self._up = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._boot_id = secrets.randbits(32)
         self._started = time.monotonic()
         self._seq = 0
@@ -96,8 +94,7 @@ class SerialLink:
         self._battery: Battery | None = None
         self._pending: dict[int, _Pending] = {}
         self._stats = LinkStats()
-        self._backoff = self.config.reopen_backoff_s
-        self._next_open_at = 0.0
+        self._reopen = Backoff(self.config.reopen_backoff_s, self.config.reopen_backoff_max_s)
         self._opened_at = self._last_rx = self._next_hello_at = self._next_heartbeat_at = 0.0
 
     def start(self) -> SerialLink:
@@ -105,18 +102,13 @@ class SerialLink:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("link already started")
-            self._stop.clear()
             self._set_state(LinkState.DISCONNECTED)
-            self._thread = threading.Thread(target=self._run, name=f"serial-link {self.url}", daemon=True)
-        self._thread.start()
+            self._spawn(f"serial-link {self.url}")
         return self
 
     def stop(self) -> None:
         """Stop the thread, close the port and fail the commands still pending."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._join()
         with self._lock:
             self._close_port()
             self._leave_up("stopped")
@@ -126,12 +118,6 @@ class SerialLink:
                 self._stats.commands_failed += 1
             self._pending.clear()
         self._sink.flush()
-
-    def __enter__(self) -> SerialLink:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def state(self) -> LinkState:
@@ -179,7 +165,7 @@ class SerialLink:
         """One step: (re)open the port if due, read for at most ``poll_interval_s``, run the timers."""
         port = self._port
         if port is None:
-            wait = self._next_open_at - time.monotonic()
+            wait = self._reopen.next_at - time.monotonic()
             if wait > 0:
                 self._stop.wait(min(wait, self.config.poll_interval_s))
             else:
@@ -222,7 +208,7 @@ class SerialLink:
         except (OSError, ValueError) as exc:
             with self._lock:
                 self._stats.open_failures += 1
-                self._schedule_reopen()
+                self._reopen.failed(time.monotonic())
             log.debug("cannot open %s: %s", self.url, exc)
             return
         now = time.monotonic()
@@ -234,10 +220,6 @@ class SerialLink:
             self._set_state(LinkState.HANDSHAKE)
             self._timers(now)
         log.info("opened %s", self.url)
-
-    def _schedule_reopen(self) -> None:
-        self._next_open_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.config.reopen_backoff_max_s)
 
     def _close_port(self) -> None:
         port, self._port = self._port, None
@@ -251,7 +233,7 @@ class SerialLink:
         self._close_port()
         self._leave_up(f"port lost: {exc}")
         self._set_state(LinkState.DISCONNECTED)
-        self._schedule_reopen()
+        self._reopen.failed(time.monotonic())
 
     def _write(self, wire: bytes) -> None:
         if self._port is None:
@@ -335,10 +317,9 @@ class SerialLink:
         except PayloadError as exc:
             self._stats.bad_payloads += 1
             log.debug("bad payload in type 0x%02X seq %d: %s", frame.type, frame.seq, exc)
-            if frame.type not in _KNOWN_TYPES:
-                self._send(Nack(NackReason.UNSUPPORTED_TYPE), ack=frame.seq)
-            elif MsgType(frame.type) in RELIABLE_TYPES:
-                self._send(Nack(NackReason.BAD_PAYLOAD), ack=frame.seq)
+            reason = refusal_reason(frame)
+            if reason is not None:
+                self._send(Nack(reason), ack=frame.seq)
             return
         if isinstance(msg, Hello):
             self._on_hello(msg, now)
@@ -370,7 +351,7 @@ class SerialLink:
                 self._stats.link_ups += 1
                 log.info("link %s up: MCU %s firmware %s", self.url, hello.serial, hello.firmware_version)
             self._set_state(LinkState.UP)
-            self._backoff = self.config.reopen_backoff_s
+            self._reopen.reset()
             self._next_heartbeat_at = now
             self._sink.post(LinkUpEvent(hello, new_boot, now))
 

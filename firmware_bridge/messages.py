@@ -33,6 +33,7 @@ __all__ = [
     "PayloadError",
     "encode_message",
     "pack",
+    "refusal_reason",
     "unpack",
 ]
 
@@ -325,6 +326,14 @@ def unpack(frame: Frame) -> Message:
     if cls is None:
         raise PayloadError(f"unknown message type 0x{frame.type:02X}")
     return cls.from_payload(frame.payload)
+
+
+def refusal_reason(frame: Frame) -> NackReason | None:
+    """The NACK owed for ``frame`` once :func:`unpack` refused it: UNSUPPORTED_TYPE for an unknown
+    type, BAD_PAYLOAD for a reliable type (its sender repeats it until answered), else None (drop it)."""
+    if frame.type not in _BY_TYPE:
+        return NackReason.UNSUPPORTED_TYPE
+    return NackReason.BAD_PAYLOAD if frame.type in RELIABLE_TYPES else None
 
 
 def encode_message(msg: Message, seq: int, ack: int = 0) -> bytes:

@@ -3,7 +3,9 @@
 PUBACK only tells a device that the broker has a record; a broker killed before forwarding it
 loses it. The consumer closes the loop end to end:
 
-- each result is validated against the schema and stored once by ``msg_id`` (a redelivery is
+- every payload is validated against its schema (``device.contracts.validation``; a bad one is
+  logged and kept in the ``rejected`` table with the reason naming the field);
+- each result is stored once by ``msg_id`` (a redelivery is
   counted as a duplicate; the same ``(device, seq)`` under another ``msg_id`` is a *conflict*,
   kept in its own table and logged as an error, never merged);
 - per device it tracks the seqs held; ``last_seq`` from the retained status and the telemetry
@@ -38,8 +40,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from device.contracts.config import MqttConfig
 from device.contracts.messages import missing_ranges, parse_topic, resend_command, topic
 from device.contracts.mqtt import make_client
-from device.contracts.records import RecordError, validate_record
+from device.contracts.records import validate_record
+from device.contracts.validation import validate
 from fleet.config import FleetConfig
+from resilience import Backoff
 
 __all__ = ["FleetConsumer"]
 
@@ -124,8 +128,7 @@ class FleetConsumer:
         self._client.on_message = self._on_message
         self.connected = False
         self.connects = 0
-        self._next_attempt = 0.0
-        self._backoff = mqtt_config.reconnect_min_s
+        self._backoff = Backoff(mqtt_config.reconnect_min_s, mqtt_config.reconnect_max_s)
         self._next_gap_check = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -134,7 +137,7 @@ class FleetConsumer:
     def step(self, timeout: float = 0.05) -> None:
         """Connect when due, handle traffic for up to ``timeout`` s, then check for gaps."""
         now = time.monotonic()
-        if not self.connected and self._client.socket() is None and now >= self._next_attempt:
+        if not self.connected and self._client.socket() is None and self._backoff.due(now):
             self._connect()
         if self._client.socket() is not None:
             rc = self._client.loop(timeout)
@@ -254,8 +257,7 @@ class FleetConsumer:
         if self.connected:
             log.warning("fleet: disconnected: %s", reason)
         self.connected = False
-        self._next_attempt = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.mqtt_config.reconnect_max_s)
+        self._backoff.failed(time.monotonic())
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if reason.is_failure:
@@ -263,7 +265,7 @@ class FleetConsumer:
             return
         self.connected = True
         self.connects += 1
-        self._backoff = self.mqtt_config.reconnect_min_s
+        self._backoff.reset()
         fleet = self.mqtt_config.fleet
         client.subscribe([(topic(fleet, "+", k), 1) for k in ("result", "status", "telemetry", "event")])
         log.info("fleet: connected (session present: %s)", flags.session_present)
@@ -279,16 +281,20 @@ class FleetConsumer:
         payload = bytes(msg.payload)
         try:
             body = json.loads(payload)
-            if not isinstance(body, dict):
-                raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+            if kind == "result":
+                validate_record(body)
+            elif kind in ("status", "telemetry", "event"):
+                validate(kind, body)
+            else:
+                return
             with self._lock:
                 if kind == "result":
                     self._store(device, body, payload)
-                elif kind in ("status", "telemetry"):
-                    self._seen_last_seq(device, body.get("last_seq"), body.get("delivered_upto"))
                 elif kind == "event":
                     self._event(device, body)
-        except (ValueError, RecordError, KeyError, TypeError) as exc:
+                else:
+                    self._seen_last_seq(device, body.get("last_seq"), body.get("delivered_upto"))
+        except ValueError as exc:  # not JSON, or a ContractError naming the field
             log.error("fleet: rejected message on %s: %s", msg.topic, exc)
             self._reject(msg.topic, str(exc), payload)
         except Exception:  # storage trouble must not stop the consumer; resends cover the record
@@ -310,7 +316,7 @@ class FleetConsumer:
         return tr
 
     def _store(self, device: str, rec: dict[str, Any], payload: bytes) -> None:
-        validate_record(rec)
+        """Store a validated result record once (duplicates counted, conflicts kept apart)."""
         if rec["device_id"] != device:
             raise ValueError(f"record device_id {rec['device_id']!r} does not match its topic's device {device!r}")
         seq, msg_id = int(rec["seq"]), str(rec["msg_id"])
@@ -344,11 +350,11 @@ class FleetConsumer:
             tr.note_arrival(seq, time.monotonic())
             tr.advance()
 
-    def _seen_last_seq(self, device: str, last_seq: Any, delivered_upto: Any) -> None:
-        if _is_count(delivered_upto):
+    def _seen_last_seq(self, device: str, last_seq: int | None, delivered_upto: int | None) -> None:
+        if delivered_upto is not None:
             tr = self._track(device)
             tr.delivered_upto = max(tr.delivered_upto or 0, delivered_upto)
-        if _is_count(last_seq):
+        if last_seq is not None:
             tr = self._track(device)
             if last_seq > tr.known_last:
                 tr.known_last = last_seq
@@ -358,9 +364,9 @@ class FleetConsumer:
         kind = body.get("event")
         if kind == "resend_unavailable":
             tr = self._track(device)
-            for lo, hi in body.get("ranges", []):
-                tr.unavailable.update(range(int(lo), int(hi) + 1))
-                self._db.execute("INSERT INTO unavailable VALUES (?, ?, ?)", (device, int(lo), int(hi)))
+            for lo, hi in body["ranges"]:
+                tr.unavailable.update(range(lo, hi + 1))
+                self._db.execute("INSERT INTO unavailable VALUES (?, ?, ?)", (device, lo, hi))
             tr.advance()
             log.error("fleet: %s: seqs %s are no longer on the device: unrecoverable", device, body.get("ranges"))
         elif body.get("severity") in ("warning", "error"):
@@ -375,10 +381,6 @@ class FleetConsumer:
             self._track(device).unavailable.update(range(int(lo), int(hi) + 1))
         for tr in self.tracks.values():
             tr.advance()
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _ranges(values: list[int]) -> list[list[int]]:

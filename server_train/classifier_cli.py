@@ -8,6 +8,9 @@
     scalpedge export classifier --checkpoint C.pt --out X.onnx [--int8 Y.onnx --calib DIR...]
     scalpedge export disease --data DIR --out X.onnx [--int8 Y.onnx]
     scalpedge export classifier-card --kind severity --fp32 X.onnx [--int8 Y.onnx] --command CMD ...
+
+INT8 goes through ``calibration`` (the model's recipe rules, then the accuracy gate against
+FP32): ``--int8`` here, or ``scalpedge calibrate int8 --card`` on the card.
     scalpedge bench classifiers --out R.json --models A.onnx,B.onnx
 
 Heavy imports (torch, scikit-learn) happen only when a command runs.
@@ -31,8 +34,12 @@ def _write_json(path: str | Path, report: dict[str, Any]) -> None:
     print(f"wrote {path}")
 
 
-def _summary(report: dict[str, Any]) -> None:
+def _summary(report: dict[str, Any], out: str | Path | None = None) -> int:
+    """Write ``report`` to ``out`` (when given), print its scalar part; the command's exit code."""
+    if out:
+        _write_json(out, report)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}, indent=1)[:3000])
+    return 0
 
 
 def add_train(tsub: argparse._SubParsersAction) -> None:
@@ -74,8 +81,7 @@ def _run_train_alopecia(args: argparse.Namespace) -> int:
     report = train_alopecia(
         args.data, args.out, segmenter=args.segmenter, heldout=args.heldout, limit=args.limit, seed=args.seed
     )
-    _summary(report)
-    return 0
+    return _summary(report)
 
 
 def add_eval(esub: argparse._SubParsersAction) -> None:
@@ -108,18 +114,14 @@ def _run_eval_conditions(args: argparse.Namespace) -> int:
     from server_train.evaluation.classifier_eval import evaluate_real_conditions
 
     report = evaluate_real_conditions(args.data, args.model, threads=args.threads)
-    _write_json(args.out, report)
-    _summary(report)
-    return 0
+    return _summary(report, args.out)
 
 
 def _run_eval_synth_conditions(args: argparse.Namespace) -> int:
     from server_train.evaluation.classifier_eval import evaluate_synthetic_conditions
 
     report = evaluate_synthetic_conditions(args.data, args.model, figures=args.figures, threads=args.threads)
-    _write_json(args.out, report)
-    _summary(report)
-    return 0
+    return _summary(report, args.out)
 
 
 def _run_eval_diseases(args: argparse.Namespace) -> int:
@@ -134,32 +136,30 @@ def _run_eval_diseases(args: argparse.Namespace) -> int:
         preprocess=args.preprocess,
         repeats=args.repeats,
     )
-    _write_json(args.out, report)
-    _summary(report)
-    return 0
+    return _summary(report, args.out)
 
 
 def add_export(esub: argparse._SubParsersAction) -> None:
     c = esub.add_parser("classifier", help="condition classifier checkpoint -> ONNX (+ INT8 Q/DQ)")
     c.add_argument("--checkpoint", required=True)
     c.add_argument("--out", required=True, help="FP32 .onnx")
-    c.add_argument("--int8", help="also write the INT8 (U8 activations, S8 per-channel weights) model here")
+    c.add_argument("--int8", help="also write the gated INT8 model here (calibration's CPU recipe)")
     c.add_argument("--calib", nargs="*", default=[], help="folders of representative frames for calibration")
     c.add_argument("--calib-n", type=int, default=64)
     c.set_defaults(func=_run_export_classifier)
     d = esub.add_parser("disease", help="train the disease classifier on all photos and export it")
     d.add_argument("--data", required=True)
     d.add_argument("--out", required=True, help="FP32 .onnx")
-    d.add_argument("--int8", help="also write an INT8 model here (calibrated on the photos)")
+    d.add_argument("--int8", help="also write the gated INT8 model here (calibrated on the photos)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--preprocess", choices=("paper", "resize"), default="paper")
     d.add_argument("--model", default="disease_lite0", help="registry name (disease_lite0_tiles: 3x3 tiles)")
     d.set_defaults(func=_run_export_disease)
-    m = esub.add_parser("classifier-card", help="record a shipped classifier in DIR/classifiers.json (provenance)")
+    m = esub.add_parser("classifier-card", help="write a classifier's model card DIR/<name>.card.json (provenance)")
     m.add_argument("--dir", default="device/assets/default")
     m.add_argument("--kind", required=True, choices=("severity", "alopecia", "disease"))
     m.add_argument("--fp32", required=True, help="FP32 ONNX (copied into --dir)")
-    m.add_argument("--int8", help="INT8 ONNX (copied into --dir)")
+    m.add_argument("--int8", help="INT8 ONNX from `export classifier/disease --int8` (copied into --dir)")
     m.add_argument("--default-precision", choices=("fp32", "int8"), default="fp32")
     m.add_argument("--command", action="append", default=[], help="a command that produced it (repeatable)")
     m.add_argument("--metrics", nargs="*", default=[], help="JSON reports to record (lists dropped)")
@@ -191,15 +191,14 @@ def _run_export_disease(args: argparse.Namespace) -> int:
 
 
 def _run_export_card(args: argparse.Namespace) -> int:
-    from export.classifier_export import update_manifest
+    from export.classifier_cards import write_card
 
     metrics = {}
     for path in args.metrics:
         report = json.loads(Path(path).read_text())
         metrics[Path(path).stem] = {k: v for k, v in report.items() if not isinstance(v, list)}
     files = {"fp32": args.fp32, **({"int8": args.int8} if args.int8 else {})}
-    path = update_manifest(args.dir, args.kind, files, args.command, metrics, args.default_precision)
-    print(f"wrote {path}")
+    print(f"wrote {write_card(args.dir, args.kind, files, args.command, metrics, args.default_precision)}")
     return 0
 
 

@@ -8,34 +8,17 @@ missing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
-from device.contracts.errors import MissingExtra
 from server_train import classifier_cli, refiner_cli
+from server_train.cli_support import command_group, config_from_args, need_torch, print_summary, write_report
 
 __all__ = ["register_train", "register_eval", "register_bench", "register_export"]
 
 
-def _need_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise MissingExtra("needs the training extra: pip install 'scalpedge[train]'") from exc
-
-
-def _write_json(path: str | Path, report: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    print(f"wrote {path}")
-
-
 def register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train models (server; needs the train extra)")
-    tsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    tsub = command_group(sub, "train", "train models (server; needs the train extra)")
     seg = tsub.add_parser("seg", help="train a segmenter on synthetic pseudo-labels, or distil one from a teacher")
     seg.add_argument("--data", required=True, help="folder written by `scalpedge synth`")
     seg.add_argument("--out", required=True, help="run folder (checkpoints; resumes from last.pt)")
@@ -66,19 +49,15 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train_seg(args: argparse.Namespace) -> int:
-    _need_torch()
+    need_torch()
     from server_train.training.train import TrainConfig, train
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    final = train(TrainConfig(**given), progress=not args.quiet, stop_after=args.stop_after)
-    print(f"wrote {final}")
+    print(f"wrote {train(config_from_args(TrainConfig, args), progress=not args.quiet, stop_after=args.stop_after)}")
     return 0
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate segmenters (JSON reports)")
-    esub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    esub = command_group(sub, "eval", "evaluate segmenters (JSON reports)")
     seg = esub.add_parser("seg", help="pixel scores on a folder with images/ and masks/")
     cnt = esub.add_parser("counts", help="hair counts against Pascal VOC boxes (one per hair)")
     for q in (seg, cnt):
@@ -125,8 +104,8 @@ def _run_eval_seg(args: argparse.Namespace) -> int:
 
     segmenter = refiner_cli.wrap_segmenter(load_segmenter(args.model, args.threads), args)
     report = evaluate_seg(segmenter, args.data, limit=args.limit)
-    _write_json(args.out, report)
-    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}, indent=1))
+    write_report(args.out, report)
+    print_summary(report)
     return 0
 
 
@@ -137,8 +116,8 @@ def _run_eval_counts(args: argparse.Namespace) -> int:
     um = args.um_per_px if args.um_per_px is not None else TRICHOSCOPY_UM_PER_PX
     segmenter = refiner_cli.wrap_segmenter(load_segmenter(args.model, args.threads), args)
     report = evaluate_counts(segmenter, args.data, um_per_px=um, limit=args.limit)
-    _write_json(args.out, report)
-    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}, indent=1))
+    write_report(args.out, report)
+    print_summary(report)
     return 0
 
 
@@ -155,7 +134,7 @@ def _run_eval_tune(args: argparse.Namespace) -> int:
     from server_train.evaluation.tune_counts import tune_line_counts
 
     report = tune_line_counts(load_segmenter(args.model, args.threads), args.data, limit=args.limit)
-    _write_json(args.out, report)
+    write_report(args.out, report)
     print("best:", json.dumps(report["best"]))
     return 0
 
@@ -163,16 +142,12 @@ def _run_eval_tune(args: argparse.Namespace) -> int:
 def _run_eval_geometry(args: argparse.Namespace) -> int:
     from server_train.evaluation.geometry import folder_geometry
 
-    report = {"folders": [folder_geometry(f, args.limit) for f in args.folders]}
-    _write_json(args.out, report)
-    for row in report["folders"]:
-        print(json.dumps(row))
+    write_report(args.out, {"folders": [folder_geometry(f, args.limit) for f in args.folders]}, rows="folders")
     return 0
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks (JSON reports)")
-    bsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    bsub = command_group(sub, "bench", "benchmarks (JSON reports)")
     sp = bsub.add_parser("speed", help="ONNX Runtime CPU latency of the segmenters at 640x480")
     sp.add_argument("--out", required=True)
     sp.add_argument("--models", default="student,teacher,u2netp,u2net", help="comma-separated registry names")
@@ -203,9 +178,9 @@ def _run_bench_speed(args: argparse.Namespace) -> int:
         from server_train.evaluation.speed import bench_bundle_variants
 
         threads = tuple(int(t) for t in args.threads.split(","))
-        _write_json(args.out, bench_bundle_variants(args.bundle or default_bundle_path(), threads, args.runs))
+        write_report(args.out, bench_bundle_variants(args.bundle or default_bundle_path(), threads, args.runs))
         return 0
-    _need_torch()
+    need_torch()
     from device.assets import default_model_path
     from server_train.evaluation.speed import bench_speed
 
@@ -216,7 +191,7 @@ def _run_bench_speed(args: argparse.Namespace) -> int:
     report = bench_speed(
         tuple(args.models.split(",")), tuple(int(t) for t in args.threads.split(",")), args.runs, student_onnx=student
     )
-    _write_json(args.out, report)
+    write_report(args.out, report)
     return 0
 
 
@@ -224,15 +199,14 @@ def _run_bench_synth(args: argparse.Namespace) -> int:
     from server_train.evaluation.synth_speed import bench_synth
 
     report = bench_synth(args.n, args.repeats)
-    _write_json(args.out, report)
+    write_report(args.out, report)
     for row in report["results"]:
         print(f"{row['mode']:8s} hard={row['hard']!s:5s} {row['median_fps']:6.1f} frames/s (min {row['min_fps']})")
     return 0
 
 
 def register_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export checkpoints to ONNX (server; needs the train extra)")
-    esub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    esub = command_group(sub, "export", "export checkpoints to ONNX (server; needs the train extra)")
     seg = esub.add_parser("seg", help="export a segmenter checkpoint to ONNX (static 1x3x480x640)")
     seg.add_argument("--checkpoint", required=True)
     seg.add_argument("--out", required=True, help=".onnx file")
@@ -247,7 +221,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export_seg(args: argparse.Namespace) -> int:
-    _need_torch()
+    need_torch()
     from export.onnx_export import export_segmenter
     from server_train.training.train import load_checkpoint
 
@@ -260,16 +234,13 @@ def _run_export_seg(args: argparse.Namespace) -> int:
 
 
 def _run_export_release(args: argparse.Namespace) -> int:
-    _need_torch()
-    import shlex
-    import sys
-
-    from export.release import release_segmenter
+    need_torch()
+    from export.release import command_line
+    from server_train.release import release_segmenter_checkpoint
 
     metrics = {}
     for path in args.metrics:
         report = json.loads(Path(path).read_text())
         metrics[Path(path).stem] = {k: v for k, v in report.items() if k not in ("per_frame",)}
-    command = "scalpedge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    print(f"wrote {release_segmenter(args.checkpoint, args.out, metrics, command=command)}")
+    print(f"wrote {release_segmenter_checkpoint(args.checkpoint, args.out, metrics, command=command_line())}")
     return 0

@@ -12,24 +12,17 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from device.models.segmentation import Segmenter
+from server_train.cli_support import config_from_args, write_report
 
 __all__ = ["add_train", "add_stage_args", "wrap_segmenter", "add_eval", "add_bench", "add_export", "find_refiner"]
 
 ENCODER_FILE = "refiner_encoder.onnx"
 DECODER_FILE = "refiner_decoder.onnx"
-
-
-def _write(path: str | Path, report: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str))
-    print(f"wrote {path}")
 
 
 def find_refiner(spec: str | None) -> Path | None:
@@ -49,6 +42,14 @@ def find_refiner(spec: str | None) -> Path | None:
         return None
     folder = bundle.root
     return folder if (folder / ENCODER_FILE).is_file() and (folder / DECODER_FILE).is_file() else None
+
+
+def _require_refiner(spec: str | None) -> Path:
+    """``find_refiner``, or FileNotFoundError when there is none."""
+    folder = find_refiner(spec)
+    if folder is None:
+        raise FileNotFoundError("no refiner: pass --refiner DIR")
+    return folder
 
 
 _TRAIN_OPTIONS = (
@@ -86,9 +87,8 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from server_train.training.refiner_train import RefinerTrainConfig, train_refiner
 
-    fields = {f.name for f in dataclasses.fields(RefinerTrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    print(f"wrote {train_refiner(RefinerTrainConfig(**given), progress=not args.quiet, stop_after=args.stop_after)}")
+    cfg = config_from_args(RefinerTrainConfig, args)
+    print(f"wrote {train_refiner(cfg, progress=not args.quiet, stop_after=args.stop_after)}")
     return 0
 
 
@@ -138,18 +138,14 @@ def _run_eval(args: argparse.Namespace) -> int:
     import cv2
 
     from device.capture.imageio import read_frame
+    from device.contracts.constants import REFINER_MASK_THRESHOLD
     from device.contracts.preprocess import prepare_frame
     from device.refine.refiner import PromptRefiner
     from server_train.evaluation.counts_eval import TEXT_BAR_PX, TRICHOSCOPY_UM_PER_PX
     from server_train.evaluation.loading import load_segmenter
-    from server_train.evaluation.refiner_eval import ablation_counts, ablation_synthetic, figure
+    from server_train.evaluation.refiner_eval import ablation_counts, ablation_synthetic, figure, tune_refined_threshold
 
-    folder = find_refiner(args.refiner)
-    if folder is None:
-        raise FileNotFoundError("no refiner: pass --refiner DIR")
-    from device.contracts.constants import REFINER_MASK_THRESHOLD
-    from server_train.evaluation.refiner_eval import tune_refined_threshold
-
+    folder = _require_refiner(args.refiner)
     student = load_segmenter(args.model, args.threads)
     threshold = args.threshold if args.threshold is not None else REFINER_MASK_THRESHOLD
     refiner = PromptRefiner.from_onnx(folder / ENCODER_FILE, folder / DECODER_FILE, args.threads, threshold=threshold)
@@ -163,7 +159,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         um = args.um_per_px if args.um_per_px is not None else TRICHOSCOPY_UM_PER_PX
         report["counts"] = ablation_counts(student, refiner, args.counts, um, args.limit)
     if not args.figure_only:
-        _write(args.out, report)
+        write_report(args.out, report)
     if args.figure and args.synthetic:
         root = Path(args.synthetic)
         rows = []
@@ -196,9 +192,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     from device.capture.imageio import IMAGE_SUFFIXES
     from server_train.evaluation.refiner_speed import bench_refiner, gflops
 
-    folder = find_refiner(args.refiner)
-    if folder is None:
-        raise FileNotFoundError("no refiner: pass --refiner DIR")
+    folder = _require_refiner(args.refiner)
     frames = sorted(p for p in Path(args.frames).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.n_frames]
     threads = tuple(int(t) for t in args.threads.split(","))
     report = bench_refiner(
@@ -212,12 +206,11 @@ def _run_bench(args: argparse.Namespace) -> int:
     )
     if args.checkpoint:
         from device.models.backends import OrtBackend
+        from server_train.training.refiner_train import load_refiner
 
         k = OrtBackend(folder / DECODER_FILE, threads=1).input_shapes["point_coords"][1]
-        report["gflop"] = {name: round(v, 3) for name, v in gflops(args.checkpoint, k).items()}
-    _write(args.out, report)
-    for row in report["results"]:
-        print(json.dumps(row))
+        report["gflop"] = {name: round(v, 3) for name, v in gflops(load_refiner(args.checkpoint)[0], k).items()}
+    write_report(args.out, report, rows="results")
     return 0
 
 
@@ -230,13 +223,10 @@ def add_export(esub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
-
-    from export.refiner_release import release_refiner
+    from export.release import command_line
+    from server_train.release import release_refiner_checkpoint
 
     metrics = {Path(p).stem: json.loads(Path(p).read_text()) for p in args.metrics}
-    command = "scalpedge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    for card in release_refiner(args.checkpoint, args.out, metrics, command=command):
+    for card in release_refiner_checkpoint(args.checkpoint, args.out, metrics, command=command_line()):
         print(f"wrote {card}")
     return 0

@@ -13,8 +13,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
+__all__ = ["Mosquitto", "free_port", "mosquitto_binary", "terminate"]
 
 
 def mosquitto_binary() -> str | None:
@@ -27,6 +28,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def terminate(proc: subprocess.Popen[Any], timeout_s: float) -> int:
+    """SIGTERM ``proc`` if it still runs, SIGKILL it after ``timeout_s`` seconds; reaps it and
+    returns its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
 
 
 class Mosquitto:
@@ -100,13 +113,8 @@ class Mosquitto:
 
     def stop(self) -> None:
         """SIGTERM and reap (SIGKILL after 5 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, 5.0)
         self.proc = None
         self._close_log()
 

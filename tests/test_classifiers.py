@@ -34,8 +34,8 @@ from device.models.classifiers import (
     prepare_disease_input,
 )
 from export.classifier_export import export_condition_classifier, export_disease_classifier, quantize_int8
-from server_train.models.classifier import CLASSIFIERS, create_classifier
 from server_train.models.classifier import DiseaseClassifier as DiseaseNet
+from server_train.models.classifier import create_classifier
 from server_train.models.efficientnet_lite import EfficientNetLite, load_lite0_imagenet
 from server_train.synth import SynthConfig
 from server_train.synth.condition_dataset import write_condition_dataset
@@ -83,20 +83,6 @@ def test_lite0_imagenet_weights_load_strictly() -> None:
     assert feats.shape == (1, 1280) and torch.isfinite(feats).all()
 
 
-@pytest.mark.parametrize("name", [n for n in CLASSIFIERS if n.endswith("_tiny")])
-def test_registry_tiny_shapes(name: str) -> None:
-    model = create_classifier(name).eval()
-    with torch.no_grad():
-        out = model(torch.zeros(2, 3, 64, 96))
-    if name.startswith("severity"):
-        levels, presence, area = out
-        assert levels.shape == (2, len(CONDITION_NAMES), len(LEVEL_NAMES))
-        assert presence.shape == area.shape == (2, len(CONDITION_NAMES))
-        assert ((area >= 0) & (area <= 1)).all()
-    else:
-        assert out.shape == (2, len(DISEASE_NAMES))
-
-
 def test_yolo_polygons_to_presence_and_area(tmp_path) -> None:
     real = load_real(_real_folder(tmp_path / "r"))
     np.testing.assert_array_equal(real.presence, [[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]])
@@ -134,13 +120,64 @@ def test_training_resumes_and_export_matches(trained) -> None:
 def test_int8_graph_is_quantized_and_close(trained) -> None:
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(trained["int8"])).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    proto = onnx.load(str(trained["int8"]))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in proto.graph.node}
+    record = json.loads({p.key: p.value for p in proto.metadata_props}["quantization"])
+    assert record["recipe"]["name"] == "ort-cpu" and record["recipe"]["reduce_range"]  # 7-bit: no saturation
+    assert record["calibration_inputs"] == 6  # 3 frames from each of the two folders
+    assert record["gate"]["metric"] == "agreement" and record["gate"]["passed"]
     frame = cv2.imread(str(next((trained["synth"] / "images").iterdir())))
     x = prepare_condition_input(frame)
     fp = SeverityClassifier.from_onnx(trained["onnx"]).raw(x)["level_logits"]
     q = SeverityClassifier.from_onnx(trained["int8"]).raw(x)["level_logits"]
     assert np.abs(fp - q).max() < 0.25 * (np.abs(fp).max() + 1e-3) + 0.05
+
+
+def test_calibrate_int8_gates_a_classifier_card(trained, tmp_path) -> None:
+    """The one INT8 path: a classifier's FP32 card -> its rules' CPU recipe -> agreement gate."""
+    from export.classifier_cards import write_card
+
+    card = write_card(tmp_path / "release", "severity", {"fp32": trained["onnx"]}, ["test"])
+    assert card.name == "conditions.card.json"
+    args = ["calibrate", "int8", "--card", str(card), "--frames", str(trained["synth"]), "--runs", "2"]
+    assert main([*args, "--limit", "6", "--threads", "1", "--min-speedup", "100"]) == 0
+    written = json.loads(card.read_text())
+    int8 = next(v for v in written["variants"] if v["precision"] == "int8")
+    assert int8["file"] == "sev.int8-ort-cpu.onnx" and int8["targets"] == ["onnxruntime-cpu"]
+    assert int8["gate"]["passed"] and int8["gate"]["candidate"] >= 0.95 and not written["refused"]
+    assert int8["gate"]["checks"]["max_logit_error"] <= 0.25
+    assert int8["quantization"]["recipe"]["reduce_range"]
+    assert written["preferred"]["onnxruntime-cpu"] == "sev.onnx"  # not 100x faster than FP32
+
+
+class _ColourNet(torch.nn.Module):
+    """A disease-type graph that tells the photos of ``_photo_classes`` apart by colour:
+    conv 3x3 -> ReLU -> global mean -> linear, fixed random weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(8, len(DISEASE_NAMES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_gate_refuses_an_int8_classifier_calibrated_on_black_frames(tmp_path) -> None:
+    """Calibrated on black frames, the input's range ends at black: the photos' colours clip and
+    the INT8 logits leave FP32's on them. The gate refuses it, says why, and leaves no file;
+    calibrated on the photos it passes."""
+    photos = _photo_classes(tmp_path / "photos")
+    fp32 = export_disease_classifier(_ColourNet().eval(), tmp_path / "d.onnx", metadata={"preprocess": "resize"})
+    black = tmp_path / "black"
+    black.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(black / f"b{i}.png"), np.zeros((96, 128, 3), np.uint8))
+    out = tmp_path / "d.int8.onnx"
+    with pytest.raises(ValueError, match=r"accuracy gate refused it \(agreement: .*REFUSED"):
+        quantize_int8(fp32, out, [black], n=12, gate_frames=[photos])
+    assert not out.exists()
+    assert quantize_int8(fp32, out, [photos], n=12) == out and out.is_file()
 
 
 def test_severity_classifier_results_and_errors(trained) -> None:

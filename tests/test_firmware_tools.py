@@ -14,8 +14,8 @@ import pytest
 
 from firmware_bridge import ButtonEvent, ButtonKind, LinkConfig, SerialLink
 from firmware_bridge.monitor import ACK_BLINK
-from firmware_bridge.sim_cli import parse_script
 from firmware_bridge.simulator import McuSimulator, SimConfig
+from firmware_bridge.simulator.cli import parse_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,3 +87,35 @@ def test_simulator_script_parser() -> None:
         parse_script("fly 3")
     with pytest.raises(ValueError, match="usage"):
         parse_script("wait")
+
+
+def test_simulator_command_loads_the_simulator_once() -> None:
+    # `python -m firmware_bridge.simulator --help` as runpy runs it, counting each execution of the
+    # module that defines McuSimulator (a module run as __main__ and imported again counts twice).
+    code = (
+        "import runpy, sys, types\n"
+        "runs = []\n"
+        "def hook(event, args):\n"
+        "    if event == 'exec' and isinstance(args[0], types.CodeType) and any(\n"
+        "            isinstance(c, types.CodeType) and c.co_name == 'McuSimulator' for c in args[0].co_consts):\n"
+        "        runs.append(args[0].co_filename)\n"
+        "sys.addaudithook(hook)\n"
+        "sys.argv = ['simulator', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('firmware_bridge.simulator', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print(len(runs))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "script steps:" in out and "  error CODE [TEXT]: send an ERROR report" in out
+    assert out.strip().splitlines()[-1] == "1"
+
+
+def test_step_arity_comes_from_the_usage_line() -> None:
+    from firmware_bridge.simulator.cli import STEPS
+
+    assert STEPS["press"][:2] == (0, 2) and STEPS["battery"][:2] == (1, 2) and STEPS["wait"][:2] == (1, 1)
+    assert parse_script("battery 40 charging; reboot") == [("battery", ["40", "charging"]), ("reboot", [])]
+    with pytest.raises(ValueError, match="usage battery PCT"):
+        parse_script("battery 40 charging now")

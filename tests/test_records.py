@@ -100,7 +100,7 @@ def _set(path: str, value: Any) -> Any:
 def test_invalid_records_are_rejected_with_the_path(mutate: Any, needle: str) -> None:
     rec = copy.deepcopy(_record())
     mutate(rec)
-    with pytest.raises(RecordError, match="invalid result record") as info:
+    with pytest.raises(RecordError, match="^result: ") as info:
         validate_record(rec)
     assert needle in str(info.value)
 
@@ -191,16 +191,18 @@ def test_valid_commands_parse() -> None:
     [
         (b"\xff\xfe", "not UTF-8"),
         (b"reboot", "not JSON"),
-        (b"[1, 2]", "must be a JSON object, got list"),
-        (b'{"command": "diagnose"}', "missing string field 'cmd'"),
-        (b'{"cmd": "reboot"}', "unknown cmd 'reboot'"),
-        (b'{"cmd": "resend"}', "needs an integer 'from_seq'"),
-        (b'{"cmd": "resend", "from_seq": -3}', "'from_seq' must be an integer >= 1"),
-        (b'{"cmd": "resend", "from_seq": true}', "'from_seq' must be an integer >= 1"),
-        (b'{"cmd": "resend", "from_seq": 9, "to_seq": 3}', "below 'from_seq'"),
-        (b'{"cmd": "config", "set": {}}', "non-empty object 'set'"),
-        (b'{"cmd": "diagnose", "now": 1}', "unknown field(s) for 'diagnose': now"),
-        (b'{"cmd": "diagnose", "request_id": 5}', "'request_id' must be a string"),
+        (b"[1, 2]", "command: [1, 2] is not of type 'object'"),
+        (b'{"command": "diagnose"}', "command: 'cmd' is a required property"),
+        (b'{"cmd": "reboot"}', "command: cmd: 'reboot' is not one of ['diagnose', 'resend', 'config']"),
+        (b'{"cmd": "resend"}', "command: 'from_seq' is a required property"),
+        (b'{"cmd": "resend", "from_seq": -3}', "command: from_seq: -3 is less than the minimum of 1"),
+        (b'{"cmd": "resend", "from_seq": true}', "command: from_seq: True is not of type 'integer'"),
+        (b'{"cmd": "resend", "from_seq": 2.0}', "command: from_seq: 2.0 is not of type 'integer'"),
+        (b'{"cmd": "resend", "from_seq": 9, "to_seq": 3}', "command: to_seq: 3 is below from_seq 9"),
+        (b'{"cmd": "config", "set": {}}', "command: set: {} should be non-empty"),
+        (b'{"cmd": "config", "set": {"gain": NaN}}', "command: set/gain: nan is not finite"),
+        (b'{"cmd": "diagnose", "now": 1}', "command: Additional properties are not allowed ('now' was unexpected)"),
+        (b'{"cmd": "diagnose", "request_id": 5}', "command: request_id: 5 is not of type 'string'"),
         (b"[" * 100_000, "exceeds"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -54,15 +55,21 @@ def test_model_rebuilds_from_config_and_decodes() -> None:
 
 
 def test_export_passes_every_check(exported: tuple) -> None:
+    """export_refiner enforces parity and the TensorRT rules itself; here, what it does not check:
+    static shapes, no data-dependent ops, and the decoder graph on inputs it never saw."""
     model, report = exported
-    parity = report["parity"]
-    assert parity["encoder"] <= ATOL["encoder"] and parity["decoder"] <= ATOL["decoder"]
-    assert parity["rewrite_vs_segment_anything"] <= ATOL["rewrite"]
     for path in (report["encoder"], report["decoder"]):
         proto = onnx.load(str(path))
-        assert check_tensorrt_support(proto) == []
         assert all(d.dim_value > 0 for i in proto.graph.input for d in i.type.tensor_type.shape.dim)
         assert not {n.op_type for n in proto.graph.node} & {"Where", "ScatterND", "NonZero", "OneHot"}
+    session = ort.InferenceSession(str(report["decoder"]), providers=["CPUExecutionProvider"])
+    fresh = decoder_example(model, 2, K, seed=1)
+    feeds = {i.name: fresh[i.name].numpy() for i in session.get_inputs()}
+    with torch.no_grad():
+        want, _ = model.decode(*fresh.values())
+    got = session.run(None, feeds)[0]
+    assert got.shape == tuple(want.shape)
+    assert float(np.abs(got - want.numpy()).max()) <= ATOL["decoder"]
 
 
 def test_half_resolution_masks_rewrite_matches() -> None:

@@ -200,7 +200,8 @@ def test_a_camera_absent_at_start_is_waited_for(tmp_path: Path) -> None:
 def test_a_looping_folder_emptied_and_refilled_recovers(tmp_path: Path) -> None:
     images = _frames(tmp_path / "dir", 2)
     src = open_source(f"{tmp_path / 'dir'}?loop=1")
-    assert src.read(1.0) is not None
+    first = src.read(1.0)
+    assert first is not None and np.array_equal(first.image, images[0])
     for p in (tmp_path / "dir").iterdir():
         p.unlink()
     assert src.read(0.3) is None and src.read(0.3) is None and not src.ended  # no exception

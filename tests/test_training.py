@@ -106,7 +106,6 @@ def test_stop_after_pauses_a_run_that_resumes_identically(tiny_data: Path, tmp_p
 
 def test_line_target_trains_and_exports_a_centreline_head(tiny_data: Path, tmp_path: Path) -> None:
     from device.contracts.constants import SEG_OUT_LINES
-    from device.models.onnx_segmenter import ModelSegmenter
     from server_train.evaluation.loading import load_segmenter
 
     data = SegFolder(tiny_data, CropConfig(size=64), seed=0, epoch_size=2, target="lines")
@@ -115,7 +114,7 @@ def test_line_target_trains_and_exports_a_centreline_head(tiny_data: Path, tmp_p
     assert float((y[1] * (1 - y[0])).sum()) == 0.0  # centre lines lie inside the hair mask
     cfg = _cfg(tiny_data, tmp_path / "lines", instance_target="lines", centre_loss="lines", steps=2)
     seg = load_segmenter(str(train(cfg, progress=False)))
-    assert isinstance(seg, ModelSegmenter) and SEG_OUT_LINES in seg.extra
+    assert seg.extra == [SEG_OUT_LINES]  # the lines head only: no centre or end output
     out = seg.segment(np.zeros((480, 640, 3), np.uint8) + 128)
     assert out.lines is not None and out.centre is None
     with pytest.raises(ValueError, match="goes with"):
@@ -156,8 +155,11 @@ def test_end_target_counts_the_hairs_of_a_frame(tiny_data: Path) -> None:
         # Both ends of every strand; ends that merge on the frame's edge may lose a few.
         assert float(y[1].sum()) / END_DENSITY_SCALE / 2 == pytest.approx(count, rel=0.1, abs=1.0)
     crop = SegFolder(tiny_data, CropConfig(size=96), seed=2, epoch_size=3, target="ends")
-    _, yc = crop[0]
-    assert yc.shape == (2, 96, 96) and float(yc[1].min()) >= 0.0
+    for i in range(3):
+        _, yc = crop[i]
+        # Every end in a crop weighs one: the truth's ends inside it and those where it cuts a strand.
+        ends = float(yc[1].sum()) / END_DENSITY_SCALE
+        assert yc.shape == (2, 96, 96) and ends >= 1 and ends == pytest.approx(round(ends), abs=1e-3)
 
 
 def test_end_density_loss_is_zero_only_for_the_target() -> None:
@@ -176,16 +178,22 @@ def test_end_density_loss_is_zero_only_for_the_target() -> None:
 
 def test_end_target_trains_and_exports_a_counting_head(tiny_data: Path, tmp_path: Path) -> None:
     from device.app.analysis import analyse_frame
-    from device.contracts.constants import SEG_OUT_ENDS
-    from device.models.onnx_segmenter import ModelSegmenter
+    from device.contracts.constants import SEG_INPUT, SEG_OUT_ENDS
+    from device.contracts.preprocess import to_network_input
+    from device.models.onnx_segmenter import hairs_from_ends
     from server_train.evaluation.loading import load_segmenter
 
     cfg = _cfg(tiny_data, tmp_path / "ends", instance_target="ends", centre_loss="ends", steps=2)
     seg = load_segmenter(str(train(cfg, progress=False)))
-    assert isinstance(seg, ModelSegmenter) and SEG_OUT_ENDS in seg.extra
-    out = seg.segment(np.zeros((300, 400, 3), np.uint8) + 128)
-    assert out.hairs is not None and out.hairs >= 0 and out.lines is None and out.prob.shape == (300, 400)
-    assert out.hairs_visible is not None and out.hairs_visible >= 0
+    assert seg.extra == [SEG_OUT_ENDS]  # the end-density head only
+    frame = np.zeros((300, 400, 3), np.uint8) + 128
+    out = seg.segment(frame)
+    assert out.lines is None and out.prob.shape == (300, 400)
+    # The counts are the counting frame (and the whole-frame sum) of the graph's own end density.
+    x = to_network_input(frame, seg.height, seg.width)
+    density = seg.backend.run({SEG_INPUT: x}, [SEG_OUT_ENDS])[SEG_OUT_ENDS][0, 0]
+    assert out.hairs == pytest.approx(hairs_from_ends(density), rel=1e-6, abs=1e-9)
+    assert out.hairs_visible == pytest.approx(hairs_from_ends(density, edge_px=0), rel=1e-6, abs=1e-9)
     result = analyse_frame(seg, np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8))
     assert result.metrics.count_source == "ends" or result.metrics.hair_fraction == 0
     with pytest.raises(ValueError, match="goes with"):

@@ -36,6 +36,7 @@ import numpy as np
 
 from device.capture.imageio import IMAGE_SUFFIXES, FrameError, read_frame
 from device.capture.source_uri import SourceSpec, csi_pipeline, open_capture, parse_uri, synthetic_folder
+from resilience import Backoff
 
 __all__ = ["Frame", "SourceSpec", "SourceStats", "FrameSource", "parse_uri", "csi_pipeline", "open_source"]
 
@@ -92,7 +93,6 @@ class FrameSource:
         self.actual: dict[str, float] = {}
         self.ended = False
         self._opener = opener or open_capture
-        self._max_backoff = max_backoff_s
         self._cap: Any = None
         self._folder = synthetic_folder(spec.target) if spec.kind == "synthetic" else Path(spec.target)
         self._files: list[Path] = []
@@ -100,8 +100,7 @@ class FrameSource:
         self._scene: np.ndarray | None = None
         self._next_due = 0.0
         self._down = False
-        self._retry_at = 0.0
-        self._backoff = RECONNECT_MIN_S
+        self._backoff = Backoff(RECONNECT_MIN_S, max_backoff_s)
         self._rewound = False
         self._seq = 0
         if spec.kind == "synthetic" and spec.target == "scene":
@@ -160,10 +159,11 @@ class FrameSource:
         while not self.ended:
             if self._down:
                 now = time.monotonic()
-                if self._retry_at > deadline:
+                retry_at = self._backoff.next_at
+                if retry_at > deadline:
                     time.sleep(max(0.0, deadline - now))
                     return None
-                time.sleep(max(0.0, self._retry_at - now))
+                time.sleep(max(0.0, retry_at - now))
                 if not self._reopen():
                     continue
             try:
@@ -172,7 +172,7 @@ class FrameSource:
                 self._drop(str(exc))
                 continue
             if image is not None:
-                self._backoff = RECONNECT_MIN_S
+                self._backoff.reset()
             return image
         return None
 
@@ -180,14 +180,13 @@ class FrameSource:
         """The source stopped delivering: release it and schedule a reopen."""
         self.stats.read_failures += 1
         self.stats.last_error = reason
-        log.warning("%s: %s; reopening in %.1f s", self.spec.uri, reason, self._backoff)
         self._release()
-        self._schedule_retry()
+        log.warning("%s: %s; reopening in %.1f s", self.spec.uri, reason, self._schedule_retry())
 
-    def _schedule_retry(self) -> None:
+    def _schedule_retry(self) -> float:
+        """Mark the source down; returns the seconds until the next attempt."""
         self._down = True
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self._max_backoff)
+        return self._backoff.failed(time.monotonic())
 
     def _reopen(self) -> bool:
         """Open (or reopen) the source; on failure count it and schedule the next attempt."""
@@ -200,8 +199,7 @@ class FrameSource:
         except (cv2.error, OSError, ValueError) as exc:
             self.stats.open_failures += 1
             self.stats.last_error = str(exc)
-            log.warning("%s: cannot open (%s); next try in %.1f s", self.spec.uri, exc, self._backoff)
-            self._schedule_retry()
+            log.warning("%s: cannot open (%s); next try in %.1f s", self.spec.uri, exc, self._schedule_retry())
             return False
         self._down = False
         if was_down:

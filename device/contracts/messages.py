@@ -11,6 +11,9 @@ Topics are ``scalpedge/v1/<fleet>/<device>/<kind>`` with kind one of ``KINDS``:
                 "to_seq": 9}``, ``{"cmd": "config", "set": {"telemetry_interval_s": 5}}``; an
                 optional ``request_id`` string is echoed in the reply event.
 
+Each payload has a JSON Schema in ``device/contracts/schemas`` (``<kind>-1.schema.json``, the
+command's is ``command-1``), checked by ``device.contracts.validation``.
+
 ``last_seq`` in status and telemetry lets a consumer notice records missing at the *end* of a
 stream (no later seq would reveal that gap); ``delivered_upto`` (every seq up to it was
 acknowledged by the broker) tells it which missing seqs the device no longer has in hand, so
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from device.contracts.records import utc_timestamp
+from device.contracts.validation import ContractError, validate
 
 __all__ = [
     "KINDS",
@@ -46,7 +50,7 @@ COMMANDS = ("diagnose", "resend", "config")
 MAX_CMD_BYTES = 16 * 1024
 
 
-class CommandError(ValueError):
+class CommandError(ContractError):
     """A ``cmd`` payload was rejected; the message says why (logged and echoed as an event)."""
 
 
@@ -74,10 +78,14 @@ def parse_topic(name: str) -> tuple[str, str, str] | None:
     return parts[2], parts[3], parts[4]
 
 
-def encode(message: Mapping[str, Any]) -> bytes:
-    """Compact JSON bytes with a ``ts`` (UTC) added when missing."""
+def encode(message: Mapping[str, Any], kind: str | None = None) -> bytes:
+    """Compact JSON bytes with a ``ts`` (UTC) added when missing. With ``kind`` ("status",
+    "telemetry", "event", "command") the message is first checked against its schema
+    (ContractError naming the field)."""
     body = dict(message)
     body.setdefault("ts", utc_timestamp())
+    if kind is not None:
+        validate(kind, body)
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
@@ -88,11 +96,12 @@ def resend_command(from_seq: int, to_seq: int | None = None, request_id: str | N
         body["to_seq"] = to_seq
     if request_id is not None:
         body["request_id"] = request_id
-    return encode(body)
+    return encode(body, "command")
 
 
 def parse_command(payload: bytes) -> Command:
-    """Parse and check a ``cmd`` payload. Raises CommandError with the reason; never anything else."""
+    """Parse and check a ``cmd`` payload against ``command-1.schema.json``. Raises CommandError
+    with the reason (naming the field); never anything else."""
     if len(payload) > MAX_CMD_BYTES:
         raise CommandError(f"payload of {len(payload)} bytes exceeds {MAX_CMD_BYTES}")
     try:
@@ -103,37 +112,19 @@ def parse_command(payload: bytes) -> Command:
         raise CommandError(f"payload is not JSON: {exc.msg} at byte {exc.pos}") from exc
     except RecursionError as exc:
         raise CommandError("payload nests too deeply") from exc
-    if not isinstance(body, dict):
-        raise CommandError(f"payload must be a JSON object, got {type(body).__name__}")
-    name = body.get("cmd")
-    if not isinstance(name, str):
-        raise CommandError("missing string field 'cmd'")
-    if name not in COMMANDS:
-        raise CommandError(f"unknown cmd {name!r}; expected one of {', '.join(COMMANDS)}")
-    request_id = body.get("request_id")
-    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 128):
-        raise CommandError("'request_id' must be a string of at most 128 characters")
+    validate("command", body, CommandError)
+    name = body["cmd"]
     args: dict[str, Any] = {}
     if name == "resend":
-        args["from_seq"] = _seq(body, "from_seq", required=True)
-        args["to_seq"] = _seq(body, "to_seq", required=False)
+        args["from_seq"], args["to_seq"] = body["from_seq"], body.get("to_seq")
         if args["to_seq"] is not None and args["to_seq"] < args["from_seq"]:
-            raise CommandError(f"'to_seq' {args['to_seq']} is below 'from_seq' {args['from_seq']}")
-        extra = set(body) - {"cmd", "request_id", "from_seq", "to_seq", "ts"}
+            raise CommandError(f"command: to_seq: {args['to_seq']} is below from_seq {args['from_seq']}")
     elif name == "config":
-        values = body.get("set")
-        if not isinstance(values, dict) or not values:
-            raise CommandError("'config' needs a non-empty object 'set'")
-        for key, value in values.items():
+        for key, value in body["set"].items():
             if isinstance(value, float) and not math.isfinite(value):
-                raise CommandError(f"config value {key!r} is not finite")
-        args["set"] = values
-        extra = set(body) - {"cmd", "request_id", "set", "ts"}
-    else:
-        extra = set(body) - {"cmd", "request_id", "ts"}
-    if extra:
-        raise CommandError(f"unknown field(s) for {name!r}: {', '.join(sorted(extra))}")
-    return Command(name, request_id, args)
+                raise CommandError(f"command: set/{key}: {value} is not finite")
+        args["set"] = body["set"]
+    return Command(name, body.get("request_id"), args)
 
 
 def read_temperature_c(root: Path = Path("/sys/class/thermal")) -> float | None:
@@ -166,14 +157,3 @@ def missing_ranges(present: list[int], lo: int, hi: int) -> list[tuple[int, int]
     if expect <= hi:
         out.append((expect, hi))
     return out
-
-
-def _seq(body: Mapping[str, Any], key: str, *, required: bool) -> int | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise CommandError(f"'resend' needs an integer '{key}' >= 1")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CommandError(f"'{key}' must be an integer >= 1, got {value!r}")
-    return value

@@ -1,8 +1,9 @@
 """Result records: build, serialise and validate against the shipped JSON Schema.
 
-The schema file ``device/contracts/schemas/result-1.schema.json`` is the contract with dashboards; this
-module adds the checks JSON Schema cannot express (probabilities summing to 1, the level
-being the most probable class is *not* required: a calibrated threshold may pick another).
+The schema file ``device/contracts/schemas/result-1.schema.json`` is the contract with dashboards,
+checked by ``device.contracts.validation``; this module adds the checks JSON Schema cannot
+express (probabilities summing to 1; the level being the most probable class is *not* required:
+a calibrated threshold may pick another).
 
 A record is a plain ``dict`` so it serialises as is. ``seq`` is allocated by the outbox (it
 persists the per-device counter), so the usual path is::
@@ -17,13 +18,14 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from functools import lru_cache
-from importlib import resources
 from typing import Any
+
+from device.contracts import validation
+from device.contracts.constants import LEVEL_NAMES
+from device.contracts.validation import ContractError
 
 __all__ = [
     "SCHEMA_ID",
-    "LEVELS",
     "RecordError",
     "RecordFactory",
     "build_record",
@@ -37,13 +39,11 @@ __all__ = [
 ]
 
 SCHEMA_ID = "scalpedge.result/1"
-SCHEMA_FILE = "result-1.schema.json"
 #: Severity levels, mildest first (the classifier's class order).
-LEVELS = ("good", "mild", "moderate", "severe")
 _PROB_TOLERANCE = 1e-3
 
 
-class RecordError(ValueError):
+class RecordError(ContractError):
     """A record does not satisfy the result schema; the message gives the JSON path and rule."""
 
 
@@ -66,16 +66,16 @@ def metric(value: float | int | None, unit: str) -> dict[str, Any]:
 
 
 def condition(probabilities: Mapping[str, float] | list[float], level: str | None = None) -> dict[str, Any]:
-    """One condition entry from class probabilities (ordered as LEVELS, or keyed by level).
+    """One condition entry from class probabilities (ordered as LEVEL_NAMES, or keyed by level).
 
     ``level`` defaults to the most probable class.
     """
     if isinstance(probabilities, Mapping):
-        probs = {name: float(probabilities[name]) for name in LEVELS}
+        probs = {name: float(probabilities[name]) for name in LEVEL_NAMES}
     else:
-        if len(probabilities) != len(LEVELS):
-            raise RecordError(f"condition needs {len(LEVELS)} probabilities, got {len(probabilities)}")
-        probs = {name: float(p) for name, p in zip(LEVELS, probabilities, strict=True)}
+        if len(probabilities) != len(LEVEL_NAMES):
+            raise RecordError(f"condition needs {len(LEVEL_NAMES)} probabilities, got {len(probabilities)}")
+        probs = {name: float(p) for name, p in zip(LEVEL_NAMES, probabilities, strict=True)}
     return {"level": level or max(probs, key=lambda k: probs[k]), "probabilities": probs}
 
 
@@ -138,37 +138,21 @@ class RecordFactory:
         )
 
 
-@lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     """The result JSON Schema shipped in the package (``device/contracts/schemas/result-1.schema.json``)."""
-    text = resources.files("device.contracts").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-@lru_cache(maxsize=1)
-def _validator() -> Any:
-    try:
-        import jsonschema
-    except ImportError as exc:  # pragma: no cover - the device extra is missing
-        raise RecordError("validating records needs jsonschema: pip install 'scalpedge[device]'") from exc
-    schema = load_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    return validation.load_schema("result")
 
 
 def validate_record(record: Mapping[str, Any]) -> None:
-    """Raise RecordError with every violation (JSON path: message) if ``record`` is not valid."""
-    errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.absolute_path))
-    problems = [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors]
-    if not errors:
-        for name, cond in record["conditions"].items():
-            total = sum(cond["probabilities"].values())
-            if abs(total - 1.0) > _PROB_TOLERANCE:
-                problems.append(f"conditions/{name}/probabilities: sum to {total:.4f}, expected 1")
-    if problems:
-        raise RecordError("invalid result record: " + "; ".join(problems))
+    """Raise RecordError naming every bad field (``result: path: rule; ...``) if ``record`` is not valid."""
+    validation.validate("result", record, RecordError)
+    bad = []
+    for name, cond in record["conditions"].items():
+        total = sum(cond["probabilities"].values())
+        if abs(total - 1.0) > _PROB_TOLERANCE:
+            bad.append(f"conditions/{name}/probabilities: sum to {total:.4f}, expected 1")
+    if bad:
+        raise RecordError("result: " + "; ".join(bad))
 
 
 def dumps_record(record: Mapping[str, Any]) -> bytes:

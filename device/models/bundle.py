@@ -7,9 +7,10 @@ A bundle is a directory::
                      over the exact bytes of manifest.json
     *.onnx           the model files the manifest names
 
-``Bundle.open`` checks the signature against the trusted public keys, then every file's
-size and sha256; any mismatch raises ``BundleError`` naming the file. Nothing is loaded from
-a bundle that failed. The server side that writes bundles is ``export.bundle``; the format
+``Bundle.open`` checks the signature against the trusted public keys, the manifest against
+``manifest-1.schema.json`` (``BundleFormatError`` naming the field), then every file's size and
+sha256; any mismatch raises ``BundleError`` naming the file. Nothing is loaded from a bundle
+that failed. The server side that writes bundles is ``export.bundle``; the format
 constants live here so both sides share one definition.
 """
 
@@ -24,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device.contracts.validation import ContractError, validate
+
 __all__ = [
     "BUNDLE_SCHEMA",
     "MANIFEST_NAME",
     "SIGNATURE_NAME",
     "TARGETS",
     "BundleError",
+    "BundleFormatError",
     "Bundle",
     "ModelVariant",
     "key_id",
@@ -47,6 +51,10 @@ TRUSTED_KEYS_ENV = "SCALPEDGE_TRUSTED_KEYS"
 
 class BundleError(RuntimeError):
     """The bundle is malformed, unsigned, signed by an untrusted key, or a file was altered."""
+
+
+class BundleFormatError(BundleError, ContractError):
+    """manifest.json or signature.json breaks its schema; the message names the field."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -138,10 +146,9 @@ class Bundle:
         signer = _verify_signature(raw, sig_path, trusted_key_files(trusted_keys))
         try:
             manifest = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
             raise BundleError(f"{manifest_path}: not valid JSON: {exc}") from exc
-        if manifest.get("schema") != BUNDLE_SCHEMA:
-            raise BundleError(f"{manifest_path}: schema {manifest.get('schema')!r}, expected {BUNDLE_SCHEMA!r}")
+        validate("manifest", manifest, BundleFormatError, source=str(manifest_path))
         bundle = cls(root, manifest, signer)
         for variant in bundle.variants():
             _verify_file(variant.path, variant.sha256, bundle._variant_entry(variant)["bytes"])
@@ -149,11 +156,11 @@ class Bundle:
 
     @property
     def version(self) -> str:
-        return str(self.manifest.get("bundle_version", "unknown"))
+        return str(self.manifest["bundle_version"])
 
     @property
     def models(self) -> list[str]:
-        return sorted(self.manifest.get("models", {}))
+        return sorted(self.manifest["models"])
 
     def model(self, name: str) -> dict[str, Any]:
         """The manifest entry of model ``name`` (preprocessing, thresholds, class names, ...)."""
@@ -168,14 +175,14 @@ class Bundle:
         names = [model] if model else self.models
         out = []
         for name in names:
-            for v in self.model(name).get("variants", []):
+            for v in self.model(name)["variants"]:
                 out.append(
                     ModelVariant(
                         model=name,
                         path=_inside(self.root, v["file"]),
                         sha256=v["sha256"],
                         precision=v["precision"],
-                        targets=tuple(v.get("targets", ())),
+                        targets=tuple(v["targets"]),
                         inputs=v["inputs"],
                         outputs=v["outputs"],
                         quantization=v.get("quantization"),
@@ -238,13 +245,11 @@ def _verify_signature(manifest_raw: bytes, sig_path: Path, key_files: list[Path]
 
     try:
         sig = json.loads(sig_path.read_bytes())
-        kid = str(sig["key_id"])
-        signature = base64.b64decode(sig["signature"], validate=True)
-        algorithm = sig["algorithm"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise BundleError(f"{sig_path}: malformed signature file: {exc}") from exc
-    if algorithm != "ed25519":
-        raise BundleError(f"{sig_path}: unsupported signature algorithm {algorithm!r}")
+    validate("signature", sig, BundleFormatError, source=str(sig_path))
+    kid = sig["key_id"]
+    signature = base64.b64decode(sig["signature"], validate=True)
     keys = _load_public_keys(key_files)
     if kid not in keys:
         raise BundleError(f"{sig_path}: signed by key {kid}, which is not trusted (trusted: {sorted(keys) or 'none'})")

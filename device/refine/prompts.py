@@ -32,24 +32,16 @@ _NEIGHBOURS = np.ones((3, 3), np.float32)
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """Knobs of the automatic prompts (pixels at the mask's resolution, 640x480 by default).
+    """Knobs of the automatic prompts (pixels at the mask's resolution, 640x480 by default)."""
 
-    group_size: K points per group; negatives: negative points in every group (the rest are
-    positives); spacing_px: one more positive per this many pixels of a long skeleton branch;
-    min_branch_px: shorter branches (between crossings) get no point of their own;
-    min_component_px: coarse-mask components smaller than this get no point (specks);
-    junction_radius_px: positives keep this far from skeleton junctions (crossings);
-    min_scalp_px: negatives keep at least this far from any hair pixel; max_groups: cap.
-    """
-
-    group_size: int = PROMPT_GROUP_SIZE
-    negatives: int = PROMPT_NEGATIVES
-    spacing_px: float = 80.0
-    min_component_px: int = 12
-    junction_radius_px: int = 4
-    min_branch_px: int = 6
-    min_scalp_px: float = 12.0
-    max_groups: int = 8
+    group_size: int = PROMPT_GROUP_SIZE  # K points per group
+    negatives: int = PROMPT_NEGATIVES  # negative points in every group (the rest are positives)
+    spacing_px: float = 80.0  # one more positive per this many pixels of a long skeleton branch
+    min_component_px: int = 12  # coarse-mask components smaller than this get no point (specks)
+    junction_radius_px: int = 4  # positives keep this far from skeleton junctions (crossings)
+    min_branch_px: int = 6  # shorter branches (between crossings) get no point of their own
+    min_scalp_px: float = 12.0  # negatives keep at least this far from any hair pixel
+    max_groups: int = 8  # at most this many groups a frame
 
 
 @dataclass(frozen=True)

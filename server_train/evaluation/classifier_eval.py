@@ -25,7 +25,7 @@ from device.models.backends import OrtBackend
 from device.models.classifiers import SeverityClassifier, default_classifier_path, prepare_condition_input
 from server_train.training.classifier_data import load_real, load_synthetic
 
-__all__ = ["evaluate_real_conditions", "evaluate_synthetic_conditions", "bench_latency", "REAL_NAMES"]
+__all__ = ["evaluate_real_conditions", "evaluate_synthetic_conditions", "bench_latency", "draw_confusion", "REAL_NAMES"]
 
 # report names of the conditions on the real microscope set (its classes: d, ds, o, s)
 REAL_NAMES = ("dandruff", "oiliness", "erythema")
@@ -115,6 +115,17 @@ def evaluate_synthetic_conditions(
     return report
 
 
+def draw_confusion(ax: Any, cm: np.ndarray, names: Sequence[str], title: str) -> None:
+    """Draw confusion matrix ``cm`` (rows truth, columns prediction; counts) on matplotlib axes
+    ``ax``: cells shaded by row share, labelled with their counts."""
+    ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for (r, c), v in np.ndenumerate(cm):
+        ax.text(c, r, str(v), ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=30)
+    ax.set_yticks(range(len(names)), names)
+    ax.set(title=title, xlabel="predicted", ylabel="truth")
+
+
 def _plot_confusions(per: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
@@ -124,15 +135,7 @@ def _plot_confusions(per: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(per), figsize=(4.2 * len(per), 4))
     for ax, (cond, row) in zip(np.atleast_1d(axes), per.items(), strict=True):
-        cm = np.asarray(row["confusion"])
-        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-        for (r, c), v in np.ndenumerate(cm):
-            ax.text(c, r, str(v), ha="center", va="center", fontsize=9)
-        ax.set_xticks(range(4), LEVEL_NAMES, rotation=30)
-        ax.set_yticks(range(4), LEVEL_NAMES)
-        ax.set_title(f"{cond} (macro-F1 {row['macro_f1']:.3f})")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("truth")
+        draw_confusion(ax, np.asarray(row["confusion"]), LEVEL_NAMES, f"{cond} (macro-F1 {row['macro_f1']:.3f})")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -28,7 +28,10 @@ from device.refine.fusion import fuse_prob
 from device.refine.prompts import PromptConfig, auto_prompts
 from device.refine.refiner import PromptRefiner
 
-__all__ = ["bench_refiner", "build_naive_graphs", "gflops"]
+if TYPE_CHECKING:
+    from server_train.models.refiner import Refiner
+
+__all__ = ["bench_refiner", "build_naive_graphs", "gflops", "refiner_gflops"]
 
 SAM_SIZE = 1024
 
@@ -41,23 +44,30 @@ def _flops(module: torch.nn.Module, *args: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def gflops(refiner_checkpoint: str | Path, k: int) -> dict[str, float]:
-    """GFLOP (2 x MACs) of the refiner encoder per frame and the decoder per prompt group, and
-    of the naive pipeline's TinyViT at 1024 and SAM's stock decoder per call."""
-    from segment_anything.utils.onnx import SamOnnxModel
-
+def refiner_gflops(model: Refiner, k: int) -> dict[str, float]:
+    """GFLOP (2 x MACs) of the refiner ``model``'s encoder per 1x3x480x640 frame
+    ("refiner_encoder") and of its exported decoder per group of ``k`` points
+    ("refiner_decoder_per_group")."""
     from export.refiner_export import ExportedRefinerDecoder, decoder_example
-    from server_train.models import create
-    from server_train.models.tinyvit import build_tinyvit_sam
-    from server_train.training.refiner_train import load_refiner
 
-    model, _ = load_refiner(refiner_checkpoint)
     dec = ExportedRefinerDecoder(model, 1, k).eval()
-    sam = _stock_sam()
-    onnx_model = SamOnnxModel(sam, return_single_mask=True)
     return {
         "refiner_encoder": _flops(model.encoder, torch.zeros(1, 3, FRAME_HEIGHT, FRAME_WIDTH)),
         "refiner_decoder_per_group": _flops(dec, *decoder_example(model, 1, k).values()),
+    }
+
+
+def gflops(model: Refiner, k: int) -> dict[str, float]:
+    """``refiner_gflops`` plus, for comparison, the student and U²-NetP per frame and the naive
+    pipeline's TinyViT at 1024 and SAM's stock decoder per call."""
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    from server_train.models import create
+    from server_train.models.tinyvit import build_tinyvit_sam
+
+    onnx_model = SamOnnxModel(_stock_sam(), return_single_mask=True)
+    return {
+        **refiner_gflops(model, k),
         "student": _flops(create("student").eval(), torch.zeros(1, 3, FRAME_HEIGHT, FRAME_WIDTH)),
         "u2netp": _flops(create("u2netp").eval(), torch.zeros(1, 3, FRAME_HEIGHT, FRAME_WIDTH)),
         "tinyvit_1024": _flops(build_tinyvit_sam().eval(), torch.zeros(1, 3, SAM_SIZE, SAM_SIZE)),

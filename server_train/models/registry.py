@@ -23,7 +23,8 @@ def _build_u2net_family(mid: list[int], out: list[int]) -> U2Net:
 
 
 def build_u2net() -> nn.Module:
-    """Full U²-Net (paper widths, ~44M parameters)."""
+    """Full U²-Net (paper encoder widths, 49.2M parameters: our decoder stages mirror the encoder widths,
+    wider than the paper's 44M)."""
     return _build_u2net_family([32, 32, 64, 128, 256, 256], [64, 128, 256, 512, 512, 512])
 
 

@@ -14,14 +14,13 @@ Frame i: levels ``sample_levels(default_rng([seed, i, LABEL_STREAM]), sampling)`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from ._pool import map_jobs
 from .conditions import ConditionLevels, sample_levels
 from .config import SynthConfig
 from .render import render_index
@@ -58,19 +57,6 @@ def _write_one(job: tuple[str, int, int, SynthConfig, str]) -> dict[str, Any]:
     }
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
-
-
-def _records(jobs: list[tuple[str, int, int, SynthConfig, str]], workers: int) -> Iterator[dict[str, Any]]:
-    if workers <= 1 or len(jobs) < 4:
-        for job in jobs:
-            yield _write_one(job)
-        return
-    with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(_write_one, jobs, chunksize=4)
-
-
 def write_condition_dataset(
     out: str | Path, n: int, seed: int, config: SynthConfig, sampling: str = "aihub", workers: int = 1
 ) -> Path:
@@ -84,6 +70,6 @@ def write_condition_dataset(
     (root / "config.json").write_text(json.dumps(info, indent=2))
     jobs = [(str(root), seed, i, config, sampling) for i in range(n)]
     with open(root / "labels.jsonl", "w") as fh:
-        for rec in _records(jobs, workers):
+        for rec in map_jobs(_write_one, jobs, workers):
             fh.write(json.dumps(rec) + "\n")
     return root

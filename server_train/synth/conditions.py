@@ -1,6 +1,7 @@
 """Scalp conditions at four levels, drawn the way they look under a scalp microscope.
 
-Conditions and levels (0 good, 1 mild, 2 moderate, 3 severe):
+Conditions and levels (0 good, 1 mild, 2 moderate, 3 severe; the names are
+``device.contracts.constants.CONDITION_NAMES`` and ``LEVEL_NAMES``):
 
 - **dandruff**: white flakes, dots and loose scale on the skin (``debris.draw_dandruff`` at the
   level) plus flakes caught on the strands;
@@ -29,8 +30,6 @@ from .config import SynthConfig
 from .strands import Strand
 
 __all__ = [
-    "CONDITIONS",
-    "LEVELS",
     "AIHUB_FREQUENCIES",
     "ConditionLevels",
     "sample_levels",
@@ -38,9 +37,6 @@ __all__ = [
     "draw_skin_conditions",
     "draw_surface_conditions",
 ]
-
-CONDITIONS = ("dandruff", "sebum", "erythema")
-LEVELS = ("good", "mild", "moderate", "severe")
 
 # Share of each level 0..3 over the 95,910 rows of the AI-Hub label tables
 # (../shared/data/aihub-labels/{train,val,test}_label.csv), merged as ScalpVision does:

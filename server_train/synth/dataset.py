@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from ._pool import map_jobs
 from .config import Sample, SynthConfig
 from .render import render_index
 
@@ -105,10 +104,6 @@ def _write_one(job: tuple[str, int, int, SynthConfig, float | None]) -> dict[str
     return sample_record(sample, stem, seed, i)
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
-
-
 def write_dataset(
     out: str | Path,
     n: int,
@@ -141,19 +136,10 @@ def write_dataset(
         except ImportError:  # pragma: no cover - tqdm is optional
             bar = None
     with open(root / "truth.jsonl", "w") as fh:
-        for rec in _records(jobs, workers):
+        for rec in map_jobs(_write_one, jobs, workers):
             fh.write(json.dumps(rec) + "\n")
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
     return root
-
-
-def _records(jobs: list, workers: int) -> Iterator[dict[str, Any]]:
-    if workers <= 1 or len(jobs) < 4:
-        for job in jobs:
-            yield _write_one(job)
-        return
-    with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(_write_one, jobs, chunksize=4)

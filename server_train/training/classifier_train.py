@@ -5,14 +5,12 @@ is cached once (``classifier_data.build_cache``); the remaining blocks, head con
 heads train on the cache. A batch mixes synthetic frames (level cross-entropy per condition +
 presence BCE) and real frames (presence BCE + area-share MSE) at ``real_share``. With
 ``inverse_freq`` synthetic frames are drawn with probability inverse to the frequency of their
-rarest level (ScalpVision's sampling), else uniformly. Resumable from ``out/last.pt``.
+rarest level (ScalpVision's sampling), else uniformly. The loop and checkpoints are
+``server_train.training.loop``'s (resumable from ``out/last.pt``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from server_train.models.classifier import classifier_config, classifier_from_config, create_classifier
+from server_train.training import loop
 from server_train.training.classifier_data import FeatureCache, build_cache, load_real, load_synthetic
 
 __all__ = ["ClsTrainConfig", "train_classifier", "load_classifier", "sample_weights"]
@@ -90,13 +89,13 @@ def _loss(model: nn.Module, cfg: ClsTrainConfig, b: dict[str, torch.Tensor]) -> 
     return total, {k: round(float(v.detach()), 4) for k, v in parts.items()}  # type: ignore[return-value]
 
 
-def train_classifier(cfg: ClsTrainConfig, log_every: int = 20) -> Path:
-    """Run (or resume) training; returns the path of ``final.pt``."""
+def train_classifier(
+    cfg: ClsTrainConfig, log_every: int = 20, progress: bool = False, stop_after: int | None = None
+) -> Path:
+    """Run (or resume) training; returns the path of ``final.pt`` (``last.pt`` at ``stop_after``)."""
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     model = create_classifier(cfg.model, pretrained=cfg.pretrained)
     cache_dir = Path(cfg.cache) if cfg.cache else out / "cache"
     synth = build_cache(model.backbone, load_synthetic(cfg.synth), cfg.split, ("none", "h"), cache_dir / "synth.npy")
@@ -110,40 +109,21 @@ def train_classifier(cfg: ClsTrainConfig, log_every: int = 20) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    step = 0
-    last = out / "last.pt"
-    if last.is_file():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        step = ck["step"]
-        rng = np.random.default_rng([cfg.seed, step])
+    run = loop.TrainRun(cfg, model, classifier_config(model), opt, sched)
+    resumed = run.resume()
+    rng = np.random.default_rng([cfg.seed, run.step] if resumed else cfg.seed)
     probs = sample_weights(synth.labels.levels) if cfg.inverse_freq else None
     n_real = round(cfg.batch * cfg.real_share) if real is not None else 0
-    model.train()
-    t0 = time.perf_counter()
-    while step < cfg.steps:
-        si = rng.choice(len(synth.labels.paths), cfg.batch - n_real, p=probs)
-        b = _batch(synth, si, rng)
+
+    def step_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        b = _batch(synth, rng.choice(len(synth.labels.paths), cfg.batch - n_real, p=probs), rng)
         if real is not None and n_real:
             rb = _batch(real, rng.integers(0, len(real.labels.paths), n_real), rng)
             b = {k: torch.cat([b[k], rb[k]]) for k in b}
-        loss, parts = _loss(model, cfg, b)
-        opt.zero_grad()
-        loss.backward()  # type: ignore[union-attr]
-        opt.step()
-        sched.step()
-        step += 1
-        if step % log_every == 0 or step == cfg.steps:
-            rec = {"step": step, "loss": round(float(loss.detach()), 4), **parts}  # type: ignore[union-attr]
-            with open(out / "log.jsonl", "a") as log:
-                log.write(json.dumps({**rec, "s": round(time.perf_counter() - t0, 1)}) + "\n")
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            _save(last, model, cfg, step, {"opt": opt.state_dict(), "sched": sched.state_dict()})
-    final = out / "final.pt"
-    _save(final, model, cfg, step, {})
-    return final
+        return _loss(model, cfg, b)
+
+    model.train()
+    return run.fit(step_loss, log_every=log_every, smoothing=0.0, progress=progress, stop_after=stop_after)
 
 
 def _is_frozen(name: str, split: int) -> bool:
@@ -155,22 +135,6 @@ def _is_frozen(name: str, split: int) -> bool:
     return rest.startswith(("_conv_stem", "_bn0"))
 
 
-def _save(path: Path, model: nn.Module, cfg: ClsTrainConfig, step: int, extra: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    payload = {
-        "model": model.state_dict(),
-        "model_config": classifier_config(model),
-        "train_config": dataclasses.asdict(cfg),
-        "step": step,
-        **extra,
-    }
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode, checkpoint dict) from a classifier checkpoint."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = classifier_from_config(ck["model_config"])
-    model.load_state_dict(ck["model"])
-    return model.eval(), ck
+    return loop.load_checkpoint(path, classifier_from_config)

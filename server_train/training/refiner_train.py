@@ -9,17 +9,13 @@ decoder has to follow the points); each group's target is the
 union of the strands its positive points hit (the generator's instance ids); the coarse mask
 is the decoder's ``mask_input``. Loss: BCE + soft Dice on the group masks bilinearly upsampled
 to 480x640, MSE of the IoU head, plus ``distill_weight`` x MSE to the teacher's embedding when
-``teacher_checkpoint`` is set. Resumable from ``last.pt`` like ``train.py``.
+``teacher_checkpoint`` is set. The loop and checkpoints are ``server_train.training.loop``'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +23,13 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH, MASK_THRESHOLD
 from device.contracts.preprocess import to_network_input
 from device.refine.prompts import PromptConfig, PromptGroups
 from device.refine.refiner import mask_prompt
 from server_train.models.refiner import REFINERS, Refiner, refiner_from_config
+from server_train.training import loop
 from server_train.training.refiner_data import FeatureCache, build_cache, degrade_mask, group_targets, sample_prompts
 
 __all__ = ["RefinerTrainConfig", "train_refiner", "load_refiner", "embedding_distill_loss"]
@@ -64,34 +60,10 @@ class RefinerTrainConfig:
     ckpt_every: int = 200
 
 
-def _save(path: Path, model: Refiner, cfg: RefinerTrainConfig, step: int, extra: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "model_config": model.config,
-            "train_config": dataclasses.asdict(cfg),
-            "step": step,
-            **extra,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
-
-
 def load_refiner(path: str | Path) -> tuple[Refiner, dict[str, Any]]:
     """Rebuild a refiner from a checkpoint; returns (model in eval mode, checkpoint dict)."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    model = refiner_from_config(ckpt["model_config"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
-
-
-def _lr_at(step: int, cfg: RefinerTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    model, ckpt = loop.load_checkpoint(path, refiner_from_config)
+    return model, ckpt  # type: ignore[return-value]
 
 
 def _dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -161,8 +133,6 @@ def train_refiner(cfg: RefinerTrainConfig, progress: bool = True, stop_after: in
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(1)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     model = REFINERS[cfg.model]()
     student = cfg.student
     if not student:
@@ -181,48 +151,17 @@ def train_refiner(cfg: RefinerTrainConfig, progress: bool = True, stop_after: in
         p.requires_grad_(False)
     params = [p for p in model.parameters() if id(p) not in frozen]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, history = 0, []
-    last = out / "last.pt"
-    if last.exists():
-        ckpt = torch.load(str(last), map_location="cpu", weights_only=False)
-        saved = {**dataclasses.asdict(RefinerTrainConfig()), **ckpt["train_config"]}
-        if saved != dataclasses.asdict(cfg):
-            changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if saved.get(k) != v)
-            raise ValueError(f"{last} was written with a different config ({', '.join(changed)}); use a new --out")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, history = ckpt["step"], ckpt.get("history", [])
+    run = loop.TrainRun(cfg, model, model.config, opt)
+    run.resume()
     model.train()
     for m in model.modules():  # one frame a step: keep the ImageNet BatchNorm statistics
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()
     order = np.random.default_rng([cfg.seed, 1]).permutation(cfg.steps) % len(cache)
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.model}")
-    t0, running = time.time(), 0.0
-    while step < cfg.steps:
+
+    def step_loss(step: int) -> tuple[torch.Tensor | None, dict[str, float]]:
         rng = np.random.default_rng([cfg.seed, step])
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        loss = _frame_loss(model, cache, int(order[step]), cfg, rng, teacher)
-        if loss is not None:
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = float(loss.detach())
-            running = 0.95 * running + 0.05 * value if running else value
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.3f}")
-        if step % 20 == 0 or step == cfg.steps:
-            history.append({"step": step, "loss": running, "seconds": time.time() - t0})
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or step == stop_after:
-            _save(last, model, cfg, step, {"optimizer": opt.state_dict(), "history": history})
-        if stop_after is not None and step >= stop_after:
-            bar.close()
-            return last
-    bar.close()
-    final = out / "final.pt"
-    model.eval()
-    _save(final, model, cfg, step, {"history": history})
-    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    return final
+        return _frame_loss(model, cache, int(order[step]), cfg, rng, teacher), {}
+
+    lr_at = partial(loop.warmup_cosine_lr, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
+    return run.fit(step_loss, lr_at=lr_at, log_every=20, smoothing=0.95, progress=progress, stop_after=stop_after)

@@ -7,7 +7,7 @@ and repeats it (same seq) every ``retransmit_s`` until the host ACKs it, and app
 once, re-ACKing repeats. Faults to script: dropped bytes each way, garbage spliced into its output,
 silence, unplug/replug (optionally as a reboot), NACKs, ERROR reports, a draining battery.
 
-Command line: ``python -m firmware_bridge.simulator --help`` (see :mod:`firmware_bridge.sim_cli`).
+Command line: ``python -m firmware_bridge.simulator --help`` (see :mod:`.cli`).
 """
 
 from __future__ import annotations
@@ -21,31 +21,19 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_bridge.messages import (
-    RELIABLE_TYPES,
-    Ack,
-    Battery,
-    Button,
-    ButtonKind,
-    Capability,
-    ErrorReport,
-    Heartbeat,
-    Hello,
-    LedSet,
-    Message,
-    MsgType,
-    Nack,
-    NackReason,
-    PayloadError,
-    encode_message,
-    unpack,
-)
+from firmware_bridge import messages
+from firmware_bridge._worker import Worker
 from firmware_bridge.ports import PtyPort
 from firmware_bridge.protocol import Frame, FrameDecoder
 
-__all__ = ["McuSimulator", "SimConfig"]
+__all__ = ["McuSimulator", "SimConfig", "SimStats"]
 
-_ALL_CAPS = Capability.BUTTON | Capability.LONG_PRESS | Capability.LED_RING | Capability.BATTERY
+_ALL_CAPS = (
+    messages.Capability.BUTTON
+    | messages.Capability.LONG_PRESS
+    | messages.Capability.LED_RING
+    | messages.Capability.BATTERY
+)
 
 
 @dataclass
@@ -85,32 +73,31 @@ class SimStats:
     bytes_dropped: int = 0
     garbage_bytes: int = 0
     frames_rx: int = 0
-    led_history: list[LedSet] = field(default_factory=list, repr=False)
+    led_history: list[messages.LedSet] = field(default_factory=list, repr=False)
 
 
-class McuSimulator:
+class McuSimulator(Worker):
     """The MCU on a pty. ``with McuSimulator(path) as mcu: mcu.press(3)``; every method is thread-safe."""
 
     def __init__(self, link_path: str, config: SimConfig | None = None) -> None:
+        super().__init__()
         self.config = config or SimConfig()
         self.pty = PtyPort(link_path)
         self.stats = SimStats()
         self.tx_drop, self.rx_drop, self.garbage = self.config.tx_drop, self.config.rx_drop, self.config.garbage
-        self.led: LedSet | None = None
+        self.led: messages.LedSet | None = None
         self._rng = random.Random(self.config.seed)
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._decoder = FrameDecoder()
         self._silent = False
-        self._queued: deque[tuple[float, ButtonKind, int]] = deque()  # (due, kind, held ms)
+        self._queued: deque[tuple[float, messages.ButtonKind, int]] = deque()  # (due, kind, held ms)
         # seq -> [wire, next send time, refused once with BAD_PAYLOAD]
         self._in_flight: OrderedDict[int, list[Any]] = OrderedDict()
-        self._answers: OrderedDict[int, Message] = OrderedDict()  # host command seq -> our reply
-        self._nack_plan: deque[NackReason] = deque()
+        self._answers: OrderedDict[int, messages.Message] = OrderedDict()  # host command seq -> our reply
+        self._nack_plan: deque[messages.NackReason] = deque()
         self._charging = False
         self._drain_per_s = 0.0
-        self._battery_sent: Battery | None = None
+        self._battery_sent: messages.Battery | None = None
         self._host_boot: int | None = None
         self._last_host_rx = -1e9
         self._boot()
@@ -129,29 +116,19 @@ class McuSimulator:
         """Plug in (create the pty and the symlink) and start the firmware thread; returns self."""
         with self._lock:
             self.pty.plug()
-            self._thread = threading.Thread(target=self._run, name="mcu-simulator", daemon=True)
-        self._thread.start()
+            self._spawn("mcu-simulator")
         return self
 
     def stop(self) -> None:
         """Stop the thread and unplug (closes the pty, removes the symlink)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._join()
         with self._lock:
             self.pty.unplug()
-
-    def __enter__(self) -> McuSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- script ----------------------------------------------------------------------------------
     def press(self, count: int = 1, interval_s: float = 0.0, long: bool = False) -> None:
         """Queue ``count`` presses, ``interval_s`` seconds apart (0: as fast as the link takes them)."""
-        kind = ButtonKind.LONG_PRESS if long else ButtonKind.PRESS
+        kind = messages.ButtonKind.LONG_PRESS if long else messages.ButtonKind.PRESS
         held = self.config.long_press_ms if long else self.config.press_ms
         with self._lock:
             start = time.monotonic()
@@ -210,14 +187,14 @@ class McuSimulator:
             if reboot:
                 self._send(self._hello())  # firmware announces itself after boot
 
-    def nack_next(self, reason: NackReason, count: int = 1) -> None:
+    def nack_next(self, reason: messages.NackReason, count: int = 1) -> None:
         """Refuse the next ``count`` new LED commands with ``reason`` (BUSY ones will be retried)."""
         with self._lock:
             self._nack_plan.extend([reason] * count)
 
     def report_error(self, code: int, text: str) -> None:
         with self._lock:
-            self._send(ErrorReport(code, text))
+            self._send(messages.ErrorReport(code, text))
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until every queued press was sent and ACKed; False on timeout."""
@@ -235,10 +212,10 @@ class McuSimulator:
         return time.monotonic() - self._last_host_rx < self.config.host_timeout_s
 
     @property
-    def battery(self) -> Battery:
+    def battery(self) -> messages.Battery:
         with self._lock:
             percent = int(round(self._percent))
-            return Battery(3300 + 9 * percent, percent, self._charging)  # ~3.3 V empty .. 4.2 V full
+            return messages.Battery(3300 + 9 * percent, percent, self._charging)  # ~3.3 V empty .. 4.2 V full
 
     # ---- firmware loop ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -273,7 +250,7 @@ class McuSimulator:
             return
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval_s
-            self._send(Heartbeat(int((now - self._booted) * 1000) & 0xFFFF_FFFF))
+            self._send(messages.Heartbeat(int((now - self._booted) * 1000) & 0xFFFF_FFFF))
         battery = self.battery
         if now >= self._next_battery or battery != self._battery_sent:
             self._send_battery(now)
@@ -282,7 +259,7 @@ class McuSimulator:
             self._count = self._count % 0xFFFF + 1
             self.stats.presses += 1
             seq = self._next_seq()
-            wire = encode_message(Button(kind, self._count, held), seq)
+            wire = messages.encode_message(messages.Button(kind, self._count, held), seq)
             self._in_flight[seq] = [wire, now + self.config.retransmit_s, False]
             self._tx(wire)
         if self.host_alive:  # no point repeating into a cable nobody listens on
@@ -297,52 +274,51 @@ class McuSimulator:
         self._next_battery = now + self.config.battery_interval_s
         self._send(self._battery_sent)
 
-    def _hello(self) -> Hello:
+    def _hello(self) -> messages.Hello:
         cfg = self.config
-        return Hello(cfg.firmware_version, cfg.capabilities, self.boot_id, cfg.serial)
+        return messages.Hello(cfg.firmware_version, cfg.capabilities, self.boot_id, cfg.serial)
 
     def _on_frame(self, frame: Frame) -> None:
         self.stats.frames_rx += 1
         self._last_host_rx = time.monotonic()
         try:
-            msg = unpack(frame)
-        except PayloadError:
-            if frame.type not in {int(t) for t in MsgType}:
-                self._nack(frame.seq, NackReason.UNSUPPORTED_TYPE)
-            elif MsgType(frame.type) in RELIABLE_TYPES:
-                self._nack(frame.seq, NackReason.BAD_PAYLOAD)
+            msg = messages.unpack(frame)
+        except messages.PayloadError:
+            reason = messages.refusal_reason(frame)
+            if reason is not None:
+                self._nack(frame.seq, reason)
             return
-        if isinstance(msg, Hello):
+        if isinstance(msg, messages.Hello):
             self.stats.host_hellos += 1
             if msg.boot_id != self._host_boot:  # a new host session: forget its old seqs
                 self._host_boot = msg.boot_id
                 self._answers.clear()
             self._send(self._hello(), ack=frame.seq)
             self._send_battery(time.monotonic())
-        elif isinstance(msg, Heartbeat):
+        elif isinstance(msg, messages.Heartbeat):
             self.stats.host_heartbeats += 1
-        elif isinstance(msg, LedSet):
+        elif isinstance(msg, messages.LedSet):
             self._on_led(msg, frame.seq)
-        elif isinstance(msg, Ack):
+        elif isinstance(msg, messages.Ack):
             if self._in_flight.pop(frame.ack, None) is not None:
                 self.stats.buttons_acked += 1
-        elif isinstance(msg, Nack):
+        elif isinstance(msg, messages.Nack):
             self._on_nack(msg.reason, frame.ack)
         else:
-            self._nack(frame.seq, NackReason.UNSUPPORTED_TYPE)
+            self._nack(frame.seq, messages.NackReason.UNSUPPORTED_TYPE)
 
-    def _on_nack(self, reason: NackReason, seq: int) -> None:
+    def _on_nack(self, reason: messages.NackReason, seq: int) -> None:
         entry = self._in_flight.get(seq)
-        if entry is None or reason is NackReason.BUSY:
+        if entry is None or reason is messages.NackReason.BUSY:
             return  # BUSY: the normal retransmit timer repeats it
-        if reason is NackReason.BAD_PAYLOAD and not entry[2]:
+        if reason is messages.NackReason.BAD_PAYLOAD and not entry[2]:
             entry[2] = True  # the host saw a corrupted copy that passed its CRC: repeat once, now
             entry[1] = 0.0
             return
         del self._in_flight[seq]  # refused for good: a press the host will never see
         self.stats.buttons_refused += 1
 
-    def _on_led(self, led: LedSet, seq: int) -> None:
+    def _on_led(self, led: messages.LedSet, seq: int) -> None:
         answer = self._answers.get(seq)
         if answer is not None:  # a repeat: our reply was lost; answer again, apply nothing
             self.stats.led_duplicates += 1
@@ -351,31 +327,31 @@ class McuSimulator:
         if self._nack_plan:
             reason = self._nack_plan.popleft()
             self._nack(seq, reason)
-            if reason is not NackReason.BUSY:  # BUSY is not final: the repeat gets a fresh decision
-                self._remember(seq, Nack(reason))
+            if reason is not messages.NackReason.BUSY:  # BUSY is not final: the repeat gets a fresh decision
+                self._remember(seq, messages.Nack(reason))
             return
         self.led = led
         self.stats.led_applied += 1
         self.stats.led_history.append(led)
-        self._remember(seq, Ack())
-        self._send(Ack(), ack=seq)
+        self._remember(seq, messages.Ack())
+        self._send(messages.Ack(), ack=seq)
 
-    def _remember(self, seq: int, answer: Message) -> None:
+    def _remember(self, seq: int, answer: messages.Message) -> None:
         self._answers[seq] = answer
         while len(self._answers) > 64:
             self._answers.popitem(last=False)
 
-    def _nack(self, seq: int, reason: NackReason) -> None:
+    def _nack(self, seq: int, reason: messages.NackReason) -> None:
         self.stats.nacks_sent += 1
-        self._send(Nack(reason), ack=seq)
+        self._send(messages.Nack(reason), ack=seq)
 
     def _next_seq(self) -> int:
         self._seq = self._seq % 0xFFFF + 1
         return self._seq
 
-    def _send(self, msg: Message, ack: int = 0) -> None:
+    def _send(self, msg: messages.Message, ack: int = 0) -> None:
         if not self._silent:
-            self._tx(encode_message(msg, self._next_seq(), ack))
+            self._tx(messages.encode_message(msg, self._next_seq(), ack))
 
     def _tx(self, wire: bytes) -> None:
         """Transmit with the configured faults: splice garbage in, then drop bytes."""
@@ -389,9 +365,3 @@ class McuSimulator:
             self.stats.bytes_dropped += len(wire) - len(kept)
             wire = kept
         self.pty.write(wire)
-
-
-if __name__ == "__main__":
-    from firmware_bridge.sim_cli import main
-
-    raise SystemExit(main())

@@ -19,28 +19,37 @@ from collections.abc import Sequence
 from types import FrameType
 
 from firmware_bridge.messages import NackReason
-from firmware_bridge.simulator import McuSimulator, SimConfig
+from firmware_bridge.simulator.mcu import McuSimulator, SimConfig
 
-__all__ = ["DEFAULT_LINK", "STEPS", "main", "parse_script", "run_step"]
+__all__ = ["DEFAULT_LINK", "STEPS", "STEP_USAGE", "main", "parse_script", "run_step"]
 
 DEFAULT_LINK = "/tmp/scalpedge-sim/by-id/usb-ScalpEdge_Scanner_MCU_SE-SIM-0001-if00"
 
-STEPS: dict[str, tuple[int, int, str]] = {
-    # verb: (min args, max args, help)
-    "press": (0, 2, "press [N] [INTERVAL_S]: N short presses (default 1), INTERVAL_S seconds apart"),
-    "long": (0, 1, "long [N]: N long presses"),
-    "wait": (1, 1, "wait S: sleep S seconds"),
-    "idle": (0, 1, "idle [TIMEOUT_S]: wait until every press was ACKed by the host"),
-    "drain": (1, 1, "drain P: battery falls P percent per second (0 stops, negative charges)"),
-    "battery": (1, 2, "battery PCT [charging]: set the gauge"),
-    "garbage": (1, 1, "garbage N: write N random bytes between frames"),
-    "drop": (1, 1, "drop F: lose fraction F of the bytes each way"),
-    "silent": (1, 1, "silent S: hang for S seconds (send nothing, ignore everything)"),
-    "unplug": (1, 1, "unplug S: pull the cable for S seconds, then plug back in at the same path"),
-    "reboot": (0, 1, "reboot [S]: unplug for S seconds (default 0.5) and come back as a fresh boot"),
-    "busy": (0, 1, "busy [N]: answer the next N LED commands with NACK BUSY"),
-    "error": (1, 2, "error CODE [TEXT]: send an ERROR report"),
-}
+STEP_USAGE = """\
+press [N] [INTERVAL_S]: N short presses (default 1), INTERVAL_S seconds apart
+long [N]: N long presses
+wait S: sleep S seconds
+idle [TIMEOUT_S]: wait until every press was ACKed by the host
+drain P: battery falls P percent per second (0 stops, negative charges)
+battery PCT [charging]: set the gauge
+garbage N: write N random bytes between frames
+drop F: lose fraction F of the bytes each way
+silent S: hang for S seconds (send nothing, ignore everything)
+unplug S: pull the cable for S seconds, then plug back in at the same path
+reboot [S]: unplug for S seconds (default 0.5) and come back as a fresh boot
+busy [N]: answer the next N LED commands with NACK BUSY
+error CODE [TEXT]: send an ERROR report"""
+"""One line a step: the verb, its arguments ([optional]), a colon and what it does."""
+
+
+def _step(usage: str) -> tuple[str, tuple[int, int, str]]:
+    """(verb, (min args, max args, usage)) of one ``STEP_USAGE`` line."""
+    verb, *args = usage.split(":")[0].split()
+    return verb, (sum(not a.startswith("[") for a in args), len(args), usage)
+
+
+STEPS: dict[str, tuple[int, int, str]] = dict(_step(line) for line in STEP_USAGE.splitlines())
+"""verb -> (min args, max args, usage)."""
 
 
 def parse_script(text: str) -> list[tuple[str, list[str]]]:
