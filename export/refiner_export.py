@@ -40,6 +40,8 @@ from device.contracts.constants import (
     REF_DEC_OUT_MASKS,
     REF_ENC_INPUT,
     REF_ENC_OUT,
+    REFINER_DECODER_FILE,
+    REFINER_ENCODER_FILE,
     REFINER_GROUPS_PER_CALL,
 )
 
@@ -97,8 +99,8 @@ class RefinerModel(Protocol):
 
 OPSET = 17
 ATOL = {"encoder": 1e-3, "decoder": 2e-3, "rewrite": 1e-4}  # max |difference|: embeddings, logits
-ENCODER_FILE = "refiner_encoder.onnx"
-DECODER_FILE = "refiner_decoder.onnx"
+ENCODER_FILE = REFINER_ENCODER_FILE
+DECODER_FILE = REFINER_DECODER_FILE
 
 
 class ExportedRefinerEncoder(nn.Module):

@@ -16,13 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from device.contracts.constants import REFINER_DECODER_FILE as DECODER_FILE
+from device.contracts.constants import REFINER_ENCODER_FILE as ENCODER_FILE
 from device.models.segmentation import Segmenter
 from server_train.cli_support import config_from_args, write_report
 
 __all__ = ["add_train", "add_stage_args", "wrap_segmenter", "add_eval", "add_bench", "add_export", "find_refiner"]
-
-ENCODER_FILE = "refiner_encoder.onnx"
-DECODER_FILE = "refiner_decoder.onnx"
 
 
 def find_refiner(spec: str | None) -> Path | None:

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from device.app.analysis import analyse_frame
+from device.capture.imageio import read_frame
 from device.cli import main
+from device.models.onnx_segmenter import ModelSegmenter
 from export.onnx_export import export_segmenter
 from server_train.models import create
 from server_train.synth import SynthConfig, render, write_dataset
@@ -44,8 +47,14 @@ def test_segment_reports_good_bad_and_dark_frames(tmp_path: Path, tiny_model: Pa
     assert "not a readable image" in by_name["b_broken.jpg"]["error"]
     dark = by_name["c_black.png"]
     assert dark["count"] == 0 and "underexposed" in dark["reason"]
+    # Each frame's entry is the measurement of that frame, counted by the model's strategy.
+    seg = ModelSegmenter.from_onnx(tiny_model, threads=1)
     for name in ("a_synthetic.png", "d_grey_small.png"):
-        assert by_name[name]["count"] >= 0 and (out / by_name[name]["overlay"]).exists()
+        want = analyse_frame(seg, read_frame(frames / name), um_per_px=3.0).metrics
+        got = by_name[name]
+        assert (got["count"], got["count_source"]) == (want.count, seg.count_strategy.value)
+        assert got["median_thickness_um"] == want.to_dict()["median_thickness_um"]
+        assert (out / got["overlay"]).exists()
     assert report["um_per_px_source"] == "--um-per-px"
     # Metrics are taken at 640x480: 3 um per input pixel is 1.5 um per pixel of the upscaled 320-wide frame.
     assert by_name["a_synthetic.png"]["um_per_px"] == 3.0 and by_name["d_grey_small.png"]["um_per_px"] == 1.5
@@ -66,7 +75,14 @@ def test_eval_seg_writes_the_documented_keys(tmp_path: Path) -> None:
     for key in ("frames", "dice", "jaccard", "pixel_f1", "miou", "accuracy", "precision", "f1", "count_mae"):
         assert key in report
     assert report["frames"] == 3 and 0.0 <= report["dice"] <= 1.0
-    assert report["frame_count_mae"] >= 0.0  # the set has strand ends: counting-frame truth too
+    # The set has strand ends, so counting-frame truth too. Both errors are of the same counts,
+    # so their biases differ by the mean gap between the two truths, whatever was counted.
+    from server_train.evaluation.seg_eval import counting_frame_truth
+
+    truth = [json.loads(line) for line in (data / "truth.jsonl").read_text().splitlines() if line.strip()]
+    gap = np.mean([row["count"] - counting_frame_truth(row["ends"], 480, 640) for row in truth])
+    assert report["frame_count_bias"] - report["count_bias"] == pytest.approx(gap)
+    assert report["count_mae"] == report["skeleton_count_mae"]  # no instance output: skeleton strands count
 
 
 def test_counting_frame_truth_halves_strands_cut_by_the_edge() -> None:

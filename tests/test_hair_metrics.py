@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.measure.hair_metrics import HairMetrics, find_centres, measure, split_strands
+from device.measure.hair_metrics import HeadCount, find_centres, measure, split_strands
 
 SHAPE = (200, 240)
 
@@ -218,14 +218,29 @@ def test_micrometres_thin_ratio_and_density() -> None:
     assert hm2.density_per_cm2 == pytest.approx(hm.density_per_cm2 / 4)
 
 
-def test_centres_set_the_count_but_not_the_thickness() -> None:
+def test_a_head_count_sets_the_count_but_not_the_thickness() -> None:
+    # One drawn strand; a model's instance output said three hairs (e.g. three centre peaks).
     m = strand_mask(SHAPE, segment((120, 100), 0, 180), 4)
-    centres = np.array([[60, 100], [120, 100], [180, 100]], np.float32)
-    hm = measure(m, centres=centres)
-    assert hm.count == 3 and hm.count_source == "centres"
+    hm = measure(m, um_per_px=5.0, count=HeadCount(3, "centres"))
+    assert hm.count == 3 and hm.count_source == "centres" and hm.visible_count is None
     assert len(hm.strands) == 1
-    assert hm.thickness_um[0] / hm.um_per_px == pytest.approx(4, abs=1.01)  # px, whatever the default scale
-    assert measure(m, centres=np.zeros((0, 2), np.float32)).count == 0
+    assert hm.thickness_um[0] / hm.um_per_px == pytest.approx(4, abs=1.01)  # px
+    assert hm.density_per_cm2 == pytest.approx(3 / hm.area_cm2)  # density follows the head's count
+    ends = measure(m, count=HeadCount(2, "ends", visible=3))
+    assert (ends.count, ends.visible_count, ends.to_dict()["visible_count"]) == (2, 3, 3)
+    reasons = {s: measure(m, count=HeadCount(0, s)).reason for s in ("ends", "centrelines", "centres")}
+    assert reasons == {
+        "ends": "no hair ends found",
+        "centrelines": "no hair centre lines found",
+        "centres": "no hair centres found",
+    }
+
+
+def test_head_counts_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown count source 'peaks'"):
+        HeadCount(1, "peaks")
+    with pytest.raises(ValueError, match=">= 0"):
+        HeadCount(-1, "ends")
 
 
 def test_to_dict_is_json_ready_with_units() -> None:
@@ -247,7 +262,6 @@ def test_to_dict_is_json_ready_with_units() -> None:
     assert d["count"] == 1
     assert set(d["strands"][0]) >= {"length_px", "thickness_um", "start_xy_px", "end_xy_px"}
     assert "points" not in d["strands"][0]
-    assert isinstance(measure(m), HairMetrics)
 
 
 # ---------------------------------------------------------------- centres

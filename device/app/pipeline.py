@@ -1,13 +1,14 @@
 """The per-frame path on the device, with the models of one verified bundle.
 
-Two paths share one segmentation:
+Two paths share one segmentation: a frame is prepared, gated and segmented once.
 
-- ``live(frame)``: quality gate -> segmenter -> hair count (end density, else centre lines); cheap
-  enough for every frame of the preview.
-- ``diagnose(frame)``: the full diagnosis of ``../shared/DESIGN.md``: quality gate ->
-  segmenter -> hair metrics (count, thickness in micrometres from the optics profile, thin
-  ratio, density) -> severity classifier (when the bundle has one) -> alopecia grade (when the
-  bundle has one) -> the fields of a result record, with per-stage timings.
+- ``live(frame)``: quality gate -> segmenter -> hair count (the segmenter's ``CountStrategy``,
+  chosen from the model's outputs when it loaded); cheap enough for every frame of the preview.
+- ``diagnose(live)``: the full diagnosis of ``../shared/DESIGN.md`` on the frame the live path
+  has just segmented, reusing that segmentation: hair metrics (count, thickness in micrometres
+  from the optics profile, thin ratio, density) -> severity classifier (when the bundle has one)
+  -> alopecia grade (when the bundle has one) -> the fields of a result record, with per-stage
+  timings (quality and segment are the live path's).
 
 Models missing from the bundle are skipped, and the diagnosis says so (its ``conditions``
 are empty), so a segmenter-only bundle still gives hair metrics.
@@ -23,25 +24,25 @@ from typing import Any
 
 import numpy as np
 
-from device.app.analysis import FrameAnalysis, analyse_frame
-from device.contracts.constants import (
-    DEFAULT_UM_PER_PX,
-    FRAME_WIDTH,
-    LEVEL_NAMES,
-    LINE_THRESHOLD,
-    MASK_THRESHOLD,
-    MIN_STRAND_PX,
+from device.app.analysis import (
+    FrameAnalysis,
+    analyse_segmentation,
+    head_count,
+    rejected_analysis,
+    scaled_um_per_px,
 )
+from device.contracts.constants import DEFAULT_UM_PER_PX, FRAME_WIDTH, LEVEL_NAMES
 from device.contracts.preprocess import prepare_frame
-from device.measure.hair_metrics import split_strands
+from device.measure.hair_metrics import HeadCount
 from device.measure.optics import OpticsProfile
 from device.measure.quality import QualityReport, assess
-from device.models.backends import open_backend
+from device.models.backends import Backend, open_backend
 from device.models.bundle import Bundle, BundleError
+from device.models.classifiers import AlopeciaGrader, SeverityClassifier
 from device.models.onnx_segmenter import ModelSegmenter
-from device.models.segmentation import SegOutput
+from device.models.segmentation import CountStrategy, Segmenter, SegOutput
 
-__all__ = ["ScanPipeline", "LiveResult", "Diagnosis", "MODEL_NAMES"]
+__all__ = ["ScanPipeline", "LiveResult", "Diagnosis", "MODEL_NAMES", "open_model", "open_optional"]
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,25 @@ MODEL_NAMES = {"segmenter": "segmenter", "conditions": "conditions", "alopecia":
 
 @dataclass(frozen=True)
 class LiveResult:
-    """frame: the 640x480 BGR frame measured; seg None when the quality gate rejected it."""
+    """One frame through the live path.
+
+    frame: the 640x480 HxWx3 uint8 BGR frame measured (``prepare_frame`` of the camera's).
+    source_shape: shape of the camera's frame (micrometres per pixel scale with the resize).
+    seg: its segmentation; None when the quality gate rejected it (``problem`` says why).
+    count: the hair count shown live (refreshed a few times a second; 0 on a rejected frame).
+    head: the count taken on this frame's segmentation, or None (not counted on this frame, or
+        a segmenter that counts skeleton strands, which only a diagnosis measures).
+    quality: the gate's report; timings_ms: quality_ms, segment_ms, count_ms (when counted).
+    """
 
     frame: np.ndarray
+    source_shape: tuple[int, ...]
     seg: SegOutput | None
     count: int
     problem: str | None
     timings_ms: dict[str, float]
-    quality: QualityReport | None = None
+    quality: QualityReport
+    head: HeadCount | None = None
 
 
 @dataclass(frozen=True)
@@ -123,45 +135,23 @@ class ScanPipeline:
         self.bundle = bundle
         self.backend_kind = backend
         self.optics = optics
-        target = "tensorrt" if backend == "tensorrt" else "onnxruntime-cpu"
         self.variants: dict[str, str] = {}
         self._previous_grey: np.ndarray | None = None
         self._live_count = 0
-
-        def load(name: str) -> Any:
-            variant = bundle.select(name, target, precision if name == "segmenter" else "auto")
-            self.variants[name] = f"{variant.path.name} ({variant.precision})"
-            trt_precision = "int8" if variant.precision == "int8" else "fp16"
-            return open_backend(
-                variant.path, backend, threads, trt_precision, onnx_sha256=variant.sha256, engine_cache=engine_cache
-            )
-
-        self.segmenter = ModelSegmenter(load(MODEL_NAMES["segmenter"]), name="segmenter")
-        self.severity: Any = None
-        self.alopecia: Any = None
-
-        def optional(name: str) -> Any:
-            """The backend of an optional model, or None (logged) when the bundle has no
-            variant of it for this backend (with TensorRT: falls back to ONNX Runtime)."""
-            if name not in bundle.models:
-                return None
-            try:
-                return load(name)
-            except BundleError as exc:
-                if backend == "onnxruntime":
-                    log.warning("%s skipped: %s", name, exc)
-                    return None
-            # No TensorRT variant (e.g. a tree ensemble): run its ONNX Runtime variant on the CPU.
-            variant = bundle.select(name, "onnxruntime-cpu")
-            self.variants[name] = f"{variant.path.name} ({variant.precision}, onnxruntime)"
-            return open_backend(variant.path, "onnxruntime", threads)
-
-        from device.models.classifiers import AlopeciaGrader, SeverityClassifier
-
-        if (severity := optional(MODEL_NAMES["conditions"])) is not None:
-            self.severity = SeverityClassifier(severity)
-        if (alopecia := optional(MODEL_NAMES["alopecia"])) is not None:
-            self.alopecia = AlopeciaGrader(alopecia)
+        seg_backend, self.variants["segmenter"] = open_model(
+            bundle, MODEL_NAMES["segmenter"], backend, precision, threads, engine_cache
+        )
+        segmenter = ModelSegmenter(seg_backend, name="segmenter")
+        self.count_strategy: CountStrategy = segmenter.count_strategy  # decided as the model loaded
+        self.segmenter: Segmenter = segmenter
+        self.severity: SeverityClassifier | None = None
+        self.alopecia: AlopeciaGrader | None = None
+        if (severity := open_optional(bundle, MODEL_NAMES["conditions"], backend, threads, engine_cache)) is not None:
+            self.severity = SeverityClassifier(severity[0])
+            self.variants["conditions"] = severity[1]
+        if (alopecia := open_optional(bundle, MODEL_NAMES["alopecia"], backend, threads, engine_cache)) is not None:
+            self.alopecia = AlopeciaGrader(alopecia[0])
+            self.variants["alopecia"] = alopecia[1]
 
     def um_per_px(self, frame_width: int) -> float:
         """Micrometres per pixel of a frame ``frame_width`` wide (optics profile, else default)."""
@@ -170,39 +160,38 @@ class ScanPipeline:
         return DEFAULT_UM_PER_PX * FRAME_WIDTH / frame_width
 
     def live(self, frame_bgr: np.ndarray, count: bool = True) -> LiveResult:
-        """Quality gate, segmentation and a hair count (no thickness measurement): read off an
-        end-density head, else strands of the centre lines. count=False skips the count (with
-        centre lines about as costly as segmentation on a CPU) and reports the
-        last one: the frame loop refreshes it a few times a second."""
+        """Prepare (640x480), quality gate, segmentation and a hair count (no thickness
+        measurement) by the segmenter's count strategy. count=False skips the count (with
+        centre lines about as costly as segmentation on a CPU) and reports the last one: the
+        frame loop refreshes it a few times a second."""
         t0 = time.perf_counter()
         frame = prepare_frame(frame_bgr)
         quality, self._previous_grey = assess(frame, self._previous_grey)
         problem = quality.reason
         t1 = time.perf_counter()
         if problem is not None:
-            return LiveResult(frame, None, 0, problem, {"quality_ms": (t1 - t0) * 1000}, quality)
+            return LiveResult(frame, frame_bgr.shape, None, 0, problem, {"quality_ms": (t1 - t0) * 1000}, quality)
         seg = self.segmenter.segment(frame)
         t2 = time.perf_counter()
-        if count and seg.hairs is not None:  # an end-density head counts for free
-            self._live_count = int(round(seg.hairs))
-        elif count and seg.lines is not None:
-            lines = (seg.lines >= LINE_THRESHOLD) & (seg.prob >= MASK_THRESHOLD)
-            self._live_count = len(split_strands(lines, min_length_px=MIN_STRAND_PX))
-        t3 = time.perf_counter()
         timings = {"quality_ms": (t1 - t0) * 1000, "segment_ms": (t2 - t1) * 1000}
+        head = None
         if count:
-            timings["count_ms"] = (t3 - t2) * 1000
-        return LiveResult(frame, seg, self._live_count, None, timings, quality)
+            head = head_count(seg, seg.mask())
+            self._live_count = head.value if head is not None else self._live_count
+            timings["count_ms"] = (time.perf_counter() - t2) * 1000
+        return LiveResult(frame, frame_bgr.shape, seg, self._live_count, None, timings, quality, head)
 
-    def diagnose(self, frame_bgr: np.ndarray, quality: QualityReport | None = None) -> Diagnosis:
-        """The full diagnosis of one frame (see the module docstring). quality: the live path's
-        report for this frame (its motion estimate needs the previous frame); computed when None."""
+    def diagnose(self, live: LiveResult) -> Diagnosis:
+        """The full diagnosis (see the module docstring) of the frame ``live`` is the live path's
+        result for: its segmentation, quality report and count are reused, not made again. A
+        frame the gate rejected gives a rejected diagnosis (count 0, the reason, no classifiers)."""
         t0 = time.perf_counter()
-        if quality is None:
-            quality, _ = assess(prepare_frame(frame_bgr))
-        analysis = analyse_frame(
-            self.segmenter, frame_bgr, um_per_px=self.um_per_px(frame_bgr.shape[1]), problem=quality.reason
-        )
+        um_per_px = scaled_um_per_px(self.um_per_px(live.source_shape[1]), live.source_shape, live.frame.shape)
+        timings = {k: v for k, v in live.timings_ms.items() if k in ("quality_ms", "segment_ms")}
+        if live.seg is None:
+            analysis = rejected_analysis(live.frame, live.problem or "rejected", um_per_px, timings=timings)
+        else:
+            analysis = analyse_segmentation(live.frame, live.seg, um_per_px, count=live.head, timings=timings)
         timings = dict(analysis.timings_ms)
         conditions: dict[str, dict[str, Any]] = {}
         alopecia = None
@@ -224,5 +213,45 @@ class ScanPipeline:
             level, probs = self.alopecia.predict(analysis.metrics)
             alopecia = {"level": level, "probabilities": dict(zip(LEVEL_NAMES, probs, strict=True))}
             timings["alopecia_ms"] = (time.perf_counter() - t) * 1000
-        timings["total_ms"] = (time.perf_counter() - t0) * 1000
-        return Diagnosis(analysis, conditions, alopecia, timings, quality)
+        live_ms = sum(live.timings_ms.get(k, 0.0) for k in ("quality_ms", "segment_ms"))
+        timings["total_ms"] = live_ms + (time.perf_counter() - t0) * 1000
+        return Diagnosis(analysis, conditions, alopecia, timings, live.quality)
+
+
+def open_model(
+    bundle: Bundle,
+    name: str,
+    backend: str = "onnxruntime",
+    precision: str = "auto",
+    threads: int = 2,
+    engine_cache: str | Path | None = None,
+) -> tuple[Backend, str]:
+    """The bundle's variant of model ``name`` for ``backend`` ("onnxruntime" or "tensorrt"),
+    loaded, and its description ("file (precision)"). Raises BundleError when the bundle has no
+    such variant, RuntimeError when TensorRT cannot be loaded on this machine."""
+    target = "tensorrt" if backend == "tensorrt" else "onnxruntime-cpu"
+    variant = bundle.select(name, target, precision)
+    trt_precision = "int8" if variant.precision == "int8" else "fp16"
+    loaded = open_backend(
+        variant.path, backend, threads, trt_precision, onnx_sha256=variant.sha256, engine_cache=engine_cache
+    )
+    return loaded, f"{variant.path.name} ({variant.precision})"
+
+
+def open_optional(
+    bundle: Bundle, name: str, backend: str = "onnxruntime", threads: int = 2, engine_cache: str | Path | None = None
+) -> tuple[Backend, str] | None:
+    """An optional model (a classifier) as ``open_model`` loads it, or None when the bundle has
+    none. With TensorRT, a model the bundle has no TensorRT variant of (e.g. a tree ensemble)
+    falls back to its ONNX Runtime variant on the CPU; with ONNX Runtime, one without a CPU
+    variant is skipped (logged)."""
+    if name not in bundle.models:
+        return None
+    try:
+        return open_model(bundle, name, backend, "auto", threads, engine_cache)
+    except BundleError as exc:
+        if backend == "onnxruntime":
+            log.warning("%s skipped: %s", name, exc)
+            return None
+    loaded, description = open_model(bundle, name, "onnxruntime", "auto", threads)
+    return loaded, description.removesuffix(")") + ", onnxruntime)"

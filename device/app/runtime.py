@@ -1,12 +1,14 @@
 """The scanner's frame loop: one owner thread for capture, inference and output.
 
-Every frame: read -> live path (quality gate, segmentation, count) -> preview. On a trigger
-(the scanner's button over serial, a key on stdin or in the preview window, an MQTT ``cmd``,
-or a timer): the next frame that passes the quality gate gets a full diagnosis, which becomes
-a result record stored durably in the outbox (then published by the MQTT link), an overlay
-image on disk, and an LED acknowledgement on the scanner. A bad frame or a failing stage is
-logged and skipped, never fatal. Other threads only *request* work (``request_diagnosis``,
-``stop``); all state changes happen in the loop.
+Every frame: read -> live path (prepare, quality gate, segmentation, count) -> preview. On a
+trigger (the scanner's button over serial, a key on stdin or in the preview window, an MQTT
+``cmd``, or a timer): the next frame that passes the quality gate gets a full diagnosis of the
+live path's segmentation (the frame is not segmented again), which becomes a result record
+stored durably in the outbox (then published by the MQTT link), an overlay image on disk, and
+an LED acknowledgement on the scanner. A bad frame or a failing stage is logged and skipped,
+never fatal. Other threads only *request* work (the trigger queue, ``stop``); all state changes
+happen in the loop. The seams (camera, result sink, scanner) are Protocols in
+``device.app.seams``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 
 import cv2
 
-from device.app.pipeline import Diagnosis, ScanPipeline
+from device.app.pipeline import Diagnosis, LiveResult, ScanPipeline
 from device.app.preview import Preview, diagnosis_view, live_view
+from device.app.seams import CapturedFrame, FrameSource, ResultSink, ScannerBridge, TriggerQueue
 
 __all__ = ["ScannerRuntime", "RunSummary", "ResultRow", "MAX_REJECTED_FOR_DIAGNOSIS"]
 
@@ -70,23 +73,24 @@ class RunSummary:
 
 
 class ScannerRuntime:
-    """Owns the loop. ``source`` must offer ``read(timeout_s) -> frame or None`` where a frame
-    has ``image`` (HxWx3 uint8 BGR) and ``t_capture`` (UTC epoch seconds); ``sync`` is a
-    ``device.sync.device_sync.DeviceSync`` (or None: results are only saved locally); ``bridge`` a
-    ``firmware_bridge.link.SerialLink`` (or None)."""
+    """Owns the loop over frames of ``source``. ``triggers``: the trigger queue, made first and
+    also handed to whatever else requests diagnoses (the MQTT link); a new one when None.
+    ``sync``: where results are stored and published (None: only saved locally); ``bridge``: the
+    scanner (None: no button, battery or LED)."""
 
     def __init__(
         self,
         pipeline: ScanPipeline,
-        source: Any,
+        source: FrameSource,
         out_dir: str | Path,
-        sync: Any = None,
-        bridge: Any = None,
+        sync: ResultSink | None = None,
+        bridge: ScannerBridge | None = None,
         preview: Preview | None = None,
         save_overlays: bool = True,
         diagnose_every_s: float = 0.0,
         led_ack: bool = True,
         on_result: Callable[[ResultRow], None] | None = None,
+        triggers: TriggerQueue | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -98,7 +102,7 @@ class ScannerRuntime:
         self.diagnose_every_s = diagnose_every_s
         self.led_ack = led_ack
         self.on_result = on_result
-        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.triggers: TriggerQueue = triggers if triggers is not None else queue.SimpleQueue()
         self._stop = threading.Event()
         self._stop_reason = ""
         self.summary = RunSummary()
@@ -107,7 +111,7 @@ class ScannerRuntime:
     # -- called from any thread -------------------------------------------------------------
     def request_diagnosis(self, trigger: str) -> None:
         """Ask for a full diagnosis of the next usable frame (thread-safe)."""
-        self._requests.put(trigger)
+        self.triggers.put(trigger)
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask the loop to finish after the current frame (thread-safe, signal-safe)."""
@@ -138,7 +142,7 @@ class ScannerRuntime:
             self._poll_bridge()
             while True:
                 try:
-                    pending.append(self._requests.get_nowait())
+                    pending.append(self.triggers.get_nowait())
                 except queue.Empty:
                     break
             if self.diagnose_every_s and now - last_timer >= self.diagnose_every_s:
@@ -153,7 +157,7 @@ class ScannerRuntime:
                 live = self.pipeline.live(frame.image, count=recount)
                 last_count = now if recount else last_count
             except Exception:  # a failing stage must not stop the scanner
-                log.exception("live path failed on frame %s; skipped", getattr(frame, "seq", "?"))
+                log.exception("live path failed on frame %s; skipped", frame.seq)
                 self.summary.failed_frames += 1
                 continue
             for k, v in live.timings_ms.items():
@@ -172,7 +176,7 @@ class ScannerRuntime:
                 self.stop("quit key")
             if pending:
                 if live.problem is None or rejected_in_a_row >= MAX_REJECTED_FOR_DIAGNOSIS:
-                    self._diagnose(frame, pending.pop(0), live.quality)
+                    self._diagnose(frame, pending.pop(0), live)
                     rejected_in_a_row = 0
                 else:
                     rejected_in_a_row += 1
@@ -183,10 +187,11 @@ class ScannerRuntime:
         self.summary.stop_reason = self._stop_reason
         return self.summary
 
-    def _diagnose(self, frame: Any, trigger: str, quality: Any = None) -> None:
-        captured = datetime.fromtimestamp(float(getattr(frame, "t_capture", time.time())), tz=timezone.utc)
+    def _diagnose(self, frame: CapturedFrame, trigger: str, live: LiveResult) -> None:
+        """Diagnose the frame the live path has just segmented (``live``), store and acknowledge it."""
+        captured = datetime.fromtimestamp(float(frame.t_capture), tz=timezone.utc)
         try:
-            diagnosis = self.pipeline.diagnose(frame.image, quality)
+            diagnosis = self.pipeline.diagnose(live)
         except Exception as exc:
             log.exception("diagnosis failed")
             self._finish(ResultRow(None, trigger, captured.isoformat(), False, {}, None, f"diagnosis failed: {exc}"))
@@ -195,7 +200,7 @@ class ScannerRuntime:
             self.summary.diagnosis_ms.setdefault(k.removesuffix("_ms"), []).append(v)
         fields = diagnosis.record_fields()
         h, w = frame.image.shape[:2]
-        fields["frame"] = {"width": int(w), "height": int(h), "source": str(getattr(frame, "source", ""))[:512]}
+        fields["frame"] = {"width": int(w), "height": int(h), "source": str(frame.source)[:512]}
         seq, error = None, None
         if self.sync is not None:
             try:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from device.app.analysis import analyse_frame
+from device.app.frame_files import read_each, unreadable
 from device.assets import default_model_path
-from device.capture.imageio import FrameError, list_images, read_frame
+from device.capture.imageio import list_images
 from device.contracts.constants import ALOPECIA_FEATURES, DEFAULT_UM_PER_PX
 from device.models.classifiers import AlopeciaGrader, SeverityClassifier, default_classifier_path, hair_features
 from device.models.onnx_segmenter import ModelSegmenter
@@ -52,17 +52,7 @@ def run(args: argparse.Namespace) -> int:
     grader = AlopeciaGrader.from_onnx(alo_path, threads=args.threads)
     segmenter = ModelSegmenter.from_onnx(seg_path, threads=args.threads)
     frames: list[dict[str, Any]] = []
-    failures = 0
-    for path in paths:
-        record: dict[str, Any] = {"file": str(path)}
-        try:
-            frame = read_frame(path)
-        except FrameError as exc:
-            failures += 1
-            record["error"] = str(exc)
-            print(f"skipped: {exc}", file=sys.stderr)
-            frames.append(record)
-            continue
+    for path, frame, record in read_each(paths, frames):
         record["conditions"] = severity.predict(frame).to_dict()
         analysis = analyse_frame(segmenter, frame, um_per_px=um_per_px)
         if analysis.problem is None:
@@ -75,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
             }
         else:
             record["alopecia"] = {"level": None, "reason": analysis.problem}
-        frames.append(record)
         levels = record["conditions"]["levels"]
         print(f"{path.name}: {levels} alopecia={record['alopecia']['level']}")
     report = {
@@ -86,5 +75,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    failures = unreadable(frames)
     print(f"wrote {out} ({len(frames) - failures} classified, {failures} unreadable)")
     return 1 if failures else 0

@@ -15,14 +15,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import queue
 import signal
 import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device.app.runtime_config import RuntimeConfig, load_runtime_config
+
+if TYPE_CHECKING:
+    from device.app.runtime import RunSummary, ScannerRuntime
+    from device.app.seams import TriggerQueue
+    from firmware_bridge.simulator import McuSimulator
 
 __all__ = ["register", "run_device"]
 
@@ -86,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in summary.results) else 0
 
 
-def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> Any:
+def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
     """Build everything from ``config``, run the loop, shut down cleanly; returns the summary."""
     from device.app.pipeline import ScanPipeline
     from device.app.preview import Preview
@@ -106,13 +112,9 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> Any:
     sync_cfg = config.sync
     Path(sync_cfg.outbox.path).parent.mkdir(parents=True, exist_ok=True)
     sim, bridge, source, sync = None, None, None, None
+    triggers: TriggerQueue = queue.SimpleQueue()  # first: the MQTT link and the runtime both get it
     try:
-        runtimes: list[Any] = []  # the MQTT link's diagnose-now callback needs the runtime made below
-        sync = DeviceSync.from_config(
-            sync_cfg,
-            bundle_version=bundle.version,
-            on_diagnose=lambda cmd: runtimes[0].request_diagnosis("mqtt") if runtimes else None,
-        )
+        sync = DeviceSync.from_config(sync_cfg, bundle_version=bundle.version, triggers=triggers)
         port = config.scanner.port
         if port == "sim":
             from firmware_bridge.simulator import McuSimulator
@@ -134,13 +136,13 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> Any:
             save_overlays=run.save_overlays,
             diagnose_every_s=run.diagnose_every_s,
             led_ack=config.scanner.led_ack,
+            triggers=triggers,
         )
-        runtimes.append(runtime)
         if run.publish:
             sync.start()
         if run.stdin_trigger and not (sim and press_every_s):
             stdin_trigger(runtime)
-        presser = _press_periodically(sim, press_every_s, runtime) if sim and press_every_s else None
+        presser = _press_periodically(sim, press_every_s) if sim and press_every_s else None
         previous = _install_signal_handlers(runtime)
         try:
             summary = runtime.run(run.max_frames, run.max_diagnoses, run.max_seconds)
@@ -158,7 +160,7 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> Any:
             sync.close()
 
 
-def _press_periodically(sim: Any, period_s: float, runtime: Any) -> threading.Event:
+def _press_periodically(sim: McuSimulator, period_s: float) -> threading.Event:
     """Press the simulator's button every ``period_s`` seconds until the returned event is set."""
     done = threading.Event()
 
@@ -170,7 +172,7 @@ def _press_periodically(sim: Any, period_s: float, runtime: Any) -> threading.Ev
     return done
 
 
-def _install_signal_handlers(runtime: Any) -> dict[int, Any]:
+def _install_signal_handlers(runtime: ScannerRuntime) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
 

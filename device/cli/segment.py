@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
 
 from device.app.analysis import analyse_frame
+from device.app.frame_files import read_each, unreadable
 from device.assets import default_bundle_path, sample_frames
-from device.capture.imageio import FrameError, list_images, read_frame
+from device.capture.imageio import list_images
 from device.contracts.constants import DEFAULT_UM_PER_PX, FRAME_WIDTH, THIN_HAIR_UM
 from device.measure.optics import OpticsProfile, load_profile
 from device.models.backends import BACKENDS, open_backend
@@ -88,18 +88,8 @@ def run(args: argparse.Namespace) -> int:
     segmenter, source = _load_segmenter(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = []
-    failures = 0
-    for path in paths:
-        record: dict[str, Any] = {"file": str(path)}
-        try:
-            frame = read_frame(path)
-        except FrameError as exc:
-            failures += 1
-            record["error"] = str(exc)
-            print(f"skipped: {exc}", file=sys.stderr)
-            frames.append(record)
-            continue
+    frames: list[dict[str, Any]] = []
+    for path, frame, record in read_each(paths, frames):
         um_per_px = _um_per_px(args, profile, frame.shape[1])
         result = analyse_frame(segmenter, frame, um_per_px=um_per_px, thin_um=thin_um)
         overlay_path = out / f"{path.stem}_overlay.png"
@@ -111,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
             **result.metrics.to_dict(),
             timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
         )
-        frames.append(record)
         m = result.metrics
         visible = f", {m.visible_count} visible strands" if m.visible_count is not None else ""
         print(f"{path.name}: {m.count} hairs{visible}" + (f" ({result.problem})" if result.problem else ""))
     calibration = "--um-per-px" if args.um_per_px is not None else ("optics profile" if profile else "default")
     report = {**source, "um_per_px_source": calibration, "thin_um": thin_um, "frames": frames}
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    failures = unreadable(frames)
     print(f"wrote {out / 'metrics.json'} ({len(frames) - failures} measured, {failures} unreadable)")
     return 1 if failures else 0

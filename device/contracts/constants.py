@@ -49,7 +49,9 @@ __all__ = [
     "DISEASE_NAMES",
     "PROMPT_GROUP_SIZE",
     "PROMPT_NEGATIVES",
+    "REFINER_DECODER_FILE",
     "REFINER_EMBED_DIM",
+    "REFINER_ENCODER_FILE",
     "REFINER_EMBED_SIZE",
     "REFINER_GROUPS_PER_CALL",
     "REF_ENC_INPUT",
@@ -142,6 +144,8 @@ PROMPT_NEGATIVES: Final = 4  # negative (scalp) points in every group; the other
 REFINER_EMBED_DIM: Final = 256  # SAM's embedding width
 REFINER_EMBED_SIZE: Final = (30, 40)  # image embedding grid (stride 16 at FRAME_HEIGHT x FRAME_WIDTH)
 REFINER_GROUPS_PER_CALL: Final = 1  # prompt groups per decoder call (static batch; on CPU cost is linear in it)
+REFINER_ENCODER_FILE: Final = "refiner_encoder.onnx"  # the exported refiner, as a folder or bundle holds it
+REFINER_DECODER_FILE: Final = "refiner_decoder.onnx"
 REF_ENC_INPUT: Final = "refiner_image"  # 1x3xFRAME_HEIGHTxFRAME_WIDTH float32, PIXEL_MEAN/STD normalised RGB
 REF_ENC_OUT: Final = "image_embeddings"  # 1xREFINER_EMBED_DIMx30x40 float32
 REF_DEC_EMBED: Final = "image_embeddings"  # decoder input: the encoder's output

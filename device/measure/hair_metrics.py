@@ -66,6 +66,7 @@ __all__ = [
     "THICKNESS_OFFSET_PX",
     "Strand",
     "HairMetrics",
+    "HeadCount",
     "clean_mask",
     "split_strands",
     "find_centres",
@@ -102,11 +103,41 @@ class Strand:
 
 
 @dataclass(frozen=True)
+class HeadCount:
+    """A frame's hair count and where it came from.
+
+    value: hairs (>= 0). With strand ends it is a counting frame: a hair the frame's edge cuts
+        counts a half on average.
+    source: "ends", "centrelines", "centres" or "skeleton" (``CountStrategy`` values).
+    visible: with strand ends, every visible strand including those the edge cuts (each as one
+        hair); None for other sources.
+    """
+
+    value: int
+    source: str
+    visible: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in _NONE_FOUND:
+            raise ValueError(f"unknown count source {self.source!r}")
+        if self.value < 0:
+            raise ValueError(f"a hair count is >= 0, got {self.value}")
+
+
+# Why a count is zero, by count source.
+_NONE_FOUND = {
+    "ends": "no hair ends found",
+    "centrelines": "no hair centre lines found",
+    "centres": "no hair centres found",
+    "skeleton": "no strand long enough",
+}
+
+
+@dataclass(frozen=True)
 class HairMetrics:
     """Hair metrics of one frame.
 
-    count: number of hairs (see ``count_source``). With strand ends it is a counting frame:
-        a hair the frame's edge cuts counts a half on average.
+    count: number of hairs (see ``count_source`` and ``HeadCount``).
     strands: the skeleton strands (thickness always comes from these).
     thickness_um: per-strand shaft diameter, micrometres, same order as ``strands``.
     mean_thickness_um, median_thickness_um: over strands; None without strands.
@@ -115,7 +146,7 @@ class HairMetrics:
     area_cm2: imaged scalp area (frame size x ``um_per_px``^2).
     hair_fraction: share of mask pixels that are hair, in [0, 1].
     um_per_px: optical calibration used, micrometres per pixel.
-    count_source: "ends", "centres", "centrelines" or "skeleton".
+    count_source: "ends", "centres", "centrelines" or "skeleton" (``HeadCount.source``).
     reason: why metrics are missing or doubtful (e.g. "no hair detected"), else None.
     thin_um: thin-hair threshold used, micrometres.
     visible_count: with strand ends, every visible strand including those the edge cuts (each
@@ -298,11 +329,8 @@ def measure(
     mask: np.ndarray,
     um_per_px: float = DEFAULT_UM_PER_PX,
     thin_um: float = THIN_HAIR_UM,
-    centres: np.ndarray | None = None,
     *,
-    line_strands: int | None = None,
-    end_hairs: float | None = None,
-    visible_hairs: float | None = None,
+    count: HeadCount | None = None,
     min_length_px: float = 10,
     spur_length_px: float = 8,
 ) -> HairMetrics:
@@ -311,15 +339,9 @@ def measure(
     mask: HxW bool hair mask (nonzero = hair).
     um_per_px: optical calibration, micrometres per pixel (> 0).
     thin_um: strands with a shaft diameter below this (micrometres) count as thin.
-    end_hairs: number of hairs read off a predicted strand-end density (``SegOutput.hairs``,
-        rounded); takes precedence over ``line_strands`` and ``centres`` for the count.
-    visible_hairs: with ``end_hairs``, the same head's count of every visible strand
-        (``SegOutput.hairs_visible``), reported as ``visible_count``.
-    line_strands: number of hairs found as strands of a predicted centre-line map (a model
-        with a centre-line output); takes precedence over ``centres`` for the count.
-    centres: (N, 2) (x, y) hair centres from a model with an instance head
-        (:func:`find_centres`); when given, ``count = N``; thickness and thin ratio still
-        come from the skeleton strands.
+    count: the count a model's instance output gave (its segmenter's count strategy, see
+        ``device.app.analysis.head_count``); None counts the mask's skeleton strands. Thickness
+        and thin ratio always come from the skeleton strands.
     """
     m = np.asarray(mask)
     if m.ndim != 2 or m.size == 0:
@@ -331,45 +353,29 @@ def measure(
     hair_fraction = float(np.count_nonzero(m)) / m.size
     strands = tuple(split_strands(m, min_length_px, spur_length_px)) if hair_fraction else ()
     thick = tuple(float(s.thickness_px * um_per_px) for s in strands)
-    if end_hairs is not None:
-        if not end_hairs >= 0:
-            raise ValueError(f"end_hairs must be >= 0, got {end_hairs}")
-        count, source = int(round(end_hairs)), "ends"
-    elif line_strands is not None:
-        count, source = int(line_strands), "centrelines"
-    elif centres is not None:
-        c = np.asarray(centres)
-        if c.ndim != 2 or c.shape[1] != 2:
-            if c.size:
-                raise ValueError(f"centres must be (N, 2), got shape {c.shape}")
-        count, source = int(c.shape[0]) if c.ndim == 2 else 0, "centres"
-    else:
-        count, source = len(strands), "skeleton"
+    if count is None:
+        count = HeadCount(len(strands), "skeleton")
     reason: str | None = None
     if hair_fraction == 0:
         reason = "no hair detected"
-    elif count == 0:
-        reason = {
-            "skeleton": "no strand long enough",
-            "centres": "no hair centres found",
-            "ends": "no hair ends found",
-        }.get(source, "no hair centre lines found")
+    elif count.value == 0:
+        reason = _NONE_FOUND[count.source]
     elif hair_fraction > 0.9:
         reason = "mask is almost all hair; segmentation likely failed"
     arr = np.asarray(thick)
     return HairMetrics(
-        count=count,
+        count=count.value,
         strands=strands,
         thickness_um=thick,
         mean_thickness_um=float(arr.mean()) if len(arr) else None,
         median_thickness_um=float(np.median(arr)) if len(arr) else None,
         thin_ratio=float((arr < thin_um).mean()) if len(arr) else None,
-        density_per_cm2=count / area_cm2,
+        density_per_cm2=count.value / area_cm2,
         area_cm2=area_cm2,
         hair_fraction=hair_fraction,
         um_per_px=float(um_per_px),
-        count_source=source,
+        count_source=count.source,
         reason=reason,
         thin_um=float(thin_um),
-        visible_count=int(round(visible_hairs)) if end_hairs is not None and visible_hairs is not None else None,
+        visible_count=count.visible,
     )

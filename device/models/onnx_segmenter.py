@@ -18,7 +18,7 @@ from device.contracts.constants import (
 )
 from device.contracts.preprocess import to_network_input
 from device.models.backends import Backend, OrtBackend
-from device.models.segmentation import SegOutput
+from device.models.segmentation import CountStrategy, SegOutput
 
 __all__ = ["ModelSegmenter", "hairs_from_ends"]
 
@@ -31,7 +31,10 @@ class ModelSegmenter:
     """Runs a segmentation graph (input ``SEG_INPUT``, output ``SEG_OUT_MASK`` and optionally
     an instance output, ``SEG_OUT_CENTRE``, ``SEG_OUT_LINES`` or ``SEG_OUT_ENDS``) on frames of
     any size: frames are resized to the graph's static input size and the probabilities
-    resized back; an end density is summed at the graph's size into a hair count."""
+    resized back; an end density is summed at the graph's size into a hair count.
+
+    ``count_strategy``: which output counts hairs, chosen here from the graph's outputs
+    (``CountStrategy.for_outputs``) and carried by every ``SegOutput`` this segmenter returns."""
 
     def __init__(self, backend: Backend, name: str = "student") -> None:
         if SEG_INPUT not in backend.input_shapes:
@@ -40,6 +43,7 @@ class ModelSegmenter:
         self.name = name
         _, _, self.height, self.width = backend.input_shapes[SEG_INPUT]
         self.extra = [n for n in (SEG_OUT_CENTRE, SEG_OUT_LINES, SEG_OUT_ENDS) if n in backend.output_names]
+        self.count_strategy = CountStrategy.for_outputs(backend.output_names)
 
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int = 2, name: str | None = None) -> ModelSegmenter:
@@ -62,6 +66,7 @@ class ModelSegmenter:
             lines=maps.get(SEG_OUT_LINES),
             hairs=hairs,
             hairs_visible=visible,
+            count_strategy=self.count_strategy,
         )
 
 

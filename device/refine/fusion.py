@@ -13,8 +13,8 @@ hair metrics and the device pipeline use it like the student alone:
 - ``refined``: M_AP alone;
 - ``fused``: M = M^ AND M_AP.
 
-The student's centre-line output is passed through unchanged (hair counts split the centre
-lines inside the final mask).
+The student's instance outputs and its count strategy (``SegOutput.count_strategy``) pass
+through unchanged: hairs are counted as the student counts them, inside the final mask.
 """
 
 from __future__ import annotations

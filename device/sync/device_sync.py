@@ -3,7 +3,8 @@
 ::
 
     cfg = load_sync_config("scanner.toml")
-    sync = DeviceSync.from_config(cfg, bundle_version=bundle.version, on_diagnose=trigger.set)
+    triggers = queue.SimpleQueue()                 # the runtime's trigger queue, made first
+    sync = DeviceSync.from_config(cfg, bundle_version=bundle.version, triggers=triggers)
     sync.start()                                   # link thread; or call sync.link.step() yourself
     row = sync.submit(metrics=..., conditions=..., quality=..., timings_ms=...)   # durable on return
     sync.update_telemetry(fps=live_fps, battery=bridge_status)
@@ -18,14 +19,15 @@ and nothing stored before is touched.
 from __future__ import annotations
 
 import logging
+import queue
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from device.contracts.messages import Command
 from device.contracts.records import RecordFactory
 from device.sync.config import SyncConfig
-from device.sync.mqtt_link import MqttLink
+from device.sync.mqtt_link import MAX_QUEUED_EVENTS, MqttLink
 from device.sync.outbox import Outbox, OutboxRow
 
 __all__ = ["DeviceSync"]
@@ -47,19 +49,25 @@ class DeviceSync:
         config: SyncConfig,
         *,
         bundle_version: str,
-        on_diagnose: Callable[[Command], None] | None = None,
+        triggers: queue.SimpleQueue[str] | None = None,
         on_config: Callable[[dict[str, Any]], None] | None = None,
         boot_id: str | None = None,
         thermal_root: Path = Path("/sys/class/thermal"),
     ) -> DeviceSync:
-        """Open (or create) the outbox at ``config.outbox.path`` and build the link (not started)."""
+        """Open (or create) the outbox at ``config.outbox.path`` and build the link (not started).
+
+        triggers: the runtime's trigger queue; an MQTT ``diagnose`` command puts a trigger on it.
+        The outbox's alarms go to a sink made here first and handed to both (the link publishes them).
+        """
         factory = RecordFactory(config.mqtt.device_id, bundle_version, boot_id)
-        outbox = Outbox(config.outbox.path, config.outbox, device_id=config.mqtt.device_id)
+        alarms: deque[dict[str, Any]] = deque(maxlen=MAX_QUEUED_EVENTS)
+        outbox = Outbox(config.outbox.path, config.outbox, device_id=config.mqtt.device_id, on_alarm=alarms.append)
         link = MqttLink(
             config.mqtt,
             outbox,
             boot_id=factory.boot_id,
-            on_diagnose=on_diagnose,
+            triggers=triggers,
+            alarms=alarms,
             on_config=on_config,
             thermal_root=thermal_root,
         )

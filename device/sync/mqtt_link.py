@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import queue
 import ssl
 import threading
 import time
@@ -33,14 +34,16 @@ from device.contracts.config import MqttConfig
 from device.contracts.messages import Command, CommandError, encode, parse_command, read_temperature_c, topic
 from device.contracts.mqtt import make_client
 from device.sync.outbox import Outbox
+from resilience.backoff import Backoff
 
-__all__ = ["MqttLink", "LinkState"]
+__all__ = ["MqttLink", "LinkState", "MQTT_TRIGGER"]
 
 log = logging.getLogger(__name__)
 
 UPKEEP_INTERVAL_S = 30.0  # prune the outbox and check its age alarm this often
 ACK_TIMEOUT_S = 120.0  # a result connected this long without PUBACK is published again
 MAX_QUEUED_EVENTS = 256  # events kept in memory while offline (they are also logged)
+MQTT_TRIGGER = "mqtt"  # what a ``{"cmd": "diagnose"}`` puts on the trigger queue
 
 
 class LinkState(enum.Enum):
@@ -53,9 +56,11 @@ class LinkState(enum.Enum):
 class MqttLink:
     """Outbox -> broker, plus status, telemetry, events and the ``cmd`` topic for one device.
 
-    ``on_diagnose(command)`` is called for ``{"cmd": "diagnose"}``; ``on_config(values)`` for
-    ``config`` keys the link does not own (it owns ``telemetry_interval_s``) and should raise
-    ValueError to reject them. Both run on the link's thread and must return quickly.
+    ``triggers``: the runtime's trigger queue, made first; ``{"cmd": "diagnose"}`` puts
+    ``MQTT_TRIGGER`` on it (refused without one). ``alarms``: the outbox's alarm sink
+    (``Outbox(on_alarm=alarms.append)``), published as events. ``on_config(values)``: ``config``
+    keys the link does not own (it owns ``telemetry_interval_s``); raise ValueError to reject
+    them; it runs on the link's thread and must return quickly.
     """
 
     def __init__(
@@ -64,14 +69,16 @@ class MqttLink:
         outbox: Outbox,
         *,
         boot_id: str,
-        on_diagnose: Callable[[Command], None] | None = None,
+        triggers: queue.SimpleQueue[str] | None = None,
+        alarms: deque[dict[str, Any]] | None = None,
         on_config: Callable[[dict[str, Any]], None] | None = None,
         thermal_root: Path = Path("/sys/class/thermal"),
     ) -> None:
         self.config = config
         self.outbox = outbox
         self.boot_id = boot_id
-        self.on_diagnose = on_diagnose
+        self.triggers = triggers
+        self._alarms: deque[dict[str, Any]] = alarms if alarms is not None else deque()
         self.on_config = on_config
         self.thermal_root = thermal_root
         self.telemetry_interval_s = config.telemetry_interval_s
@@ -94,16 +101,11 @@ class MqttLink:
         self._events: deque[bytes] = deque(maxlen=MAX_QUEUED_EVENTS)
         self._telemetry: dict[str, Any] = {}
         self._telemetry_lock = threading.Lock()
-        self._next_attempt = 0.0
-        self._backoff = config.reconnect_min_s
-        self._connect_started = 0.0
-        self._next_telemetry = 0.0
-        self._next_upkeep = 0.0
-        self._publish_hold_until = 0.0
+        self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._connect_started = self._next_telemetry = self._next_upkeep = self._publish_hold_until = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._closing = False
-        outbox.on_alarm = self.publish_event
 
     # ----------------------------------------------------------------- public surface
     def topic(self, kind: str) -> str:
@@ -130,8 +132,10 @@ class MqttLink:
 
     def step(self, timeout: float = 0.05) -> None:
         """One round: (re)connect when due, network I/O for up to ``timeout`` s, then bookkeeping."""
+        while self._alarms:
+            self.publish_event(self._alarms.popleft())
         now = time.monotonic()
-        if self.state is LinkState.DISCONNECTED and now >= self._next_attempt:
+        if self.state is LinkState.DISCONNECTED and self._backoff.due(now):
             self._try_connect()
         elif self.state is LinkState.CONNECTING and now - self._connect_started > self.config.connect_timeout_s * 2:
             log.warning("mqtt: no CONNACK within %.1f s, retrying", self.config.connect_timeout_s * 2)
@@ -143,7 +147,7 @@ class MqttLink:
                 log.warning("mqtt: connection error: %s", mqtt.error_string(rc))
                 self._set_disconnected()
         else:
-            time.sleep(min(timeout, max(0.0, self._next_attempt - now)))
+            time.sleep(min(timeout, max(0.0, self._backoff.next_at - now)))
         self._settle()
         if self.state is LinkState.CONNECTED:
             self._publish_results()
@@ -245,15 +249,14 @@ class MqttLink:
             log.warning("mqtt: TLS handshake with %s:%d failed: %s", cfg.host, cfg.port, exc)
             self._set_disconnected()
         except (OSError, ValueError) as exc:
-            log.info("mqtt: cannot reach %s:%d: %s (retry in %.1f s)", cfg.host, cfg.port, exc, self._backoff)
+            log.info("mqtt: cannot reach %s:%d: %s (retry in %.1f s)", cfg.host, cfg.port, exc, self._backoff.delay_s)
             self._set_disconnected()
 
     def _set_disconnected(self) -> None:
         if self.state is LinkState.CLOSED:
             return
         self.state = LinkState.DISCONNECTED
-        self._next_attempt = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.config.reconnect_max_s)
+        self._backoff.failed(time.monotonic())
 
     def _status_payload(self, state: str, reason: str | None = None) -> bytes:
         body: dict[str, Any] = {"schema": "scalpedge.status/1", "state": state, "device_id": self._device}
@@ -272,7 +275,7 @@ class MqttLink:
             return
         self.state = LinkState.CONNECTED
         self.connects += 1
-        self._backoff = self.config.reconnect_min_s
+        self._backoff.reset()
         log.info("mqtt: connected to %s:%d (connect #%d)", self.config.host, self.config.port, self.connects)
         now = time.monotonic()
         self._sent_at = {mid: now for mid in self._sent_at}  # ack timeouts count from this connect
@@ -319,10 +322,10 @@ class MqttLink:
                 log.warning("mqtt: resend asked for seqs no longer stored: %s", res.unavailable)
                 self._reply(command, "resend_unavailable", ranges=[list(r) for r in res.unavailable])
         elif command.name == "diagnose":
-            if self.on_diagnose is None:
+            if self.triggers is None:
                 self._reply(command, "cmd_rejected", reason="diagnose is not available on this device")
                 return
-            self.on_diagnose(command)
+            self.triggers.put(MQTT_TRIGGER)
             self._reply(command, "diagnose_accepted")
         else:
             values = dict(command.args["set"])

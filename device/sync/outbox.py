@@ -15,7 +15,8 @@ file cap ``max_db_bytes`` reached) a new record is **refused**: ``add`` raises `
 an ``outbox_full`` alarm is raised. Undelivered rows are never deleted. Under the file cap only,
 the oldest *delivered* rows are evicted first (alarm ``outbox_retention_evicted``), since the
 broker has acknowledged those. ``outbox_high`` fires at ``high_water`` of a limit and
-``outbox_stale`` when the oldest undelivered row is older than ``alarm_age_s``.
+``outbox_stale`` when the oldest undelivered row is older than ``alarm_age_s``. Alarms go to the
+``on_alarm`` sink given at construction (the MQTT link publishes them), stamped with ``ts``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from device.contracts.messages import missing_ranges
-from device.contracts.records import dumps_record
+from device.contracts.records import dumps_record, utc_timestamp
 from device.sync.config import OutboxConfig
 
 __all__ = ["Outbox", "OutboxRow", "OutboxStats", "ResendResult", "OutboxFull", "OutboxError", "AlarmCallback"]
@@ -357,6 +358,7 @@ class Outbox:
         repeats = self._suppressed.pop(kind, 0)
         log.log(logging.ERROR if severity == "error" else logging.WARNING, "outbox alarm %s: %s", kind, message)
         event = {"event": kind, "severity": severity, "message": message, "repeats_suppressed": repeats}
+        event["ts"] = utc_timestamp()  # when raised, however late the sink publishes it
         if self.on_alarm is not None:
             try:
                 self.on_alarm(event)

@@ -1,0 +1,162 @@
+"""ScanPipeline on the shipped bundle with ONNX Runtime: one segmentation per frame, shared by the
+live view and a diagnosis; the count strategy chosen once, when the model loads; the mapping of a
+diagnosis to result-record fields; and the TensorRT -> ONNX Runtime fallback of the classifiers."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import device.assets
+from device.app.analysis import analyse_frame
+from device.app.pipeline import ScanPipeline, open_model, open_optional
+from device.capture.imageio import read_frame
+from device.contracts.constants import LEVEL_NAMES
+from device.contracts.records import RecordFactory, validate_record
+from device.models.backends import OrtBackend
+from device.models.bundle import Bundle
+from device.models.segmentation import CountStrategy, Segmenter, SegOutput
+
+CLIP = sorted((Path(device.assets.__file__).parent / "samples" / "clip").glob("*.jpg"))
+
+
+class CountingSegmenter:
+    """A Segmenter that counts the frames it is given and segments them with a real one."""
+
+    def __init__(self, inner: Segmenter) -> None:
+        self.inner, self.name, self.calls = inner, inner.name, 0
+
+    def segment(self, frame_bgr: np.ndarray) -> SegOutput:
+        self.calls += 1
+        return self.inner.segment(frame_bgr)
+
+
+@functools.cache
+def shipped_bundle() -> Bundle:
+    return Bundle.open(device.assets.default_bundle_path())
+
+
+def counting_pipeline() -> ScanPipeline:
+    """The shipped bundle on ONNX Runtime, its segmenter wrapped in a CountingSegmenter."""
+    p = ScanPipeline(shipped_bundle(), threads=1)
+    p.segmenter = CountingSegmenter(p.segmenter)
+    return p
+
+
+@pytest.fixture
+def bundle() -> Bundle:
+    return shipped_bundle()
+
+
+@pytest.fixture
+def pipeline() -> ScanPipeline:
+    return counting_pipeline()
+
+
+def _calls(pipeline: ScanPipeline) -> int:
+    assert isinstance(pipeline.segmenter, CountingSegmenter)
+    return pipeline.segmenter.calls
+
+
+def test_a_diagnosis_reuses_the_segmentation_the_live_path_made(pipeline: ScanPipeline) -> None:
+    frame = read_frame(CLIP[0])
+    live = pipeline.live(frame)
+    assert _calls(pipeline) == 1 and live.seg is not None and live.problem is None
+    diagnosis = pipeline.diagnose(live)
+    assert _calls(pipeline) == 1  # the frame the live path just segmented is not segmented again
+    assert diagnosis.accepted and diagnosis.analysis.seg is live.seg and diagnosis.quality is live.quality
+    # ... and it measures what a standalone analysis of the frame (segmenting it itself) measures.
+    alone = analyse_frame(pipeline.segmenter, frame, um_per_px=pipeline.um_per_px(frame.shape[1]))
+    assert _calls(pipeline) == 2
+    assert diagnosis.analysis.metrics.to_dict() == alone.metrics.to_dict()
+
+
+def test_the_count_strategy_is_chosen_once_from_the_models_outputs(pipeline: ScanPipeline) -> None:
+    # The shipped segmenter has an end-density output: hairs are counted from strand ends, by the
+    # live path and the diagnosis alike; a frame counted live is not counted again.
+    assert pipeline.count_strategy is CountStrategy.ENDS
+    live = pipeline.live(read_frame(CLIP[0]))
+    assert live.seg is not None and live.seg.count_strategy is CountStrategy.ENDS
+    assert live.head is not None and (live.head.source, live.head.value) == ("ends", live.count)
+    metrics = pipeline.diagnose(live).analysis.metrics
+    assert (metrics.count_source, metrics.count, metrics.visible_count) == ("ends", live.count, live.head.visible)
+    # A frame the live path does not count (count=False) shows the last count; its diagnosis counts it.
+    later = pipeline.live(read_frame(CLIP[1]), count=False)
+    assert later.head is None and later.count == live.count and "count_ms" not in later.timings_ms
+    counted = pipeline.diagnose(later).analysis.metrics
+    again = pipeline.live(read_frame(CLIP[1]))
+    assert counted.count_source == "ends" and counted.count == again.count != live.count
+
+
+def test_a_rejected_frame_is_not_segmented_and_its_diagnosis_says_why(pipeline: ScanPipeline) -> None:
+    live = pipeline.live(np.zeros((480, 640, 3), np.uint8))
+    assert live.seg is None and live.count == 0 and live.problem is not None and "underexposed" in live.problem
+    diagnosis = pipeline.diagnose(live)
+    assert _calls(pipeline) == 0 and not diagnosis.accepted
+    assert diagnosis.conditions == {} and diagnosis.alopecia is None  # classifiers skip a rejected frame
+    fields = diagnosis.record_fields()
+    assert fields["quality"]["accepted"] is False and fields["quality"]["reason"] == live.problem
+    assert fields["metrics"]["hair_count"] == {"value": 0, "unit": "count"} and fields["conditions"] == {}
+
+
+def test_record_fields_map_the_diagnosis(pipeline: ScanPipeline, bundle: Bundle) -> None:
+    live = pipeline.live(read_frame(CLIP[3]))
+    d = pipeline.diagnose(live)
+    f, m = d.record_fields(), d.analysis.metrics
+    assert f["metrics"] == {
+        "hair_count": {"value": m.count, "unit": "count"},
+        "visible_hairs": {"value": m.visible_count, "unit": "count"},
+        "mean_thickness": {"value": round(m.mean_thickness_um, 2), "unit": "um"},
+        "median_thickness": {"value": round(m.median_thickness_um, 2), "unit": "um"},
+        "thin_ratio": {"value": round(m.thin_ratio, 4), "unit": "ratio"},
+        "density": {"value": round(m.density_per_cm2, 1), "unit": "per_cm2"},
+        "um_per_px": {"value": round(m.um_per_px, 5), "unit": "um_per_px"},
+    }
+    # Conditions: the severity classifier's levels and probabilities (its presence and area share
+    # stay out of the record), then the alopecia grade.
+    assert list(f["conditions"]) == [*d.conditions, "alopecia"]
+    for name, c in d.conditions.items():
+        assert f["conditions"][name] == {"level": c["level"], "probabilities": c["probabilities"]}
+        assert list(c["probabilities"]) == list(LEVEL_NAMES) and {"presence", "area_share"} <= set(c)
+    assert f["conditions"]["alopecia"] == {"level": d.alopecia["level"], "probabilities": d.alopecia["probabilities"]}
+    assert f["quality"] == live.quality.to_dict() | {"accepted": True, "reason": None}
+    # Timings: ms per stage without the suffix; quality and segment are the live path's, the total
+    # covers every stage.
+    t = f["timings_ms"]
+    assert set(t) == {"quality", "segment", "metrics", "classify", "alopecia", "total"}
+    assert t["quality"] == round(live.timings_ms["quality_ms"], 2)
+    assert t["segment"] == round(live.timings_ms["segment_ms"], 2)
+    assert t["total"] >= t["quality"] + t["segment"] + t["metrics"] + t["classify"] + t["alopecia"] - 0.05
+    record = RecordFactory("scanner-t", bundle.version).build(1, **f)
+    validate_record(record)
+    assert record["metrics"] == f["metrics"] and record["conditions"] == f["conditions"]
+
+
+def test_tensorrt_runs_classifiers_without_a_tensorrt_variant_on_onnxruntime(bundle: Bundle, tmp_path: Path) -> None:
+    # The shipped bundle has no TensorRT variant of the severity classifier or the alopecia
+    # grader: asked for TensorRT, each falls back to its ONNX Runtime variant on the CPU.
+    described = {}
+    for name in ("conditions", "alopecia"):
+        loaded = open_optional(bundle, name, "tensorrt", threads=1, engine_cache=tmp_path)
+        assert loaded is not None and type(loaded[0]) is OrtBackend
+        described[name] = loaded[1]
+    assert described == {
+        "conditions": "severity.int8.onnx (int8, onnxruntime)",
+        "alopecia": "alopecia.onnx (fp32, onnxruntime)",
+    }
+    assert open_optional(bundle, "no-such-model", "tensorrt") is None
+    assert not list(tmp_path.iterdir())  # no engine was built or cached
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_without_tensorrt_the_segmenter_is_not_swapped_silently(bundle: Bundle, tmp_path: Path) -> None:
+    # The segmenter has a TensorRT variant; on a machine without TensorRT, asking for it fails
+    # and names what is missing, rather than quietly measuring with another model file.
+    with pytest.raises(RuntimeError, match="tensorrt and pycuda"):
+        open_model(bundle, "segmenter", "tensorrt", engine_cache=tmp_path)
+    with pytest.raises(RuntimeError, match="tensorrt and pycuda"):
+        ScanPipeline(bundle, backend="tensorrt", engine_cache=tmp_path)
