@@ -23,6 +23,7 @@ from device.contracts.constants import INSTANCE_OUTPUTS, LEVEL_NAMES
 from device.contracts.messages import COMMANDS, CommandError, parse_command, resend_command
 from device.contracts.records import SCHEMA_ID, RecordFactory, new_boot_id, utc_timestamp
 from device.contracts.validation import SCHEMA_FILES, ContractError, load_schema, problems, validate
+from device.measure.optics import OpticsProfile, load_profile
 from device.models.bundle import BUNDLE_SCHEMA, TARGETS, Bundle, BundleFormatError
 from export.bundle import build_bundle, generate_key, sign_bundle, unpack_bundle
 from tests.onnx_graphs import conv_net, save
@@ -94,6 +95,16 @@ VALID: dict[str, Callable[[], Any]] = {
         },
         "ts": utc_timestamp(),
     },
+    "optics": lambda: OpticsProfile(
+        um_per_px=1.8,
+        frame_width=640,
+        frame_height=480,
+        spacing_um=100.0,
+        spacing_px=55.5,
+        orientation_deg=0.5,
+        created_utc="2026-12-03T12:00:00+00:00",
+        source="ruler.png",
+    ).to_dict(),
     "event": lambda: {
         "schema": "scalpedge.event/1",
         "device_id": "scanner-a",
@@ -295,3 +306,18 @@ def test_validator_without_jsonschema_raises_the_callers_error() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "result: validating needs jsonschema: pip install 'scalpedge[device]'"
+
+
+def test_load_profile_refuses_a_malformed_file_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "calibration.json"
+    doc = VALID["optics"]()
+    path.write_text(json.dumps(doc))
+    assert load_profile(path) == OpticsProfile(**{k: v for k, v in doc.items() if k != "schema"})
+    del doc["spacing_px"]
+    doc["um_per_px"] = -1.0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(
+        ContractError,
+        match=r"calibration.json: 'spacing_px' is a required property; um_per_px: -1.0 is less than",
+    ):
+        load_profile(path)

@@ -1,5 +1,5 @@
 """One validator for every JSON contract: result records, model cards, the bundle manifest and
-signature, and the MQTT command, status, telemetry and event payloads.
+signature, the MQTT command, status, telemetry and event payloads, and the optics profile.
 
 The schemas are the files in ``device/contracts/schemas`` (JSON Schema draft 2020-12), loaded
 from the package once; ``common-1.schema.json`` holds the field types the MQTT schemas share.
@@ -34,6 +34,7 @@ SCHEMA_FILES: Mapping[str, str] = {
     "status": "status-1.schema.json",
     "telemetry": "telemetry-1.schema.json",
     "event": "event-1.schema.json",
+    "optics": "optics-1.schema.json",
 }
 _SHARED_FILES = ("common-1.schema.json",)
 _MAX_PROBLEMS = 8  # a message lists at most this many violations

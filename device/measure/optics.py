@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from device.contracts.validation import validate
+
 __all__ = ["OpticsProfile", "default_profile_path", "load_profile", "save_profile"]
 
 SCHEMA = "scalpedge.optics/1"
@@ -61,14 +63,15 @@ def save_profile(profile: OpticsProfile, path: str | Path | None = None) -> Path
 
 def load_profile(path: str | Path | None = None) -> OpticsProfile | None:
     """The profile at ``path`` (default location when None); None when no file exists there.
-    Raises ValueError for a file that exists but is not a valid profile."""
+    Raises ValueError (``ContractError`` naming the field) for a file that exists but is not a
+    valid profile (schema ``optics-1.schema.json``)."""
     path = Path(path) if path else default_profile_path()
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
-        if data.pop("schema", None) != SCHEMA:
-            raise ValueError(f"schema is not {SCHEMA}")
-        return OpticsProfile(**data)
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a valid optics profile: {exc}") from exc
+    validate("optics", data, source=str(path))  # ContractError (a ValueError) naming the field
+    data.pop("schema")
+    return OpticsProfile(**data)
