@@ -15,7 +15,8 @@ what the model is and lists its files::
 Cards follow ``device/contracts/schemas/card-1.schema.json``. Variant files are found next to
 their card. ``build_bundle`` copies them, reads each graph's I/O names, shapes and dtypes from
 the ONNX itself, hashes every file, checks the manifest against ``manifest-1.schema.json``,
-writes it and signs its exact bytes with Ed25519.
+writes it and signs its exact bytes with Ed25519. ``sign_revocations`` writes a signed
+key-revocation list (``revocation-1.schema.json``) that devices read beside their trusted keys.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,14 +33,24 @@ from device.contracts.validation import validate
 from device.models.bundle import (
     BUNDLE_SCHEMA,
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     SIGNATURE_NAME,
     BundleError,
     BundleFormatError,
     key_id,
     sha256_file,
 )
+from device.models.bundle_trust import REVOCATIONS_SCHEMA, canonical_json
 
-__all__ = ["generate_key", "load_private_key", "graph_io", "build_bundle", "sign_bundle", "unpack_bundle"]
+__all__ = [
+    "generate_key",
+    "load_private_key",
+    "graph_io",
+    "build_bundle",
+    "sign_bundle",
+    "sign_revocations",
+    "unpack_bundle",
+]
 
 _BUILT_VARIANT_KEYS = ("sha256", "bytes", "inputs", "outputs")  # added by build_bundle, not part of a card
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
@@ -154,26 +166,57 @@ def build_bundle(
     }
     manifest_path = out / MANIFEST_NAME
     validate("manifest", manifest, BundleFormatError, source=str(manifest_path))
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    text = json.dumps(manifest, indent=2) + "\n"
+    if len(text.encode()) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path}: {len(text.encode())} bytes; devices refuse over {MAX_MANIFEST_BYTES}")
+    manifest_path.write_text(text)
     sign_bundle(out, key)
     return manifest_path
 
 
 def sign_bundle(bundle_dir: str | Path, private_key: Any) -> Path:
     """(Re)write signature.json over the exact bytes of bundle_dir/manifest.json."""
-    from cryptography.hazmat.primitives import serialization
-
     bundle_dir = Path(bundle_dir)
     if isinstance(private_key, (str, Path)):
         private_key = load_private_key(private_key)
     manifest_path = bundle_dir / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path}: missing")
-    raw_pub = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    signature = private_key.sign(manifest_path.read_bytes())
-    sig = {"algorithm": "ed25519", "key_id": key_id(raw_pub), "signature": base64.b64encode(signature).decode()}
     path = bundle_dir / SIGNATURE_NAME
-    path.write_text(json.dumps(sig, indent=2) + "\n")
+    path.write_text(json.dumps(_signature(private_key, manifest_path.read_bytes()), indent=2) + "\n")
+    return path
+
+
+def _signature(private_key: Any, data: bytes) -> dict[str, str]:
+    """signature-1.schema.json over ``data`` with an Ed25519 private key."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw_pub = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    signature = base64.b64encode(private_key.sign(data)).decode()
+    return {"algorithm": "ed25519", "key_id": key_id(raw_pub), "signature": signature}
+
+
+def sign_revocations(path: str | Path, revoked: Mapping[str, str], private_key: Any, list_version: int) -> Path:
+    """Write a key-revocation list to ``path`` (name it ``*.revocations.json``): ``revoked`` maps
+    key id -> reason; signed with ``private_key`` (PEM path or key), which must stay trusted and
+    must not be in the list. Each new list carries every revocation so far and a higher
+    ``list_version``. Returns the path."""
+    if isinstance(private_key, (str, Path)):
+        private_key = load_private_key(private_key)
+    path = Path(path)
+    body = {
+        "schema": REVOCATIONS_SCHEMA,
+        "list_version": list_version,
+        "issued_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "revoked": [{"key_id": kid, "reason": reason} for kid, reason in sorted(revoked.items())],
+    }
+    signature = _signature(private_key, canonical_json(body))
+    if signature["key_id"] in revoked:
+        raise ValueError(f"{path}: a revocation list cannot revoke the key that signs it")
+    doc = {**body, "signature": signature}
+    validate("revocation", doc, BundleFormatError, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
 

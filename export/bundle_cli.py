@@ -1,7 +1,9 @@
-"""``scalpedge bundle keygen|build|verify|info``: make, check and describe signed model bundles.
+"""``scalpedge bundle keygen|build|unpack|revoke|verify|info``: make, check and describe signed
+model bundles and key-revocation lists.
 
 verify and info run on the device (they need only the `device` extra); build needs the onnx
-package (the `train` extra) to read graph I/O.
+package (the `train` extra) to read graph I/O. ``verify --state FILE`` also checks a bundle
+against a device's rollback record (without changing it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("bundle", help="signed model bundles: keygen, build, verify, info")
+    p = sub.add_parser("bundle", help="signed model bundles: keygen, build, unpack, revoke, verify, info")
     bsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
     k = bsub.add_parser("keygen", help="make an Ed25519 signing key pair (PEM)")
     k.add_argument("--private", required=True, help="private key file to create (kept off devices and out of git)")
@@ -25,13 +27,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("dir", help="output folder (absent or empty)")
     b.add_argument("--card", nargs="+", action="extend", required=True, help="model card JSON files (repeatable)")
     b.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
-    b.add_argument("--version", help="bundle version (default: UTC date and time)")
+    b.add_argument(
+        "--version", type=_version, help="bundle version, dotted integers (default: UTC date and time, 2026.11.29.1625)"
+    )
     b.set_defaults(func=_run_build)
     u = bsub.add_parser("unpack", help="verify a bundle and write its model cards and files (to update or re-sign)")
     u.add_argument("dir", help="bundle folder")
     u.add_argument("out", help="output folder (absent or empty)")
     u.add_argument("--trust", nargs="*", default=[], help="extra trusted public keys (PEM files or folders)")
     u.set_defaults(func=_run_unpack)
+    r = bsub.add_parser("revoke", help="write a signed key-revocation list (*.revocations.json)")
+    r.add_argument("out", help="list file to write; ship it in device/assets/keys/ (name ends in .revocations.json)")
+    r.add_argument("--key", required=True, help="Ed25519 private key of a trusted key that stays valid (PEM)")
+    r.add_argument(
+        "--revoke", nargs="+", action="extend", required=True, metavar="KEY_ID=REASON", help="key ids to revoke"
+    )
+    r.add_argument("--list-version", type=int, required=True, help="higher than the list it replaces")
+    r.set_defaults(func=_run_revoke)
     for name, helptext, func in (
         ("verify", "check signature and every file hash; exit 1 on any mismatch", _run_verify),
         ("info", "verify, then describe the bundle's models and variants", _run_info),
@@ -40,7 +52,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         q.add_argument("dir", help="bundle folder")
         q.add_argument("--trust", nargs="*", default=[], help="extra trusted public keys (PEM files or folders)")
         q.add_argument("--json", action="store_true", help="print JSON")
+        q.add_argument("--state", help="a device's rollback record (bundle-state.json): refuse an older bundle")
+        q.add_argument("--allow-downgrade", action="store_true", help="with --state: accept an older bundle")
         q.set_defaults(func=func)
+
+
+def _version(text: str) -> str:
+    from device.models.bundle import BundleError, compare_versions
+
+    try:
+        compare_versions(text, text)
+    except BundleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _run_keygen(args: argparse.Namespace) -> int:
@@ -77,11 +101,25 @@ def _run_unpack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace) -> object:
-    from device.models.bundle import Bundle, BundleError
+def _run_revoke(args: argparse.Namespace) -> int:
+    from export.bundle import sign_revocations
 
+    revoked = dict(item.partition("=")[::2] for item in args.revoke)
     try:
-        return Bundle.open(args.dir, trusted_keys=args.trust)
+        path = sign_revocations(args.out, revoked, args.key, args.list_version)
+    except ValueError as exc:  # a bad key id (ContractError) or the signer revoking itself
+        print(f"REFUSED: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: revokes {', '.join(sorted(revoked))}")
+    return 0
+
+
+def _open(args: argparse.Namespace) -> object:
+    from device.models.bundle import Bundle, BundleError, RollbackGuard
+
+    guard = RollbackGuard(Path(args.state), args.allow_downgrade, record=False) if args.state else None
+    try:
+        return Bundle.open(args.dir, trusted_keys=args.trust, guard=guard)
     except BundleError as exc:
         print(f"REFUSED: {exc}", file=sys.stderr)
         return None

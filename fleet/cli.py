@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from fleet import broker_config
+
 __all__ = ["register", "run_listen"]
 
 
@@ -29,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run)")
     p.add_argument("--report", default=None, help="write the final per-device report (JSON) here")
     p.set_defaults(func=run_listen)
+    broker_config.add_parser(fsub)
 
 
 def run_listen(args: argparse.Namespace) -> int:

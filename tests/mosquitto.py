@@ -45,11 +45,20 @@ def terminate(proc: subprocess.Popen[Any], timeout_s: float) -> int:
 class Mosquitto:
     """One broker process on 127.0.0.1:``port`` with its config, log and state under ``workdir``.
 
-    ``extra`` lines go into the listener's config (TLS, password file, ACL). ``kill()`` sends
-    SIGKILL (no chance to save anything); ``start()`` brings it back on the same port.
+    ``extra`` lines go into the listener's config (TLS, password file, ACL). ``config``, instead,
+    is a complete configuration used as it is (``fleet broker-config`` writes one): it names its
+    own listener, so ``port`` must be that listener's. ``kill()`` sends SIGKILL (no chance to
+    save anything); ``start()`` brings it back on the same port.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, extra: str = "", persistence: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        extra: str = "",
+        persistence: bool = False,
+        config: str | None = None,
+    ) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto; .ci/setup does it)")
@@ -59,6 +68,19 @@ class Mosquitto:
         self.port = port or free_port()
         self.log_path = self.workdir / "mosquitto.log"
         self.conf_path = self.workdir / "mosquitto.conf"
+        # As root, Mosquitto drops to user "mosquitto", which cannot read the test's temp files.
+        run_as = "user root" if os.geteuid() == 0 else ""
+        if config is not None:
+            if port is None or extra or persistence:
+                raise ValueError("a complete config names its listener and settings: pass only its port")
+            self.conf_path.write_text(f"{run_as}\n{config}")
+        else:
+            self.conf_path.write_text(self._config(extra, persistence, run_as))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.kills = 0
+
+    def _config(self, extra: str, persistence: bool, run_as: str) -> str:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true" if "password_file" not in extra and "require_certificate" not in extra else "",
@@ -71,14 +93,10 @@ class Mosquitto:
             "log_type information",
             "max_inflight_messages 0",
             "max_queued_messages 100000",
-            # As root, Mosquitto drops to user "mosquitto", which cannot read the test's temp files.
-            "user root" if os.geteuid() == 0 else "",
+            run_as,
             extra,
         ]
-        self.conf_path.write_text("\n".join(line for line in lines if line) + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.kills = 0
+        return "\n".join(line for line in lines if line) + "\n"
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the broker and wait until its port accepts connections."""

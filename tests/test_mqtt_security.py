@@ -1,25 +1,22 @@
 """MQTT security with a real Mosquitto: per-device ACL with a password file, and TLS with
-client certificates from a CA made in the test. Split from test_mqtt_sync.py."""
+client certificates from a CA made in the test. Split from test_mqtt_sync.py; the generated
+broker configuration (client ids bound to identities) is tested in test_broker_identity.py."""
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from mosquitto import Mosquitto
 from sync_device import fleet_config, sample_fields, sync_config, wait_for
 from test_mqtt_sync import _assert_exactly, _complete
 
 from device.sync.config import SyncConfig
 from device.sync.device_sync import DeviceSync
+from fleet.broker_config import make_pki
 from fleet.consumer import FleetConsumer
 
 
@@ -80,43 +77,15 @@ def _with(cfg: SyncConfig, **mqtt: Any) -> SyncConfig:
 
 
 def _make_pki(d: Path) -> dict[str, Path]:
-    """A self-signed CA, a server certificate for 127.0.0.1/localhost, two client certificates."""
-    now = dt.datetime.now(dt.timezone.utc)
-
-    def cert(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: Any, ca: bool = False) -> Any:
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            import ipaddress
-
-            san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        return b.sign(signer, hashes.SHA256())
-
-    out: dict[str, Path] = {}
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ScalpEdge test CA")])
-    ca_cert = cert("ScalpEdge test CA", ca_key, ca_name, ca_key, ca=True)
-    out["ca"] = d / "ca.pem"
-    out["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    for name in ("server", "scanner-a", "fleet"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        out[f"{name}_cert"] = d / f"{name}.pem"
-        out[f"{name}_cert"].write_bytes(cert(name, key, ca_name, ca_key).public_bytes(serialization.Encoding.PEM))
-        out[f"{name}_key"] = d / f"{name}.key"
-        out[f"{name}_key"].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+    """A CA, a server certificate for 127.0.0.1 and two client certificates, by
+    ``fleet broker-config``'s ``make_pki``, as files under ``d``."""
+    pems = make_pki("test", "127.0.0.1", ["scanner-a", "fleet"])
+    names = {"ca": "ca.pem", "server_cert": "server.pem", "server_key": "server.key"}
+    for cn in ("scanner-a", "fleet"):
+        names |= {f"{cn}_cert": f"clients/{cn}.pem", f"{cn}_key": f"clients/{cn}.key"}
+    out = {role: d / name.replace("/", "-") for role, name in names.items()}
+    for role, name in names.items():
+        out[role].write_bytes(pems[name])
     return out
 
 

@@ -123,24 +123,25 @@ def test_byte_limit(tmp_path: Path, factory: RecordFactory) -> None:
         assert box.stats().undelivered_bytes <= 4000
 
 
-def test_file_cap_evicts_delivered_first_then_refuses(tmp_path: Path, factory: RecordFactory) -> None:
-    """``max_db_bytes`` caps the file (SQLITE_FULL, the same error as a full disk)."""
+def test_file_cap_evicts_delivered_first_then_oldest_undelivered(tmp_path: Path, factory: RecordFactory) -> None:
+    """``max_db_bytes`` caps the file (SQLITE_FULL, the same error as a full disk): delivered rows
+    are evicted first, then the oldest undelivered, each evicted seq reported in ``seqs_lost``."""
     alarms: list[dict[str, Any]] = []
     cfg = OutboxConfig(path=str(tmp_path / "o.sqlite"), max_db_bytes=65536, retention_rows=10_000)
-    stored: list[int] = []
     with Outbox(cfg.path, cfg, on_alarm=alarms.append) as box:
-        with pytest.raises(OutboxFull, match="file cap reached"):
-            for _ in range(500):
-                stored += _add(box, factory)
-        first_fill = len(stored)
-        assert first_fill > 10 and alarms[-1]["event"] == "outbox_full"
-        box.mark_delivered([r.seq for r in box.claim(first_fill // 2)])
-        with pytest.raises(OutboxFull):
-            for _ in range(500):
-                stored += _add(box, factory)
-        assert "outbox_retention_evicted" in [a["event"] for a in alarms]
+        stored = _add(box, factory, 10)
+        delivered = [r.seq for r in box.claim(5)]
+        box.mark_delivered(delivered)
+        while "seqs_lost" not in [a["event"] for a in alarms]:
+            stored += _add(box, factory)
+            assert len(stored) < 2000
+        kinds = [a["event"] for a in alarms]
+        assert kinds.index("outbox_full") < kinds.index("outbox_retention_evicted") < kinds.index("seqs_lost")
+        assert len(stored) > 20 and all(box.state_of(s) is None for s in delivered)  # all delivered rows went first
+        lost = [s for a in alarms if a["event"] == "seqs_lost" for lo, hi in a["ranges"] for s in range(lo, hi + 1)]
+        assert lost[0] == delivered[-1] + 1 and all(box.state_of(s) is None for s in lost)
         st = box.stats()
-        assert st.pending == len(stored) - first_fill // 2  # not one undelivered row lost
+        assert st.pending == len(stored) - len(delivered) - len(lost)  # every other record kept
         assert st.last_seq == len(stored) == stored[-1]
     db = sqlite3.connect(cfg.path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

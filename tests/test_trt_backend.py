@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from device.models.backends import open_backend
-from device.models.trt_backend import EngineCache, engine_cache_key
+from device.models.trt_backend import EngineCache, engine_cache_key, engine_mismatch
 
 SHA = "ab" * 32
 BASE = dict(
@@ -56,6 +56,44 @@ def test_cache_stores_loads_and_evicts_stale_engines(tmp_path: Path) -> None:
     assert [p.name for p in removed] == [f"segmenter-{old}.engine"]
     assert cache.load("segmenter", new) == b"new-engine" and cache.load("classifier", old) == b"other-model"
     assert not list((tmp_path / "engines").glob("*.tmp"))
+
+
+def test_a_swapped_or_foreign_engine_is_a_cache_miss_and_is_deleted(tmp_path: Path) -> None:
+    """TensorRTBackend builds whenever ``EngineCache.load`` returns None; a cached engine whose
+    bytes its sidecar does not vouch for must come back as None, never as the bytes."""
+    cache = EngineCache(tmp_path / "engines")
+    key = engine_cache_key(**BASE)
+    path = cache.store("segmenter", key, b"genuine-engine", {"trt": "10.3.0"})
+    assert cache.load("segmenter", key) == b"genuine-engine"
+    assert (tmp_path / "engines").stat().st_mode & 0o077 == 0  # owner-only folder
+    # Same size, other bytes (a swapped engine): refused and removed, so the next start rebuilds.
+    path.write_bytes(b"tampered-engin")
+    assert cache.load("segmenter", key) is None
+    assert not path.exists() and not path.with_suffix(".json").exists()
+    # An engine and its sidecar copied under another key's name (another GPU or TensorRT version).
+    other = engine_cache_key(**(BASE | {"gpu_name": "Xavier"}))
+    cache.store("segmenter", other, b"xavier-engine", {})
+    for suffix in (".engine", ".json"):
+        cache.path("segmenter", other).with_suffix(suffix).rename(path.with_suffix(suffix))
+    assert cache.load("segmenter", key) is None
+    # No sidecar (an engine dropped into the folder by hand).
+    path.write_bytes(b"dropped-in")
+    assert cache.load("segmenter", key) is None
+    # A rebuild stores again and loads.
+    cache.store("segmenter", key, b"rebuilt-engine", {})
+    assert cache.load("segmenter", key) == b"rebuilt-engine"
+
+
+def test_engine_mismatch_names_the_reason() -> None:
+    key = engine_cache_key(**BASE)
+    record = {"key": key, "engine_bytes": 3, "engine_sha256": "0" * 64}
+    assert engine_mismatch(b"abc", None, key) == "no readable sidecar"
+    assert "sidecar is for key" in str(engine_mismatch(b"abc", record, "f" * 32))
+    assert "4 bytes, sidecar says 3" == engine_mismatch(b"abcd", record, key)
+    assert "does not match the sidecar" in str(engine_mismatch(b"abc", record, key))
+    import hashlib
+
+    assert engine_mismatch(b"abc", record | {"engine_sha256": hashlib.sha256(b"abc").hexdigest()}, key) is None
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")

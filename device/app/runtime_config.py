@@ -46,7 +46,9 @@ class CameraConfig:
 @dataclass(frozen=True)
 class ModelsConfig:
     """bundle: folder ("" = shipped); backend: onnxruntime|tensorrt; precision: auto|fp32|int8;
-    trusted_keys: extra PEM key folder; calibration: optics profile ("" = the device default)."""
+    trusted_keys: extra PEM key folder; calibration: optics profile ("" = the device default);
+    bundle_state: the rollback record, the newest bundle version accepted ("" = bundle-state.json
+    beside the outbox); allow_downgrade: accept a bundle older than that record."""
 
     bundle: str = ""
     backend: str = "onnxruntime"
@@ -55,6 +57,8 @@ class ModelsConfig:
     engine_cache: str = ""
     trusted_keys: str = ""
     calibration: str = ""
+    bundle_state: str = ""
+    allow_downgrade: bool = False
 
     def __post_init__(self) -> None:
         check(
@@ -136,6 +140,7 @@ class RuntimeConfig:
                 engine_cache=resolve_path(models.engine_cache, base_dir),
                 trusted_keys=resolve_path(models.trusted_keys, base_dir),
                 calibration=resolve_path(models.calibration, base_dir),
+                bundle_state=resolve_path(models.bundle_state, base_dir),
             )
             run = dataclasses.replace(run, out=resolve_path(run.out, base_dir))
         sync = SyncConfig.from_mapping(data, base_dir)

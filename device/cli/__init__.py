@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 
 from device.contracts.errors import MissingExtra
 from device.models.bundle import BundleError
+from device.sync.outbox_store import OutboxError
 
 __all__ = ["main", "build_parser", "MissingExtra"]
 
@@ -70,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleError as exc:
         print(f"scalpedge {args.command}: model bundle REFUSED: {exc}", file=sys.stderr)
         return 4
+    except OutboxError as exc:  # not a damaged file (that is quarantined): unwritable, another device's
+        print(f"scalpedge {args.command}: outbox unusable: {exc}", file=sys.stderr)
+        return 5
     except (FileNotFoundError, ValueError) as exc:
         print(f"scalpedge {args.command}: error: {exc}", file=sys.stderr)
         return 2

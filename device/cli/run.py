@@ -5,8 +5,9 @@ on ONNX Runtime, the MCU simulator on a pty as the scanner (its button is presse
 ``--press-every`` seconds), a local outbox, and a results table at the end.
 
 Exit codes: 0 done; 2 bad configuration or input; 3 a missing extra; 4 the bundle was refused;
-1 when any diagnosis could not be stored. Log lines go to stderr as
-``LEVEL logger: message``; SIGTERM and SIGINT stop the loop after the current frame, then the
+1 when any diagnosis could not be stored; 5 the outbox cannot be opened (unwritable, another
+device's file, no WAL; a damaged file is quarantined and replaced instead, see docs/runtime.md).
+Log lines go to stderr as ``LEVEL logger: message``; SIGTERM and SIGINT stop the loop after the current frame, then the
 outbox is closed cleanly (records are durable on submit, so nothing is lost either way).
 """
 
@@ -46,6 +47,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--scanner", help="serial port of the scanner MCU, or 'sim' for the simulator")
     r.add_argument("--backend", choices=["onnxruntime", "tensorrt"], help="overrides [models] backend")
     r.add_argument("--precision", choices=["auto", "fp32", "int8"], help="overrides [models] precision")
+    r.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        default=None,
+        help="accept a signed bundle older than the newest one this scanner accepted ([models] allow_downgrade)",
+    )
     r.add_argument("--preview", choices=["auto", "window", "headless"], help="overrides [run] preview")
     r.add_argument("--diagnose-every", type=float, help="also diagnose every S seconds")
     r.add_argument("--max-diagnoses", type=int, help="stop after N diagnoses")
@@ -66,7 +73,7 @@ def _config(args: argparse.Namespace) -> RuntimeConfig:
         )
     config = config.with_overrides(
         camera={"source": args.source},
-        models={"backend": args.backend, "precision": args.precision},
+        models={"backend": args.backend, "precision": args.precision, "allow_downgrade": args.allow_downgrade},
         scanner={"port": args.scanner},
         run={
             "out": args.out,
@@ -100,11 +107,16 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
     from device.assets import default_bundle_path
     from device.capture.sources import open_source
     from device.measure.optics import load_profile
-    from device.models.bundle import Bundle
+    from device.models.bundle import Bundle, RollbackGuard
     from device.sync.device_sync import DeviceSync
 
     m, run = config.models, config.run
-    bundle = Bundle.open(m.bundle or default_bundle_path(), trusted_keys=[m.trusted_keys] if m.trusted_keys else [])
+    state = Path(m.bundle_state) if m.bundle_state else Path(config.sync.outbox.path).parent / "bundle-state.json"
+    bundle = Bundle.open(
+        m.bundle or default_bundle_path(),
+        trusted_keys=[m.trusted_keys] if m.trusted_keys else [],
+        guard=RollbackGuard(state, m.allow_downgrade),
+    )
     pipeline = ScanPipeline(
         bundle, m.backend, m.precision, m.threads, load_profile(m.calibration or None), m.engine_cache or None
     )

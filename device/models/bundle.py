@@ -7,54 +7,73 @@ A bundle is a directory::
                      over the exact bytes of manifest.json
     *.onnx           the model files the manifest names
 
-``Bundle.open`` checks the signature against the trusted public keys, the manifest against
-``manifest-1.schema.json`` (``BundleFormatError`` naming the field), then every file's size and
-sha256; any mismatch raises ``BundleError`` naming the file. Nothing is loaded from a bundle
-that failed. The server side that writes bundles is ``export.bundle``; the format
-constants live here so both sides share one definition.
+and nothing else: any other entry (a file, a hidden file, a folder, a symlink) is refused, so
+nothing unsigned rides along. ``Bundle.open`` reads manifest.json and signature.json only as
+plain files within ``MAX_MANIFEST_BYTES`` / ``MAX_SIGNATURE_BYTES``; checks the signature
+against the trusted keys less any a signed revocation list revokes
+(``device.models.bundle_trust``), the manifest against ``manifest-1.schema.json``
+(``BundleFormatError`` naming the field), the folder for unlisted entries, every file's size
+and sha256, and, given a ``RollbackGuard``, that the bundle is not older than the newest one
+the device has accepted. Any failure raises ``BundleError`` naming the file; nothing is loaded
+from a bundle that failed. The server side that writes bundles is ``export.bundle``; the
+format constants live here so both sides share one definition.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
+import logging
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from device.contracts.validation import ContractError, validate
+from device.contracts.validation import validate
+from device.models.bundle_trust import (
+    BundleError,
+    BundleFormatError,
+    Trust,
+    decode_json,
+    key_id,
+    read_bounded,
+    trusted_key_files,
+)
 
 __all__ = [
     "BUNDLE_SCHEMA",
     "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
+    "MAX_SIGNATURE_BYTES",
     "SIGNATURE_NAME",
     "TARGETS",
     "BundleError",
     "BundleFormatError",
     "Bundle",
     "ModelVariant",
+    "RollbackGuard",
+    "compare_versions",
+    "default_state_path",
     "key_id",
     "sha256_file",
     "trusted_key_files",
 ]
 
+log = logging.getLogger(__name__)
+
 BUNDLE_SCHEMA = "scalpedge.bundle/1"
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "signature.json"
+# Read limits, bytes: the shipped manifest is ~73 KiB for six models; a signature is 168 bytes.
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_SIGNATURE_BYTES = 4 << 10
 # Runtimes a variant can be built for: ONNX Runtime on a CPU, or a TensorRT engine on a Jetson.
 TARGETS = ("onnxruntime-cpu", "tensorrt")
-TRUSTED_KEYS_ENV = "SCALPEDGE_TRUSTED_KEYS"
-
-
-class BundleError(RuntimeError):
-    """The bundle is malformed, unsigned, signed by an untrusted key, or a file was altered."""
-
-
-class BundleFormatError(BundleError, ContractError):
-    """manifest.json or signature.json breaks its schema; the message names the field."""
+_MAX_STATE_BYTES = 4 << 10
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -66,44 +85,30 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def key_id(public_raw: bytes) -> str:
-    """Short id of an Ed25519 public key: first 16 hex digits of sha256 of its 32 raw bytes."""
-    return hashlib.sha256(public_raw).hexdigest()[:16]
+def _version_key(version: str) -> tuple[int, ...]:
+    if not _VERSION.fullmatch(version):
+        raise BundleError(
+            f"bundle version {version!r} is not comparable: rollback protection needs dotted integers "
+            "such as 2026.11.29.1625 (the default of `scalpedge bundle build`)"
+        )
+    parts = [int(p) for p in version.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:  # 2026.1 == 2026.1.0
+        parts.pop()
+    return tuple(parts)
 
 
-def trusted_key_files(extra: Iterable[str | Path] = ()) -> list[Path]:
-    """PEM public keys the device trusts: the package's ``assets/keys/*.pem``, folders or files
-    in ``$SCALPEDGE_TRUSTED_KEYS`` (os.pathsep-separated), and ``extra``."""
-    from device.assets import ASSETS
-
-    sources: list[Path] = [ASSETS / "keys"]
-    env = os.environ.get(TRUSTED_KEYS_ENV, "")
-    sources += [Path(p) for p in env.split(os.pathsep) if p]
-    sources += [Path(p) for p in extra]
-    found: list[Path] = []
-    for src in sources:
-        if src.is_dir():
-            found += sorted(src.glob("*.pem"))
-        elif src.is_file():
-            found.append(src)
-    return found
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as bundle version ``a`` is older than, equal to or newer than ``b``, compared
+    as dotted integers ("2026.11.29.1625" > "2026.2.1.0900"). BundleError if either is not."""
+    ka, kb = _version_key(a), _version_key(b)
+    return (ka > kb) - (ka < kb)
 
 
-def _load_public_keys(files: Iterable[Path]) -> dict[str, Any]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    keys: dict[str, Any] = {}
-    for path in files:
-        try:
-            key = serialization.load_pem_public_key(path.read_bytes())
-        except ValueError as exc:
-            raise BundleError(f"trusted key {path} is not a PEM public key: {exc}") from exc
-        if not isinstance(key, Ed25519PublicKey):
-            raise BundleError(f"trusted key {path} is not an Ed25519 key")
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        keys[key_id(raw)] = key
-    return keys
+def default_state_path() -> Path:
+    """Where the device remembers its newest accepted bundle: ``$SCALPEDGE_HOME/bundle-state.json``,
+    else ``~/.local/state/scalpedge/bundle-state.json``."""
+    home = os.environ.get("SCALPEDGE_HOME")
+    return (Path(home) if home else Path.home() / ".local" / "state" / "scalpedge") / "bundle-state.json"
 
 
 @dataclass(frozen=True)
@@ -124,34 +129,43 @@ class ModelVariant:
 class Bundle:
     """A verified bundle. ``open`` is the only constructor that callers should use."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any], signer: str) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], signer: str, manifest_sha256: str = "") -> None:
         self.root = root
         self.manifest = manifest
         self.signer = signer
+        self.manifest_sha256 = manifest_sha256
 
     @classmethod
-    def open(cls, root: str | Path, trusted_keys: Iterable[str | Path] = ()) -> Bundle:
-        """Verify ``root`` (signature, then each file's size and sha256) and return it.
+    def open(
+        cls, root: str | Path, trusted_keys: Iterable[str | Path] = (), guard: RollbackGuard | None = None
+    ) -> Bundle:
+        """Verify ``root`` (sizes of the JSON files, signature and revocations, schema, unlisted
+        entries, each file's size and sha256, then ``guard``'s rollback check) and return it.
 
-        trusted_keys: extra PEM files or folders to trust besides the package's own keys.
+        trusted_keys: extra PEM files or folders (and revocation lists) besides the package's.
+        guard: the device's record of the newest bundle it accepted (None: no rollback check).
         Raises BundleError naming the offending file.
         """
         root = Path(root)
         manifest_path = root / MANIFEST_NAME
         sig_path = root / SIGNATURE_NAME
-        for path in (manifest_path, sig_path):
-            if not path.is_file():
-                raise BundleError(f"{path}: missing (not a model bundle?)")
-        raw = manifest_path.read_bytes()
-        signer = _verify_signature(raw, sig_path, trusted_key_files(trusted_keys))
-        try:
-            manifest = json.loads(raw)
-        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-            raise BundleError(f"{manifest_path}: not valid JSON: {exc}") from exc
+        raw = read_bounded(manifest_path, MAX_MANIFEST_BYTES)
+        sig = decode_json(read_bounded(sig_path, MAX_SIGNATURE_BYTES), sig_path)
+        signer = Trust.load(trusted_keys).verify(raw, sig, sig_path, manifest_path)
+        manifest = decode_json(raw, manifest_path)
         validate("manifest", manifest, BundleFormatError, source=str(manifest_path))
-        bundle = cls(root, manifest, signer)
-        for variant in bundle.variants():
+        bundle = cls(root, manifest, signer, hashlib.sha256(raw).hexdigest())
+        variants = bundle.variants()
+        unlisted = _unlisted(root, {MANIFEST_NAME, SIGNATURE_NAME} | {v.path.name for v in variants})
+        if unlisted:
+            raise BundleError(
+                f"{root}: unlisted entries in a signed bundle: {', '.join(unlisted)} (a bundle holds only "
+                f"{MANIFEST_NAME}, {SIGNATURE_NAME} and the files its manifest lists, as plain files)"
+            )
+        for variant in variants:
             _verify_file(variant.path, variant.sha256, bundle._variant_entry(variant)["bytes"])
+        if guard is not None:
+            guard.admit(bundle)
         return bundle
 
     @property
@@ -226,6 +240,16 @@ def _inside(root: Path, name: str) -> Path:
     return path
 
 
+def _unlisted(root: Path, listed: set[str]) -> list[str]:
+    """Entries of ``root`` that are not a listed name as a plain file (folders end in "/")."""
+    with os.scandir(root) as entries:
+        return sorted(
+            e.name + ("/" if e.is_dir(follow_symlinks=False) else "")
+            for e in entries
+            if not (e.name in listed and e.is_file(follow_symlinks=False))
+        )
+
+
 def _verify_file(path: Path, sha256: str, size: int) -> None:
     if not path.is_file():
         raise BundleError(f"{path}: listed in the manifest but missing")
@@ -236,27 +260,68 @@ def _verify_file(path: Path, sha256: str, size: int) -> None:
         raise BundleError(f"{path}: sha256 {digest[:16]}… does not match the manifest ({sha256[:16]}…): file altered")
 
 
-def _verify_signature(manifest_raw: bytes, sig_path: Path, key_files: list[Path]) -> str:
-    """Check signature.json over the manifest bytes; returns the signer's key id."""
-    try:
-        from cryptography.exceptions import InvalidSignature
-    except ImportError:
-        raise BundleError("verifying a bundle needs the cryptography package: pip install -e '.[device]'") from None
+@dataclass(frozen=True)
+class RollbackGuard:
+    """Rollback protection: ``path`` is a small JSON file holding the newest bundle version the
+    device has accepted (``highest_bundle_version``, with its signer and manifest sha256).
+    ``admit`` refuses an older bundle, or one whose version is not comparable, unless
+    ``allow_downgrade``; it never lowers the record. record=False checks without writing
+    (``scalpedge bundle verify --state``)."""
 
-    try:
-        sig = json.loads(sig_path.read_bytes())
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        raise BundleError(f"{sig_path}: malformed signature file: {exc}") from exc
-    validate("signature", sig, BundleFormatError, source=str(sig_path))
-    kid = sig["key_id"]
-    signature = base64.b64decode(sig["signature"], validate=True)
-    keys = _load_public_keys(key_files)
-    if kid not in keys:
-        raise BundleError(f"{sig_path}: signed by key {kid}, which is not trusted (trusted: {sorted(keys) or 'none'})")
-    try:
-        keys[kid].verify(signature, manifest_raw)
-    except InvalidSignature:
-        raise BundleError(
-            f"{sig_path.parent / MANIFEST_NAME}: signature does not match: manifest altered or signed by another key"
-        ) from None
-    return kid
+    path: Path
+    allow_downgrade: bool = False
+    record: bool = True
+
+    def highest(self) -> str | None:
+        """The newest accepted version, None before the first; BundleError if the file is damaged."""
+        if not self.path.exists():
+            return None
+        try:
+            state = json.loads(read_bounded(self.path, _MAX_STATE_BYTES))
+            version = state["highest_bundle_version"]
+            _version_key(version)
+        except (BundleError, ValueError, TypeError, KeyError) as exc:
+            raise BundleError(
+                f"{self.path}: damaged ({exc}); allow_downgrade accepts the bundle and rewrites it"
+            ) from None
+        return str(version)
+
+    def admit(self, bundle: Bundle) -> None:
+        """Raise BundleError if ``bundle`` is older than the newest accepted one (or its version
+        is not comparable) and downgrades are not allowed; record it when it is newer."""
+        try:
+            highest = self.highest()
+            order = compare_versions(bundle.version, highest or bundle.version)
+        except BundleError as exc:
+            if not self.allow_downgrade:
+                raise BundleError(f"{bundle.root}: {exc}") from None
+            log.warning("%s: %s; loading it anyway (allow_downgrade)", bundle.root, exc)
+            if _VERSION.fullmatch(bundle.version):
+                self._write(bundle)
+            return
+        if order < 0 and not self.allow_downgrade:
+            raise BundleError(
+                f"{bundle.root}: bundle version {bundle.version} is older than {highest}, the newest this device "
+                f"has accepted ({self.path}); refused as a rollback (set allow_downgrade to load it)"
+            )
+        if order < 0:
+            log.warning("%s: downgrade from %s to %s allowed", bundle.root, highest, bundle.version)
+        elif highest is None or order > 0:
+            self._write(bundle)
+
+    def _write(self, bundle: Bundle) -> None:
+        if not self.record:
+            return
+        state = {
+            "highest_bundle_version": bundle.version,
+            "signer": bundle.signer,
+            "manifest_sha256": bundle.manifest_sha256,
+            "accepted_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(state, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)

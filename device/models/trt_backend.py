@@ -5,8 +5,12 @@ imported only when this backend is constructed, so nothing else on the device ne
 
 Engines are specific to the TensorRT version and the GPU they were built on, so each engine
 is cached under a key of ONNX sha256 + precision + input shapes + TensorRT version + GPU name
-(``engine_cache_key``) and rebuilt when any of them changes. A cached engine that fails to
-deserialise is rebuilt, never trusted.
+(``engine_cache_key``) and rebuilt when any of them changes. Each engine's JSON sidecar records
+its key, size and sha256; an engine whose bytes do not match its sidecar (swapped, truncated,
+copied from another device or key) is deleted and rebuilt, never handed to TensorRT, and so is
+one that fails to deserialise. The cache folder is created owner-only (0700): the sidecar
+catches a swapped or damaged file, the folder's permissions keep out anyone who could rewrite
+both.
 
 Jetson steps: install JetPack 6 (TensorRT 10, CUDA 12), ``pip install pycuda`` (or the
 `jetson` extra), then ``scalpedge segment --backend tensorrt``. The first run builds the
@@ -28,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EngineKey", "engine_cache_key", "EngineCache", "TensorRTBackend", "default_cache_dir", "PRECISIONS"]
+__all__ = [
+    "EngineKey",
+    "engine_cache_key",
+    "engine_mismatch",
+    "EngineCache",
+    "TensorRTBackend",
+    "default_cache_dir",
+    "PRECISIONS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +87,25 @@ def engine_cache_key(
     return hashlib.sha256(json.dumps(asdict(key), sort_keys=True).encode()).hexdigest()[:32]
 
 
+def engine_mismatch(engine: bytes, record: Mapping[str, Any] | None, key: str) -> str | None:
+    """Why ``engine`` may not be loaded under ``key`` given its sidecar ``record`` (None: no or
+    unreadable sidecar), or None when the record vouches for it (same key, size and sha256)."""
+    if record is None:
+        return "no readable sidecar"
+    if record.get("key") != key:
+        return f"sidecar is for key {record.get('key')!r}"
+    if record.get("engine_bytes") != len(engine):
+        return f"{len(engine)} bytes, sidecar says {record.get('engine_bytes')}"
+    digest = hashlib.sha256(engine).hexdigest()
+    if record.get("engine_sha256") != digest:
+        return f"sha256 {digest[:16]}… does not match the sidecar"
+    return None
+
+
 class EngineCache:
     """Serialized engines on disk: ``<dir>/<stem>-<key>.engine`` plus a JSON sidecar that
-    records what the key was made of. Writes are atomic (temp file + rename)."""
+    records the key, the engine's size and sha256, and what the key was made of. Writes are
+    atomic (temp file + rename); ``load`` returns only engines their sidecar vouches for."""
 
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory) if directory else default_cache_dir()
@@ -86,16 +114,35 @@ class EngineCache:
         return self.directory / f"{stem}-{key}.engine"
 
     def load(self, stem: str, key: str) -> bytes | None:
+        """The cached engine, or None (a miss: build it) when absent or not matching its
+        sidecar; a mismatching engine and its sidecar are deleted."""
         path = self.path(stem, key)
-        return path.read_bytes() if path.is_file() else None
+        if not path.is_file():
+            return None
+        engine = path.read_bytes()
+        try:
+            record = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            record = None
+        problem = engine_mismatch(engine, record if isinstance(record, dict) else None, key)
+        if problem is None:
+            return engine
+        log.warning("cached engine %s refused (%s); rebuilding", path, problem)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        return None
 
     def store(self, stem: str, key: str, engine: bytes, info: Mapping[str, Any]) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.path(stem, key)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(engine)
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps(dict(info), indent=2, default=str))
+        record = {**info, "key": key, "engine_bytes": len(engine), "engine_sha256": hashlib.sha256(engine).hexdigest()}
+        for target, data in (
+            (path, engine),
+            (path.with_suffix(".json"), json.dumps(record, indent=2, default=str).encode()),
+        ):
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
         return path
 
     def evict(self, stem: str, keep: str) -> list[Path]:

@@ -12,8 +12,10 @@
     sync.close()                                   # offline status, flush acks, close the database
 
 ``submit`` raises ``OutboxFull`` (an ``outbox_full`` event is also published) when the outbox
-refuses a record, and ``RecordError`` for an invalid record; in both cases nothing is stored
-and nothing stored before is touched.
+refuses a record, and ``RecordError`` for an invalid record; in both cases nothing is stored.
+On full storage the outbox evicts the oldest records first (``seqs_lost`` events; see
+``device.sync.outbox``). Opening repairs what it can (a damaged file is quarantined, seqs lost
+to a torn WAL are reported) and raises ``OutboxError`` only when the outbox cannot be used.
 """
 
 from __future__ import annotations

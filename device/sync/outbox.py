@@ -2,21 +2,29 @@
 
 Rows move ``pending -> inflight -> delivered``:
 
-- ``add`` allocates the next per-device ``seq`` (a counter in the same database, so it survives
-  restarts and never reuses a number, even after pruning) and commits the record as pending.
+- ``add`` allocates the next per-device ``seq`` and commits the record as pending. The seq is
+  made durable *outside* the database first (``<outbox>.seq``, ``device.sync.seq_mark``), so a
+  torn WAL or a damaged file that loses committed rows never makes a seq go back or be reused.
 - ``claim`` moves pending rows to inflight just before they are handed to MQTT.
 - ``mark_delivered`` is called on PUBACK for that row's own message id; ``release`` puts rows
   back to pending when a publish failed. On open, rows left inflight by a crash become pending.
 - Delivered rows stay for a retention window (``retention_s``, ``retention_rows``) so a consumer
   that sees a seq gap can ask for a resend (``requeue``): a PUBACK only means the broker had it.
 
-When full (``max_pending`` undelivered rows, ``max_pending_bytes`` undelivered payload, or the
-file cap ``max_db_bytes`` reached) a new record is **refused**: ``add`` raises ``OutboxFull`` and
-an ``outbox_full`` alarm is raised. Undelivered rows are never deleted. Under the file cap only,
-the oldest *delivered* rows are evicted first (alarm ``outbox_retention_evicted``), since the
-broker has acknowledged those. ``outbox_high`` fires at ``high_water`` of a limit and
-``outbox_stale`` when the oldest undelivered row is older than ``alarm_age_s``. Alarms go to the
-``on_alarm`` sink given at construction (the MQTT link publishes them), stamped with ``ts``.
+Opening checks the file (``PRAGMA quick_check``); a damaged one is quarantined and replaced by a
+fresh one (``device.sync.outbox_store``; alarm ``outbox_quarantined``). Seqs handed out that the
+database no longer holds (damage, a torn WAL) are reported in a ``seqs_lost`` event and answer a
+resend as unavailable, so the fleet records them as unrecoverable.
+
+Limits: ``max_pending`` undelivered rows and ``max_pending_bytes`` undelivered payload **refuse**
+a new record (``OutboxFull``, alarm ``outbox_full``; nothing stored is touched). Storage full
+(SQLITE_FULL: the disk, or the file cap ``max_db_bytes``) raises ``outbox_full`` and makes room:
+the oldest *delivered* rows first (alarm ``outbox_retention_evicted``), then the oldest
+undelivered ones (event ``seqs_lost`` with their seqs); only when nothing is left to evict is the
+record refused. Storing resumes by itself when space returns. ``outbox_high`` fires at
+``high_water`` of a limit and ``outbox_stale`` when the oldest undelivered row is older than
+``alarm_age_s``. Alarms go to the ``on_alarm`` sink given at construction (the MQTT link
+publishes them), stamped with ``ts``.
 """
 
 from __future__ import annotations
@@ -25,43 +33,24 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from device.contracts.messages import missing_ranges
-from device.contracts.records import dumps_record, utc_timestamp
+from device.contracts.records import dumps_record
+from device.sync import outbox_store as store
 from device.sync.config import OutboxConfig
+from device.sync.outbox_alarms import AlarmCallback, Alarms
+from device.sync.outbox_store import OutboxError, OutboxFull
+from device.sync.seq_mark import SeqMark, mark_path
 
 __all__ = ["Outbox", "OutboxRow", "OutboxStats", "ResendResult", "OutboxFull", "OutboxError", "AlarmCallback"]
 
 log = logging.getLogger(__name__)
 
-AlarmCallback = Callable[[dict[str, Any]], None]
-ALARM_REPEAT_S = 60.0  # one alarm of a kind per this many seconds; refusals are counted between
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY,
-    msg_id TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'inflight', 'delivered')),
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    delivered_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, seq, size);
-"""
-
-
-class OutboxError(RuntimeError):
-    """The outbox database failed (I/O error, corruption, wrong device)."""
-
-
-class OutboxFull(OutboxError):
-    """A new record was refused because a limit is reached; nothing stored was touched."""
+MAX_EVICTION_BATCH = 256  # undelivered rows evicted at most per round when storage is full
 
 
 @dataclass(frozen=True)
@@ -110,21 +99,20 @@ class Outbox:
         self.path = Path(path)
         self.config = config or OutboxConfig(path=str(path))
         self.on_alarm = on_alarm
+        self._alarm = Alarms(on_alarm).raise_
         self._clock = clock
         self._lock = threading.RLock()
-        self._last_alarm: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise OutboxError(f"outbox {self.path}: WAL journal not available (got {mode})")
-            self._db.execute("PRAGMA synchronous=FULL")
-            if self.config.max_db_bytes:
-                page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-                self._db.execute(f"PRAGMA max_page_count={max(16, self.config.max_db_bytes // page)}")
-            self._db.executescript(_SCHEMA)
+            self._mark = SeqMark(mark_path(self.path))
+        except OSError as exc:
+            raise OutboxError(f"cannot open the seq mark of outbox {self.path}: {exc}") from exc
+        try:
+            self._db, quarantined, damage = store.open_database(self.path, self.config.max_db_bytes)
+        except OutboxError:
+            self._mark.close()
+            raise
+        try:
             with self._txn():
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1'), ('last_seq', '0')")
                 if device_id is not None:
@@ -133,7 +121,16 @@ class Outbox:
                     if stored != device_id:
                         raise OutboxError(f"outbox {self.path} belongs to device {stored!r}, not {device_id!r}")
                 reset = self._db.execute("UPDATE outbox SET state = 'pending' WHERE state = 'inflight'").rowcount
-        except sqlite3.Error as exc:
+            if quarantined is not None:
+                self._alarm("outbox_quarantined", "error", f"outbox was damaged ({damage}); kept as {quarantined.name}")
+            self._continue_seqs("quarantined" if quarantined is not None else "lost_from_database")
+            self._reserve = self.path.with_name(self.path.name + ".reserve")
+            self._reserved = store.fill_reserve(self._reserve)
+        except OutboxError:
+            self.close()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
         if reset:
             log.info("outbox: %d rows left in flight by the last run are pending again", reset)
@@ -143,25 +140,25 @@ class Outbox:
         """Allocate the next seq, call ``build(seq)`` for the record, and commit it as pending.
 
         The record must carry that ``seq`` and a ``msg_id``. Raises OutboxFull (and raises an
-        alarm) when a limit refuses it; the seq is then not consumed.
+        alarm) when a limit refuses it; the seq is then not consumed. Storage full: evicts
+        delivered rows, then the oldest undelivered (``seqs_lost``), and tries again.
         """
         with self._lock:
-            try:
-                return self._add(build)
-            except sqlite3.OperationalError as exc:
-                if not _is_full(exc):
-                    raise self._fail(exc) from exc
-            evicted = self._evict_delivered()
-            if evicted:
-                self._alarm(
-                    "outbox_retention_evicted", "warning", f"file cap reached: evicted {evicted} delivered rows early"
-                )
+            remedies = self._make_room()
+            while True:
                 try:
-                    return self._add(build)
-                except sqlite3.OperationalError as exc:
-                    if not _is_full(exc):
+                    row = self._add(build)
+                    self._reserved = self._reserved or store.fill_reserve(self._reserve)
+                    return row
+                except sqlite3.Error as exc:
+                    if not store.is_full(exc):
                         raise self._fail(exc) from exc
-            raise self._refuse(f"database file cap reached ({self.config.max_db_bytes} bytes) or disk full")
+                    full = exc
+                except OSError as exc:  # the seq mark could not be written
+                    raise self._fail(exc) from exc
+                self._alarm("outbox_full", "error", f"storage full ({full}): making room")
+                if next(remedies, None) is None:
+                    raise self._refuse(f"storage full ({full}) with nothing left to evict", kept=False)
 
     def _add(self, build: Callable[[int], Mapping[str, Any]]) -> OutboxRow:
         cfg = self.config
@@ -180,11 +177,13 @@ class Outbox:
                 raise self._refuse(
                     f"{size} undelivered bytes + {len(payload)} (max_pending_bytes {cfg.max_pending_bytes})"
                 )
+            self._mark.advance(seq)  # durable before the commit: a lost commit never frees its seq
             self._db.execute(
                 "INSERT INTO outbox (seq, msg_id, state, payload, size, created_at) VALUES (?, ?, 'pending', ?, ?, ?)",
                 (seq, str(record["msg_id"]), payload, len(payload), self._clock()),
             )
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
+        self._mark.confirm(seq)
         self._check_high_water(count + 1, size + len(payload))
         return OutboxRow(seq, str(record["msg_id"]), payload)
 
@@ -300,6 +299,7 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._mark.close()
 
     def __enter__(self) -> Outbox:
         return self
@@ -308,28 +308,79 @@ class Outbox:
         self.close()
 
     # ----------------------------------------------------------------- internals
-    def _txn(self) -> _Txn:
-        return _Txn(self._db)
+    def _txn(self) -> store.Txn:
+        return store.Txn(self._db)
 
     def _meta(self, key: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return "" if row is None else str(row[0])
 
+    def _make_room(self) -> Iterator[str]:
+        """One step per SQLITE_FULL: give the reserve file back (so a checkpoint and a delete fit
+        on a full disk), evict delivered rows, else the oldest undelivered (1, 2, 4 ... rows a
+        round), hand the freed pages to the filesystem; a step ends once the reserve is back."""
+        batch = 1
+        while True:
+            self._reserve.unlink(missing_ok=True)
+            self._reserved = False
+            store.give_back_space(self._db)
+            if self._evict_delivered():
+                step = "delivered"
+            elif self._evict_undelivered(batch):
+                step, batch = "undelivered", min(batch * 2, MAX_EVICTION_BATCH)
+            else:
+                return
+            store.give_back_space(self._db)
+            self._reserved = store.fill_reserve(self._reserve)
+            if self._reserved:
+                yield step
+
     def _evict_delivered(self) -> int:
+        """Delete the oldest delivered rows (a tenth of them, 100 at least); returns how many."""
         try:
             with self._txn():
-                total = self._db.execute("SELECT count(*) FROM outbox WHERE state = 'delivered'").fetchone()[0]
-                n = max(1, min(int(total), max(100, int(total) // 10)))
-                return int(
-                    self._db.execute(
-                        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE state = 'delivered' "
-                        "ORDER BY seq LIMIT ?)",
-                        (n,),
-                    ).rowcount
-                )
+                n = len(store.evict_oldest(self._db, "state = 'delivered'", None))
         except sqlite3.Error as exc:
             log.error("outbox: could not evict delivered rows: %s", exc)
             return 0
+        if n:
+            self._alarm("outbox_retention_evicted", "warning", f"storage full: evicted {n} delivered rows early")
+        return n
+
+    def _evict_undelivered(self, n: int) -> int:
+        """Delete the ``n`` oldest undelivered rows and report their seqs (``seqs_lost``)."""
+        try:
+            with self._txn():
+                seqs = store.evict_oldest(self._db, "state != 'delivered'", n)
+        except sqlite3.Error as exc:
+            log.error("outbox: could not evict undelivered rows: %s", exc)
+            return 0
+        if seqs:
+            self._lost(store.runs(seqs), "outbox_full", f"storage full: {len(seqs)} undelivered records evicted")
+        return len(seqs)
+
+    def _continue_seqs(self, reason: str) -> None:
+        """Reconcile the database's last seq with the durable mark: seqs committed (or, after a
+        quarantine, handed out) beyond the database's last are gone and reported lost."""
+        last, mark = int(self._meta("last_seq")), self._mark.value
+        if self._mark.unreadable:
+            self._alarm("outbox_error", "error", f"seq mark {self._mark.path.name} unreadable; continuing at {last}")
+        if mark > last and self._mark.committed <= last and reason != "quarantined":
+            # Reserved, never committed (killed before the commit returned): nothing was stored
+            # or published under those seqs, and the database is whole up to its last commit.
+            return
+        if mark > last:
+            with self._txn():
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(mark),))
+            self._lost([[last + 1, mark]], reason, "records no longer in the outbox database")
+        else:
+            self._mark.advance(last)
+            self._mark.confirm(last)
+
+    def _lost(self, ranges: list[list[int]], reason: str, message: str) -> None:
+        """Report seqs handed out that the outbox no longer holds; never rate limited."""
+        text = ", ".join(f"{lo}-{hi}" if hi > lo else str(lo) for lo, hi in ranges)
+        self._alarm("seqs_lost", "error", f"{message}: seqs {text}", throttle=False, reason=reason, ranges=ranges)
 
     def _check_high_water(self, count: int, size: int) -> None:
         cfg = self.config
@@ -339,54 +390,11 @@ class Outbox:
         ):
             self._alarm("outbox_high", "warning", f"{count} undelivered records, {size} bytes (high water {hw:.0%})")
 
-    def _refuse(self, reason: str) -> OutboxFull:
-        self._alarm("outbox_full", "error", f"new record refused: {reason}; stored records are kept")
-        return OutboxFull(f"outbox full, record refused: {reason} (stored records are kept)")
+    def _refuse(self, reason: str, kept: bool = True) -> OutboxFull:
+        tail = "stored records are kept" if kept else "see the seqs_lost events"
+        self._alarm("outbox_full", "error", f"new record refused: {reason}; {tail}")
+        return OutboxFull(f"outbox full, record refused: {reason} ({tail})")
 
-    def _fail(self, exc: sqlite3.Error) -> OutboxError:
+    def _fail(self, exc: sqlite3.Error | OSError) -> OutboxError:
         self._alarm("outbox_error", "error", f"outbox write failed: {exc}")
         return OutboxError(f"outbox {self.path}: write failed: {exc}")
-
-    def _alarm(self, kind: str, severity: str, message: str) -> None:
-        now = time.monotonic()
-        last = self._last_alarm.get(kind)
-        if last is not None and now - last < ALARM_REPEAT_S:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
-            log.debug("outbox alarm %s (repeat suppressed): %s", kind, message)
-            return
-        self._last_alarm[kind] = now
-        repeats = self._suppressed.pop(kind, 0)
-        log.log(logging.ERROR if severity == "error" else logging.WARNING, "outbox alarm %s: %s", kind, message)
-        event = {"event": kind, "severity": severity, "message": message, "repeats_suppressed": repeats}
-        event["ts"] = utc_timestamp()  # when raised, however late the sink publishes it
-        if self.on_alarm is not None:
-            try:
-                self.on_alarm(event)
-            except Exception:  # an alarm sink must never break storing records
-                log.exception("outbox: alarm callback failed for %s", kind)
-
-
-class _Txn:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                self.db.execute("ROLLBACK")
-                raise
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == getattr(sqlite3, "SQLITE_FULL", 13) or "full" in str(exc).lower()
