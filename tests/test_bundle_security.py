@@ -229,3 +229,15 @@ def test_device_run_refuses_a_bundle_older_than_the_scanner_accepted(tmp_path: P
     argv = ["device", "run", "--demo", "--out", str(out), "--max-diagnoses", "1", "--allow-downgrade"]
     assert main(argv) == 0
     assert json.loads(state.read_text())["highest_bundle_version"] == "2099.1.1.1"
+
+
+def test_the_shipped_trust_set_holds_only_the_current_release_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The superseded release key (d34704f2bd57b670) is retired from the package's trusted keys,
+    so a bundle it signed no longer loads on an updated scanner; the shipped bundle's key stays."""
+    from device.assets import default_bundle_path
+    from device.models.bundle_trust import _load_public_keys, trusted_key_files
+
+    monkeypatch.delenv("SCALPEDGE_TRUSTED_KEYS", raising=False)
+    assert sorted(_load_public_keys(trusted_key_files())) == ["9ca7acde371fe870"]
+    signer = json.loads((default_bundle_path() / "signature.json").read_text())["key_id"]
+    assert signer == "9ca7acde371fe870"
