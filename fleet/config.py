@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.contracts.config import MqttConfig, check, load_toml_config, resolve_path, section
+from device.contracts.config import MqttConfig, check, load_toml_config, path_field, section
 
 __all__ = ["FleetConfig", "FleetServiceConfig", "load_fleet_config"]
 
@@ -17,7 +16,7 @@ __all__ = ["FleetConfig", "FleetServiceConfig", "load_fleet_config"]
 class FleetConfig:
     """The reference consumer. Times in seconds."""
 
-    db: str = "fleet.sqlite"
+    db: str = path_field("fleet.sqlite")
     client_id: str = "scalpedge-fleet"
     session_expiry_s: int = 3600  # broker keeps our subscription while we restart
     gap_grace_s: float = 2.0  # a seq gap must persist this long before a resend is asked
@@ -49,12 +48,9 @@ class FleetServiceConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> FleetServiceConfig:
         """Build from parsed TOML (other sections ignored); relative paths against ``base_dir``."""
-        mqtt = section(MqttConfig, data, "mqtt")
-        fleet = section(FleetConfig, data, "fleet")
-        if base_dir is not None:
-            mqtt = mqtt.with_paths_resolved(base_dir)
-            fleet = dataclasses.replace(fleet, db=resolve_path(fleet.db, base_dir))
-        return cls(mqtt=mqtt, fleet=fleet)
+        return cls(
+            mqtt=section(MqttConfig, data, "mqtt", base_dir), fleet=section(FleetConfig, data, "fleet", base_dir)
+        )
 
 
 def load_fleet_config(path: str | Path) -> FleetServiceConfig:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.contracts.config import ConfigError, check, load_toml_config, resolve_path, section
+from device.contracts.config import ConfigError, check, load_toml_config, path_field, section
 from device.sync.config import SyncConfig
 
 __all__ = ["CameraConfig", "ModelsConfig", "ScannerConfig", "RunConfig", "RuntimeConfig", "load_runtime_config"]
@@ -50,14 +50,14 @@ class ModelsConfig:
     bundle_state: the rollback record, the newest bundle version accepted ("" = bundle-state.json
     beside the outbox); allow_downgrade: accept a bundle older than that record."""
 
-    bundle: str = ""
+    bundle: str = path_field()
     backend: str = "onnxruntime"
     precision: str = "auto"
     threads: int = 2
-    engine_cache: str = ""
-    trusted_keys: str = ""
-    calibration: str = ""
-    bundle_state: str = ""
+    engine_cache: str = path_field()
+    trusted_keys: str = path_field()
+    calibration: str = path_field()
+    bundle_state: str = path_field()
     allow_downgrade: bool = False
 
     def __post_init__(self) -> None:
@@ -88,7 +88,7 @@ class RunConfig:
     also diagnose on a timer (0 = only on trigger); max_frames / max_diagnoses / max_seconds:
     stop after so many (0 = run until stopped); publish: start the MQTT link."""
 
-    out: str = "scans"
+    out: str = path_field("scans")
     preview: str = "auto"
     save_overlays: bool = True
     diagnose_every_s: float = 0.0
@@ -129,22 +129,13 @@ class RuntimeConfig:
         unknown = sorted(set(data) - known - {"fleet"})
         if unknown:
             raise ConfigError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        camera = section(CameraConfig, data, "camera")
-        models = section(ModelsConfig, data, "models")
-        scanner = section(ScannerConfig, data, "scanner")
-        run = section(RunConfig, data, "run")
-        if base_dir is not None:
-            models = dataclasses.replace(
-                models,
-                bundle=resolve_path(models.bundle, base_dir),
-                engine_cache=resolve_path(models.engine_cache, base_dir),
-                trusted_keys=resolve_path(models.trusted_keys, base_dir),
-                calibration=resolve_path(models.calibration, base_dir),
-                bundle_state=resolve_path(models.bundle_state, base_dir),
-            )
-            run = dataclasses.replace(run, out=resolve_path(run.out, base_dir))
-        sync = SyncConfig.from_mapping(data, base_dir)
-        return cls(camera, models, scanner, run, sync)
+        return cls(
+            section(CameraConfig, data, "camera", base_dir),
+            section(ModelsConfig, data, "models", base_dir),
+            section(ScannerConfig, data, "scanner", base_dir),
+            section(RunConfig, data, "run", base_dir),
+            SyncConfig.from_mapping(data, base_dir),
+        )
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> RuntimeConfig:
         """A copy with fields replaced, e.g. ``with_overrides(camera={"source": uri})``; None

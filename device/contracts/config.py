@@ -28,6 +28,7 @@ __all__ = [
     "NAME_RE",
     "check",
     "load_toml_config",
+    "path_field",
     "read_toml",
     "resolve_path",
     "section",
@@ -41,6 +42,12 @@ class ConfigError(ValueError):
     """The configuration file is unreadable or a value is invalid; the message names the key."""
 
 
+def path_field(default: str = "") -> Any:
+    """A config field holding a file or folder path: ``section`` resolves it (given or default)
+    against the TOML file's folder."""
+    return dataclasses.field(default=default, metadata={"path": True})
+
+
 @dataclass(frozen=True)
 class MqttConfig:
     """Broker connection and device identity. Times in seconds."""
@@ -52,10 +59,10 @@ class MqttConfig:
     client_id: str = ""  # empty: "scalpedge-<device_id>"
     username: str = ""
     password: str = ""
-    password_file: str = ""  # a file holding the password (kept out of the TOML)
-    tls_ca: str = ""  # CA bundle; setting it turns TLS on
-    tls_cert: str = ""  # client certificate (PEM), with tls_key
-    tls_key: str = ""
+    password_file: str = path_field()  # a file holding the password (kept out of the TOML)
+    tls_ca: str = path_field()  # CA bundle; setting it turns TLS on
+    tls_cert: str = path_field()  # client certificate (PEM), with tls_key
+    tls_key: str = path_field()
     tls_insecure: bool = False  # skip host name check (tests with IP-only certificates)
     qos: int = 1
     max_inflight: int = 20  # results published and not yet PUBACKed, at most
@@ -96,16 +103,6 @@ class MqttConfig:
             except OSError as exc:
                 raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc}") from exc
         return self.password or None
-
-    def with_paths_resolved(self, base_dir: Path) -> MqttConfig:
-        """A copy whose file paths (password file, TLS files) are resolved against ``base_dir``."""
-        return dataclasses.replace(
-            self,
-            password_file=resolve_path(self.password_file, base_dir),
-            tls_ca=resolve_path(self.tls_ca, base_dir),
-            tls_cert=resolve_path(self.tls_cert, base_dir),
-            tls_key=resolve_path(self.tls_key, base_dir),
-        )
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -150,8 +147,9 @@ def resolve_path(value: str, base_dir: Path) -> str:
     return str((base_dir / value).resolve())
 
 
-def section(cls: type[_T], data: Mapping[str, Any], name: str) -> _T:
-    """The dataclass ``cls`` built from table ``[name]`` of ``data`` (defaults where absent)."""
+def section(cls: type[_T], data: Mapping[str, Any], name: str, base_dir: Path | None = None) -> _T:
+    """The dataclass ``cls`` built from table ``[name]`` of ``data`` (defaults where absent);
+    with ``base_dir``, its ``path_field``s are resolved against it."""
     table = data.get(name, {})
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{name}] must be a table, got {type(table).__name__}")
@@ -163,6 +161,10 @@ def section(cls: type[_T], data: Mapping[str, Any], name: str) -> _T:
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         kwargs[key] = _coerce(value, hints[key], f"[{name}] {key}")
+    if base_dir is not None:
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.metadata.get("path"):
+                kwargs[f.name] = resolve_path(kwargs.get(f.name, f.default), base_dir)
     return cls(**kwargs)
 
 

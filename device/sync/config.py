@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.contracts.config import ConfigError, MqttConfig, check, load_toml_config, resolve_path, section
+from device.contracts.config import ConfigError, MqttConfig, check, load_toml_config, path_field, section
 
 __all__ = ["ConfigError", "MqttConfig", "OutboxConfig", "SyncConfig", "load_sync_config"]
 
@@ -21,7 +21,7 @@ __all__ = ["ConfigError", "MqttConfig", "OutboxConfig", "SyncConfig", "load_sync
 class OutboxConfig:
     """The SQLite outbox. Sizes in bytes, times in seconds; 0 disables a limit."""
 
-    path: str = "outbox.sqlite"
+    path: str = path_field("outbox.sqlite")
     max_pending: int = 50_000  # undelivered records; beyond it new records are refused
     max_pending_bytes: int = 200_000_000  # undelivered payload bytes; same policy
     max_db_bytes: int = 0  # hard cap on the database file (SQLite max_page_count)
@@ -56,12 +56,9 @@ class SyncConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> SyncConfig:
         """Build from parsed TOML; relative file paths are resolved against ``base_dir``."""
-        mqtt = section(MqttConfig, data, "mqtt")
-        outbox = section(OutboxConfig, data, "outbox")
-        if base_dir is not None:
-            mqtt = mqtt.with_paths_resolved(base_dir)
-            outbox = dataclasses.replace(outbox, path=resolve_path(outbox.path, base_dir))
-        return cls(mqtt=mqtt, outbox=outbox)
+        return cls(
+            mqtt=section(MqttConfig, data, "mqtt", base_dir), outbox=section(OutboxConfig, data, "outbox", base_dir)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration (password redacted), for logs and reports."""
