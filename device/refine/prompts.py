@@ -64,10 +64,6 @@ class PromptGroups:
         return int(self.points.shape[0])
 
 
-def _empty(k: int) -> np.ndarray:
-    return np.zeros((0, k), np.float32)
-
-
 def group_points(positives: np.ndarray, negatives: np.ndarray, config: PromptConfig) -> PromptGroups:
     """Pack Px2 positives and Nx2 negatives into groups of ``config.group_size`` points: every
     group holds up to K - negatives positives (in the given order) and the same first
