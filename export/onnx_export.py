@@ -16,24 +16,40 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH, INSTANCE_OUTPUTS, SEG_INPUT, SEG_OUT_MASK
+from device.contracts.constants import (
+    FRAME_HEIGHT,
+    FRAME_WIDTH,
+    INSTANCE_OUTPUTS,
+    SEG_INPUT,
+    SEG_OUT_MASK,
+    SEG_OUT_THIN,
+)
 
-__all__ = ["ExportedSegmenter", "export_segmenter", "check_parity", "write_metadata"]
+__all__ = ["ExportedSegmenter", "export_segmenter", "output_names", "check_parity", "write_metadata"]
 
 OPSET = 17
 
 
 class ExportedSegmenter(nn.Module):
-    """Wraps a registry model: Nx3xHxW normalised RGB -> (hair logits, centre logits), each
-    Nx1xHxW. Only the fused output of deep-supervised models is kept."""
+    """Wraps a registry model: Nx3xHxW normalised RGB -> its first ``outputs`` channels, each
+    Nx1xHxW (hair logits, then the instance output(s)). Only the fused output of
+    deep-supervised models is kept."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, outputs: int = 2) -> None:
         super().__init__()
         self.model = model
+        self.outputs = outputs
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(image)[0]
-        return out[:, 0:1], out[:, 1:2]
+        return tuple(out[:, i : i + 1] for i in range(self.outputs))
+
+
+def output_names(instance_head: str) -> list[str]:
+    """The graph's output names for a model whose instance output learnt ``instance_head``
+    (a hair density comes with its thin-hair density)."""
+    names = [SEG_OUT_MASK, INSTANCE_OUTPUTS[instance_head]]
+    return [*names, SEG_OUT_THIN] if instance_head == "density" else names
 
 
 def export_segmenter(
@@ -47,22 +63,24 @@ def export_segmenter(
 ) -> Path:
     """Export ``model`` to ONNX at a static 1x3xheightxwidth input; returns the path.
 
-    instance_head: what the model's second output learned ("centres", "lines" or "ends"); it names
-    the graph output (``device.contracts.constants.INSTANCE_OUTPUTS``). metadata is written into the
-    graph's ``metadata_props`` (values JSON-encoded).
+    instance_head: what the model's second output learned ("centres", "lines", "ends" or
+    "density", which has a third output, the thin-hair density); it names the graph outputs
+    (``output_names``). metadata is written into the graph's ``metadata_props`` (values
+    JSON-encoded).
     """
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportedSegmenter(model).eval()
+    names = output_names(instance_head)
+    wrapper = ExportedSegmenter(model, len(names)).eval()
     dummy = torch.zeros(1, 3, height, width)
     torch.onnx.export(
         wrapper,
         (dummy,),
         str(path),
         input_names=[SEG_INPUT],
-        output_names=[SEG_OUT_MASK, INSTANCE_OUTPUTS[instance_head]],
+        output_names=names,
         opset_version=OPSET,
         dynamo=False,
     )

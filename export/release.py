@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device.contracts.constants import (
+    DENSITY_SCALE,
     END_DENSITY_SCALE,
     FRAME_HEIGHT,
     FRAME_WIDTH,
-    INSTANCE_OUTPUTS,
     LINE_THRESHOLD,
     MASK_THRESHOLD,
     MIN_STRAND_PX,
+    MODEL_UM_PER_PX,
     PIXEL_MEAN,
     PIXEL_STD,
-    SEG_OUT_MASK,
 )
 from device.models.bundle import TARGETS, sha256_file
 
@@ -147,12 +147,14 @@ def release_segmenter(
     """Export ``model`` (eval mode) to ``out_dir/segmenter.onnx`` (checked: onnx.checker, ORT
     parity, TensorRT rules) and write its card there; returns the card's path. ``gflop``: forward
     GFLOP of one 1x3x480x640 frame. Pack cards into a bundle with ``scalpedge bundle build``."""
-    from export.onnx_export import export_segmenter
+    from export.onnx_export import export_segmenter, output_names
 
     out = Path(out_dir)
     head = recipe.train_config.get("instance_target", "centres")
     onnx_path = export_segmenter(model, out / "segmenter.onnx", metadata=recipe.onnx_metadata(), instance_head=head)
-    if head == "ends":
+    if head == "density":
+        thresholds = {"mask": MASK_THRESHOLD, "density_scale": DENSITY_SCALE, "model_um_per_px": MODEL_UM_PER_PX}
+    elif head == "ends":
         thresholds = {"mask": MASK_THRESHOLD, "end_density_scale": END_DENSITY_SCALE}
     else:
         thresholds = {"mask": MASK_THRESHOLD, "centreline": LINE_THRESHOLD, "min_strand_px": MIN_STRAND_PX}
@@ -161,7 +163,7 @@ def release_segmenter(
         "instance_head": head,
         "preprocessing": frame_preprocessing(),
         "thresholds": thresholds,
-        "outputs": [SEG_OUT_MASK, INSTANCE_OUTPUTS[head]],
+        "outputs": output_names(head),
         "gflop": round(gflop, 3),
     }
     return write_card(model_card("segmenter", onnx_path, recipe, fields, metrics, command), out / CARD_NAME)

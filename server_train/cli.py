@@ -44,6 +44,32 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--stop-after", type=int, help="pause at this step (last.pt; the schedule still spans --steps)")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_run_train_seg)
+    counts = tsub.add_parser("counts", help="hair and thin-hair density heads from real trichoscopy boxes")
+    counts.add_argument("--data", required=True, help="comma-separated folders with images/ and annotations/ (VOC)")
+    counts.add_argument("--out", required=True, help="run folder (checkpoints; resumes from last.pt)")
+    counts.add_argument("--init-onnx", help="start from this segmenter graph (default: from scratch, the baseline)")
+    counts.add_argument("--init-config", help="JSON model_config of --init-onnx (default: the shipped student's)")
+    counts.add_argument("--model", help="registry name of a from-scratch student (student, student_tiny)")
+    for name, typ in (
+        ("val-percent", int),
+        ("steps", int),
+        ("batch", int),
+        ("lr", float),
+        ("warmup", int),
+        ("thin-weight", float),
+        ("mask-weight", float),
+        ("count-weight", float),
+        ("crop-height", int),
+        ("crop-width", int),
+        ("zoom", float),
+        ("seed", int),
+        ("threads", int),
+        ("limit", int),
+    ):
+        counts.add_argument(f"--{name}", type=typ)
+    counts.add_argument("--stop-after", type=int, help="pause at this step (last.pt; the schedule still spans --steps)")
+    counts.add_argument("--quiet", action="store_true", help="no progress bar")
+    counts.set_defaults(func=_run_train_counts)
     classifier_cli.add_train(tsub)
     refiner_cli.add_train(tsub)
 
@@ -56,12 +82,23 @@ def _run_train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_train_counts(args: argparse.Namespace) -> int:
+    need_torch()
+    from server_train.training.count_train import CountTrainConfig, train_counts
+
+    cfg = config_from_args(CountTrainConfig, args)
+    print(f"wrote {train_counts(cfg, progress=not args.quiet, stop_after=args.stop_after)}")
+    return 0
+
+
 def register_eval(sub: argparse._SubParsersAction) -> None:
     esub = command_group(sub, "eval", "evaluate segmenters (JSON reports)")
     seg = esub.add_parser("seg", help="pixel scores on a folder with images/ and masks/")
     cnt = esub.add_parser("counts", help="hair counts against Pascal VOC boxes (one per hair)")
     for q in (seg, cnt):
-        q.add_argument("--data", required=True)
+        q.add_argument(
+            "--data", required=True, help="folder (eval counts: comma-separated folders) with images/ and labels"
+        )
         q.add_argument("--out", required=True, help="JSON report")
         q.add_argument("--model", help="shipped student (default), .onnx, checkpoint .pt, or blackhat_otsu / ridge")
         q.add_argument("--limit", type=int, help="first N frames only")
@@ -73,6 +110,14 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="micrometres per original pixel (default 2.8: 70x trichoscopy at 1280x1024)",
     )
+    cnt.add_argument(
+        "--split",
+        choices=["all", "val", "train"],
+        default="all",
+        help="all frames, or the held-out (val) or training subjects of the counting runs' subject split",
+    )
+    cnt.add_argument("--val-percent", type=int, default=20, help="share of subjects held out (as in train counts)")
+    cnt.add_argument("--plot", help="PNG: predicted vs true counts and the Bland-Altman plot")
     sheet = esub.add_parser("sheet", help="contact sheet PNG of masks on unlabelled real frames")
     sheet.add_argument("--data", required=True, help="folder of frames")
     sheet.add_argument("--out", required=True, help="PNG file")
@@ -110,13 +155,18 @@ def _run_eval_seg(args: argparse.Namespace) -> int:
 
 
 def _run_eval_counts(args: argparse.Namespace) -> int:
-    from server_train.evaluation.counts_eval import TRICHOSCOPY_UM_PER_PX, evaluate_counts
+    from server_train.evaluation.counts_eval import TRICHOSCOPY_UM_PER_PX, evaluate_counts, plot_counts
     from server_train.evaluation.loading import load_segmenter
 
     um = args.um_per_px if args.um_per_px is not None else TRICHOSCOPY_UM_PER_PX
     segmenter = refiner_cli.wrap_segmenter(load_segmenter(args.model, args.threads), args)
-    report = evaluate_counts(segmenter, args.data, um_per_px=um, limit=args.limit)
+    roots = [r for r in args.data.split(",") if r]
+    report = evaluate_counts(
+        segmenter, roots, um_per_px=um, limit=args.limit, split=args.split, val_percent=args.val_percent
+    )
     write_report(args.out, report)
+    if args.plot:
+        print(f"wrote {plot_counts(report, args.plot)}")
     print_summary(report)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -18,11 +19,14 @@ from device.app.overlay import draw_overlay
 from device.contracts.constants import (
     CENTRE_THRESHOLD,
     DEFAULT_UM_PER_PX,
+    DENSITY_SIGMA_PX,
     LINE_THRESHOLD,
     MIN_STRAND_PX,
+    MODEL_UM_PER_PX,
+    SCALE_TOLERANCE,
     THIN_HAIR_UM,
 )
-from device.contracts.preprocess import prepare_frame
+from device.contracts.preprocess import prepare_frame, source_px_per_frame_px
 from device.measure.hair_metrics import HairMetrics, HeadCount, find_centres, measure, split_strands
 from device.measure.quality import frame_problem
 from device.models.segmentation import CountStrategy, Segmenter, SegOutput
@@ -36,7 +40,14 @@ __all__ = [
     "hair_centres",
     "centres_on_hair",
     "scaled_um_per_px",
+    "scale_problem",
+    "model_pixel_scale",
+    "segment_at_scale",
+    "DENSITY_PEAK_SHARE",
 ]
+
+# A hair is located where the hair density peaks at >= this share of one lone hair's peak.
+DENSITY_PEAK_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -87,12 +98,12 @@ def analyse_frame(
     frame = prepare_frame(frame_bgr)
     um_per_px = scaled_um_per_px(um_per_px, frame_bgr.shape, frame.shape)
     t = time.perf_counter()
-    problem = problem or frame_problem(frame)
+    problem = problem or scale_problem(um_per_px) or frame_problem(frame)
     timings["quality_ms"] = (time.perf_counter() - t) * 1000
     if problem is not None:
         return rejected_analysis(frame, problem, um_per_px, thin_um, timings)
     t = time.perf_counter()
-    seg = segmenter.segment(frame)
+    seg = segment_at_scale(segmenter, frame, um_per_px)
     timings["segment_ms"] = (time.perf_counter() - t) * 1000
     return analyse_segmentation(frame, seg, um_per_px, thin_um, timings=timings)
 
@@ -114,10 +125,11 @@ def analyse_segmentation(
     timings = dict(timings or {})
     t = time.perf_counter()
     mask = seg.mask()
-    centres = hair_centres(seg, mask)
+    centres = hair_centres(seg, mask, pixel_scale=model_pixel_scale(um_per_px))
     if count is None:
         count = head_count(seg, mask, centres)
-    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, count=count)
+    points = centres if seg.count_strategy is CountStrategy.DENSITY else None
+    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, count=count, hair_points=points)
     timings["metrics_ms"] = (time.perf_counter() - t) * 1000
     return FrameAnalysis(frame, metrics, seg, centres, None, timings)
 
@@ -149,6 +161,10 @@ def head_count(
     (N,2) ``centres`` when already found). None for a segmenter without an instance output:
     ``measure`` counts the mask's skeleton strands."""
     strategy = seg.count_strategy
+    if strategy is CountStrategy.DENSITY and seg.hairs is not None:
+        hairs = int(round(seg.hairs))
+        thin = None if seg.thin_hairs is None or seg.hairs <= 0 else min(1.0, seg.thin_hairs / seg.hairs)
+        return HeadCount(hairs, strategy.value, None, thin)
     if strategy is CountStrategy.ENDS and seg.hairs is not None:
         visible = None if seg.hairs_visible is None else int(round(seg.hairs_visible))
         return HeadCount(int(round(seg.hairs)), strategy.value, visible)
@@ -161,20 +177,132 @@ def head_count(
     return None
 
 
-def hair_centres(seg: SegOutput, mask: np.ndarray, threshold: float = CENTRE_THRESHOLD) -> np.ndarray:
-    """(N,2) float32 (x, y) px peaks of the centre heatmap on the HxW bool hair mask (drawn on
-    overlays, and the count of the centres strategy); empty without a centre heatmap."""
+def model_pixel_scale(um_per_px: float, tolerance: float = 0.05) -> float:
+    """f = um_per_px / MODEL_UM_PER_PX: how much larger the frame's pixels are than those the
+    models learnt (1.0 within ``tolerance``, where ``segment_at_scale`` does not resample)."""
+    f = um_per_px / MODEL_UM_PER_PX
+    return 1.0 if abs(f - 1.0) <= tolerance else f
+
+
+def hair_centres(
+    seg: SegOutput, mask: np.ndarray, threshold: float = CENTRE_THRESHOLD, pixel_scale: float = 1.0
+) -> np.ndarray:
+    """(N,2) float32 (x, y) px of located hairs: peaks of the hair density (where one lone hair
+    peaks at 1 / (2 pi sigma^2), a peak of DENSITY_PEAK_SHARE of that is a hair), else peaks of
+    the centre heatmap on the HxW bool hair mask (the count of the centres strategy); empty
+    without either output. Drawn on overlays. pixel_scale: ``model_pixel_scale`` of the frame
+    (a hair of a frame segmented at another scale is a Gaussian of std sigma / pixel_scale)."""
+    if seg.density is not None:
+        sigma = DENSITY_SIGMA_PX / pixel_scale
+        lone_peak = 1.0 / (2 * np.pi * sigma**2)
+        spacing = max(2, int(round(4 / pixel_scale)))
+        return find_centres(seg.density / lone_peak, threshold=DENSITY_PEAK_SHARE, min_distance_px=spacing)
     if seg.centre is None:
         return np.zeros((0, 2), np.float32)
     return centres_on_hair(find_centres(seg.centre, threshold=threshold), mask)
 
 
+def scale_problem(um_per_px: float) -> str | None:
+    """Why a frame whose pixels measure ``um_per_px`` (at the camera geometry) cannot be
+    counted, or None: the models learnt MODEL_UM_PER_PX, and a frame is resampled to it only
+    within SCALE_TOLERANCE x either way (further out, hairs would be a few pixels wide, or the
+    field a small part of the frame)."""
+    ratio = um_per_px / MODEL_UM_PER_PX
+    if 1 / SCALE_TOLERANCE <= ratio <= SCALE_TOLERANCE:
+        return None
+    low, high = MODEL_UM_PER_PX / SCALE_TOLERANCE, MODEL_UM_PER_PX * SCALE_TOLERANCE
+    return (
+        f"pixel scale {um_per_px:.2f} um/px is outside what the models measure ({low:.1f}-{high:.1f} um/px "
+        "at 640x480): check the magnification or run `scalpedge calibrate optics`"
+    )
+
+
+def segment_at_scale(segmenter: Segmenter, frame: np.ndarray, um_per_px: float, tolerance: float = 0.05) -> SegOutput:
+    """Segment ``frame`` (HxWx3 uint8 BGR, camera geometry, pixels of ``um_per_px``) at the
+    scale the models learnt (MODEL_UM_PER_PX), and return the result on ``frame``'s pixels.
+
+    Within ``tolerance`` of that scale the frame is segmented as it is. A frame with coarser
+    pixels (hairs smaller: a wider field) is enlarged by f = um_per_px / MODEL_UM_PER_PX and its
+    centre (H x W) segmented: the maps outside that centre are 0, and the hair counts are scaled
+    by f^2 to the whole field (a counting frame: the count per area holds). A frame with finer
+    pixels is shrunk by f and padded with its mean colour to H x W. Either way the hair count
+    follows the physical field, not the pixels (``scale_problem`` refuses what is too far)."""
+    f = model_pixel_scale(um_per_px, tolerance)
+    if f == 1.0:
+        return segmenter.segment(frame)
+    h, w = frame.shape[:2]
+    sw, sh = max(1, round(w * f)), max(1, round(h * f))
+    scaled = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    if f > 1:  # the centre of the enlarged frame
+        x0, y0 = (sw - w) // 2, (sh - h) // 2
+        seg = segmenter.segment(np.ascontiguousarray(scaled[y0 : y0 + h, x0 : x0 + w]))
+        # the segmented centre, at the frame's pixels: (x0 / f, y0 / f) to ((x0 + w) / f, ...)
+        box = (x0 / f, y0 / f, w / f, h / f)
+        return _placed(seg, box, (h, w), hairs_factor=(sw * sh) / (w * h))
+    canvas = np.empty_like(frame)
+    canvas[:] = frame.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    x0, y0 = (w - sw) // 2, (h - sh) // 2
+    canvas[y0 : y0 + sh, x0 : x0 + sw] = scaled
+    return _crop_output(segmenter.segment(canvas), (x0, y0, sw, sh), (h, w))
+
+
+def _maps(seg: SegOutput, remap: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray | None]:
+    """``remap`` applied to each of ``seg``'s HxW maps that is present."""
+    return {
+        "prob": remap(seg.prob),
+        "centre": None if seg.centre is None else remap(seg.centre),
+        "lines": None if seg.lines is None else remap(seg.lines),
+        "density": None if seg.density is None else remap(seg.density),
+    }
+
+
+def _crop_output(seg: SegOutput, box: tuple[int, int, int, int], size: tuple[int, int]) -> SegOutput:
+    """The part ``box`` (x0, y0, w, h) of ``seg``'s maps, resized to ``size`` (H, W); the density
+    rescaled so it still sums to the hairs in that part."""
+    x0, y0, bw, bh = box
+
+    def cut(m: np.ndarray) -> np.ndarray:
+        part = np.ascontiguousarray(m[y0 : y0 + bh, x0 : x0 + bw])
+        return cv2.resize(part, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+    maps = _maps(seg, cut)
+    if (density := maps["density"]) is not None:
+        density *= (bw * bh) / (size[0] * size[1])
+    return dataclasses.replace(seg, **maps)  # type: ignore[arg-type]
+
+
+def _placed(
+    seg: SegOutput, box: tuple[float, float, float, float], size: tuple[int, int], hairs_factor: float
+) -> SegOutput:
+    """``seg`` (of a frame's enlarged centre) placed on the frame's pixels (``size``, H x W) at
+    ``box`` (x0, y0, w, h, frame px): 0 outside; hair counts scaled by ``hairs_factor``."""
+    h, w = size
+    x0, y0, bw, bh = box
+    affine = np.array([[bw / w, 0, x0], [0, bh / h, y0]], np.float32)
+
+    def place(m: np.ndarray) -> np.ndarray:
+        return np.asarray(cv2.warpAffine(m, affine, (w, h), flags=cv2.INTER_LINEAR, borderValue=0))
+
+    maps = _maps(seg, place)
+    if (density := maps["density"]) is not None:
+        density /= (bw / w) * (bh / h)  # the same hairs on fewer pixels
+
+    def scaled(v: float | None) -> float | None:
+        return None if v is None else v * hairs_factor
+
+    return dataclasses.replace(
+        seg,
+        **maps,  # type: ignore[arg-type]
+        hairs=scaled(seg.hairs),
+        hairs_visible=scaled(seg.hairs_visible),
+        thin_hairs=scaled(seg.thin_hairs),
+    )
+
+
 def scaled_um_per_px(um_per_px: float, source_shape: tuple[int, ...], frame_shape: tuple[int, ...]) -> float:
-    """Micrometres per pixel of a frame of ``frame_shape`` (H, W, ...) resized from one of
-    ``source_shape`` whose pixels measure ``um_per_px``: scaled by the geometric mean of the
-    two resize factors."""
-    (h, w), (fh, fw) = source_shape[:2], frame_shape[:2]
-    return um_per_px * float(np.sqrt((w / fw) * (h / fh)))
+    """Micrometres per pixel of the frame (``frame_shape``, H, W, ...) that ``prepare_frame`` made
+    of an image of ``source_shape`` whose pixels measure ``um_per_px``."""
+    return um_per_px * source_px_per_frame_px(source_shape, frame_shape[0])
 
 
 def centres_on_hair(centres: np.ndarray, mask: np.ndarray, radius_px: int = 2) -> np.ndarray:

@@ -29,7 +29,9 @@ from device.app.analysis import (
     analyse_segmentation,
     head_count,
     rejected_analysis,
+    scale_problem,
     scaled_um_per_px,
+    segment_at_scale,
 )
 from device.contracts.constants import DEFAULT_UM_PER_PX, FRAME_WIDTH, LEVEL_NAMES
 from device.contracts.preprocess import prepare_frame
@@ -167,11 +169,12 @@ class ScanPipeline:
         t0 = time.perf_counter()
         frame = prepare_frame(frame_bgr)
         quality, self._previous_grey = assess(frame, self._previous_grey)
-        problem = quality.reason
+        um_per_px = scaled_um_per_px(self.um_per_px(frame_bgr.shape[1]), frame_bgr.shape, frame.shape)
+        problem = scale_problem(um_per_px) or quality.reason
         t1 = time.perf_counter()
         if problem is not None:
             return LiveResult(frame, frame_bgr.shape, None, 0, problem, {"quality_ms": (t1 - t0) * 1000}, quality)
-        seg = self.segmenter.segment(frame)
+        seg = segment_at_scale(self.segmenter, frame, um_per_px)
         t2 = time.perf_counter()
         timings = {"quality_ms": (t1 - t0) * 1000, "segment_ms": (t2 - t1) * 1000}
         head = None

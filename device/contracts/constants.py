@@ -17,6 +17,12 @@ __all__ = [
     "SEG_OUT_LINES",
     "SEG_OUT_ENDS",
     "INSTANCE_OUTPUTS",
+    "SEG_OUT_DENSITY",
+    "SEG_OUT_THIN",
+    "DENSITY_SCALE",
+    "DENSITY_SIGMA_PX",
+    "MODEL_UM_PER_PX",
+    "SCALE_TOLERANCE",
     "END_DENSITY_SCALE",
     "END_SIGMA_PX",
     "END_EDGE_PX",
@@ -28,6 +34,7 @@ __all__ = [
     "CENTRE_THRESHOLD",
     "THIN_HAIR_UM",
     "DEFAULT_UM_PER_PX",
+    "HAIR_CLASS_UM",
     "CLS_HEIGHT",
     "CLS_WIDTH",
     "CLS_PIXEL_MEAN",
@@ -77,7 +84,25 @@ SEG_OUT_MASK: Final = "hair_logits"  # 1x1xHxW float32, logit of P(hair)
 SEG_OUT_CENTRE: Final = "centre_logits"  # 1x1xHxW float32, logit of the per-hair centre heatmap
 SEG_OUT_LINES: Final = "centreline_logits"  # 1x1xHxW float32, logit of P(on a hair's centre line)
 SEG_OUT_ENDS: Final = "end_density"  # 1x1xHxW float32, density of strand ends x END_DENSITY_SCALE (not a logit)
-INSTANCE_OUTPUTS: Final = {"centres": SEG_OUT_CENTRE, "lines": SEG_OUT_LINES, "ends": SEG_OUT_ENDS}
+SEG_OUT_DENSITY: Final = "hair_density"  # 1x1xHxW float32, hair density x DENSITY_SCALE (not a logit)
+SEG_OUT_THIN: Final = "thin_density"  # 1x1xHxW float32, density of thin (miniaturised) hairs, same units
+INSTANCE_OUTPUTS: Final = {
+    "centres": SEG_OUT_CENTRE,
+    "lines": SEG_OUT_LINES,
+    "ends": SEG_OUT_ENDS,
+    "density": SEG_OUT_DENSITY,
+}
+# Hair density (learnt from real trichoscopy boxes): every labelled hair is a Gaussian of std
+# DENSITY_SIGMA_PX px and mass DENSITY_SCALE (peak about 0.9) at its box centre; the hair count
+# of a frame is the density's sum / DENSITY_SCALE, its thin-hair count the thin density's. The
+# labels leave out most hairs the frame's edge cuts, and so does the learnt density.
+DENSITY_SCALE: Final = 50.0
+DENSITY_SIGMA_PX: Final = 3.0
+# The pixel scale the density models learnt (micrometres per pixel of the 640x480 frame: 70x
+# trichoscopy at 1280x1024, 2.8 um/px). A frame at another scale is resampled to it before
+# counting; one that needs more than SCALE_TOLERANCE x either way is refused by the quality gate.
+MODEL_UM_PER_PX: Final = 5.6
+SCALE_TOLERANCE: Final = 2.0
 # Strand-end density target: every end of a strand's in-frame centre line (tip, root, or where
 # it leaves the frame) is a Gaussian of std END_SIGMA_PX px and mass END_DENSITY_SCALE (peak
 # about 1). The count is a counting-frame estimate: ends more than END_EDGE_PX from the frame's
@@ -98,6 +123,9 @@ MIN_STRAND_PX: Final = 30.0  # centre-line strands shorter than this (px at 640x
 
 # Hair metrics defaults.
 THIN_HAIR_UM: Final = 40.0  # shaft diameter below which a hair counts as thin (vellus/miniaturised)
+# Per-hair classes by measured shaft diameter (um): vellus-like below the first bound (the
+# trichological convention, 30 um), terminal from the second up, intermediate between.
+HAIR_CLASS_UM: Final = (30.0, 40.0)
 # Micrometres per pixel at 640x480 when the scanner has no optics profile: the scale of the FDU
 # trichoscopy frames (1 mm bar = 358 px at 1280 wide), a typical handheld scope's ~3.6 mm field.
 # Calibrate each scanner with `scalpedge calibrate optics`.

@@ -11,7 +11,7 @@ import numpy as np
 
 from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH, PIXEL_MEAN, PIXEL_STD
 
-__all__ = ["to_tensor_layout", "prepare_frame", "to_network_input"]
+__all__ = ["to_tensor_layout", "crop_box", "source_px_per_frame_px", "prepare_frame", "to_network_input"]
 
 _MEAN = np.asarray(PIXEL_MEAN, np.float32).reshape(3, 1, 1)
 _STD = np.asarray(PIXEL_STD, np.float32).reshape(3, 1, 1)
@@ -23,18 +23,48 @@ def to_tensor_layout(frame_bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((rgb.transpose(2, 0, 1) - _MEAN) / _STD)
 
 
-def prepare_frame(frame_bgr: np.ndarray, height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH) -> np.ndarray:
-    """Resize any HxWx3 uint8 BGR frame to the model size (area interpolation when shrinking).
+def crop_box(
+    height: int, width: int, frame_height: int = FRAME_HEIGHT, frame_width: int = FRAME_WIDTH
+) -> tuple[int, int, int, int]:
+    """(x0, y0, w, h): the centred region of a ``height`` x ``width`` image with the frame's
+    aspect ratio (FRAME_WIDTH:FRAME_HEIGHT), as large as fits. A 4:3 image is kept whole; a
+    wider one loses columns on both sides, a taller one rows at the top and bottom."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"empty image {height}x{width}")
+    if width * frame_height > height * frame_width:  # too wide
+        w = max(1, round(height * frame_width / frame_height))
+        return (width - w) // 2, 0, w, height
+    h = max(1, round(width * frame_height / frame_width))
+    return 0, (height - h) // 2, width, h
 
-    The aspect ratio is not preserved: scanners deliver 4:3 frames, and callers that need
-    physical units scale micrometres-per-pixel by the same factors.
-    """
+
+def source_px_per_frame_px(source_shape: tuple[int, ...], frame_height: int = FRAME_HEIGHT) -> float:
+    """Pixels of an image of ``source_shape`` (H, W, ...) per pixel of the frame ``prepare_frame``
+    makes of it (the same in both axes: the crop keeps the aspect ratio)."""
+    _, _, _, h = crop_box(source_shape[0], source_shape[1])
+    return h / frame_height
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = image.shape[0] > height or image.shape[1] > width
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def prepare_frame(frame_bgr: np.ndarray, height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH) -> np.ndarray:
+    """Any HxWx3 uint8 BGR image -> the camera geometry, ``height`` x ``width``: centre-cropped to
+    the frame's aspect ratio (``crop_box``; never stretched, so hair keeps its shape and one
+    pixel scale holds in both axes), then resized (area interpolation when shrinking). Callers
+    that need physical units scale micrometres per pixel by ``source_px_per_frame_px``."""
     if frame_bgr.shape[:2] == (height, width):
         return frame_bgr
-    shrink = frame_bgr.shape[0] > height or frame_bgr.shape[1] > width
-    return cv2.resize(frame_bgr, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    x0, y0, w, h = crop_box(frame_bgr.shape[0], frame_bgr.shape[1], height, width)
+    return _resize(frame_bgr[y0 : y0 + h, x0 : x0 + w], height, width)
 
 
 def to_network_input(frame_bgr: np.ndarray, height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH) -> np.ndarray:
-    """HxWx3 uint8 BGR (any size) -> 1x3xheightxwidth float32 network input."""
-    return to_tensor_layout(prepare_frame(frame_bgr, height, width))[None]
+    """HxWx3 uint8 BGR -> 1x3xheightxwidth float32 network input. The whole image is resized
+    (a segmenter maps its output back onto the same pixels); the device hands it frames that
+    ``prepare_frame`` already brought to the network's size."""
+    return to_tensor_layout(_resize(frame_bgr, height, width))[None]

@@ -50,7 +50,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.contracts.constants import CENTRE_THRESHOLD, DEFAULT_UM_PER_PX, THIN_HAIR_UM
+from device.contracts.constants import CENTRE_THRESHOLD, DEFAULT_UM_PER_PX, HAIR_CLASS_UM, THIN_HAIR_UM
 from device.measure.skeleton_graph import (
     _build_graph,
     _chains,
@@ -70,6 +70,8 @@ __all__ = [
     "clean_mask",
     "split_strands",
     "find_centres",
+    "hair_diameters",
+    "hair_class",
     "measure",
 ]
 
@@ -111,11 +113,14 @@ class HeadCount:
     source: "ends", "centrelines", "centres" or "skeleton" (``CountStrategy`` values).
     visible: with strand ends, every visible strand including those the edge cuts (each as one
         hair); None for other sources.
+    thin_ratio: with a hair density, the thin-hair density's share of it (learnt from labelled
+        miniaturised hairs), in [0, 1]; None for other sources.
     """
 
     value: int
     source: str
     visible: int | None = None
+    thin_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.source not in _NONE_FOUND:
@@ -126,6 +131,7 @@ class HeadCount:
 
 # Why a count is zero, by count source.
 _NONE_FOUND = {
+    "density": "no hairs found",
     "ends": "no hair ends found",
     "centrelines": "no hair centre lines found",
     "centres": "no hair centres found",
@@ -138,10 +144,14 @@ class HairMetrics:
     """Hair metrics of one frame.
 
     count: number of hairs (see ``count_source`` and ``HeadCount``).
-    strands: the skeleton strands (thickness always comes from these).
-    thickness_um: per-strand shaft diameter, micrometres, same order as ``strands``.
-    mean_thickness_um, median_thickness_um: over strands; None without strands.
-    thin_ratio: share of strands thinner than ``thin_um``; None without strands.
+    strands: the skeleton strands (drawn on overlays; thickness comes from them only when the
+        model locates no hairs).
+    thickness_um: shaft diameter, micrometres: one per located hair (``hairs``) when the model
+        locates hairs, else one per strand (same order as ``strands``).
+    mean_thickness_um, median_thickness_um: over those; None without any.
+    thin_ratio: share of thin hairs: the model's thin-hair share when it has one
+        (``HeadCount.thin_ratio``), else the share of diameters below ``thin_um``; None without
+        any.
     density_per_cm2: ``count / area_cm2``.
     area_cm2: imaged scalp area (frame size x ``um_per_px``^2).
     hair_fraction: share of mask pixels that are hair, in [0, 1].
@@ -151,6 +161,8 @@ class HairMetrics:
     thin_um: thin-hair threshold used, micrometres.
     visible_count: with strand ends, every visible strand including those the edge cuts (each
         as one hair); None for other count sources.
+    hairs: located hairs, each ((x, y) px, diameter um or None where the mask misses it, class:
+        ``hair_class``); empty when the model locates none.
     """
 
     count: int
@@ -167,6 +179,20 @@ class HairMetrics:
     reason: str | None
     thin_um: float = THIN_HAIR_UM
     visible_count: int | None = None
+    hairs: tuple[tuple[tuple[float, float], float | None, str | None], ...] = ()
+
+    @property
+    def thickness_source(self) -> str:
+        """ "hairs" (one diameter per located hair) or "strands" (one per skeleton strand)."""
+        return "hairs" if self.hairs else "strands"
+
+    def class_counts(self) -> dict[str, int]:
+        """Located hairs per class (``hair_class``; hairs without a diameter are left out)."""
+        out = {name: 0 for name in HAIR_CLASSES}
+        for _, _, klass in self.hairs:
+            if klass is not None:
+                out[klass] += 1
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; units in the keys; strands summarised (no point lists)."""
@@ -186,6 +212,12 @@ class HairMetrics:
             "area_cm2": round(float(self.area_cm2), 6),
             "hair_fraction": round(float(self.hair_fraction), 5),
             "um_per_px": float(self.um_per_px),
+            "thickness_source": self.thickness_source,
+            "hair_classes": self.class_counts() if self.hairs else None,
+            "hairs": [
+                {"xy_px": [round(x, 1), round(y, 1)], "diameter_um": _r(d, 1), "class": k}
+                for (x, y), d, k in self.hairs
+            ],
             "strand_count": len(self.strands),
             "strands": [s.summary(self.um_per_px) for s in self.strands],
             "reason": self.reason,
@@ -322,6 +354,45 @@ def find_centres(centre_prob: np.ndarray, threshold: float = CENTRE_THRESHOLD, m
     return pts[keep].astype(np.float32)
 
 
+# --------------------------------------------------------------------------- per hair
+
+HAIR_CLASSES = ("vellus-like", "intermediate", "terminal")
+
+
+def hair_class(diameter_um: float, bounds_um: tuple[float, float] = HAIR_CLASS_UM) -> str:
+    """``vellus-like`` below bounds[0], ``terminal`` from bounds[1] up, else ``intermediate``."""
+    if diameter_um < bounds_um[0]:
+        return HAIR_CLASSES[0]
+    return HAIR_CLASSES[2] if diameter_um >= bounds_um[1] else HAIR_CLASSES[1]
+
+
+def hair_diameters(mask: np.ndarray, points: np.ndarray, radius_px: float = 6.0) -> np.ndarray:
+    """Shaft diameter (px) of the hair at each located point: the median local diameter
+    (``_diameter_map``) of the mask's skeleton pixels within ``radius_px`` of the point, so one
+    hair gets one diameter however its skeleton branches. mask: HxW bool; points: (N, 2) (x, y)
+    px. Returns (N,) float64, NaN where no skeleton lies that close (the mask missed the hair)."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    out = np.full(len(pts), np.nan)
+    m, lab, stats = _clean(mask, 5, 10)
+    if not len(pts) or not m.any():
+        return out
+    sk = _skeleton(m, lab, stats)
+    diam = _diameter_map(m, sk)
+    ys, xs = np.nonzero(sk)
+    if not len(xs):
+        return out
+    for i, (x, y) in enumerate(pts):
+        near = (np.abs(xs - x) <= radius_px) & (np.abs(ys - y) <= radius_px)
+        if not near.any():
+            continue
+        d2 = (xs[near] - x) ** 2 + (ys[near] - y) ** 2
+        inside = d2 <= radius_px**2
+        if inside.any():
+            values = diam[ys[near][inside], xs[near][inside]]
+            out[i] = max(float(np.median(values)) - THICKNESS_OFFSET_PX, 0.0)
+    return out
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -331,6 +402,7 @@ def measure(
     thin_um: float = THIN_HAIR_UM,
     *,
     count: HeadCount | None = None,
+    hair_points: np.ndarray | None = None,
     min_length_px: float = 10,
     spur_length_px: float = 8,
 ) -> HairMetrics:
@@ -340,8 +412,11 @@ def measure(
     um_per_px: optical calibration, micrometres per pixel (> 0).
     thin_um: strands with a shaft diameter below this (micrometres) count as thin.
     count: the count a model's instance output gave (its segmenter's count strategy, see
-        ``device.app.analysis.head_count``); None counts the mask's skeleton strands. Thickness
-        and thin ratio always come from the skeleton strands.
+        ``device.app.analysis.head_count``); None counts the mask's skeleton strands.
+    hair_points: (N, 2) (x, y) px of the hairs the model located (peaks of its hair density):
+        thickness is then measured once per hair (``hair_diameters``), not per skeleton branch
+        (a thick shaft that the skeleton splits into several thin branches stays one hair).
+        None: thickness per skeleton strand.
     """
     m = np.asarray(mask)
     if m.ndim != 2 or m.size == 0:
@@ -352,7 +427,16 @@ def measure(
     area_cm2 = h * w * (um_per_px * 1e-4) ** 2
     hair_fraction = float(np.count_nonzero(m)) / m.size
     strands = tuple(split_strands(m, min_length_px, spur_length_px)) if hair_fraction else ()
-    thick = tuple(float(s.thickness_px * um_per_px) for s in strands)
+    hairs: tuple[tuple[tuple[float, float], float | None, str | None], ...] = ()
+    if hair_points is not None and len(hair_points):
+        diam_um = hair_diameters(m > 0, hair_points) * um_per_px
+        hairs = tuple(
+            ((float(x), float(y)), None if np.isnan(d) else float(d), None if np.isnan(d) else hair_class(float(d)))
+            for (x, y), d in zip(np.asarray(hair_points, float), diam_um, strict=True)
+        )
+        thick = tuple(d for _, d, _ in hairs if d is not None)
+    else:
+        thick = tuple(float(s.thickness_px * um_per_px) for s in strands)
     if count is None:
         count = HeadCount(len(strands), "skeleton")
     reason: str | None = None
@@ -369,7 +453,11 @@ def measure(
         thickness_um=thick,
         mean_thickness_um=float(arr.mean()) if len(arr) else None,
         median_thickness_um=float(np.median(arr)) if len(arr) else None,
-        thin_ratio=float((arr < thin_um).mean()) if len(arr) else None,
+        thin_ratio=count.thin_ratio
+        if count.thin_ratio is not None
+        else float((arr < thin_um).mean())
+        if len(arr)
+        else None,
         density_per_cm2=count.value / area_cm2,
         area_cm2=area_cm2,
         hair_fraction=hair_fraction,
@@ -378,4 +466,5 @@ def measure(
         reason=reason,
         thin_um=float(thin_um),
         visible_count=count.visible,
+        hairs=hairs,
     )

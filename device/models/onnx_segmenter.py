@@ -8,13 +8,16 @@ import cv2
 import numpy as np
 
 from device.contracts.constants import (
+    DENSITY_SCALE,
     END_DENSITY_SCALE,
     END_EDGE_PX,
     SEG_INPUT,
     SEG_OUT_CENTRE,
+    SEG_OUT_DENSITY,
     SEG_OUT_ENDS,
     SEG_OUT_LINES,
     SEG_OUT_MASK,
+    SEG_OUT_THIN,
 )
 from device.contracts.preprocess import to_network_input
 from device.models.backends import Backend, OrtBackend
@@ -29,9 +32,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class ModelSegmenter:
     """Runs a segmentation graph (input ``SEG_INPUT``, output ``SEG_OUT_MASK`` and optionally
-    an instance output, ``SEG_OUT_CENTRE``, ``SEG_OUT_LINES`` or ``SEG_OUT_ENDS``) on frames of
-    any size: frames are resized to the graph's static input size and the probabilities
-    resized back; an end density is summed at the graph's size into a hair count.
+    an instance output, ``SEG_OUT_DENSITY`` (with ``SEG_OUT_THIN``), ``SEG_OUT_CENTRE``,
+    ``SEG_OUT_LINES`` or ``SEG_OUT_ENDS``) on frames of any size: frames are resized to the
+    graph's static input size and the probabilities resized back; a hair or end density is
+    summed at the graph's size into a hair count.
 
     ``count_strategy``: which output counts hairs, chosen here from the graph's outputs
     (``CountStrategy.for_outputs``) and carried by every ``SegOutput`` this segmenter returns."""
@@ -42,7 +46,8 @@ class ModelSegmenter:
         self.backend = backend
         self.name = name
         _, _, self.height, self.width = backend.input_shapes[SEG_INPUT]
-        self.extra = [n for n in (SEG_OUT_CENTRE, SEG_OUT_LINES, SEG_OUT_ENDS) if n in backend.output_names]
+        extra = (SEG_OUT_CENTRE, SEG_OUT_LINES, SEG_OUT_ENDS, SEG_OUT_DENSITY, SEG_OUT_THIN)
+        self.extra = [n for n in extra if n in backend.output_names]
         self.count_strategy = CountStrategy.for_outputs(backend.output_names)
 
     @classmethod
@@ -57,15 +62,28 @@ class ModelSegmenter:
         ends = out.pop(SEG_OUT_ENDS, None)
         hairs = None if ends is None else hairs_from_ends(ends[0, 0])
         visible = None if ends is None else hairs_from_ends(ends[0, 0], edge_px=0)
+        raw_density, raw_thin = out.pop(SEG_OUT_DENSITY, None), out.pop(SEG_OUT_THIN, None)
+        density = thin_hairs = None
+        if raw_density is not None:
+            density = np.maximum(raw_density[0, 0], 0.0) / DENSITY_SCALE  # hairs per network pixel
+            hairs = max(0.0, float(raw_density[0, 0].sum(dtype=np.float64)) / DENSITY_SCALE)
+            if raw_thin is not None:
+                thin = float(raw_thin[0, 0].sum(dtype=np.float64)) / DENSITY_SCALE
+                thin_hairs = min(max(thin, 0.0), hairs)
         maps = {name: _sigmoid(value[0, 0]) for name, value in out.items()}
         if (h, w) != (self.height, self.width):
             maps = {k: cv2.resize(v, (w, h), interpolation=cv2.INTER_LINEAR) for k, v in maps.items()}
+            if density is not None:  # resampled, then rescaled so it still sums to the hairs
+                density = cv2.resize(density, (w, h), interpolation=cv2.INTER_LINEAR)
+                density *= (self.height * self.width) / (h * w)
         return SegOutput(
             prob=maps[SEG_OUT_MASK],
             centre=maps.get(SEG_OUT_CENTRE),
             lines=maps.get(SEG_OUT_LINES),
             hairs=hairs,
             hairs_visible=visible,
+            density=density,
+            thin_hairs=thin_hairs,
             count_strategy=self.count_strategy,
         )
 

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from device.contracts.constants import MASK_THRESHOLD, SEG_OUT_CENTRE, SEG_OUT_ENDS, SEG_OUT_LINES
+from device.contracts.constants import MASK_THRESHOLD, SEG_OUT_CENTRE, SEG_OUT_DENSITY, SEG_OUT_ENDS, SEG_OUT_LINES
 
 __all__ = ["CountStrategy", "SegOutput", "Segmenter"]
 
@@ -25,6 +25,7 @@ __all__ = ["CountStrategy", "SegOutput", "Segmenter"]
 class CountStrategy(enum.Enum):
     """Which output counts hairs; the value is ``HairMetrics.count_source``."""
 
+    DENSITY = "density"  # the sum of a hair density learnt from real labelled hairs (``SegOutput.hairs``)
     ENDS = "ends"  # half the strand ends of an end-density output (``SegOutput.hairs``)
     CENTRELINES = "centrelines"  # strands of the centre-line map inside the hair mask
     CENTRES = "centres"  # peaks of the centre heatmap that lie on the hair mask
@@ -32,13 +33,23 @@ class CountStrategy(enum.Enum):
 
     @classmethod
     def for_outputs(cls, output_names: Collection[str]) -> CountStrategy:
-        """The strategy of a model with these output names: end density, else centre lines,
-        else centre heatmap, else the mask's skeleton."""
-        by_precedence = ((SEG_OUT_ENDS, cls.ENDS), (SEG_OUT_LINES, cls.CENTRELINES), (SEG_OUT_CENTRE, cls.CENTRES))
+        """The strategy of a model with these output names: hair density, else end density, else
+        centre lines, else centre heatmap, else the mask's skeleton."""
+        by_precedence = (
+            (SEG_OUT_DENSITY, cls.DENSITY),
+            (SEG_OUT_ENDS, cls.ENDS),
+            (SEG_OUT_LINES, cls.CENTRELINES),
+            (SEG_OUT_CENTRE, cls.CENTRES),
+        )
         return next((strategy for name, strategy in by_precedence if name in output_names), cls.SKELETON)
 
 
-_NEEDS = {CountStrategy.ENDS: "hairs", CountStrategy.CENTRELINES: "lines", CountStrategy.CENTRES: "centre"}
+_NEEDS = {
+    CountStrategy.DENSITY: "density",
+    CountStrategy.ENDS: "hairs",
+    CountStrategy.CENTRELINES: "lines",
+    CountStrategy.CENTRES: "centre",
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,8 @@ class SegOutput:
     hairs: float | None = None
     hairs_visible: float | None = None
     count_strategy: CountStrategy = CountStrategy.SKELETON
+    density: np.ndarray | None = None
+    thin_hairs: float | None = None
 
     def __post_init__(self) -> None:
         needed = _NEEDS.get(self.count_strategy)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from device.contracts.constants import END_DENSITY_SCALE
 
-__all__ = ["seg_loss", "distill_loss", "CENTRE_LOSSES"]
+__all__ = ["seg_loss", "distill_loss", "density_loss", "CENTRE_LOSSES"]
 
 
 def _soft_dice(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -45,7 +45,12 @@ def _line_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _end_density_loss(pred: torch.Tensor, target: torch.Tensor, count_weight: float = 0.5) -> torch.Tensor:
-    """Strand-end density (a linear output, not a logit), three terms:
+    """``density_loss`` on the strand-end density (mass END_DENSITY_SCALE per end)."""
+    return density_loss(pred, target, END_DENSITY_SCALE, count_weight)
+
+
+def density_loss(pred: torch.Tensor, target: torch.Tensor, scale: float, count_weight: float = 0.5) -> torch.Tensor:
+    """A density (Nx1xHxW, a linear output, not a logit; mass ``scale`` per object), three terms:
 
     - squared error relative to the target's energy (1.0 for an all-zero prediction): the
       shape of every peak;
