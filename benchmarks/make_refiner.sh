@@ -20,7 +20,7 @@ $S eval refiner --refiner runs/refiner_release --synthetic data/heldout \
   --counts /work/shared/data/follicle-counts/val \
   --out benchmarks/reports/refiner_ablation.json --figure benchmarks/reports/refiner_figure3.png \
   --figure-counts runs/refiner_figure3_fdu.png
-$S bench refiner --refiner runs/refiner_release --checkpoint runs/refiner/final.pt \
+$S bench refiner --frames data/heldout/images --refiner runs/refiner_release --checkpoint runs/refiner/final.pt \
   --threads 1,2 --runs 20 --out benchmarks/reports/refiner_speed.json
 $S export refiner --checkpoint runs/refiner/final.pt --out runs/refiner_release \
   --metrics benchmarks/reports/refiner_ablation.json benchmarks/reports/refiner_speed.json

@@ -16,7 +16,7 @@ from typing import Any
 
 from calibration.gate import AgreementGate, DiceGate, Judge
 from calibration.quantize import RECIPES, QuantRecipe, producing_convs
-from device.contracts.constants import CLS_INPUT, DISEASE_INPUT, SEG_INPUT, SEG_OUT_ENDS
+from device.contracts.constants import CLS_INPUT, DISEASE_INPUT, SEG_INPUT, SEG_OUT_DENSITY, SEG_OUT_ENDS, SEG_OUT_THIN
 
 __all__ = ["Int8Rules", "RULES", "model_kind", "rules_for", "recipes_for", "judge_for"]
 
@@ -39,10 +39,12 @@ class Int8Rules:
 
 
 RULES = {
-    # The strand-end density is summed over a frame to count hairs: its conv stays FP32 (rounding
-    # errors add up); the 8-channel full-resolution convs too (counts within 0.5 hair of FP32
-    # instead of +1.4 on the shipped student).
-    "segmenter": Int8Rules(("tensorrt", "ort-cpu"), keep_thin_fp32=8, keep_outputs_fp32=(SEG_OUT_ENDS,)),
+    # The strand-end and hair densities are summed over a frame to count hairs: their conv stays
+    # FP32 (rounding errors add up); the 8-channel full-resolution convs too (counts within 0.5
+    # hair of FP32 instead of +1.4 on the label-free student).
+    "segmenter": Int8Rules(
+        ("tensorrt", "ort-cpu"), keep_thin_fp32=8, keep_outputs_fp32=(SEG_OUT_ENDS, SEG_OUT_DENSITY, SEG_OUT_THIN)
+    ),
     # Classifiers: the device runs them on the CPU; at most 5% of decisions may change.
     "conditions": Int8Rules(("ort-cpu",), max_drop=0.05),
     "disease": Int8Rules(("ort-cpu",), max_drop=0.05),

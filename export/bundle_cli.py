@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 __all__ = ["register"]
+
+if TYPE_CHECKING:
+    from device.models.bundle import Bundle
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--list-version", type=int, required=True, help="higher than the list it replaces")
     r.set_defaults(func=_run_revoke)
     for name, helptext, func in (
-        ("verify", "check signature and every file hash; exit 1 on any mismatch", _run_verify),
+        ("verify", "check signature and every file hash; exit 4 on any mismatch (REFUSED)", _run_verify),
         ("info", "verify, then describe the bundle's models and variants", _run_info),
     ):
         q = bsub.add_parser(name, help=helptext)
@@ -88,14 +91,9 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _run_unpack(args: argparse.Namespace) -> int:
-    from device.models.bundle import BundleError
     from export.bundle import unpack_bundle
 
-    try:
-        cards = unpack_bundle(args.dir, args.out, trusted_keys=args.trust)
-    except BundleError as exc:
-        print(f"REFUSED: {exc}", file=sys.stderr)
-        return 1
+    cards = unpack_bundle(args.dir, args.out, trusted_keys=args.trust)  # a refused bundle: exit 4 (cli.main)
     for card in cards:
         print(f"wrote {card}")
     return 0
@@ -105,33 +103,22 @@ def _run_revoke(args: argparse.Namespace) -> int:
     from export.bundle import sign_revocations
 
     revoked = dict(item.partition("=")[::2] for item in args.revoke)
-    try:
-        path = sign_revocations(args.out, revoked, args.key, args.list_version)
-    except ValueError as exc:  # a bad key id (ContractError) or the signer revoking itself
-        print(f"REFUSED: {exc}", file=sys.stderr)
-        return 1
+    # a bad key id (ContractError) or the signer revoking itself: ValueError, exit 2 (cli.main)
+    path = sign_revocations(args.out, revoked, args.key, args.list_version)
     print(f"wrote {path}: revokes {', '.join(sorted(revoked))}")
     return 0
 
 
-def _open(args: argparse.Namespace) -> object:
-    from device.models.bundle import Bundle, BundleError, RollbackGuard
+def _open(args: argparse.Namespace) -> Bundle:
+    """The verified bundle; a refused one raises BundleError (exit 4, ``model bundle REFUSED: ...``)."""
+    from device.models.bundle import Bundle, RollbackGuard
 
     guard = RollbackGuard(Path(args.state), args.allow_downgrade, record=False) if args.state else None
-    try:
-        return Bundle.open(args.dir, trusted_keys=args.trust, guard=guard)
-    except BundleError as exc:
-        print(f"REFUSED: {exc}", file=sys.stderr)
-        return None
+    return Bundle.open(args.dir, trusted_keys=args.trust, guard=guard)
 
 
 def _run_verify(args: argparse.Namespace) -> int:
     bundle = _open(args)
-    if bundle is None:
-        return 1
-    from device.models.bundle import Bundle
-
-    assert isinstance(bundle, Bundle)
     files = bundle.variants()
     if args.json:
         print(json.dumps({"ok": True, "signer": bundle.signer, "files": [v.path.name for v in files]}))
@@ -142,11 +129,6 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _run_info(args: argparse.Namespace) -> int:
     bundle = _open(args)
-    if bundle is None:
-        return 1
-    from device.models.bundle import Bundle
-
-    assert isinstance(bundle, Bundle)
     if args.json:
         print(json.dumps(bundle.manifest, indent=2))
         return 0

@@ -6,6 +6,9 @@ down after ``heartbeat_timeout_s`` without a valid frame, reopens the port with 
 unplug, ACKs and de-duplicates BUTTON frames by seq, and retries LED commands until acknowledged.
 Events come out of :attr:`SerialLink.events` (a queue) and/or callbacks (:meth:`~SerialLink.add_listener`).
 Only the link's thread touches the port; without the thread, call :meth:`~SerialLink.loop_once` by hand.
+
+A port that cannot be opened is never silent: ``start(require_port=True)`` raises :class:`PortUnavailable`
+naming it; later failed opens are retried with backoff, the first of each outage logged as a warning.
 """
 
 from __future__ import annotations
@@ -52,11 +55,11 @@ from firmware_bridge.messages import (
     refusal_reason,
     unpack,
 )
-from firmware_bridge.ports import open_port
+from firmware_bridge.ports import PortUnavailable, open_port
 from firmware_bridge.protocol import Frame, FrameDecoder, SeqWindow
 from resilience import Backoff
 
-__all__ = ["LinkConfig", "SerialLink"]
+__all__ = ["LinkConfig", "PortUnavailable", "SerialLink"]
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +99,21 @@ class SerialLink(Worker):
         self._stats = LinkStats()
         self._reopen = Backoff(self.config.reopen_backoff_s, self.config.reopen_backoff_max_s)
         self._opened_at = self._last_rx = self._next_hello_at = self._next_heartbeat_at = 0.0
+        self._open_failing = False  # an outage's first failed open is a warning, the retries debug
 
-    def start(self) -> SerialLink:
-        """Start the reader thread (it opens the port); returns self."""
+    def start(self, require_port: bool = False) -> SerialLink:
+        """Start the reader thread (it opens the port); returns self. ``require_port``: open the port
+        here first, raising :class:`PortUnavailable` (nothing started) when that fails."""
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("link already started")
             self._set_state(LinkState.DISCONNECTED)
+            if require_port:
+                try:
+                    self._open(raise_errors=True)
+                except PortUnavailable:
+                    self._set_state(LinkState.STOPPED)
+                    raise
             self._spawn(f"serial-link {self.url}")
         return self
 
@@ -201,16 +212,21 @@ class SerialLink(Worker):
                     self._port_lost(RuntimeError("internal error"))
                 self._stop.wait(self.config.poll_interval_s)
 
-    def _open(self) -> None:
+    def _open(self, raise_errors: bool = False) -> None:
         try:
             cfg = self.config
             port = open_port(self.url, cfg.baudrate, cfg.poll_interval_s, cfg.write_timeout_s)
         except (OSError, ValueError) as exc:
             with self._lock:
                 self._stats.open_failures += 1
-                self._reopen.failed(time.monotonic())
-            log.debug("cannot open %s: %s", self.url, exc)
+                delay = self._reopen.failed(time.monotonic())
+                first, self._open_failing = not self._open_failing, True
+            if raise_errors:
+                raise PortUnavailable(self.url, exc) from exc
+            level = logging.WARNING if first else logging.DEBUG  # the outage's first failure is said
+            log.log(level, "cannot open %s: %s (retrying in %.1f s)", self.url, exc, delay)
             return
+        self._open_failing = False
         now = time.monotonic()
         with self._lock:
             self._port = port

@@ -3,7 +3,8 @@
 Prints one line per event (seconds since start, then the event), optionally answers every button
 press with an LED blink (``--ack-led``), and prints the link counters as JSON on exit. PORT is a
 path (``/dev/serial/by-id/...``, the simulator's symlink) or a pyserial URL (``hwgrep://VID:PID``);
-without it the first ``/dev/serial/by-id`` entry is used.
+without it the first ``/dev/serial/by-id`` entry is used. Exit codes: 0 done; 2 no port given and none
+found, or the port is missing or cannot be opened (the message names it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from firmware_bridge.events import (
     LinkUpEvent,
     McuErrorEvent,
 )
-from firmware_bridge.link import LinkConfig, SerialLink
+from firmware_bridge.link import LinkConfig, PortUnavailable, SerialLink
 from firmware_bridge.messages import LedPattern, LedSet
 from firmware_bridge.ports import list_by_id
 
@@ -96,7 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = start + args.seconds if args.seconds is not None else float("inf")
     presses = 0
     handles: list[CommandHandle] = []
-    with SerialLink(port, LinkConfig()) as link:
+    link = SerialLink(port, LinkConfig())
+    try:
+        link.start(require_port=True)
+    except PortUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         print(f"watching {port}", flush=True)
         while not stop.is_set() and time.monotonic() < deadline:
             event = link.get_event(timeout_s=0.1)
@@ -114,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handle in handles:  # let the last LED commands land before closing the port
             handle.wait(link.config.command_timeout_s)
         stats = link.stats
+    finally:
+        link.stop()
     print(json.dumps(dataclasses.asdict(stats)), flush=True)
     return 0
 

@@ -12,6 +12,7 @@ path through a symlink that is re-pointed atomically on "replug", as udev does f
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tty
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import serial
 
-__all__ = ["BY_ID_DIR", "PtyPort", "hwgrep_url", "list_by_id", "open_port"]
+__all__ = ["BY_ID_DIR", "PortUnavailable", "PtyPort", "hwgrep_url", "list_by_id", "open_port"]
 
 BY_ID_DIR = "/dev/serial/by-id"
 
@@ -48,6 +49,25 @@ def open_port(url: str, baudrate: int = 115200, timeout_s: float = 0.02, write_t
     )
     port.open()
     return port
+
+
+class PortUnavailable(OSError):
+    """The scanner's port could not be opened at start; ``missing``: no such port (not found), else
+    it exists but cannot be opened (held by another process, permissions). The message names it."""
+
+    def __init__(self, url: str, reason: BaseException) -> None:
+        self.url = url
+        self.missing = _is_missing(url, reason)
+        if self.missing:
+            super().__init__(f"scanner port {url} not found (no such device: check the cable and the port name)")
+        else:
+            super().__init__(f"scanner port {url} cannot be opened: {reason}")
+
+
+def _is_missing(url: str, reason: BaseException) -> bool:
+    if getattr(reason, "errno", None) == errno.ENOENT or "no ports found" in str(reason):
+        return True
+    return "://" not in url and not os.path.exists(url)
 
 
 class PtyPort:

@@ -7,6 +7,8 @@ loses it. The consumer closes the loop end to end:
   ``max_json_depth`` deep, no ``NaN``/``Infinity``) and validated against its schema
   (``device.contracts.validation``); a bad one is logged in one short line and kept in the
   ``rejected`` table (reason naming the field, the payload's first KiB, size and SHA-256);
+  result records of version 1 and 2 (``device.contracts.records.SCHEMA_IDS``) are both accepted,
+  a version 2 record's session tags stored in their own columns;
 - each result is stored once by ``msg_id`` (``fleet.store``; a redelivery is counted as a
   duplicate; the same ``(device, seq)`` under another ``msg_id`` is a *conflict*, kept in its
   own table and logged as an error, never merged);
@@ -42,7 +44,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from device.contracts.config import MqttConfig
 from device.contracts.messages import parse_topic, resend_command, topic
 from device.contracts.mqtt import make_client
-from device.contracts.records import validate_record
+from device.contracts.records import session_tags, validate_record
 from device.contracts.validation import ContractError, parse_json, validate
 from fleet.config import FleetConfig
 from fleet.gaps import SeqTrack, plan_resend
@@ -275,7 +277,7 @@ class FleetConsumer:
         seq, msg_id = int(rec["seq"]), str(rec["msg_id"])
         tr = self._track(device)
         outcome, stored = self._store.store_result(
-            device, seq, msg_id, rec["boot_id"], rec["captured_at"], payload.decode()
+            device, seq, msg_id, rec["boot_id"], rec["captured_at"], payload.decode(), rec["schema"], session_tags(rec)
         )
         if outcome == "new":
             tr.hold(seq, time.monotonic())

@@ -1,6 +1,11 @@
 """The fleet consumer's SQLite database: results once by ``msg_id``, conflicts, rejected
 payloads, unrecoverable ranges and anomalies, per-device counters.
 
+Results of both record versions are stored; the columns ``schema``, ``client_id``,
+``session_id``, ``site`` and ``visit_date`` (added on open to a database made before record
+version 2) hold each record's version and session tags (NULL for a version 1 record), so a
+client's visits can be queried without parsing payloads.
+
 Not thread-safe by itself: the consumer serialises calls under its lock. Every seq set is
 stored as ranges (``unavailable``, ``anomalies``) and loaded back as ranges (the held seqs
 are grouped into runs by SQLite), so a restart costs O(ranges) memory.
@@ -11,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from fleet.ranges import Range, add
 
-__all__ = ["REJECTED_KEEP_BYTES", "FleetStore", "StoredDevice"]
+__all__ = ["REJECTED_KEEP_BYTES", "TAG_COLUMNS", "FleetStore", "StoredDevice"]
 
 REJECTED_KEEP_BYTES = 1024  # of a rejected payload, only this prefix is kept (with its size and SHA-256)
 
@@ -38,7 +44,12 @@ CREATE TABLE IF NOT EXISTS anomalies (device_id TEXT NOT NULL, kind TEXT NOT NUL
     to_seq INTEGER NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, UNIQUE (device_id, kind, from_seq));
 """
 # Columns added since the first release; an older database gets them on open.
-_ADDED = {"rejected": {"payload_bytes": "INTEGER", "payload_sha256": "TEXT"}}
+_ADDED = {
+    "rejected": {"payload_bytes": "INTEGER", "payload_sha256": "TEXT"},
+    "results": {"schema": "TEXT", "client_id": "TEXT", "session_id": "TEXT", "site": "TEXT", "visit_date": "TEXT"},
+}
+#: Session tags of a version 2 record, stored in their own columns.
+TAG_COLUMNS = ("client_id", "session_id", "site", "visit_date")
 
 Outcome = Literal["new", "duplicate", "conflict"]
 
@@ -67,6 +78,7 @@ class FleetStore:
             for name, kind in columns.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS results_client ON results (client_id, session_id)")
 
     def close(self) -> None:
         self._db.close()
@@ -76,10 +88,19 @@ class FleetStore:
         self._db.execute("INSERT OR IGNORE INTO devices (device_id) VALUES (?)", (device,))
 
     def store_result(
-        self, device: str, seq: int, msg_id: str, boot_id: str, captured_at: str, payload: str
+        self,
+        device: str,
+        seq: int,
+        msg_id: str,
+        boot_id: str,
+        captured_at: str,
+        payload: str,
+        schema: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[Outcome, Any]:
         """Store a validated result once: ``("new", None)``, ``("duplicate", None)`` (same
-        ``msg_id`` again, counted) or ``("conflict", what is stored)`` (kept apart, never merged)."""
+        ``msg_id`` again, counted) or ``("conflict", what is stored)`` (kept apart, never merged).
+        ``schema``: the record's version; ``tags``: its session tags (``TAG_COLUMNS``)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -88,9 +109,11 @@ class FleetStore:
             same_id = db.execute("SELECT device_id, seq FROM results WHERE msg_id = ?", (msg_id,)).fetchone()
             outcome: tuple[Outcome, Any]
             if held is None and same_id is None:
+                tag = [(tags or {}).get(k) for k in TAG_COLUMNS]
                 db.execute(
-                    "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (msg_id, device, seq, boot_id, captured_at, time.time(), payload),
+                    "INSERT INTO results (msg_id, device_id, seq, boot_id, captured_at, received_at, payload, schema, "
+                    f"{', '.join(TAG_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (msg_id, device, seq, boot_id, captured_at, time.time(), payload, schema, *tag),
                 )
                 outcome = ("new", None)
             elif held is not None and held[0] == msg_id:

@@ -4,16 +4,18 @@
     scalpedge train alopecia --data DIR --out RUN [--segmenter X.onnx]
     scalpedge eval conditions --data DIR --out R.json [--model X.onnx]
     scalpedge eval synth-conditions --data DIR --out R.json [--model X.onnx] [--figures DIR]
-    scalpedge eval diseases --data DIR --folds K --out R.json
+    scalpedge eval diseases --data DIR --folds K --out R.json [--preprocess P] [--model M]
     scalpedge export classifier --checkpoint C.pt --out X.onnx [--int8 Y.onnx --calib DIR...]
-    scalpedge export disease --data DIR --out X.onnx [--int8 Y.onnx]
+    scalpedge export disease --data DIR --out X.onnx [--int8 Y.onnx] [--preprocess P] [--model M]
     scalpedge export classifier-card --kind severity --fp32 X.onnx [--int8 Y.onnx] --command CMD ...
 
 INT8 goes through ``calibration`` (the model's recipe rules, then the accuracy gate against
 FP32): ``--int8`` here, or ``scalpedge calibrate int8 --card`` on the card.
     scalpedge bench classifiers --out R.json --models A.onnx,B.onnx
 
-Heavy imports (torch, scikit-learn) happen only when a command runs.
+``eval diseases`` and ``export disease`` default to the registry model and preprocessing the
+shipped disease classifier was trained with (``shipped_disease_setup``), so their defaults
+score and rebuild what ships. Heavy imports (torch, scikit-learn) happen only when a command runs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,39 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_train", "add_eval", "add_export", "add_bench"]
+__all__ = ["add_train", "add_eval", "add_export", "add_bench", "shipped_disease_setup"]
+
+_SHIPPED = "default: the shipped disease model's, from its model card"
+
+
+def shipped_disease_setup(manifest: str | Path | None = None) -> dict[str, str]:
+    """``{"model": registry name, "preprocess": "paper" | "resize"}`` the shipped disease
+    classifier was trained with: its model card in the bundle manifest (default: the shipped
+    bundle's ``manifest.json``), ``models.disease.provenance.training``. ValueError when the
+    card does not record them."""
+    from device.assets import default_manifest_path
+    from device.models.classifiers import DISEASE_PREPROCESSING
+
+    path = Path(manifest) if manifest is not None else default_manifest_path()
+    card = json.loads(path.read_text()).get("models", {}).get("disease")
+    training = ((card or {}).get("provenance") or {}).get("training") or {}
+    model, preprocess = training.get("model"), training.get("preprocess")
+    if not isinstance(model, str) or preprocess not in DISEASE_PREPROCESSING:
+        raise ValueError(
+            f"{path}: the disease model's card does not record its training model and preprocessing "
+            f"(models.disease.provenance.training: {training}); pass --model and --preprocess"
+        )
+    return {"model": model, "preprocess": preprocess}
+
+
+def _disease_setup(args: argparse.Namespace) -> tuple[str, str]:
+    """``--model`` and ``--preprocess``, each defaulting to the shipped disease model's (said on stdout)."""
+    if args.model is not None and args.preprocess is not None:
+        return args.model, args.preprocess
+    shipped = shipped_disease_setup()
+    model, preprocess = args.model or shipped["model"], args.preprocess or shipped["preprocess"]
+    print(f"disease classifier: model {model}, preprocess {preprocess} (unset options as the shipped model's card)")
+    return model, preprocess
 
 
 def _write_json(path: str | Path, report: dict[str, Any]) -> None:
@@ -104,8 +138,8 @@ def add_eval(esub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--figures", help="folder for the confusion-matrix PNG")
-    d.add_argument("--preprocess", choices=("paper", "resize"), default="paper", help="paper's preprocessing or resize")
-    d.add_argument("--model", default="disease_lite0", help="registry name (disease_lite0_tiles: 3x3 tiles)")
+    d.add_argument("--preprocess", choices=("paper", "resize"), help=f"paper's preprocessing or resize ({_SHIPPED})")
+    d.add_argument("--model", help=f"registry name, e.g. disease_lite0_tiles (3x3 tiles) ({_SHIPPED})")
     d.add_argument("--repeats", type=int, default=3, help="CV shuffles (seeds seed, seed+1, ...)")
     d.set_defaults(func=_run_eval_diseases)
 
@@ -127,13 +161,14 @@ def _run_eval_synth_conditions(args: argparse.Namespace) -> int:
 def _run_eval_diseases(args: argparse.Namespace) -> int:
     from server_train.training.disease_train import cross_validate
 
+    model, preprocess = _disease_setup(args)
     report = cross_validate(
         args.data,
         folds=args.folds,
         seed=args.seed,
         figures=args.figures,
-        model=args.model,
-        preprocess=args.preprocess,
+        model=model,
+        preprocess=preprocess,
         repeats=args.repeats,
     )
     return _summary(report, args.out)
@@ -152,8 +187,8 @@ def add_export(esub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, help="FP32 .onnx")
     d.add_argument("--int8", help="also write the gated INT8 model here (calibrated on the photos)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--preprocess", choices=("paper", "resize"), default="paper")
-    d.add_argument("--model", default="disease_lite0", help="registry name (disease_lite0_tiles: 3x3 tiles)")
+    d.add_argument("--preprocess", choices=("paper", "resize"), help=f"paper's preprocessing or resize ({_SHIPPED})")
+    d.add_argument("--model", help=f"registry name, e.g. disease_lite0_tiles (3x3 tiles) ({_SHIPPED})")
     d.set_defaults(func=_run_export_disease)
     m = esub.add_parser("classifier-card", help="write a classifier's model card DIR/<name>.card.json (provenance)")
     m.add_argument("--dir", default="device/assets/default")
@@ -182,9 +217,8 @@ def _run_export_classifier(args: argparse.Namespace) -> int:
 def _run_export_disease(args: argparse.Namespace) -> int:
     from server_train.training.disease_train import train_and_export
 
-    written = train_and_export(
-        args.data, args.out, int8=args.int8, seed=args.seed, model=args.model, preprocess=args.preprocess
-    )
+    model, preprocess = _disease_setup(args)
+    written = train_and_export(args.data, args.out, int8=args.int8, seed=args.seed, model=model, preprocess=preprocess)
     for p in written:
         print(f"wrote {p}")
     return 0

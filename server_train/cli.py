@@ -48,7 +48,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     counts.add_argument("--data", required=True, help="comma-separated folders with images/ and annotations/ (VOC)")
     counts.add_argument("--out", required=True, help="run folder (checkpoints; resumes from last.pt)")
     counts.add_argument("--init-onnx", help="start from this segmenter graph (default: from scratch, the baseline)")
-    counts.add_argument("--init-config", help="JSON model_config of --init-onnx (default: the shipped student's)")
+    counts.add_argument(
+        "--init-config", help="JSON model_config of --init-onnx (default: the one its exporter recorded)"
+    )
     counts.add_argument("--model", help="registry name of a from-scratch student (student, student_tiny)")
     for name, typ in (
         ("val-percent", int),

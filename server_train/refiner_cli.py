@@ -21,7 +21,16 @@ from device.contracts.constants import REFINER_ENCODER_FILE as ENCODER_FILE
 from device.models.segmentation import Segmenter
 from server_train.cli_support import config_from_args, write_report
 
-__all__ = ["add_train", "add_stage_args", "wrap_segmenter", "add_eval", "add_bench", "add_export", "find_refiner"]
+__all__ = [
+    "add_train",
+    "add_stage_args",
+    "wrap_segmenter",
+    "add_eval",
+    "add_bench",
+    "add_export",
+    "bench_frames",
+    "find_refiner",
+]
 
 
 def find_refiner(spec: str | None) -> Path | None:
@@ -178,21 +187,44 @@ def add_bench(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--refiner", help=f"folder with {ENCODER_FILE} and {DECODER_FILE}")
     p.add_argument("--checkpoint", help="refiner checkpoint, for GFLOP counts")
-    p.add_argument("--frames", default="data/heldout/images", help="folder of frames to time on")
-    p.add_argument("--n-frames", type=int, default=8)
+    p.add_argument(
+        "--frames", help="folder of frames to time on (default: the sample frames shipped in device/assets/samples)"
+    )
+    p.add_argument("--n-frames", type=int, default=8, help="time on at most this many frames of --frames")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--no-naive", action="store_true")
     p.set_defaults(func=_run_bench)
 
 
+def bench_frames(folder: str | None, limit: int) -> list[Path]:
+    """The first ``limit`` image files of ``folder`` (sorted by name), or of the shipped sample
+    frames when ``folder`` is None; ValueError when there are none (or ``limit`` < 1),
+    FileNotFoundError when ``folder`` does not exist."""
+    from device.assets import sample_frames
+    from device.capture.imageio import IMAGE_SUFFIXES
+
+    if limit < 1:
+        raise ValueError(f"--n-frames must be at least 1, got {limit}")
+    if folder is None:
+        return sample_frames()[:limit]
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--frames {root}: no such folder")
+    frames = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not frames:
+        raise ValueError(f"--frames {root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
+    return frames[:limit]
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from device.assets import default_model_path
-    from device.capture.imageio import IMAGE_SUFFIXES
     from server_train.evaluation.refiner_speed import bench_refiner, gflops
 
     folder = _require_refiner(args.refiner)
-    frames = sorted(p for p in Path(args.frames).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.n_frames]
+    frames = bench_frames(args.frames, args.n_frames)
+    where = args.frames or f"{frames[0].parent} (the shipped samples; --frames to choose)"
+    print(f"timing on {len(frames)} frames from {where}")
     threads = tuple(int(t) for t in args.threads.split(","))
     report = bench_refiner(
         default_model_path(),

@@ -21,12 +21,32 @@ def _entry(checkpoint: str | Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     return {"checkpoint": str(checkpoint), "train_config": ckpt["train_config"], "steps": ckpt["step"]}
 
 
+def _onnx_entry(path: Path) -> dict[str, Any]:
+    """A lineage entry for a graph a run started from: its sha256 and the recipe its exporter
+    recorded in the graph's metadata (model and training config, commit)."""
+    import json
+
+    import onnx
+
+    from device.models.bundle import sha256_file
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    entry: dict[str, Any] = {"onnx": str(path), "sha256": sha256_file(path)}
+    for key in ("model_config", "train_config", "git_commit"):
+        if key in meta:
+            entry[key] = json.loads(meta[key]) if meta[key][:1] in "{[" else meta[key]
+    return entry
+
+
 def segmenter_lineage(checkpoint: str | Path, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
-    """``checkpoint`` (loaded as ``ckpt``) and, breadth first, every teacher and init checkpoint
-    its training config names that still exists, each once, so a card records the whole recipe."""
+    """``checkpoint`` (loaded as ``ckpt``), the graph it started from (``init_onnx``, with the
+    recipe recorded in it) and, breadth first, every teacher and init checkpoint its training
+    config names that still exists, each once, so a card records the whole recipe."""
     lineage = [_entry(checkpoint, ckpt)]
     seen = {str(checkpoint)}
     train_cfg = ckpt["train_config"]
+    if train_cfg.get("init_onnx") and Path(train_cfg["init_onnx"]).exists():
+        lineage.append(_onnx_entry(Path(train_cfg["init_onnx"])))
     queue = [train_cfg.get("teacher_checkpoint"), train_cfg.get("init_checkpoint")]
     while queue:
         parent = queue.pop(0)

@@ -21,7 +21,8 @@ def test_frames_are_measured_in_camera_geometry_with_scaled_units() -> None:
     assert large.frame.shape == (480, 640, 3)
     assert large.metrics.um_per_px == pytest.approx(2.0)
     assert small.metrics.um_per_px == pytest.approx(2.0)
-    assert large.overlay().shape == (480, 640, 3)
+    overlay = large.overlay()  # the frame, with its label bar below it
+    assert overlay.shape[1] == 640 and overlay.shape[0] > 480 and np.array_equal(overlay[:480].shape, (480, 640, 3))
 
 
 def test_rejected_frame_counts_zero_with_reason() -> None:

@@ -140,9 +140,9 @@ def test_cli_verify_and_info_exit_codes(bundle_dir: Path, keys, capsys) -> None:
     assert main(["bundle", "info", str(bundle_dir), "--trust", str(keys[1])]) == 0
     assert "segmenter.int8-ort-cpu.onnx: int8 for onnxruntime-cpu" in capsys.readouterr().out
     (bundle_dir / "segmenter.onnx").write_bytes(b"\0" + (bundle_dir / "segmenter.onnx").read_bytes()[1:])
-    assert main(["bundle", "verify", str(bundle_dir), "--trust", str(keys[1])]) == 1
+    assert main(["bundle", "verify", str(bundle_dir), "--trust", str(keys[1])]) == 4
     err = capsys.readouterr().err
-    assert err.startswith("REFUSED:") and "segmenter.onnx: sha256" in err
+    assert "model bundle REFUSED:" in err and "segmenter.onnx: sha256" in err
 
 
 def test_segment_refuses_a_tampered_bundle_and_runs_a_good_one(tmp_path: Path, capsys) -> None:
@@ -185,5 +185,5 @@ def test_unpack_then_rebuild_with_a_rotated_key_keeps_the_models(bundle_dir: Pat
     with pytest.raises(BundleError):  # the old key does not vouch for the re-signed bundle
         Bundle.open(rebuilt, trusted_keys=[keys[1]])
     # an untrusted source bundle is refused, and nothing is written
-    assert main(["bundle", "unpack", str(bundle_dir), str(tmp_path / "u2")]) == 1
+    assert main(["bundle", "unpack", str(bundle_dir), str(tmp_path / "u2")]) == 4
     assert not (tmp_path / "u2").exists()

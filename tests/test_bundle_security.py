@@ -65,7 +65,7 @@ def test_unlisted_file_in_a_signed_bundle_is_refused(tmp_path: Path, keys, capsy
     name = extra.rstrip("/")
     with pytest.raises(BundleError, match=rf"unlisted .*{name}"):
         Bundle.open(bundle, trusted_keys=[trust])
-    assert main(["bundle", "verify", str(bundle), "--trust", trust]) == 1
+    assert main(["bundle", "verify", str(bundle), "--trust", trust]) == 4
     assert "REFUSED" in capsys.readouterr().err
     shutil.rmtree(bundle / name) if extra.endswith("/") else (bundle / name).unlink()
     assert Bundle.open(bundle, trusted_keys=[trust]).version == "2026.1.1.1"  # clean again: opens
@@ -101,7 +101,7 @@ def test_an_older_signed_bundle_is_refused_unless_downgrade_is_allowed(tmp_path:
     assert json.loads(state.read_text())["highest_bundle_version"] == "2026.11.29.1625"
     with pytest.raises(BundleError, match=r"2026\.2\.1\.900 is older than 2026\.11\.29\.1625.*allow_downgrade"):
         Bundle.open(older, trusted_keys=trust, guard=RollbackGuard(state))
-    assert main(["bundle", "verify", str(older), "--trust", *trust, "--state", str(state)]) == 1
+    assert main(["bundle", "verify", str(older), "--trust", *trust, "--state", str(state)]) == 4
     assert "is older than" in capsys.readouterr().err
     # Explicitly allowed: it loads, and the device still remembers the highest version.
     allowed = Bundle.open(older, trusted_keys=trust, guard=RollbackGuard(state, allow_downgrade=True))
@@ -142,7 +142,7 @@ def test_a_bundle_signed_by_a_revoked_key_is_refused(tmp_path: Path, keys, capsy
         BundleError, match=rf"signed by key {old_id}, which is revoked: superseded \(release\.revocations\.json\)"
     ):
         Bundle.open(by_old, trusted_keys=[trusted])
-    assert main(["bundle", "verify", str(by_old), "--trust", str(trusted)]) == 1
+    assert main(["bundle", "verify", str(by_old), "--trust", str(trusted)]) == 4
     assert "revoked" in capsys.readouterr().err
     assert Bundle.open(by_new, trusted_keys=[trusted]).signer == _key_id(keys["new"][1])
 
@@ -205,10 +205,10 @@ def test_cli_revoke_writes_a_list_the_device_obeys(tmp_path: Path, keys, capsys)
     old_id, new_id = _key_id(keys["old"][1]), _key_id(keys["new"][1])
     out = trusted / "release.revocations.json"
     own = ["bundle", "revoke", str(out), "--key", str(keys["new"][0]), "--list-version", "1"]
-    assert main([*own, "--revoke", f"{new_id}=oops"]) == 1  # a list may not revoke its own signer
+    assert main([*own, "--revoke", f"{new_id}=oops"]) == 2  # a list may not revoke its own signer
     assert "cannot revoke the key that signs it" in capsys.readouterr().err and not out.exists()
     assert main([*own, "--revoke", f"{old_id}=superseded by {new_id}"]) == 0
-    assert main(["bundle", "verify", str(by_old), "--trust", str(trusted)]) == 1
+    assert main(["bundle", "verify", str(by_old), "--trust", str(trusted)]) == 4
     assert f"signed by key {old_id}, which is revoked: superseded by {new_id}" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a version rollback protection could not compare
         main(["bundle", "build", str(tmp_path / "x"), "--card", "c.json", "--key", "k.pem", "--version", "test-1"])

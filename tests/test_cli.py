@@ -40,7 +40,7 @@ def test_segment_reports_good_bad_and_dark_frames(tmp_path: Path, tiny_model: Pa
     cv2.imwrite(str(frames / "c_black.png"), np.zeros((480, 640, 3), np.uint8))
     cv2.imwrite(str(frames / "d_grey_small.png"), cv2.cvtColor(render(6).image, cv2.COLOR_BGR2GRAY)[:240, :320])
     out = tmp_path / "out"
-    code = main(["segment", str(frames), "--out", str(out), "--model", str(tiny_model), "--um-per-px", "3"])
+    code = main(["segment", str(frames), "--out", str(out), "--model", str(tiny_model), "--um-per-px", "8"])
     assert code == 1  # one unreadable frame
     report = json.loads((out / "metrics.json").read_text())
     by_name = {Path(f["file"]).name: f for f in report["frames"]}
@@ -50,14 +50,14 @@ def test_segment_reports_good_bad_and_dark_frames(tmp_path: Path, tiny_model: Pa
     # Each frame's entry is the measurement of that frame, counted by the model's strategy.
     seg = ModelSegmenter.from_onnx(tiny_model, threads=1)
     for name in ("a_synthetic.png", "d_grey_small.png"):
-        want = analyse_frame(seg, read_frame(frames / name), um_per_px=3.0).metrics
+        want = analyse_frame(seg, read_frame(frames / name), um_per_px=8.0).metrics
         got = by_name[name]
         assert (got["count"], got["count_source"]) == (want.count, seg.count_strategy.value)
         assert got["median_thickness_um"] == want.to_dict()["median_thickness_um"]
         assert (out / got["overlay"]).exists()
     assert report["um_per_px_source"] == "--um-per-px"
-    # Metrics are taken at 640x480: 3 um per input pixel is 1.5 um per pixel of the upscaled 320-wide frame.
-    assert by_name["a_synthetic.png"]["um_per_px"] == 3.0 and by_name["d_grey_small.png"]["um_per_px"] == 1.5
+    # Metrics are taken at 640x480: 8 um per input pixel is 4 um per pixel of the upscaled 320-wide frame.
+    assert by_name["a_synthetic.png"]["um_per_px"] == 8.0 and by_name["d_grey_small.png"]["um_per_px"] == 4.0
 
 
 def test_segment_rejects_missing_paths_and_bad_options(tmp_path: Path, tiny_model: Path) -> None:
@@ -96,7 +96,7 @@ def test_counting_frame_truth_halves_strands_cut_by_the_edge() -> None:
 
 def _voc(path: Path, classes: list[str]) -> None:
     objects = "".join(
-        f"<object><class>{c}</class><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
+        f"<object><class>{c}</class><bndbox><xmin>600</xmin><ymin>500</ymin><xmax>640</xmax><ymax>540</ymax></bndbox></object>"
         for c in classes
     )
     path.write_text(f"<annotation><filename>{path.stem}.jpg</filename>{objects}</annotation>")
@@ -112,10 +112,14 @@ def test_eval_counts_on_a_voc_folder(tmp_path: Path, tiny_model: Path) -> None:
         cv2.imwrite(str(root / "images" / f"f{i}.jpg"), big)
         _voc(root / "annotations" / f"f{i}.xml", ["premium"] * sample.count + ["undersize"])
     out = tmp_path / "counts.json"
-    assert main(["eval", "counts", "--data", str(root), "--out", str(out), "--model", str(tiny_model)]) == 0
+    plot = tmp_path / "counts.png"
+    args = ["eval", "counts", "--data", str(root), "--out", str(out), "--model", str(tiny_model), "--plot", str(plot)]
+    assert main(args) == 0
     report = json.loads(out.read_text())
-    assert report["frames"] == 3
-    for key in ("count_mae", "count_bias", "pearson_r", "thin_ratio_mae"):
+    assert report["frames"] == 3 and report["split"] == "all" and cv2.imread(str(plot)) is not None
+    for key in ("count_mae", "count_bias", "pearson_r", "thin_ratio_mae", "thin_ratio_r", "limits_of_agreement"):
         assert key in report
+    low, high = report["limits_of_agreement"]
+    assert low <= report["count_bias"] <= high
     first = report["per_frame"][0]
     assert first["true_count"] == render(0, SynthConfig(mode="trimmed")).count + 1

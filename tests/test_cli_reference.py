@@ -55,6 +55,8 @@ def test_every_command_and_option_has_a_section() -> None:
         for word in command.split():
             sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
         for action in sub._actions:
+            if action.help == argparse.SUPPRESS:  # the global options, accepted after any command
+                continue
             for option in action.option_strings:
                 if option not in ("-h", "--help"):
                     assert f"`{option}" in sections[command] or f", {option}" in sections[command], (command, option)

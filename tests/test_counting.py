@@ -27,7 +27,7 @@ from device.measure.hair_metrics import HeadCount, hair_class, hair_diameters, m
 from device.models.onnx_segmenter import ModelSegmenter
 from device.models.segmentation import CountStrategy, SegOutput
 from export.onnx_export import export_segmenter
-from server_train.evaluation.counts_eval import count_scores, evaluate_counts, match_hairs, plot_counts
+from server_train.evaluation.counts_eval import count_scores, evaluate_counts, match_hairs, plot_counts, thin_cut
 from server_train.models.from_onnx import student_from_onnx
 from server_train.models.student import StudentNet
 from server_train.training.count_train import CountFrames, CountTrainConfig, train_counts
@@ -322,6 +322,9 @@ def test_eval_counts_scores_a_model_against_the_boxes(tmp_path: Path) -> None:
     assert report["mean_predictor"]["count_mae"] > report["count_mae"]
     val = evaluate_counts(StubDensitySegmenter(), [data], progress=False, split="val", val_percent=50)
     assert 0 < val["frames"] < 12
+    cut = thin_cut(report)  # thin stubs are 3 px (17 um) wide, the others 8 px (45 um)
+    assert 17 < cut["cut_um"] <= 45 and cut["balanced_accuracy"] > 0.9
+    assert cut["median_um"]["undersize"] < cut["median_um"]["other"]
     png = plot_counts(report, tmp_path / "plot.png")
     assert cv2.imread(str(png)).shape[1] > 800
     with pytest.raises(ValueError, match="split"):

@@ -1,4 +1,5 @@
-"""Result records against the shipped JSON Schema; sync config loading; cmd payload parsing."""
+"""Result records against the shipped JSON Schema (versions 1 and 2: the session tags); sync
+config loading; cmd payload parsing."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ from sync_device import sample_fields, sync_config, write_toml
 from device.contracts.messages import CommandError, missing_ranges, parse_command, parse_topic, topic
 from device.contracts.records import (
     SCHEMA_ID,
+    SCHEMA_IDS,
+    SESSION_FIELDS,
+    SITES,
     RecordError,
     RecordFactory,
     build_record,
     dumps_record,
     load_schema,
     new_boot_id,
+    session_tags,
     utc_timestamp,
     validate_record,
 )
@@ -38,10 +43,14 @@ def test_shipped_schema_is_valid_and_is_the_file_in_the_package() -> None:
     schema = load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema == json.loads(SCHEMA_FILE.read_text())
-    assert schema["properties"]["schema"]["const"] == SCHEMA_ID
-    # Every required field is produced by the builder, and nothing else.
+    assert tuple(schema["properties"]["schema"]["enum"]) == SCHEMA_IDS == ("scalpedge.result/2", "scalpedge.result/1")
+    assert SCHEMA_ID == SCHEMA_IDS[0]
+    assert tuple(schema["properties"]["site"]["enum"]) == SITES
+    # Every required field is produced by the builder, and nothing else; the session tags too.
     rec = _record()
     assert set(schema["required"]) <= set(rec) <= set(schema["properties"])
+    tagged = RecordFactory("scanner-a", "bundle-1").build(1, session=TAGS, **sample_fields())
+    assert set(tagged) - set(rec) == set(SESSION_FIELDS) and set(tagged) <= set(schema["properties"])
 
 
 def test_built_record_round_trips_and_carries_units() -> None:
@@ -93,7 +102,7 @@ def _set(path: str, value: Any) -> Any:
         (_set("conditions/sebum/probabilities/good", 0.5), "conditions/sebum/probabilities: sum to 1.4000"),
         (_set("quality/exposure", 2.0), "quality/exposure"),
         (_set("timings_ms/total", -1.0), "timings_ms/total"),
-        (_set("schema", "scalpedge.result/2"), "schema"),
+        (_set("schema", "scalpedge.result/3"), "schema"),
         (_set("extra", 1), "Additional properties are not allowed"),
     ],
 )
@@ -103,6 +112,59 @@ def test_invalid_records_are_rejected_with_the_path(mutate: Any, needle: str) ->
     with pytest.raises(RecordError, match="^result: ") as info:
         validate_record(rec)
     assert needle in str(info.value)
+
+
+TAGS = {"client_id": "c-0042", "session_id": "20240601-3fa2c1", "site": "crown", "visit_date": "2024-06-01"}
+# A record as scanners wrote it before the session tags (version 1), byte for byte.
+V1_PAYLOAD = (
+    b'{"schema":"scalpedge.result/1","msg_id":"d54680e9-5bdc-4261-8dba-9a144a6e548b","device_id":"scanner-0001",'
+    b'"boot_id":"1f8f49e9-e1c2-48b9-8979-59f04e788cfe","seq":1,"captured_at":"2026-12-03T18:50:30.442719Z",'
+    b'"bundle_version":"2026.11.29.1625","metrics":{"hair_count":{"value":15,"unit":"count"},'
+    b'"median_thickness":{"value":30.79,"unit":"um"},"thin_ratio":{"value":0.7632,"unit":"ratio"},'
+    b'"density":{"value":155.7,"unit":"per_cm2"}},"conditions":{"sebum":{"level":"moderate","probabilities":'
+    b'{"good":0.18,"mild":0.37,"moderate":0.45,"severe":0.0}}},"quality":{"accepted":true,"reason":null},'
+    b'"timings_ms":{"total":331.36},"frame":{"width":640,"height":480,"source":"synthetic://"}}'
+)
+
+
+def test_records_carry_the_session_tags_and_version_1_records_stay_valid() -> None:
+    # New records are version 2 and carry the session's tags at the top level; a version 1
+    # record (an older scanner's, or one still waiting in an outbox) is still valid as it is.
+    rec = RecordFactory("scanner-a", "bundle-1").build(3, session=TAGS | {"site": None}, **sample_fields())
+    assert rec["schema"] == "scalpedge.result/2" and "site" not in rec  # None: no site chosen yet
+    assert session_tags(rec) == {k: v for k, v in TAGS.items() if k != "site"}
+    validate_record(json.loads(dumps_record(rec)))
+    old = json.loads(V1_PAYLOAD)
+    validate_record(old)
+    assert session_tags(old) == {}
+    untagged = _record()
+    assert untagged["schema"] == SCHEMA_ID and session_tags(untagged) == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"client_id": "John Smith"}, "client_id: 'John Smith' does not match"),
+        ({"client_id": "jane@example.org"}, "client_id: 'jane@example.org' does not match"),
+        ({"site": "nape"}, "site: 'nape' is not one of"),
+        ({"visit_date": "1/6/2024"}, "visit_date: '1/6/2024' does not match"),
+        ({"client_id": KeyError}, "'client_id' is a dependency of 'session_id'"),
+        ({"session_id": KeyError}, "'session_id' is a dependency of 'client_id'"),
+        ({"schema": "scalpedge.result/1"}, "client_id, session_id, site, visit_date: a scalpedge.result/1 record"),
+    ],
+)
+def test_bad_session_tags_are_refused(change: dict[str, Any], needle: str) -> None:
+    rec = RecordFactory("scanner-a", "bundle-1").build(1, session=TAGS, **sample_fields())
+    for key, value in change.items():
+        _set(key, value)(rec)
+    with pytest.raises(RecordError) as info:
+        validate_record(rec)
+    assert needle in str(info.value)
+
+
+def test_unknown_session_tag_is_refused_by_the_builder() -> None:
+    with pytest.raises(RecordError, match="unknown session tag.s. name; known: client_id"):
+        RecordFactory("scanner-a", "bundle-1").build(1, session={**TAGS, "name": "Jane"}, **sample_fields())
 
 
 def test_naive_capture_time_is_refused() -> None:

@@ -47,6 +47,7 @@ def test_demo_diagnoses_on_simulated_button_presses(tmp_path: Path, capsys: pyte
     assert [r["seq"] for r in records] == [1, 2, 3]
     for r in records:
         validate_record(r)
+        assert r["frame"]["source"].startswith("synthetic://")  # asked-for synthetic frames say so
         assert r["quality"]["accepted"] and r["metrics"]["hair_count"]["value"] > 0
         assert r["metrics"]["median_thickness"]["unit"] == "um" and r["timings_ms"]["total"] > 0
     assert len(list(out.glob("*_seq*.png"))) == 3

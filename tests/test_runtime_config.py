@@ -11,12 +11,16 @@ from device.sync.config import ConfigError
 
 def test_defaults_and_file_values(tmp_path: Path) -> None:
     assert load_runtime_config(None) == RuntimeConfig()
+    # no camera unless one is named: the runtime refuses to start rather than use synthetic frames
+    defaults = RuntimeConfig()
+    assert defaults.camera.source == "" and not defaults.camera.loop and defaults.run.diagnose_stills
     path = tmp_path / "scanner.toml"
     path.write_text(
         """
 [camera]
 source = "v4l2:///dev/video0"
 fps = 30
+loop = true
 [models]
 bundle = "bundles/current"
 precision = "int8"
@@ -32,7 +36,7 @@ path = "state/outbox.sqlite"
 """
     )
     cfg = load_runtime_config(path)
-    assert cfg.camera.source == "v4l2:///dev/video0" and cfg.camera.fps == 30.0
+    assert cfg.camera.source == "v4l2:///dev/video0" and cfg.camera.fps == 30.0 and cfg.camera.loop
     assert cfg.models.bundle == str((tmp_path / "bundles" / "current").resolve())
     assert cfg.models.precision == "int8" and cfg.run.diagnose_every_s == 5.0
     assert cfg.run.out == str((tmp_path / "scans").resolve())
@@ -51,6 +55,7 @@ path = "state/outbox.sqlite"
         ("[run]\npreview = 'tv'\n", "[run] preview must be auto, window or headless"),
         ("[run]\nmax_frames = -1\n", "[run] max_frames must be >= 0"),
         ("[camera]\nfps = 'fast'\n", "[camera] fps must be float"),
+        ("[camera]\nloop = 'yes'\n", "[camera] loop must be bool"),
         ("[cameras]\nsource = 'x'\n", "unknown section(s) cameras"),
         ("[camera\n", "invalid TOML"),
     ],

@@ -82,7 +82,8 @@ def test_repeated_rejections_force_a_rejected_diagnosis_with_a_red_led(
     # waits for a usable frame through MAX_REJECTED_FOR_DIAGNOSIS rejections, then gives the
     # diagnosis on the next one anyway: stored as rejected with the reason, LED red.
     black = np.zeros((480, 640, 3), np.uint8)
-    source = open_source(_folder(tmp_path, [black] * (MAX_REJECTED_FOR_DIAGNOSIS + 5)))
+    # a sequence of frames (stills=False), as a camera gives them: not stills diagnosed one by one
+    source = open_source(_folder(tmp_path, [black] * (MAX_REJECTED_FOR_DIAGNOSIS + 5)), stills=False)
     triggers: queue.SimpleQueue[str] = queue.SimpleQueue()
     triggers.put("test")
     runtime = ScannerRuntime(pipeline, source, tmp_path / "out", sync=sync, bridge=scanner.link, triggers=triggers)
@@ -107,7 +108,7 @@ def test_a_button_press_diagnoses_the_live_frame_once_with_a_green_led(
     # The scanner's button asks for a diagnosis while the clip plays: the next usable frame is
     # diagnosed from the live path's segmentation (one segmenter call per frame, the diagnosis
     # adds none), stored, saved as an overlay, and acknowledged green.
-    source = open_source(_folder(tmp_path, [cv2.imread(str(p)) for p in CLIP]), fps=20, loop=True)
+    source = open_source(_folder(tmp_path, [cv2.imread(str(p)) for p in CLIP]), fps=20, loop=True, stills=False)
     runtime = ScannerRuntime(pipeline, source, tmp_path / "out", sync=sync, bridge=scanner.link)
     scanner.mcu.press()
     summary = runtime.run(max_diagnoses=1, max_seconds=60)
@@ -133,7 +134,7 @@ def test_triggers_from_another_thread_share_the_queue_and_a_failed_store_is_red(
     triggers: queue.SimpleQueue[str] = queue.SimpleQueue()
     for name in ("mqtt", "mqtt"):
         triggers.put(name)
-    source = open_source(_folder(tmp_path, [cv2.imread(str(p)) for p in CLIP[:6]]), fps=20, loop=True)
+    source = open_source(_folder(tmp_path, [cv2.imread(str(p)) for p in CLIP[:6]]), fps=20, loop=True, stills=False)
     runtime = ScannerRuntime(pipeline, source, tmp_path / "out", sync=full, bridge=scanner.link, triggers=triggers)
     try:
         summary = runtime.run(max_diagnoses=2, max_seconds=60)

@@ -264,3 +264,33 @@ def test_quality_gate_over_a_stream_counts_reasons() -> None:
     assert gate.rejected["underexposed frame"] == 1 and sum(gate.rejected.values()) == 3
     gate.reset()
     assert gate.check(frames[1]).motion is None
+
+
+def test_folder_images_are_stills_and_files_and_folders_end(tmp_path: Path) -> None:
+    # A folder holds independent photographs (still=True, with their file), a clip's frames do not;
+    # ``?stills=0`` says a folder holds a clip's frames. Files and folders end; cameras retry.
+    _frames(tmp_path / "dir", 2)
+    video = _video(tmp_path / "clip.avi", n=2)
+    assert parse_uri(str(tmp_path / "dir")).stills and parse_uri(str(tmp_path / "dir" / "f00.png")).stills
+    assert (
+        not parse_uri(f"{tmp_path / 'dir'}?stills=0").stills
+        and not parse_uri(str(tmp_path / "dir"), stills=False).stills
+    )
+    assert not any(parse_uri(u).stills for u in (str(video), "synthetic://", "v4l2:///dev/video0", "csi://0"))
+    assert parse_uri("rtsp://cam/s?stills=1&fps=5").target == "rtsp://cam/s"  # our option leaves the URL
+    folder = open_source(str(tmp_path / "dir"))
+    got = [folder.read(1.0), folder.read(1.0)]
+    assert [(f.still, Path(f.name).name) for f in got] == [(True, "f00.png"), (True, "f01.png")]
+    assert folder.read(1.0) is None and folder.ended
+    assert folder.describe() == f"folder {tmp_path / 'dir'}: 2 still(s), ends after the last frame"
+    sequence = open_source(f"{tmp_path / 'dir'}?stills=0&loop=1")
+    assert not sequence.read(1.0).still and sequence.describe().endswith("2 frame(s) of a clip, loops")
+    with open_source(str(video)) as clip:
+        first = clip.read(1.0)
+        assert (
+            not first.still and first.name == "" and clip.describe() == f"video file {video}: ends after the last frame"
+        )
+        assert clip.read(1.0) is not None and clip.read(1.0) is None and clip.ended
+    assert open_source("synthetic://").synthetic and "synthetic camera" in open_source("synthetic://").describe()
+    camera = FrameSource(parse_uri("v4l2:///dev/video63"))
+    assert "reopened with backoff" in camera.describe() and not camera.synthetic and not camera.ended

@@ -63,17 +63,22 @@ class FrameAnalysis:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def overlay(self) -> np.ndarray:
-        """HxWx3 uint8 BGR overlay of this analysis on its (resized) frame."""
+        """(H + bar) x W x 3 uint8 BGR: this analysis drawn on its frame (camera geometry: the
+        input centre-cropped to 4:3, never stretched) above a label bar with the one hair count,
+        thickness figures, the rejection reason if any, and a colour legend (``draw_overlay``).
+        Other counts (visible strands) are in the metrics only."""
         m = self.metrics
         frame_bgr = self.frame
         mask = self.seg.mask() if self.seg is not None else np.zeros(frame_bgr.shape[:2], bool)
         strands = [(s.points, s.thickness_px * m.um_per_px) for s in m.strands]
-        text = [f"hairs: {m.count}" + (f" (visible strands: {m.visible_count})" if m.visible_count is not None else "")]
+        text = f"hairs {m.count}"
         if m.median_thickness_um is not None:
-            text.append(f"median thickness: {m.median_thickness_um:.0f} um  thin: {100 * (m.thin_ratio or 0):.0f}%")
-        if self.problem:
-            text.append(self.problem)
-        return draw_overlay(frame_bgr, mask, strands, self.centres if len(self.centres) else None, text)
+            text += f"   median thickness {m.median_thickness_um:.0f} um"
+        if m.thin_ratio is not None:
+            text += f"   thin {100 * m.thin_ratio:.0f}%"
+        notes = [self.problem] if self.problem else []
+        centres = self.centres if len(self.centres) else None
+        return draw_overlay(frame_bgr, mask, strands, centres, [text], notes)
 
 
 def analyse_frame(

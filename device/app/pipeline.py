@@ -90,8 +90,10 @@ class Diagnosis:
     def accepted(self) -> bool:
         return self.analysis.problem is None
 
-    def record_fields(self) -> dict[str, Any]:
-        """metrics / conditions / quality / timings_ms as ``device.contracts.records.build_record`` takes them."""
+    def record_fields(self, session: dict[str, str] | None = None) -> dict[str, Any]:
+        """metrics / conditions / quality / timings_ms as ``device.contracts.records.build_record``
+        takes them, and ``session`` (the active client session's tags, ``device.app.sessions``)
+        when there is one."""
         m = self.analysis.metrics
         metrics: dict[str, dict[str, Any]] = {
             "hair_count": {"value": int(m.count), "unit": "count"},
@@ -112,7 +114,7 @@ class Diagnosis:
             "quality": (self.quality.to_dict() if self.quality else {"accepted": self.accepted})
             | {"accepted": self.accepted, "reason": self.analysis.problem},
             "timings_ms": {k.removesuffix("_ms"): round(v, 2) for k, v in self.timings_ms.items()},
-        }
+        } | ({"session": dict(session)} if session else {})
 
 
 def _round(value: float | None, nd: int = 2) -> float | None:
@@ -160,6 +162,11 @@ class ScanPipeline:
         if self.optics is not None:
             return self.optics.um_per_px_at(frame_width)
         return DEFAULT_UM_PER_PX * FRAME_WIDTH / frame_width
+
+    def forget_motion(self) -> None:
+        """Drop the motion gate's reference frame: the next frame is not compared with the last
+        (independent stills, or a camera that restarted)."""
+        self._previous_grey = None
 
     def live(self, frame_bgr: np.ndarray, count: bool = True) -> LiveResult:
         """Prepare (640x480), quality gate, segmentation and a hair count (no thickness

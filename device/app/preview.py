@@ -1,78 +1,57 @@
 """Preview images and the preview window.
 
-``live_view`` draws the cheap live path (hair mask tint, count, FPS); ``diagnosis_view`` draws
-a full diagnosis (strands coloured by thickness, metrics, severity bars) for saving with each
-result. ``Preview`` shows frames in an OpenCV window when a display and a GUI build of OpenCV
-exist, and does nothing otherwise (headless scanners and CI).
+``live_view`` draws the cheap live path (hair mask tint; count, FPS and the runtime's status
+lines: the last diagnosis, an uncalibrated scale, on the label bar below the frame);
+``diagnosis_view`` draws a full diagnosis (strands coloured by thickness, located hairs, metrics,
+grades with full level names) for saving with each result. ``Preview`` shows frames in an
+OpenCV window when a display and a GUI build of OpenCV exist, and does nothing otherwise
+(headless scanners and CI).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-from device.app.overlay import draw_overlay
+from device.app.overlay import draw_overlay, with_side_panel
 from device.app.pipeline import Diagnosis, LiveResult
-from device.contracts.constants import LEVEL_NAMES
 
 __all__ = ["live_view", "diagnosis_view", "Preview", "display_available"]
 
 log = logging.getLogger(__name__)
 
-_LEVEL_COLOURS = {"good": (80, 180, 60), "mild": (60, 200, 230), "moderate": (40, 140, 250), "severe": (50, 50, 230)}
 
-
-def live_view(live: LiveResult, fps: float | None = None) -> np.ndarray:
-    """HxWx3 uint8 BGR: the frame with the hair mask tinted and count / FPS / problem text."""
+def live_view(live: LiveResult, fps: float | None = None, status: Sequence[str] = ()) -> np.ndarray:
+    """(H + bar) x W x 3 uint8 BGR: the frame with the hair mask tinted, and below it one label
+    bar holding the count, FPS, the ``status`` lines (the runtime's: last diagnosis, calibration)
+    and a rejected frame's reason."""
     mask = live.seg.mask() if live.seg is not None else np.zeros(live.frame.shape[:2], bool)
-    text = [live.problem] if live.problem else [f"hairs: {live.count}"]
-    if fps is not None:
-        text.append(f"{fps:.1f} fps")
-    return draw_overlay(live.frame, mask, lines=text)
+    text = [f"hairs {live.count}" + (f"   {fps:.1f} fps" if fps is not None else "")]
+    return draw_overlay(live.frame, mask, lines=[*text, *status], notes=[live.problem] if live.problem else [])
 
 
 def diagnosis_view(diagnosis: Diagnosis) -> np.ndarray:
-    """The analysis overlay (strands coloured thin red -> thick green) with a 220 px panel of
-    metrics and one bar per condition (length = P(level), colour = level) on the right."""
-    left = diagnosis.analysis.overlay()
-    h = left.shape[0]
-    panel = np.full((h, 220, 3), 245, np.uint8)
-    y = 24
-
-    def put(text: str, colour: tuple[int, int, int] = (30, 30, 30), scale: float = 0.45) -> None:
-        nonlocal y
-        cv2.putText(panel, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
-        y += 20
-
+    """The analysis overlay (strands coloured by thickness, located hairs, label bar) with a
+    panel on the right: the figures, then one grade per condition with a bar per level, each
+    labelled with the level's full name."""
     m = diagnosis.analysis.metrics
-    put(f"hairs {m.count}", scale=0.6)
+    lines = [f"hairs {m.count}"]
     if m.median_thickness_um is not None:
-        put(f"median {m.median_thickness_um:.0f} um")
+        lines.append(f"median {m.median_thickness_um:.0f} um")
     if m.thin_ratio is not None:
-        put(f"thin {100 * m.thin_ratio:.0f} %")
+        lines.append(f"thin {100 * m.thin_ratio:.0f} %")
     if m.density_per_cm2 is not None:
-        put(f"{m.density_per_cm2:.0f} hairs/cm2")
-    y += 6
+        lines.append(f"{m.density_per_cm2:.0f} hairs/cm2")
     rows: list[tuple[str, dict[str, Any]]] = list(diagnosis.conditions.items())
     if diagnosis.alopecia is not None:
         rows.append(("alopecia", diagnosis.alopecia))
-    for name, result in rows:
-        level = str(result["level"])
-        put(f"{name}: {level}")
-        probs = result["probabilities"]
-        for lvl in LEVEL_NAMES:
-            p = float(probs.get(lvl, 0.0))
-            cv2.rectangle(panel, (8, y - 10), (8 + int(150 * p), y - 2), _LEVEL_COLOURS[lvl], -1)
-            cv2.putText(panel, lvl[:3], (164, y - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (60, 60, 60), 1, cv2.LINE_AA)
-            y += 11
-        y += 8
-    if not rows:
-        put("no condition models in bundle", (120, 120, 120), 0.4)
-    return np.hstack([left, panel])
+    grades = [(name, str(r["level"]), r["probabilities"]) for name, r in rows]
+    return with_side_panel(diagnosis.analysis.overlay(), lines, grades)
 
 
 def display_available() -> bool:

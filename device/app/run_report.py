@@ -1,12 +1,66 @@
-"""The results table and timing summary that ``scalpedge device run`` prints at the end."""
+"""What ``scalpedge device run`` tells the operator: one line per diagnosis as it happens
+(``diagnosis_line``, logged at INFO on stderr), a short status for the preview
+(``status_line``), and the results table and timing summary printed at the end."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from device.app.runtime import RunSummary
+if TYPE_CHECKING:
+    from device.app.runtime import ResultRow, RunSummary
 
-__all__ = ["print_summary", "summary_dict"]
+__all__ = ["diagnosis_line", "status_line", "print_summary", "summary_dict", "GRADE_NAMES"]
+
+GRADE_NAMES = ("dandruff", "sebum", "erythema", "alopecia")
+
+
+def diagnosis_line(row: ResultRow, *, publishing: bool = False, calibrated: bool = True) -> str:
+    """One line for a diagnosis: seq, trigger (and the still's file), hairs, density per cm2,
+    thin ratio, median thickness (flagged when the scale is uncalibrated), grades, and where the
+    record went (stored and sending, stored on the scanner only, or not stored and why)."""
+    f = row.fields
+    seq = "-" if row.seq is None else str(row.seq)
+    origin = row.trigger + (f", {Path(row.frame_name).name}" if row.frame_name else "")
+    if str(f.get("frame", {}).get("source", "")).startswith("synthetic://"):
+        origin += ", SYNTHETIC frame"
+    if row.error is not None and not f:
+        return f"diagnosis seq {seq} ({origin}): {row.error}"
+    if row.accepted:
+        thickness = _value(f, "median_thickness")
+        measures = [
+            f"{_value(f, 'hair_count')} hairs",
+            f"{_value(f, 'density')} hairs/cm2",
+            f"thin {_percent(_raw(f, 'thin_ratio'))} %",
+            f"median {thickness} um" + ("" if calibrated or thickness == "-" else " (uncalibrated scale)"),
+        ]
+        grades = [f"{name} {_level(f, name)}" for name in GRADE_NAMES if name in f.get("conditions", {})]
+        what = ", ".join(measures) + ("; " + ", ".join(grades) if grades else "")
+    else:
+        what = f"rejected: {f.get('quality', {}).get('reason') or 'unusable frame'}"
+    return f"diagnosis seq {seq} ({origin}): {what}; {_where(row, publishing)}"
+
+
+def status_line(row: ResultRow, *, publishing: bool = False) -> str:
+    """The last diagnosis in a few words, for the preview's status bar."""
+    seq = "-" if row.seq is None else str(row.seq)
+    if not row.accepted:
+        reason = str(row.fields.get("quality", {}).get("reason") or row.error or "unusable frame")
+        return f"#{seq} rejected: {reason.split(' (')[0]}"
+    f = row.fields
+    density = _value(f, "density")
+    return (
+        f"#{seq} {_value(f, 'hair_count')} hairs, {density}/cm2, thin {_percent(_raw(f, 'thin_ratio'))}% - "
+        + _where(row, publishing).split(",")[0]
+    )
+
+
+def _where(row: ResultRow, publishing: bool) -> str:
+    if row.error is not None:
+        return row.error
+    if row.seq is None:
+        return "not stored (no outbox)"
+    return "stored, sending" if publishing else "stored on the scanner (publish off)"
 
 
 def _value(fields: dict[str, Any], name: str, fmt: str = "{:.0f}") -> str:
@@ -51,6 +105,9 @@ def print_summary(summary: RunSummary) -> None:
         f"frames {summary.frames} (rejected by the quality gate {summary.rejected_frames}, failed "
         f"{summary.failed_frames}); live path {summary.live_fps:.1f} fps; stopped: {summary.stop_reason}"
     )
+    if summary.source:
+        skipped = int(summary.source_stats.get("skipped_files", 0))
+        print(f"source: {summary.source}" + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
     print(
         "live path median ms: " + ", ".join(f"{k.removesuffix('_ms')} {v}" for k, v in summary.medians("live").items())
     )
@@ -74,6 +131,8 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "failed_frames": summary.failed_frames,
         "live_fps": summary.live_fps,
         "stop_reason": summary.stop_reason,
+        "source": summary.source,
+        "source_stats": summary.source_stats,
         "live_ms_median": summary.medians("live"),
         "diagnosis_ms_median": summary.medians("diagnosis"),
         "results": [

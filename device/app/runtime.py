@@ -9,6 +9,12 @@ an LED acknowledgement on the scanner. A bad frame or a failing stage is logged 
 never fatal. Other threads only *request* work (the trigger queue, ``stop``); all state changes
 happen in the loop. The seams (camera, result sink, scanner) are Protocols in
 ``device.app.seams``.
+
+The operator sees one INFO line per diagnosis on stderr (``run_report.diagnosis_line``), the
+reason whenever the quality gate starts rejecting frames for a new reason (INFO), and the last
+diagnosis in the preview's status bar. A file or folder source that has ended stops the loop
+("source ended"). A still (an image of a folder) is an independent photograph: no motion is
+measured against the frame before it, and each one is diagnosed once (``diagnose_stills``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import cv2
 
 from device.app.pipeline import Diagnosis, LiveResult, ScanPipeline
 from device.app.preview import Preview, diagnosis_view, live_view
+from device.app.run_report import diagnosis_line, status_line
 from device.app.seams import CapturedFrame, FrameSource, ResultSink, ScannerBridge, TriggerQueue
+from device.app.sessions import current_session_tags
 
 __all__ = ["ScannerRuntime", "RunSummary", "ResultRow", "MAX_REJECTED_FOR_DIAGNOSIS"]
 
@@ -38,6 +46,8 @@ log = logging.getLogger(__name__)
 MAX_REJECTED_FOR_DIAGNOSIS = 15  # frames the quality gate may reject before a diagnosis is given up
 TELEMETRY_EVERY_S = 2.0
 LIVE_COUNT_EVERY_S = 0.5  # the live hair count is refreshed this often (it costs about a segmentation)
+UNCALIBRATED_STATUS = "UNCALIBRATED scale: thickness approximate"
+REJECTION_LOG_EVERY_S = 10.0  # a quality-gate reason that persists is repeated at INFO this often
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class ResultRow:
     fields: dict[str, Any]
     overlay: str | None
     error: str | None = None
+    frame_name: str = ""  # the still's image file ("" for camera frames)
 
 
 @dataclass
@@ -66,6 +77,8 @@ class RunSummary:
     diagnosis_ms: dict[str, list[float]] = field(default_factory=dict)
     stop_reason: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # what played (``FrameSource.describe``), for the summary
+    source_stats: dict[str, Any] = field(default_factory=dict)
 
     def medians(self, which: str = "diagnosis") -> dict[str, float]:
         data = self.diagnosis_ms if which == "diagnosis" else self.live_ms
@@ -76,7 +89,9 @@ class ScannerRuntime:
     """Owns the loop over frames of ``source``. ``triggers``: the trigger queue, made first and
     also handed to whatever else requests diagnoses (the MQTT link); a new one when None.
     ``sync``: where results are stored and published (None: only saved locally); ``bridge``: the
-    scanner (None: no button, battery or LED)."""
+    scanner (None: no button, battery or LED); ``diagnose_stills``: diagnose each still of a
+    folder source once, without a trigger; ``publishing``: the MQTT link runs (the diagnosis
+    lines say "sending" rather than "stored on the scanner")."""
 
     def __init__(
         self,
@@ -91,6 +106,8 @@ class ScannerRuntime:
         led_ack: bool = True,
         on_result: Callable[[ResultRow], None] | None = None,
         triggers: TriggerQueue | None = None,
+        diagnose_stills: bool = True,
+        publishing: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -103,6 +120,11 @@ class ScannerRuntime:
         self.led_ack = led_ack
         self.on_result = on_result
         self.triggers: TriggerQueue = triggers if triggers is not None else queue.SimpleQueue()
+        self.diagnose_stills = diagnose_stills
+        self.publishing = publishing
+        self.calibrated = pipeline.optics is not None
+        self.status: list[str] = self._scale_status()  # the preview's status bar
+        self._last_rejection = ("", -1e9)  # the reason last logged at INFO, and when
         self._stop = threading.Event()
         self._stop_reason = ""
         self.summary = RunSummary()
@@ -150,10 +172,14 @@ class ScannerRuntime:
                 last_timer = now
             frame = self.source.read(0.5)
             if frame is None:
+                if self.source.ended:  # a file or folder played its last frame: done, no spinning
+                    self._source_ended(pending)
                 continue
             self.summary.frames += 1
+            if frame.still:
+                self.pipeline.forget_motion()
             try:
-                recount = now - last_count >= LIVE_COUNT_EVERY_S
+                recount = frame.still or now - last_count >= LIVE_COUNT_EVERY_S
                 live = self.pipeline.live(frame.image, count=recount)
                 last_count = now if recount else last_count
             except Exception:  # a failing stage must not stop the scanner
@@ -166,15 +192,16 @@ class ScannerRuntime:
                 dt = max(now - last_frame_t, 1e-6)
                 fps_ema = 1 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / dt
             last_frame_t = now
-            if live.problem:
-                self.summary.rejected_frames += 1
-                log.debug("frame rejected: %s", live.problem)
-            key = self.preview.show(live_view(live, fps_ema)) if self.preview.enabled else -1
+            self._note_rejection(live.problem, frame, now)
+            key = self.preview.show(live_view(live, fps_ema, self.status)) if self.preview.enabled else -1
             if key in (ord("d"), ord(" ")):
                 pending.append("key")
             elif key in (ord("q"), 27):
                 self.stop("quit key")
-            if pending:
+            if frame.still and self.diagnose_stills:  # each still once; a trigger waiting names it
+                self._diagnose(frame, pending.pop(0) if pending else "still", live)
+                rejected_in_a_row = 0
+            elif pending:
                 if live.problem is None or rejected_in_a_row >= MAX_REJECTED_FOR_DIAGNOSIS:
                     self._diagnose(frame, pending.pop(0), live)
                     rejected_in_a_row = 0
@@ -187,6 +214,32 @@ class ScannerRuntime:
         self.summary.stop_reason = self._stop_reason
         return self.summary
 
+    def _scale_status(self) -> list[str]:
+        return [] if self.calibrated else [UNCALIBRATED_STATUS]
+
+    def _source_ended(self, pending: list[str]) -> None:
+        if pending:
+            log.warning("%d diagnosis request(s) dropped: the source has no more frames", len(pending))
+            pending.clear()
+        log.info("source ended after %d frame(s)", self.summary.frames)
+        self.stop("source ended")
+
+    def _note_rejection(self, problem: str | None, frame: CapturedFrame, now: float) -> None:
+        """Count a rejected frame and say why at INFO: for a still that is not diagnosed (a
+        diagnosis line gives the reason itself), and for camera frames when the reason changes or
+        REJECTION_LOG_EVERY_S has passed (not on every frame of a run of rejections)."""
+        if problem is None:
+            return
+        self.summary.rejected_frames += 1
+        kind = problem.split(" (")[0]
+        if frame.still:
+            level = logging.DEBUG if self.diagnose_stills else logging.INFO
+        elif kind != self._last_rejection[0] or now - self._last_rejection[1] >= REJECTION_LOG_EVERY_S:
+            level, self._last_rejection = logging.INFO, (kind, now)
+        else:
+            level = logging.DEBUG
+        log.log(level, "frame %s rejected: %s", frame.name or frame.seq, problem)
+
     def _diagnose(self, frame: CapturedFrame, trigger: str, live: LiveResult) -> None:
         """Diagnose the frame the live path has just segmented (``live``), store and acknowledge it."""
         captured = datetime.fromtimestamp(float(frame.t_capture), tz=timezone.utc)
@@ -194,26 +247,31 @@ class ScannerRuntime:
             diagnosis = self.pipeline.diagnose(live)
         except Exception as exc:
             log.exception("diagnosis failed")
-            self._finish(ResultRow(None, trigger, captured.isoformat(), False, {}, None, f"diagnosis failed: {exc}"))
+            failed = f"diagnosis failed: {exc}"
+            self._finish(ResultRow(None, trigger, captured.isoformat(), False, {}, None, failed, frame.name))
             return
         for k, v in diagnosis.timings_ms.items():
             self.summary.diagnosis_ms.setdefault(k.removesuffix("_ms"), []).append(v)
-        fields = diagnosis.record_fields()
+        fields = diagnosis.record_fields(session=current_session_tags())  # the client session, if any
         h, w = frame.image.shape[:2]
-        fields["frame"] = {"width": int(w), "height": int(h), "source": str(frame.source)[:512]}
-        seq, error = None, None
+        # a still records its file (itself a source URI), a camera frame its URI (synthetic:// marks demos)
+        fields["frame"] = {"width": int(w), "height": int(h), "source": str(frame.name or frame.source)[:512]}
+        seq: int | None = None
+        error: str | None = None
         if self.sync is not None:
             try:
-                row = self.sync.submit(captured_at=captured, **fields)
-                seq = int(row.seq)
-            except Exception as exc:  # OutboxFull / RecordError: reported, nothing stored is touched
+                seq = int(self.sync.submit(captured_at=captured, **fields).seq)
+            except Exception as exc:  # OutboxFull / RecordError: reported (the line below), nothing stored is touched
                 error = f"not stored: {exc}"
-                log.error("diagnosis not stored: %s", exc)
         overlay = self._save_overlay(diagnosis, seq, captured) if self.save_overlays else None
-        self._finish(ResultRow(seq, trigger, captured.isoformat(), diagnosis.accepted, fields, overlay, error))
+        row = ResultRow(seq, trigger, captured.isoformat(), diagnosis.accepted, fields, overlay, error, frame.name)
+        self._finish(row)
 
     def _finish(self, row: ResultRow) -> None:
         self.summary.results.append(row)
+        line = diagnosis_line(row, publishing=self.publishing, calibrated=self.calibrated)
+        log.log(logging.ERROR if row.error else logging.INFO, "%s", line)
+        self.status = [status_line(row, publishing=self.publishing), *self._scale_status()]
         self._ack(ok=row.error is None and row.accepted)
         if self.on_result is not None:
             self.on_result(row)

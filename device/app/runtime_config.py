@@ -4,7 +4,9 @@ naming the key (``device.sync.config.ConfigError``).
 
 ::
 
-    [camera]   source = "synthetic://"   URI (v4l2:///dev/video0, csi://0, rtsp://..., file or folder)
+    [camera]   source = ""               URI (v4l2:///dev/video0, csi://0, rtsp://..., file, folder,
+                                         synthetic:// for demos); "" = none: ``device run`` refuses
+                                         to start rather than invent frames
     [models]   bundle = ""               signed bundle folder ("" = the shipped one)
     [scanner]  port = ""                 serial port of the scanner MCU ("" = none)
     [run]      out = "scans"             overlays and the run log
@@ -30,15 +32,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """source: a source URI; width/height/fps: requested capture format (0 = the source's own)."""
+    """source: a source URI ("" = none given: the runtime will not start; synthetic frames only
+    when asked for, ``synthetic://``); width/height/fps: requested capture format (0 = the
+    source's own); loop: play a video file or folder again after its end (false: it ends the run;
+    the synthetic clip always loops unless its URI says ``?loop=0``)."""
 
-    source: str = "synthetic://"
+    source: str = ""
     width: int = 640
     height: int = 480
     fps: float = 15.0
+    loop: bool = False
 
     def __post_init__(self) -> None:
-        check(bool(self.source), "camera.source", "must not be empty", self.source)
         check(self.width >= 0 and self.height >= 0, "camera.width", "must be >= 0", (self.width, self.height))
         check(self.fps >= 0, "camera.fps", "must be >= 0", self.fps)
 
@@ -85,13 +90,15 @@ class ScannerConfig:
 @dataclass(frozen=True)
 class RunConfig:
     """out: folder for diagnosis overlays; preview: auto|window|headless; diagnose_every_s:
-    also diagnose on a timer (0 = only on trigger); max_frames / max_diagnoses / max_seconds:
-    stop after so many (0 = run until stopped); publish: start the MQTT link."""
+    also diagnose on a timer (0 = only on trigger); diagnose_stills: diagnose each still of a
+    folder source once, without a trigger; max_frames / max_diagnoses / max_seconds: stop after
+    so many (0 = run until stopped or the source ends); publish: start the MQTT link."""
 
     out: str = path_field("scans")
     preview: str = "auto"
     save_overlays: bool = True
     diagnose_every_s: float = 0.0
+    diagnose_stills: bool = True
     max_frames: int = 0
     max_diagnoses: int = 0
     max_seconds: float = 0.0

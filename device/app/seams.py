@@ -29,7 +29,8 @@ TriggerQueue: TypeAlias = queue.SimpleQueue[str]  # names of what asked for a di
 
 class CapturedFrame(Protocol):
     """One camera frame: image HxWx3 uint8 BGR; seq: per-source counter from 1; t_capture: UTC
-    wall time, epoch seconds; source: the camera URI."""
+    wall time, epoch seconds; source: the camera URI; still: an independent photograph (no
+    motion is measured against the previous frame); name: its image file ("" for cameras)."""
 
     @property
     def image(self) -> np.ndarray: ...
@@ -43,10 +44,20 @@ class CapturedFrame(Protocol):
     @property
     def source(self) -> str: ...
 
+    @property
+    def still(self) -> bool: ...
+
+    @property
+    def name(self) -> str: ...
+
 
 class FrameSource(Protocol):
     """The camera: the next frame within ``timeout_s`` seconds, or None (nothing yet, reconnecting,
-    ended); never raises into the frame loop."""
+    ended); never raises into the frame loop. ``ended``: a file or folder has played its last
+    frame (the frame loop stops); a camera never ends, it is retried."""
+
+    @property
+    def ended(self) -> bool: ...
 
     def read(self, timeout_s: float) -> CapturedFrame | None: ...
 

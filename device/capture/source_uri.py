@@ -16,7 +16,7 @@ from device.capture.imageio import IMAGE_SUFFIXES
 __all__ = ["SourceSpec", "parse_uri", "csi_pipeline", "open_capture", "VIDEO_SUFFIXES", "SYNTHETIC_CLIPS"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
-OPTION_KEYS = ("width", "height", "fps", "loop")
+OPTION_KEYS = ("width", "height", "fps", "loop", "stills")
 # synthetic://<name>: "clip" plays device/assets/samples/clip/, "scene" pans across device/assets/scene/
 SYNTHETIC_CLIPS = ("clip", "scene")
 _FALSE = ("0", "false", "no", "off")
@@ -26,7 +26,9 @@ _FALSE = ("0", "false", "no", "off")
 class SourceSpec:
     """kind: v4l2 | csi | rtsp | video | folder | synthetic; target: device path or index,
     CSI sensor id, URL, video file, image folder or file, synthetic clip name; width, height
-    (px) and fps: requested (0 = the source's own); loop: repeat files, folders and clips."""
+    (px) and fps: requested (0 = the source's own); loop: repeat files, folders and clips;
+    stills: the frames are independent photographs (a folder's default; ``?stills=0`` marks a
+    folder of a clip's frames), so no motion is measured between them."""
 
     uri: str
     kind: str
@@ -35,11 +37,20 @@ class SourceSpec:
     height: int = 0
     fps: float = 0.0
     loop: bool = False
+    stills: bool = False
 
 
-def parse_uri(uri: str, width: int = 0, height: int = 0, fps: float = 0.0, loop: bool | None = None) -> SourceSpec:
-    """Turn a source URI into a spec. Options in the query (width, height, fps, loop) win over
-    the arguments; loop=None means the kind's default (synthetic clips loop, files do not).
+def parse_uri(
+    uri: str,
+    width: int = 0,
+    height: int = 0,
+    fps: float = 0.0,
+    loop: bool | None = None,
+    stills: bool | None = None,
+) -> SourceSpec:
+    """Turn a source URI into a spec. Options in the query (width, height, fps, loop, stills) win
+    over the arguments; loop=None means the kind's default (synthetic clips loop, files do not),
+    stills=None too (a folder or image file holds stills, nothing else does).
     Raises ValueError naming the URI for malformed URIs, unknown schemes and missing paths."""
     text = uri.strip()
     if not text:
@@ -56,10 +67,12 @@ def parse_uri(uri: str, width: int = 0, height: int = 0, fps: float = 0.0, loop:
     if width < 0 or height < 0 or fps < 0 or (width == 0) != (height == 0):
         raise ValueError(f"source {uri!r}: width and height go together and must be >= 0, fps >= 0")
     looping = loop if "loop" not in query else query["loop"].lower() not in _FALSE
+    independent = stills if "stills" not in query else query["stills"].lower() not in _FALSE
     scheme = parsed.scheme.lower()
 
     def spec(kind: str, target: str, default_loop: bool = False) -> SourceSpec:
-        return SourceSpec(uri, kind, target, width, height, fps, default_loop if looping is None else looping)
+        still = kind == "folder" and (independent is None or independent)
+        return SourceSpec(uri, kind, target, width, height, fps, default_loop if looping is None else looping, still)
 
     if text.split("?")[0].isdigit():
         return spec("v4l2", text.split("?")[0])

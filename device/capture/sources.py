@@ -5,7 +5,8 @@
 ``csi://0``                                     a Jetson CSI camera through GStreamer (nvarguscamerasrc)
 ``rtsp://host/stream``                          a network stream (OpenCV's FFmpeg backend)
 ``file:///clip.mp4``, ``clip.avi``              a video file (``?loop=1`` to repeat)
-``file:///frames/``, ``frames/``                a folder of images in name order (``?loop=1``)
+``file:///frames/``, ``frames/``, ``a.jpg``     a folder of stills (or one image) in name order
+                                                (``?loop=1``; ``?stills=0``: a clip's frames)
 ``synthetic://``                                a looping clip of generator-made frames (shipped in
                                                 ``device/assets/samples/clip``) for demos;
                                                 ``synthetic://scene`` pans across a larger scene
@@ -16,9 +17,13 @@ Options come from the URI query (``?width=640&height=480&fps=15&loop=1``) or the
 the driver granted is reported in ``FrameSource.actual`` and frames are resized to the request.
 Files, folders and clips are paced to the requested fps (0 = as fast as read).
 
-A source that stops delivering (camera unplugged, stream dropped, folder emptied) is released
-and reopened with exponential backoff (0.5 s doubling to 8 s, each attempt logged and counted
-in ``FrameSource.stats``); ``read`` returns None meanwhile and never raises into the frame loop.
+Every source ends or retries on purpose. A video file or a folder that is not looped *ends*
+after its last frame: ``read`` returns None and ``ended`` turns True (the frame loop then stops).
+A camera or stream that stops delivering (unplugged, dropped), or a looped folder that was
+emptied, is released and reopened with exponential backoff (``resilience.Backoff``, 0.5 s doubling
+to 8 s, each attempt logged and counted in ``FrameSource.stats``); ``read`` returns None
+meanwhile and never raises into the frame loop. The images of a folder are *stills*
+(``Frame.still``): independent photographs, so the frame loop measures no motion between them.
 Malformed URIs, unknown schemes and missing paths raise ValueError naming the URI at open time.
 """
 
@@ -50,13 +55,17 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 8.0
 @dataclass(frozen=True)
 class Frame:
     """image: HxWx3 uint8 BGR; seq: per-source counter from 1, never repeats; t_capture: UTC
-    wall time, epoch seconds; t_mono: time.monotonic() at capture, seconds; source: the URI."""
+    wall time, epoch seconds; t_mono: time.monotonic() at capture, seconds; source: the URI;
+    still: an independent photograph (a folder's image), not the next frame of a moving view;
+    name: the image file it was read from ("" for cameras, streams, videos and synthetic clips)."""
 
     image: np.ndarray
     seq: int
     t_capture: float
     t_mono: float
     source: str
+    still: bool = False
+    name: str = ""
 
 
 @dataclass
@@ -103,6 +112,7 @@ class FrameSource:
         self._backoff = Backoff(RECONNECT_MIN_S, max_backoff_s)
         self._rewound = False
         self._seq = 0
+        self._name = ""  # the file the last image came from (folders)
         if spec.kind == "synthetic" and spec.target == "scene":
             self._scene = _load_scene(self._folder)
         elif spec.kind in ("folder", "synthetic"):
@@ -136,7 +146,28 @@ class FrameSource:
         if "width" not in self.actual or not self.actual["width"]:
             h, w = image.shape[:2]
             self.actual.update(width=float(w), height=float(h), fps=self.actual.get("fps") or self.spec.fps)
-        return Frame(_fit(image, self.spec), self._seq, time.time(), time.monotonic(), self.spec.uri)
+        name = self._name if self.spec.kind == "folder" else ""
+        return Frame(
+            _fit(image, self.spec), self._seq, time.time(), time.monotonic(), self.spec.uri, self.spec.stills, name
+        )
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the frames are made up (``synthetic://``): demos, never a real scan."""
+        return self.spec.kind == "synthetic"
+
+    def describe(self) -> str:
+        """One line for the start log: what plays and how it ends or retries."""
+        kind, target = self.spec.kind, self.spec.target
+        ending = "loops" if self.spec.loop else "ends after the last frame"
+        if kind == "synthetic":
+            return f"synthetic camera ({target}, demo frames: results are marked synthetic://)"
+        if kind == "folder":
+            what = f"{len(self._files)} still(s)" if self.spec.stills else f"{len(self._files)} frame(s) of a clip"
+            return f"folder {target}: {what}, {ending}"
+        if kind == "video":
+            return f"video file {target}: {ending}"
+        return f"{kind} camera {target} (reopened with backoff when it stops delivering)"
 
     def close(self) -> None:
         """Release the capture; later reads return None (idempotent)."""
@@ -253,7 +284,9 @@ class FrameSource:
             path = self._files[self._index]
             self._index += 1
             try:
-                return read_frame(path)
+                image = read_frame(path)
+                self._name = str(path)
+                return image
             except FrameError as exc:  # a bad or vanished file is logged and skipped, never fatal
                 skipped += 1
                 self.stats.skipped_files += 1
@@ -282,6 +315,7 @@ class FrameSource:
             raise _Dropped("camera delivered no frame")
         if not self.spec.loop:
             self.ended = True
+            self._release()
             return None
         if self._rewound:  # nothing even right after reopening: the file went bad or away
             raise _Dropped(f"{self.spec.target}: no frame after rewinding")
@@ -328,7 +362,9 @@ def open_source(
     fps: float = 0.0,
     loop: bool | None = None,
     opener: Callable[[SourceSpec], Any] | None = None,
+    stills: bool | None = None,
 ) -> FrameSource:
     """Open ``uri`` (see the module docstring) as a FrameSource; query options win over the
-    arguments. Raises ValueError naming the URI when it cannot be parsed or does not exist."""
-    return FrameSource(parse_uri(uri, width, height, fps, loop), opener)
+    arguments (None: the kind's default). Raises ValueError naming the URI when it cannot be
+    parsed or does not exist."""
+    return FrameSource(parse_uri(uri, width, height, fps, loop, stills), opener)

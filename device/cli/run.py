@@ -2,9 +2,13 @@
 
 ``--demo`` runs it on embedded defaults: the synthetic clip as the camera, the shipped bundle
 on ONNX Runtime, the MCU simulator on a pty as the scanner (its button is pressed every
-``--press-every`` seconds), a local outbox, and a results table at the end.
+``--press-every`` seconds), a local outbox, and a results table at the end. Without ``--demo``
+a camera must be named (``--source`` or ``[camera] source``): synthetic frames are used only when
+asked for (``synthetic://``), never in place of a missing camera. A video file or a folder ends
+the run after its last frame (``--loop`` plays it again); each still of a folder is diagnosed.
 
-Exit codes: 0 done; 2 bad configuration or input; 3 a missing extra; 4 the bundle was refused;
+Exit codes: 0 done; 2 bad configuration or input (no camera source, a missing file or folder, a
+scanner port that is missing or cannot be opened); 3 a missing extra; 4 the bundle was refused;
 1 when any diagnosis could not be stored; 5 the outbox cannot be opened (unwritable, another
 device's file, no WAL; a damaged file is quarantined and replaced instead, see docs/runtime.md).
 Log lines go to stderr as ``LEVEL logger: message``; SIGTERM and SIGINT stop the loop after the current frame, then the
@@ -18,6 +22,7 @@ import dataclasses
 import logging
 import queue
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -25,15 +30,23 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from device.app.runtime_config import RuntimeConfig, load_runtime_config
+from device.contracts.errors import ExitCode
 
 if TYPE_CHECKING:
     from device.app.runtime import RunSummary, ScannerRuntime
     from device.app.seams import TriggerQueue
+    from device.measure.optics import OpticsProfile
     from firmware_bridge.simulator import McuSimulator
 
-__all__ = ["register", "run_device"]
+__all__ = ["register", "run_device", "NO_SOURCE"]
 
 log = logging.getLogger(__name__)
+
+NO_SOURCE = (
+    "no camera source: name one with --source URI (v4l2:///dev/video0, a video file, a folder of "
+    "images) or [camera] source in a --config file; --demo runs on the synthetic camera, and "
+    "--source synthetic:// asks for synthetic frames explicitly"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,7 +55,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = dsub.add_parser("run", help="run the frame loop (see docs for the TOML config)")
     r.add_argument("--config", help="TOML file ([camera] [models] [scanner] [run] [mqtt] [outbox])")
     r.add_argument("--demo", action="store_true", help="embedded defaults: synthetic camera, simulated scanner")
-    r.add_argument("--source", help="camera URI, overrides [camera] source")
+    r.add_argument("--source", help="camera URI, overrides [camera] source (required without --config or --demo)")
+    r.add_argument(
+        "--loop",
+        action="store_true",
+        default=None,
+        help="play a video file or folder again after its end ([camera] loop); otherwise the run ends with it",
+    )
     r.add_argument("--out", help="folder for overlays (and the demo's outbox), overrides [run] out")
     r.add_argument("--scanner", help="serial port of the scanner MCU, or 'sim' for the simulator")
     r.add_argument("--backend", choices=["onnxruntime", "tensorrt"], help="overrides [models] backend")
@@ -72,7 +91,7 @@ def _config(args: argparse.Namespace) -> RuntimeConfig:
             run={"out": str(out), "preview": "headless", "max_diagnoses": 3, "stdin_trigger": False},
         )
     config = config.with_overrides(
-        camera={"source": args.source},
+        camera={"source": args.source, "loop": args.loop},
         models={"backend": args.backend, "precision": args.precision, "allow_downgrade": args.allow_downgrade},
         scanner={"port": args.scanner},
         run={
@@ -91,42 +110,42 @@ def _config(args: argparse.Namespace) -> RuntimeConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from firmware_bridge.link import PortUnavailable
+
     config = _config(args)
-    summary = run_device(config, press_every_s=args.press_every if config.scanner.port == "sim" else 0.0)
+    try:
+        summary = run_device(config, press_every_s=args.press_every if config.scanner.port == "sim" else 0.0)
+    except PortUnavailable as exc:  # a wrong --scanner port is bad input, said once, not retried forever
+        print(f"scalpedge device run: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     from device.app.run_report import print_summary
 
     print_summary(summary)
-    return 1 if any(r.error for r in summary.results) else 0
+    return ExitCode.FAILED if any(r.error for r in summary.results) else ExitCode.OK
 
 
 def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
-    """Build everything from ``config``, run the loop, shut down cleanly; returns the summary."""
+    """Build everything from ``config``, run the loop, shut down cleanly; returns the summary.
+    Raises ValueError for a missing camera source or optics profile, ``PortUnavailable`` for a
+    scanner port that cannot be opened (both before any model is loaded), BundleError for a
+    refused bundle."""
     from device.app.pipeline import ScanPipeline
     from device.app.preview import Preview
     from device.app.runtime import ScannerRuntime, stdin_trigger
     from device.assets import default_bundle_path
     from device.capture.sources import open_source
-    from device.measure.optics import load_profile
     from device.models.bundle import Bundle, RollbackGuard
     from device.sync.device_sync import DeviceSync
 
-    m, run = config.models, config.run
-    state = Path(m.bundle_state) if m.bundle_state else Path(config.sync.outbox.path).parent / "bundle-state.json"
-    bundle = Bundle.open(
-        m.bundle or default_bundle_path(),
-        trusted_keys=[m.trusted_keys] if m.trusted_keys else [],
-        guard=RollbackGuard(state, m.allow_downgrade),
-    )
-    pipeline = ScanPipeline(
-        bundle, m.backend, m.precision, m.threads, load_profile(m.calibration or None), m.engine_cache or None
-    )
-    log.info("bundle %s: %s", bundle.version, pipeline.variants)
-    sync_cfg = config.sync
-    Path(sync_cfg.outbox.path).parent.mkdir(parents=True, exist_ok=True)
+    if not config.camera.source:
+        raise ValueError(NO_SOURCE)
+    m, run, cam = config.models, config.run, config.camera
     sim, bridge, source, sync = None, None, None, None
     triggers: TriggerQueue = queue.SimpleQueue()  # first: the MQTT link and the runtime both get it
     try:
-        sync = DeviceSync.from_config(sync_cfg, bundle_version=bundle.version, triggers=triggers)
+        # the operator's inputs first (camera, scanner port): a wrong one fails before models load
+        source = open_source(cam.source, cam.width, cam.height, cam.fps, loop=True if cam.loop else None)
+        log.info("source: %s", source.describe())
         port = config.scanner.port
         if port == "sim":
             from firmware_bridge.simulator import McuSimulator
@@ -136,8 +155,20 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
         if port:
             from firmware_bridge.link import SerialLink
 
-            bridge = SerialLink(port).start()
-        source = open_source(config.camera.source, config.camera.width, config.camera.height, config.camera.fps)
+            bridge = SerialLink(port).start(require_port=True)
+            log.info("scanner: %s", "MCU simulator on a pty" if sim else port)
+        optics = _optics(m.calibration)
+        state = Path(m.bundle_state) if m.bundle_state else Path(config.sync.outbox.path).parent / "bundle-state.json"
+        bundle = Bundle.open(
+            m.bundle or default_bundle_path(),
+            trusted_keys=[m.trusted_keys] if m.trusted_keys else [],
+            guard=RollbackGuard(state, m.allow_downgrade),
+        )
+        pipeline = ScanPipeline(bundle, m.backend, m.precision, m.threads, optics, m.engine_cache or None)
+        models = ", ".join(f"{k} {v}" for k, v in pipeline.variants.items())
+        log.info("bundle %s (%s) on %s: %s", bundle.version, bundle.root, m.backend, models)
+        Path(config.sync.outbox.path).parent.mkdir(parents=True, exist_ok=True)
+        sync = DeviceSync.from_config(config.sync, bundle_version=bundle.version, triggers=triggers)
         runtime = ScannerRuntime(
             pipeline,
             source,
@@ -149,6 +180,8 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
             diagnose_every_s=run.diagnose_every_s,
             led_ack=config.scanner.led_ack,
             triggers=triggers,
+            diagnose_stills=run.diagnose_stills,
+            publishing=run.publish,
         )
         if run.publish:
             sync.start()
@@ -163,6 +196,7 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
             if presser is not None:
                 presser.set()
         summary.config = {**dataclasses.asdict(config), "sync": config.sync.to_dict()}
+        summary.source, summary.source_stats = source.describe(), source.stats.to_dict()
         return summary
     finally:
         for closer in (source, bridge, sim):
@@ -170,6 +204,36 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
                 _quietly(closer.close if hasattr(closer, "close") else closer.stop)
         if sync is not None:
             sync.close()
+
+
+def _optics(path: str) -> OpticsProfile | None:
+    """The optics profile (``path``, or the default location when ""), logged; None, with a
+    warning that thickness uses an uncalibrated scale, when there is none. A profile named in the
+    config that does not exist is an error (ValueError)."""
+    from device.contracts.constants import DEFAULT_UM_PER_PX, FRAME_WIDTH
+    from device.measure.optics import default_profile_path, load_profile
+
+    where = Path(path) if path else default_profile_path()
+    if path and not where.is_file():
+        raise ValueError(f"[models] calibration: optics profile {where} not found (scalpedge calibrate optics)")
+    optics = load_profile(where)
+    if optics is None:
+        log.warning(
+            "UNCALIBRATED scale: no optics profile at %s; thickness (um) uses the default %.1f um per pixel at "
+            "%d px wide, not this scanner's optics; measure it with `scalpedge calibrate optics`",
+            where,
+            DEFAULT_UM_PER_PX,
+            FRAME_WIDTH,
+        )
+    else:
+        log.info(
+            "calibration: %s (%.3f um per pixel at %d px wide, measured %s)",
+            where,
+            optics.um_per_px,
+            optics.frame_width,
+            optics.created_utc,
+        )
+    return optics
 
 
 def _press_periodically(sim: McuSimulator, period_s: float) -> threading.Event:

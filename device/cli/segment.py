@@ -1,20 +1,24 @@
-"""``scalpedge segment``: segment and measure frames, write overlays and metrics.json."""
+"""``scalpedge segment``: segment and measure frames, write overlays, masks, metrics.jsonl (as
+each frame is measured) and metrics.json. Frames not 4:3 are centre-cropped, never stretched."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
-import cv2
+import numpy as np
 
 from device.app.analysis import analyse_frame
-from device.app.frame_files import read_each, unreadable
+from device.app.frame_files import OutputError, ResultsFolder, read_each, unreadable
 from device.assets import default_bundle_path, sample_frames
-from device.capture.imageio import list_images
-from device.contracts.constants import DEFAULT_UM_PER_PX, FRAME_WIDTH, THIN_HAIR_UM
+from device.capture.imageio import FrameError, list_images, skipped_subfolders
+from device.contracts.constants import DEFAULT_UM_PER_PX, FRAME_HEIGHT, FRAME_WIDTH, THIN_HAIR_UM
+from device.contracts.errors import ExitCode
+from device.contracts.preprocess import crop_box
 from device.measure.optics import OpticsProfile, load_profile
 from device.models.backends import BACKENDS, open_backend
 from device.models.bundle import Bundle
@@ -25,10 +29,35 @@ __all__ = ["register", "run"]
 log = logging.getLogger(__name__)
 
 
+DESCRIPTION = (
+    "Segment hair in images or folders and measure each: hair count, thickness, thin-hair ratio, "
+    "density. Each image is brought to the camera geometry, 640x480 (4:3), before it is measured: "
+    "an image of another aspect ratio is centre-cropped to 4:3 (the sides of a wide one, the top "
+    "and bottom of a tall one are left out), never stretched, and micrometres per pixel follow "
+    "the crop; the overlay (and --save-mask's mask) shows the cropped frame, and each result "
+    "records the crop box in input pixels. Results are appended to OUT/metrics.jsonl as each "
+    "image is measured (one JSON object a line), then summarised in OUT/metrics.json. Exit "
+    "1 when an input is unreadable or an output cannot be written (reported once, with its path; "
+    "what was written stays)."
+)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("segment", help="segment hair in images, write overlays and metrics.json")
+    p = sub.add_parser(
+        "segment", help="segment hair in images, write overlays and metrics.json", description=DESCRIPTION
+    )
     p.add_argument("paths", nargs="*", help="images or folders (default: the bundled sample frames)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--recursive",
+        action="store_true",
+        help="also segment images in subfolders (outputs mirror them); without it subfolders are reported, not read",
+    )
+    p.add_argument(
+        "--save-mask",
+        action="store_true",
+        help="also write <name>_mask.png: the 640x480 frame's binary hair mask (255 = hair; none for rejected frames)",
+    )
     p.add_argument("--bundle", default=None, help="signed model bundle folder (default: the shipped bundle)")
     p.add_argument("--trust", nargs="*", default=[], help="extra trusted public keys for --bundle (PEM files/folders)")
     p.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="inference backend")
@@ -79,34 +108,134 @@ def _um_per_px(args: argparse.Namespace, profile: OpticsProfile | None, frame_wi
     return DEFAULT_UM_PER_PX * FRAME_WIDTH / frame_width
 
 
+def _output_names(inputs: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """(image, output base name) with each name unique: a name taken before gets the image's
+    extension (x.png, x.jpg -> x, x_jpg), then a number."""
+    taken: set[str] = set()
+    named: list[tuple[Path, str]] = []
+    for path, base in inputs:
+        name = base
+        if name in taken:
+            name = f"{base}_{path.suffix.lstrip('.').lower()}"
+        k = 2
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        named.append((path, name))
+    return named
+
+
+def _inputs(args: argparse.Namespace, out: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """The images to segment, each with its output base name (its path within the folder given,
+    without suffix), and the subfolders left out without --recursive. The output folder is
+    never read as input."""
+    if not args.paths:
+        return _output_names([(p, p.stem) for p in sample_frames()]), []
+    found: list[tuple[Path, str]] = []
+    skipped: list[Path] = []
+    for arg in map(Path, args.paths):
+        if not arg.is_dir():
+            found += [(p, p.stem) for p in list_images([arg])]
+            continue
+        nested = [] if args.recursive else skipped_subfolders([arg], exclude=(out,))
+        try:
+            files = list_images([arg], recursive=args.recursive, exclude=(out,))
+        except FrameError as exc:
+            if nested:
+                some = "1 subfolder holds" if len(nested) == 1 else f"{len(nested)} subfolders hold"
+                raise FrameError(f"{arg}: no images in the folder itself; {some} some: use --recursive") from None
+            raise exc
+        skipped += nested
+        found += [(p, p.relative_to(arg).with_suffix("").as_posix()) for p in files]
+    return _output_names(found), skipped
+
+
+def _crop_note(shape: tuple[int, ...]) -> tuple[list[int], str]:
+    """The crop box [x0, y0, w, h] (input px) that ``prepare_frame`` keeps of an image of
+    ``shape``, and a note for the operator when it is not the whole image."""
+    x0, y0, w, h = crop_box(shape[0], shape[1])
+    if (w, h) == (shape[1], shape[0]):
+        return [x0, y0, w, h], ""
+    return [x0, y0, w, h], f" (centre-cropped to 4:3: {shape[1]}x{shape[0]} -> {w}x{h})"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.um_per_px is not None and args.um_per_px <= 0:
         raise ValueError("--um-per-px must be positive")
     profile = load_profile(args.calibration)
     thin_um = args.thin_um if args.thin_um is not None else THIN_HAIR_UM
-    paths = list_images(args.paths) if args.paths else sample_frames()
-    segmenter, source = _load_segmenter(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    inputs, skipped = _inputs(args, out)
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        n = "1 subfolder" if len(skipped) == 1 else f"{len(skipped)} subfolders"
+        print(f"{n} skipped ({shown}): use --recursive to segment them too", file=sys.stderr)
+    segmenter, source = _load_segmenter(args)
+    try:
+        results = ResultsFolder(out)
+    except OutputError as exc:
+        print(f"scalpedge segment: cannot write the results: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
+    with results:
+        try:
+            return _segment_all(args, inputs, skipped, segmenter, source, profile, thin_um, results)
+        except OutputError as exc:
+            kept = (
+                f"{results.written} results kept in {results.lines_path}" if results.written else "no results written"
+            )
+            print(f"scalpedge segment: cannot write the results: {exc} ({kept})", file=sys.stderr)
+            return ExitCode.FAILED
+
+
+def _segment_all(
+    args: argparse.Namespace,
+    inputs: list[tuple[Path, str]],
+    skipped: list[Path],
+    segmenter: ModelSegmenter,
+    source: dict[str, Any],
+    profile: OpticsProfile | None,
+    thin_um: float,
+    results: ResultsFolder,
+) -> int:
+    """Measure each input, writing its images and its line to ``results`` before the next one;
+    then metrics.json. Raises OutputError at the first output that cannot be written (after
+    trying to keep that frame's line)."""
+    names = {path: name for path, name in inputs}
     frames: list[dict[str, Any]] = []
-    for path, frame, record in read_each(paths, frames):
+    for path, frame, record in read_each(names, frames, on_unreadable=results.add):
         um_per_px = _um_per_px(args, profile, frame.shape[1])
         result = analyse_frame(segmenter, frame, um_per_px=um_per_px, thin_um=thin_um)
-        overlay_path = out / f"{path.stem}_overlay.png"
-        cv2.imwrite(str(overlay_path), result.overlay())
-        record.update(
-            width=frame.shape[1],
-            height=frame.shape[0],
-            overlay=overlay_path.name,
-            **result.metrics.to_dict(),
-            timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
-        )
+        crop, note = _crop_note(frame.shape)
+        record.update(width=frame.shape[1], height=frame.shape[0], crop=crop, overlay=None)
+        if args.save_mask:
+            record["mask"] = None
+        record.update(**result.metrics.to_dict(), timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()})
+        try:
+            results.write_image(overlay := f"{names[path]}_overlay.png", result.overlay())
+            record["overlay"] = overlay  # relative to the output folder
+            if args.save_mask and result.seg is not None:
+                results.write_image(mask_name := f"{names[path]}_mask.png", result.seg.mask().astype(np.uint8) * 255)
+                record["mask"] = mask_name
+        except OutputError as exc:
+            record["output_error"] = str(exc)
+            with contextlib.suppress(OutputError):  # keep the measurement if the lines file still takes it
+                results.add(record)
+            raise
+        results.add(record)
         m = result.metrics
-        visible = f", {m.visible_count} visible strands" if m.visible_count is not None else ""
-        print(f"{path.name}: {m.count} hairs{visible}" + (f" ({result.problem})" if result.problem else ""))
+        print(f"{path}: {m.count} hairs{note}" + (f" ({result.problem})" if result.problem else ""))
     calibration = "--um-per-px" if args.um_per_px is not None else ("optics profile" if profile else "default")
-    report = {**source, "um_per_px_source": calibration, "thin_um": thin_um, "frames": frames}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    report = {
+        **source,
+        "um_per_px_source": calibration,
+        "thin_um": thin_um,
+        "frame_size": [FRAME_WIDTH, FRAME_HEIGHT],
+        "aspect_ratio": "centre-cropped to 4:3, never stretched (crop: [x0, y0, w, h] in input pixels)",
+        "skipped_subfolders": [str(p) for p in skipped],
+        "lines": results.lines_path.name,
+        "frames": frames,
+    }
+    summary = results.write_json("metrics.json", report)
     failures = unreadable(frames)
-    print(f"wrote {out / 'metrics.json'} ({len(frames) - failures} measured, {failures} unreadable)")
-    return 1 if failures else 0
+    print(f"wrote {summary} ({len(frames) - failures} measured, {failures} unreadable)")
+    return ExitCode.FAILED if failures else ExitCode.OK

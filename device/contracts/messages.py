@@ -8,8 +8,14 @@ Topics are ``scalpedge/v1/<fleet>/<device>/<kind>`` with kind one of ``KINDS``:
 - ``telemetry`` QoS 0, periodic: fps, temperature_c, battery, outbox depth, last_seq
 - ``event``     QoS 1: alarms (``outbox_full``...) and command replies (``cmd_rejected``...)
 - ``cmd``       QoS 1, to the device: ``{"cmd": "diagnose"}``, ``{"cmd": "resend", "from_seq": 5,
-                "to_seq": 9}``, ``{"cmd": "config", "set": {"telemetry_interval_s": 5}}``; an
-                optional ``request_id`` string is echoed in the reply event.
+                "to_seq": 9}``, ``{"cmd": "config", "set": {"telemetry_interval_s": 5}}``.
+
+**Correlation ids**: a command's optional ``request_id`` (a string of at most 128 characters)
+is echoed in every reply event to it, rejections (``cmd_rejected``) included whenever the
+payload was a JSON object with a well-formed ``request_id``. An MQTT 5 ``Correlation Data``
+property on the command is echoed on the reply's PUBLISH as well, even for a payload that is
+not JSON; replies always go to the device's ``event`` topic (a ``Response Topic`` is not
+followed: the broker's ACL lets a device publish only under its own topics).
 
 Each payload has a JSON Schema in ``device/contracts/schemas`` (``<kind>-1.schema.json``, the
 command's is ``command-1``), checked by ``device.contracts.validation``.
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from device.contracts.records import utc_timestamp
-from device.contracts.validation import ContractError, validate
+from device.contracts.validation import ContractError, load_schema, validate
 
 __all__ = [
     "KINDS",
@@ -51,16 +57,24 @@ MAX_CMD_BYTES = 16 * 1024
 
 
 class CommandError(ContractError):
-    """A ``cmd`` payload was rejected; the message says why (logged and echoed as an event)."""
+    """A ``cmd`` payload was rejected; the message says why (logged and echoed as an event).
+    ``reply``: what ties the rejection to the command, for the ``cmd_rejected`` event: its
+    ``request_id`` and ``cmd`` when the payload was a JSON object holding well-formed ones."""
+
+    def __init__(self, message: str, reply: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.reply: dict[str, Any] = dict(reply or {})
 
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed command. ``args`` holds the command's own fields (from_seq/to_seq, set)."""
+    """A parsed command. ``args`` holds the command's own fields (from_seq/to_seq, set);
+    ``correlation_data``: the MQTT 5 property the command arrived with (set by the link)."""
 
     name: str
     request_id: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
+    correlation_data: bytes | None = None
 
 
 def topic(fleet: str, device_id: str, kind: str) -> str:
@@ -112,19 +126,43 @@ def parse_command(payload: bytes) -> Command:
         raise CommandError(f"payload is not JSON: {exc.msg} at byte {exc.pos}") from exc
     except RecursionError as exc:
         raise CommandError("payload nests too deeply") from exc
-    validate("command", body, CommandError)
-    name = body["cmd"]
+    try:
+        validate("command", body, CommandError)
+        return Command(body["cmd"], body.get("request_id"), _command_args(body))
+    except CommandError as exc:
+        exc.reply = _correlation(body)
+        raise
+
+
+def _command_args(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a schema-valid command besides cmd, request_id and ts; CommandError for
+    what the schema cannot say (to_seq below from_seq, a value that is not finite)."""
     args: dict[str, Any] = {}
-    if name == "resend":
+    if body["cmd"] == "resend":
         args["from_seq"], args["to_seq"] = body["from_seq"], body.get("to_seq")
         if args["to_seq"] is not None and args["to_seq"] < args["from_seq"]:
             raise CommandError(f"command: to_seq: {args['to_seq']} is below from_seq {args['from_seq']}")
-    elif name == "config":
+    elif body["cmd"] == "config":
         for key, value in body["set"].items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise CommandError(f"command: set/{key}: {value} is not finite")
         args["set"] = body["set"]
-    return Command(name, body.get("request_id"), args)
+    return args
+
+
+def _correlation(body: Any) -> dict[str, Any]:
+    """``request_id`` and ``cmd`` of a rejected payload, each only when it is well-formed (a
+    string within the schema's length; a known command), so the reply event stays valid."""
+    if not isinstance(body, dict):
+        return {}
+    out: dict[str, Any] = {}
+    limit = load_schema("common-1.schema.json")["$defs"]["request_id"]["maxLength"]
+    request_id = body.get("request_id")
+    if isinstance(request_id, str) and len(request_id) <= limit:
+        out["request_id"] = request_id
+    if isinstance(body.get("cmd"), str) and body["cmd"] in COMMANDS:
+        out["cmd"] = body["cmd"]
+    return out
 
 
 def read_temperature_c(root: Path = Path("/sys/class/thermal")) -> float | None:

@@ -10,6 +10,11 @@ persists the per-device counter), so the usual path is::
 
     factory = RecordFactory(device_id="scanner-0001", bundle_version="2024.06-int8")
     stored = outbox.add(lambda seq: factory.build(seq, metrics=..., conditions=..., quality=..., timings_ms=...))
+
+Versions: records are written as ``scalpedge.result/2``, which adds the optional session tags
+(``client_id``, ``session_id``, ``site``, ``visit_date``: ``build_record(session=...)``) to
+version 1; a ``scalpedge.result/1`` record (an older scanner's, or one still in an outbox) is
+valid as it is and has no tags. Both versions are described by the one shipped schema file.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from device.contracts.validation import ContractError
 
 __all__ = [
     "SCHEMA_ID",
+    "SCHEMA_IDS",
+    "SESSION_FIELDS",
+    "SITES",
     "RecordError",
     "RecordFactory",
     "build_record",
@@ -34,11 +42,18 @@ __all__ = [
     "load_schema",
     "metric",
     "new_boot_id",
+    "session_tags",
     "utc_timestamp",
     "validate_record",
 ]
 
-SCHEMA_ID = "scalpedge.result/1"
+SCHEMA_ID = "scalpedge.result/2"
+#: Every record version consumers accept, newest first (version 1 has no session tags).
+SCHEMA_IDS = (SCHEMA_ID, "scalpedge.result/1")
+#: Where on the head a frame is taken (a record's ``site``).
+SITES = ("top", "crown", "front", "back", "left", "right")
+#: The session tags a version 2 record may carry (client_id and session_id go together).
+SESSION_FIELDS = ("client_id", "session_id", "site", "visit_date")
 #: Severity levels, mildest first (the classifier's class order).
 _PROB_TOLERANCE = 1e-3
 
@@ -92,6 +107,7 @@ def build_record(
     captured_at: datetime | str | None = None,
     msg_id: str | None = None,
     frame: Mapping[str, Any] | None = None,
+    session: Mapping[str, str | None] | None = None,
     validate: bool = True,
 ) -> dict[str, Any]:
     """Assemble a result record (a JSON-ready dict) and validate it unless ``validate=False``.
@@ -100,6 +116,8 @@ def build_record(
     ``conditions``: name -> ``{"level", "probabilities"}`` (see ``condition``);
     ``quality``: ``{"accepted": bool, "reason", "focus", "exposure" 0-1, "motion"}``;
     ``timings_ms``: stage -> milliseconds. ``captured_at`` defaults to now (UTC).
+    ``session``: the client session's tags (keys of ``SESSION_FIELDS``; None values are left
+    out), e.g. ``{"client_id": "c-0042", "session_id": "20240601-3fa2c1", "site": "top"}``.
     """
     record: dict[str, Any] = {
         "schema": SCHEMA_ID,
@@ -118,6 +136,13 @@ def build_record(
     }
     if frame is not None:
         record["frame"] = dict(frame)
+    if session:
+        unknown = sorted(set(session) - set(SESSION_FIELDS))
+        if unknown:
+            raise RecordError(
+                f"result: unknown session tag(s) {', '.join(unknown)}; known: {', '.join(SESSION_FIELDS)}"
+            )
+        record.update({k: str(v) for k, v in session.items() if v is not None})
     if validate:
         validate_record(record)
     return record
@@ -138,6 +163,11 @@ class RecordFactory:
         )
 
 
+def session_tags(record: Mapping[str, Any]) -> dict[str, str]:
+    """The session tags a record carries (``{}`` for a version 1 record or one taken outside a session)."""
+    return {k: str(record[k]) for k in SESSION_FIELDS if record.get(k) is not None}
+
+
 def load_schema() -> dict[str, Any]:
     """The result JSON Schema shipped in the package (``device/contracts/schemas/result-1.schema.json``)."""
     return validation.load_schema("result")
@@ -145,6 +175,8 @@ def load_schema() -> dict[str, Any]:
 
 def validate_record(record: Mapping[str, Any]) -> None:
     """Raise RecordError naming every bad field (``result: path: rule; ...``) if ``record`` is not valid."""
+    if record.get("schema") == SCHEMA_IDS[-1] and (tags := [k for k in SESSION_FIELDS if k in record]):
+        raise RecordError(f"result: {', '.join(tags)}: a {SCHEMA_IDS[-1]} record carries no session tags")
     validation.validate("result", record, RecordError)
     bad = []
     for name, cond in record["conditions"].items():

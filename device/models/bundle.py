@@ -15,7 +15,9 @@ against the trusted keys less any a signed revocation list revokes
 (``BundleFormatError`` naming the field), the folder for unlisted entries, every file's size
 and sha256, and, given a ``RollbackGuard``, that the bundle is not older than the newest one
 the device has accepted. Any failure raises ``BundleError`` naming the file; nothing is loaded
-from a bundle that failed. The server side that writes bundles is ``export.bundle``; the
+from a bundle that failed. A path with no bundle at all (no such folder, or no manifest.json in
+it) raises ``BundleNotFound`` (a ``FileNotFoundError``) before anything is verified: a wrong
+path is bad input, not tampering. The server side that writes bundles is ``export.bundle``; the
 format constants live here so both sides share one definition.
 """
 
@@ -36,6 +38,7 @@ from device.contracts.validation import validate
 from device.models.bundle_trust import (
     BundleError,
     BundleFormatError,
+    BundleNotFound,
     Trust,
     decode_json,
     key_id,
@@ -52,6 +55,7 @@ __all__ = [
     "TARGETS",
     "BundleError",
     "BundleFormatError",
+    "BundleNotFound",
     "Bundle",
     "ModelVariant",
     "RollbackGuard",
@@ -144,11 +148,13 @@ class Bundle:
 
         trusted_keys: extra PEM files or folders (and revocation lists) besides the package's.
         guard: the device's record of the newest bundle it accepted (None: no rollback check).
-        Raises BundleError naming the offending file.
+        Raises BundleNotFound when there is no bundle at ``root``, else BundleError naming the
+        offending file.
         """
         root = Path(root)
         manifest_path = root / MANIFEST_NAME
         sig_path = root / SIGNATURE_NAME
+        _require_bundle_folder(root)
         raw = read_bounded(manifest_path, MAX_MANIFEST_BYTES)
         sig = decode_json(read_bounded(sig_path, MAX_SIGNATURE_BYTES), sig_path)
         signer = Trust.load(trusted_keys).verify(raw, sig, sig_path, manifest_path)
@@ -230,6 +236,17 @@ class Bundle:
                 entry: dict[str, Any] = v
                 return entry
         raise BundleError(f"{variant.path}: not in the manifest")
+
+
+def _require_bundle_folder(root: Path) -> None:
+    """BundleNotFound unless ``root`` is a folder with a manifest.json entry (of any kind: one
+    that is not a plain file is then refused by the verification, not called missing)."""
+    if not root.exists():
+        raise BundleNotFound(f"{root}: model bundle not found (no such folder)")
+    if not root.is_dir():
+        raise BundleNotFound(f"{root}: model bundle not found (a file; a bundle is a folder holding {MANIFEST_NAME})")
+    if not os.path.lexists(root / MANIFEST_NAME):
+        raise BundleNotFound(f"{root}: model bundle not found (no {MANIFEST_NAME} in this folder)")
 
 
 def _inside(root: Path, name: str) -> Path:

@@ -34,6 +34,7 @@ __all__ = [
     "TRUSTED_KEYS_ENV",
     "BundleError",
     "BundleFormatError",
+    "BundleNotFound",
     "Trust",
     "canonical_json",
     "decode_json",
@@ -57,6 +58,12 @@ class BundleFormatError(BundleError, ContractError):
     """manifest.json, signature.json or a revocation list breaks its schema; names the field."""
 
 
+class BundleNotFound(FileNotFoundError):
+    """No bundle at the path: the folder, or its manifest.json, does not exist. Bad input
+    (exit code 2, "not found"), not a refusal: deliberately not a ``BundleError``, which means
+    a bundle is there and failed verification (exit code 4)."""
+
+
 def key_id(public_raw: bytes) -> str:
     """Short id of an Ed25519 public key: first 16 hex digits of sha256 of its 32 raw bytes."""
     return hashlib.sha256(public_raw).hexdigest()[:16]
@@ -71,7 +78,7 @@ def read_bounded(path: Path, limit: int) -> bytes:
     """The bytes of plain file ``path``, refused (BundleError) unread when it is missing, not a
     plain file (a FIFO would block) or over ``limit`` bytes; at most limit + 1 bytes are read."""
     if not path.is_file():
-        raise BundleError(f"{path}: missing or not a plain file (not a model bundle?)")
+        raise BundleError(f"{path}: missing or not a plain file; refused unread")
     size = path.stat().st_size
     if size <= limit:
         with open(path, "rb") as f:

@@ -11,10 +11,15 @@ raises a ``publish_rejected`` event). Across a reconnect paho re-sends unacknowl
 under the same ids; across a process restart the outbox turns inflight rows back to pending.
 Results are never published while disconnected, so paho's in-memory queue holds at most
 ``max_inflight`` of them.
+
+Commands: every ``cmd`` gets one reply event or more (``device.contracts.messages``), carrying
+the command's ``request_id`` (rejections too, when the payload had a well-formed one) and, on
+the PUBLISH, the MQTT 5 ``Correlation Data`` the command came with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import queue
@@ -28,6 +33,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.contracts.config import MqttConfig
@@ -98,7 +105,7 @@ class MqttLink:
         self._sent_at: dict[int, float] = {}  # paho mid -> monotonic publish time
         self._acked: list[int] = []
         self._rejected: list[tuple[int, str]] = []
-        self._events: deque[bytes] = deque(maxlen=MAX_QUEUED_EVENTS)
+        self._events: deque[tuple[bytes, Properties | None]] = deque(maxlen=MAX_QUEUED_EVENTS)
         self._telemetry: dict[str, Any] = {}
         self._telemetry_lock = threading.Lock()
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
@@ -125,10 +132,15 @@ class MqttLink:
             if battery is not None:
                 self._telemetry["battery"] = dict(battery) if isinstance(battery, Mapping) else float(battery)
 
-    def publish_event(self, event: Mapping[str, Any]) -> None:
-        """Queue an event (``{"event": kind, ...}``) for the ``event`` topic; sent when connected."""
+    def publish_event(self, event: Mapping[str, Any], correlation_data: bytes | None = None) -> None:
+        """Queue an event (``{"event": kind, ...}``) for the ``event`` topic; sent when connected.
+        ``correlation_data``: the MQTT 5 property of the command this event answers, echoed."""
         body = {"schema": "scalpedge.event/1", "device_id": self._device, "boot_id": self.boot_id, **event}
-        self._events.append(encode(body))
+        properties = None
+        if correlation_data is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = correlation_data
+        self._events.append((encode(body), properties))
 
     def step(self, timeout: float = 0.05) -> None:
         """One round: (re)connect when due, network I/O for up to ``timeout`` s, then bookkeeping."""
@@ -301,11 +313,13 @@ class MqttLink:
             self._acked.append(seq)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        correlation = getattr(msg.properties, "CorrelationData", None)  # MQTT 5, optional
+        correlation = bytes(correlation) if correlation is not None else None
         try:
-            command = parse_command(bytes(msg.payload))
+            command = dataclasses.replace(parse_command(bytes(msg.payload)), correlation_data=correlation)
         except CommandError as exc:
             log.warning("mqtt: cmd rejected on %s: %s", msg.topic, exc)
-            self.publish_event({"event": "cmd_rejected", "reason": str(exc)})
+            self.publish_event({"event": "cmd_rejected", "reason": str(exc), **exc.reply}, correlation)
             return
         try:
             self._handle(command)
@@ -351,7 +365,7 @@ class MqttLink:
         body: dict[str, Any] = {"event": event, "cmd": command.name, **fields}
         if command.request_id is not None:
             body["request_id"] = command.request_id
-        self.publish_event(body)
+        self.publish_event(body, command.correlation_data)
 
     def _settle(self) -> None:
         """Commit acknowledgements gathered by callbacks; put rejected rows back to pending."""
@@ -396,4 +410,5 @@ class MqttLink:
 
     def _flush_events(self) -> None:
         while self._events and self.state is LinkState.CONNECTED:
-            self._client.publish(self.topic("event"), self._events.popleft(), qos=1)
+            payload, properties = self._events.popleft()
+            self._client.publish(self.topic("event"), payload, qos=1, properties=properties)

@@ -38,6 +38,8 @@ __all__ = [
     "evaluate_counts",
     "count_scores",
     "match_hairs",
+    "thin_cut",
+    "plot_counts",
     "read_voc_boxes",
     "TEXT_BAR_PX",
     "THIN_CLASS",
@@ -147,6 +149,9 @@ def evaluate_counts(
             located += len(points)
             matched += len(pairs)
             pred_thin = np.array([k is not None and k != HAIR_CLASSES[2] for _, _, k in m.hairs], bool)
+            row["matched_diameters_um"] = [
+                [None if m.hairs[i][1] is None else round(m.hairs[i][1], 1), bool(thin_true[j])] for i, j in pairs
+            ]
             for i, j in pairs:
                 thin_tp += int(pred_thin[i] and thin_true[j])
                 thin_fp += int(pred_thin[i] and not thin_true[j])
@@ -201,6 +206,31 @@ def evaluate_counts(
         }
     report["per_frame"] = rows
     return report
+
+
+def thin_cut(report: dict[str, Any]) -> dict[str, Any]:
+    """The shaft diameter (um) that best separates the boxes labelled ``undersize`` from the
+    rest among the hairs ``evaluate_counts`` located and matched (``matched_diameters_um``):
+    the cut with the highest balanced accuracy. Run it on the training subjects' report."""
+    pairs = [(d, t) for r in report["per_frame"] for d, t in r.get("matched_diameters_um", []) if d is not None]
+    if not pairs:
+        raise ValueError("the report has no matched hairs with a diameter")
+    d = np.array([p[0] for p in pairs], float)
+    thin = np.array([p[1] for p in pairs], bool)
+    if thin.all() or not thin.any():
+        raise ValueError("both thin and other hairs are needed to place a cut")
+    best = (-1.0, 0.0)
+    for cut in np.unique(d):
+        below = d < cut
+        balanced = 0.5 * (below[thin].mean() + (~below[~thin]).mean())
+        best = max(best, (float(balanced), float(cut)))
+    return {
+        "cut_um": best[1],
+        "balanced_accuracy": best[0],
+        "hairs": len(d),
+        "thin_hairs": int(thin.sum()),
+        "median_um": {"undersize": float(np.median(d[thin])), "other": float(np.median(d[~thin]))},
+    }
 
 
 def plot_counts(report: dict[str, Any], path: str | Path) -> Path:

@@ -158,7 +158,13 @@ def bench_refiner(
     runs: int = 20,
     naive: bool = True,
 ) -> dict[str, Any]:
-    """Median ms per stage (ours and naive) for each thread count; see the module docstring."""
+    """Median ms per stage (ours and naive) for each thread count over ``runs`` timed passes
+    (after 2 warm-up passes) that cycle through ``frames``; see the module docstring.
+    ValueError when ``frames`` is empty or ``runs`` < 1."""
+    if not frames:
+        raise ValueError("bench_refiner: no frames to time on")
+    if runs < 1:
+        raise ValueError(f"bench_refiner: runs must be at least 1, got {runs}")
     report: dict[str, Any] = {"frames": [str(f) for f in frames], "runs": runs, "results": []}
     imgs = [prepare_frame(read_frame(f)) for f in frames]
     tmp = Path(tempfile.mkdtemp(prefix="scalpedge-naive-"))

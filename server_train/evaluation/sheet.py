@@ -26,7 +26,8 @@ def mask_sheet(
         frame = read_frame(path)
         result = analyse_frame(segmenter, frame)
         size = (tile, int(tile * 0.75))
-        pair = np.hstack([cv2.resize(frame, size), cv2.resize(result.overlay(), size)])
+        overlay = result.overlay()[: result.frame.shape[0]]  # the frame part, without its label bar
+        pair = np.hstack([cv2.resize(result.frame, size), cv2.resize(overlay, size)])
         tiles.append(pair)
     while len(tiles) % cols:
         tiles.append(np.zeros_like(tiles[0]))

@@ -57,7 +57,7 @@ class CountTrainConfig:
     out: str = ""
     model: str = "student"  # registry name; used when init_onnx is empty
     init_onnx: str = ""  # start from this segmenter graph (and its card's model_config); "" = from scratch
-    init_config: str = ""  # JSON model_config for init_onnx (default: the shipped student's)
+    init_config: str = ""  # JSON model_config for init_onnx (default: the one recorded in the graph)
     val_percent: int = 20  # subjects held out (``subject_split``): never trained on
     steps: int = 1500
     batch: int = 8
@@ -164,6 +164,16 @@ def soft_masks(model: torch.nn.Module, frames: list[np.ndarray]) -> list[np.ndar
     return out
 
 
+def graph_model_config(path: str | Path) -> dict[str, Any]:
+    """The ``model_config`` our exporter records in a graph's metadata; ValueError without one."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "model_config" not in meta:
+        raise ValueError(f"{path} records no model_config: pass --init-config")
+    return dict(json.loads(meta["model_config"]))
+
+
 def _init_model(cfg: CountTrainConfig) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """(model to train with DENSITY_CHANNELS outputs, frozen starting model for the mask or None)."""
     if not cfg.init_onnx:
@@ -172,14 +182,16 @@ def _init_model(cfg: CountTrainConfig) -> tuple[torch.nn.Module, torch.nn.Module
             raise ValueError(f"counting trains a student, not {cfg.model!r}")
         c = base.config
         return StudentNet(c["widths"], c["head"], DENSITY_CHANNELS), None
-    if cfg.init_config:
-        config = json.loads(cfg.init_config)
-    else:
-        config = {**create("student").config, "out_ch": 2}  # type: ignore[operator]
+    config = json.loads(cfg.init_config) if cfg.init_config else graph_model_config(cfg.init_onnx)
     model = student_from_onnx(cfg.init_onnx, config, out_ch=DENSITY_CHANNELS)
-    with torch.no_grad():  # the new density heads start at zero: no spurious mass at step 0
-        model.out.weight[1:].mul_(0.01)
-        model.out.bias[1:].zero_()
+    if config["out_ch"] >= 2:
+        # Both densities start as the graph's instance output (with a strand-end density, the
+        # label-free count: two ends of END_DENSITY_SCALE = 25 per hair, DENSITY_SCALE per hair),
+        # the thin one at the labels' thin share. Full-size weights, so the gradient reaches the
+        # features from the first step (a head scaled towards zero starves them).
+        with torch.no_grad():
+            model.out.weight[2].copy_(model.out.weight[1] * 0.1)
+            model.out.bias[2].copy_(model.out.bias[1] * 0.1)
     frozen = copy.deepcopy(model).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
