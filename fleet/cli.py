@@ -1,9 +1,12 @@
-"""``scalpedge fleet listen --config FILE``: run the reference consumer until SIGTERM/SIGINT.
+"""``scalpedge fleet listen --config FILE``: run the reference consumer (one replica) until
+SIGTERM/SIGINT. ``scalpedge fleet loadtest``: simulated scanners through a real Mosquitto to
+consumer replicas, with faults (``fleet.loadtest``).
 
-Log lines (logger ``fleet.consumer``): ``connected``, ``seq gap(s) ...`` when a gap is first seen,
-``asked to resend ...`` per resend request, ``rejected message ...`` for invalid payloads,
+Log lines (logger ``fleet.consumer``): ``store ...`` and ``connected`` at start, ``seq gap(s) ...:
+asked to resend ...`` per resend request, ``rejected message ...`` for invalid payloads,
 ``conflict`` for one seq under two msg_ids. Exit codes: 0 after a clean stop, 2 for a bad
-config, 3 when the ``device`` extra (paho-mqtt, jsonschema) is missing.
+config or a store that cannot be opened, 3 when an extra is missing (``device``: paho-mqtt,
+jsonschema; ``fleet``: psycopg for a PostgreSQL store).
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from fleet import broker_config
+from fleet import broker_config, rollout_cli
 
-__all__ = ["register", "run_listen"]
+__all__ = ["register", "run_listen", "run_loadtest"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +35,71 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--report", default=None, help="write the final per-device report (JSON) here")
     p.set_defaults(func=run_listen)
     broker_config.add_parser(fsub)
+    rollout_cli.add_parser(fsub)
+    _add_loadtest(fsub)
+
+
+def _add_loadtest(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from fleet.loadtest import LoadTestConfig
+
+    d = LoadTestConfig()
+    p = fsub.add_parser(
+        "loadtest",
+        help="simulated scanners -> real Mosquitto -> consumer replicas, killing one replica and restarting the broker",
+        description="Drive N simulated scanners (M results each, QoS 1, answering resend requests) through a "
+        "Mosquitto started here to R consumer replicas sharing one store; SIGKILL replica 0 when a third is "
+        "stored and the broker at two thirds; report produced, stored, lost, duplicates_stored, "
+        "throughput_per_s and p95_latency_ms.",
+    )
+    p.add_argument("--devices", type=int, default=d.devices, help=f"simulated scanners (default {d.devices})")
+    p.add_argument("--results", type=int, default=d.results, help=f"results per scanner (default {d.results})")
+    p.add_argument("--replicas", type=int, default=d.replicas, help=f"consumer replicas (default {d.replicas})")
+    p.add_argument(
+        "--store", default=None, help="postgresql://user@host:port/db or a SQLite path (default: a SQLite file here)"
+    )
+    p.add_argument(
+        "--interval-s",
+        type=float,
+        default=d.interval_s,
+        help=f"seconds between two results of one scanner; 0: as fast as possible (default {d.interval_s})",
+    )
+    p.add_argument("--no-faults", action="store_true", help="kill no replica and do not restart the broker")
+    p.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=d.drain_timeout_s,
+        help=f"after the last result is produced, wait at most this long for the store (default {d.drain_timeout_s})",
+    )
+    p.add_argument("--workdir", default=None, help="keep configs and logs here (default: a temp folder, removed)")
+    p.add_argument("--out", default=None, help="write the report (JSON) here (default: print it)")
+    p.set_defaults(func=run_loadtest)
+
+
+def run_loadtest(args: argparse.Namespace) -> int:
+    from device.contracts.errors import MissingExtra
+
+    try:
+        from fleet.loadtest import LoadTestConfig
+        from fleet.loadtest import run_loadtest as run
+    except ImportError as exc:
+        raise MissingExtra(f"needs the device extra ({exc.name}): pip install 'scalpedge[device]'") from exc
+    cfg = LoadTestConfig(
+        devices=args.devices,
+        results=args.results,
+        replicas=args.replicas,
+        store=args.store or "",
+        interval_s=args.interval_s,
+        kill_replica=not args.no_faults,
+        restart_broker=not args.no_faults,
+        drain_timeout_s=args.drain_timeout_s,
+        workdir=args.workdir or "",
+    )
+    report = run(cfg, args.out)
+    keys = ("produced", "stored", "lost", "duplicates_stored", "throughput_per_s", "p95_latency_ms")
+    sys.stdout.write(", ".join(f"{k} {report[k]}" for k in keys) + "\n")
+    if not args.out:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0 if report["lost"] == 0 and report["duplicates_stored"] == 0 else 1
 
 
 def run_listen(args: argparse.Namespace) -> int:

@@ -21,16 +21,32 @@ loses it. The consumer closes the loop end to end:
   ``resend_interval_s``, and not while the previous resend is still arriving; a gap of more
   than ``max_gap`` seqs is flagged as a ``seq_jump`` anomaly instead, never requested;
 - ranges the device reports as gone (``resend_unavailable``, ``seqs_lost``) are recorded as
-  unrecoverable, as ranges.
+  unrecoverable, as ranges;
+- status (retained, and the last will), telemetry and events are stored too (``fleet.store``):
+  each device's online/offline state, battery, last seen, last error.
 
-The MQTT session is persistent (clean start off, ``session_expiry_s``) so the broker queues
-results while the consumer restarts; the resend path covers whatever a broker crash loses.
+Everything goes through ``fleet.store.Store``: SQLite (``db``) or PostgreSQL (``store``).
+
+**Replicas.** With ``share_group`` set, several consumers (each its own ``client_id``) share
+results, telemetry and events through MQTT 5 shared subscriptions
+(``$share/<group>/scalpedge/v1/<fleet>/+/<kind>``): the broker hands each message to one of
+them. Status stays a plain subscription, so every replica gets each device's retained status
+(a shared subscription is never sent retained messages). A replica sees only part of each
+device's stream, so before asking for a gap it folds in what the store holds
+(``Store.refresh``) and claims the request in the store (``Store.claim_resend``), so one
+replica asks, once per ``resend_interval_s``. A replica killed mid-stream loses nothing: what
+the broker redelivers is absorbed by the idempotent store, and what it drops (Mosquitto drops
+a dead member's unacknowledged messages) is past the device's ``delivered_upto`` and comes back
+through a resend.
+
+The MQTT session is persistent (clean start off, ``session_expiry_s``; by default 3600 s for a
+lone consumer, so the broker queues results while it restarts, 0 in a share group); the resend
+path covers whatever a broker crash loses.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -47,9 +63,9 @@ from device.contracts.mqtt import make_client
 from device.contracts.records import session_tags, validate_record
 from device.contracts.validation import ContractError, parse_json, validate
 from fleet.config import FleetConfig
-from fleet.gaps import SeqTrack, plan_resend
+from fleet.gaps import ResendPlan, SeqTrack, plan_resend
 from fleet.ranges import add, fmt
-from fleet.store import FleetStore
+from fleet.store import Store, describe_url, open_store
 from resilience import Backoff
 
 __all__ = ["FleetConsumer", "UNRECOVERABLE_EVENTS"]
@@ -57,13 +73,14 @@ __all__ = ["FleetConsumer", "UNRECOVERABLE_EVENTS"]
 log = logging.getLogger(__name__)
 
 GAP_CHECK_INTERVAL_S = 0.25
+PRUNE_INTERVAL_S = 3600.0  # telemetry older than ``telemetry_keep_s`` is deleted this often
 MAX_LOGGED_CHARS = 300  # a reason, topic or device message in a log line or row is cut here
 #: Device events whose ``ranges`` name seqs the device no longer has (pruned, lost to storage damage).
 UNRECOVERABLE_EVENTS = ("resend_unavailable", "seqs_lost")
 
 
 class FleetConsumer:
-    """Subscribes to ``scalpedge/v1/<fleet>/+/{result,status,telemetry,event}`` and stores results.
+    """Subscribes to ``scalpedge/v1/<fleet>/+/{result,status,telemetry,event}`` and stores them.
 
     Drive with ``step()`` or ``start()``/``stop()`` like ``MqttLink``. Connection settings
     (host, port, TLS, username/password) come from ``mqtt_config``; its device_id is unused.
@@ -73,9 +90,16 @@ class FleetConsumer:
         self.mqtt_config = mqtt_config
         self.config = fleet_config
         self._lock = threading.RLock()
-        self._store = FleetStore(fleet_config.db)
+        self._store = open_store(fleet_config.store_url)
+        log.info("fleet: store %s (%s)", describe_url(fleet_config.store_url), self._store.backend)
         self.tracks: dict[str, SeqTrack] = {
-            device: SeqTrack(held=d.held, received=d.received, unavailable=d.unavailable, known_last=d.known_last)
+            device: SeqTrack(
+                held=d.held,
+                received=d.received,
+                unavailable=d.unavailable,
+                known_last=d.known_last,
+                delivered_upto=d.delivered_upto,
+            )
             for device, d in self._store.load().items()
         }
         self._client = make_client(mqtt_config, fleet_config.client_id)
@@ -86,6 +110,7 @@ class FleetConsumer:
         self.connects = 0
         self._backoff = Backoff(mqtt_config.reconnect_min_s, mqtt_config.reconnect_max_s)
         self._next_gap_check = 0.0
+        self._next_prune = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -104,6 +129,15 @@ class FleetConsumer:
         if self.connected and time.monotonic() >= self._next_gap_check:
             self._next_gap_check = time.monotonic() + GAP_CHECK_INTERVAL_S
             self.check_gaps()
+        if self.config.telemetry_keep_s and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL_S
+            with self._lock:
+                self._store.prune_telemetry(time.time() - self.config.telemetry_keep_s)
+
+    @property
+    def store(self) -> Store:
+        """The store this consumer writes (for reads; call under no lock of yours)."""
+        return self._store
 
     def start(self) -> None:
         if self._thread is not None:
@@ -138,33 +172,55 @@ class FleetConsumer:
     # ----------------------------------------------------------------- gaps and reports
     def check_gaps(self) -> None:
         """Ask devices to resend seq ranges missing for longer than ``gap_grace_s`` (chunked and
-        capped); flag gaps larger than ``max_gap`` as seq jumps instead."""
+        capped); flag gaps larger than ``max_gap`` as seq jumps instead. A gap is first checked
+        against the store (another replica may hold it; one query for all devices due) and the
+        request claimed there (one replica asks)."""
         now = time.monotonic()
         cfg = self.config
         with self._lock:
+            due: list[str] = []
             for device, tr in self.tracks.items():
-                plan = plan_resend(
-                    tr.requestable(), tr.jumps, cfg.max_gap, cfg.resend_chunk_seqs, cfg.resend_max_commands
-                )
-                for lo, hi in plan.jumps:
-                    self._flag_jump(device, tr, lo, hi)
+                plan = self._plan(tr)
                 if not plan.wanted:
                     tr.gap_since = None
-                    continue
-                if tr.gap_since is None:
+                elif tr.gap_since is None:
                     tr.gap_since = now
-                    log.info("fleet: %s: seq gap(s) %s", device, fmt(plan.wanted))
-                grace = cfg.gap_grace_s
-                if now - tr.gap_since < grace or now - tr.last_request < cfg.resend_interval_s:
-                    continue
-                if now - tr.resend_progress < grace:
-                    continue  # the last resend is still arriving: asking again would only duplicate
-                tr.last_request = now
-                tr.requested = plan.commands
-                for lo, hi in plan.commands:
-                    self._client.publish(topic(self.mqtt_config.fleet, device, "cmd"), resend_command(lo, hi), qos=1)
-                self._store.count_resend_requests(device, len(plan.commands))
-                log.warning("fleet: %s: asked to resend %s", device, fmt(plan.commands))
+                if plan.jumps or (
+                    tr.gap_since is not None
+                    and now - tr.gap_since >= cfg.gap_grace_s
+                    and now - tr.last_request >= cfg.resend_interval_s
+                    and now - tr.resend_progress >= cfg.gap_grace_s  # the last resend still arriving
+                ):
+                    due.append(device)
+            if not due:
+                return
+            stored = self._store.refresh({device: self.tracks[device].contig for device in due})
+            for device in due:
+                tr, d = self.tracks[device], stored[device]
+                tr.merge(d.held, d.unavailable, d.known_last, d.delivered_upto)
+                self._request(device, tr, now)
+
+    def _request(self, device: str, tr: SeqTrack, now: float) -> None:
+        """Flag seq jumps and ask for the gaps left after the merge (when this replica wins the claim)."""
+        cfg = self.config
+        plan = self._plan(tr)
+        for lo, hi in plan.jumps:
+            self._flag_jump(device, tr, lo, hi)
+        if not plan.wanted:
+            tr.gap_since = None
+            return
+        tr.last_request = now
+        if not self._store.claim_resend(device, cfg.resend_interval_s):
+            return  # another replica asked within the interval
+        tr.requested = plan.commands
+        for lo, hi in plan.commands:
+            self._client.publish(topic(self.mqtt_config.fleet, device, "cmd"), resend_command(lo, hi), qos=1)
+        self._store.count_resend_requests(device, len(plan.commands))
+        log.warning("fleet: %s: seq gap(s) %s: asked to resend %s", device, fmt(plan.wanted), fmt(plan.commands))
+
+    def _plan(self, tr: SeqTrack) -> ResendPlan:
+        cfg = self.config
+        return plan_resend(tr.requestable(), tr.jumps, cfg.max_gap, cfg.resend_chunk_seqs, cfg.resend_max_commands)
 
     def _flag_jump(self, device: str, tr: SeqTrack, lo: int, hi: int) -> None:
         """Record a suspicious gap once (extending the jump it touches); it is never requested."""
@@ -203,7 +259,7 @@ class FleetConsumer:
     def _connect(self) -> None:
         cfg = self.mqtt_config
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry_s
+        props.SessionExpiryInterval = self.config.resolved_session_expiry_s
         try:
             self._client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False, properties=props)
         except (OSError, ValueError) as exc:
@@ -223,9 +279,17 @@ class FleetConsumer:
         self.connected = True
         self.connects += 1
         self._backoff.reset()
-        fleet = self.mqtt_config.fleet
-        client.subscribe([(topic(fleet, "+", k), 1) for k in ("result", "status", "telemetry", "event")])
+        client.subscribe([(name, 1) for name in self.subscriptions()])
         log.info("fleet: connected (session present: %s)", flags.session_present)
+
+    def subscriptions(self) -> list[str]:
+        """The topic filters: shared (``$share/<group>/...``) for results, telemetry and events
+        when ``share_group`` is set; status always plain (retained status reaches every replica)."""
+        fleet, group = self.mqtt_config.fleet, self.config.share_group
+        shared = [topic(fleet, "+", k) for k in ("result", "telemetry", "event")]
+        if group:
+            shared = [f"$share/{group}/{name}" for name in shared]
+        return [*shared, topic(fleet, "+", "status")]
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         self._lost(str(reason))
@@ -248,8 +312,13 @@ class FleetConsumer:
                 if kind == "result":
                     self._result(device, body, payload)
                 elif kind == "event":
+                    self._store.record_event(device, body, payload)
                     self._event(device, body)
                 else:
+                    if kind == "status":
+                        self._store.record_status(device, body)
+                    else:
+                        self._store.record_telemetry(device, body)
                     self._seen_last_seq(device, body.get("last_seq"), body.get("delivered_upto"))
         except ValueError as exc:  # not strict JSON, or a ContractError naming the field
             self._reject(msg.topic, _cut(str(exc)), payload)
@@ -261,7 +330,7 @@ class FleetConsumer:
         try:
             with self._lock:
                 self._store.reject(topic_name, reason, payload)
-        except sqlite3.Error:
+        except Exception:  # the store is unreachable: the log line above is all there is
             log.exception("fleet: could not record a rejected message")
 
     # ----------------------------------------------------------------- state
@@ -277,7 +346,16 @@ class FleetConsumer:
         seq, msg_id = int(rec["seq"]), str(rec["msg_id"])
         tr = self._track(device)
         outcome, stored = self._store.store_result(
-            device, seq, msg_id, rec["boot_id"], rec["captured_at"], payload.decode(), rec["schema"], session_tags(rec)
+            device,
+            seq,
+            msg_id,
+            rec["boot_id"],
+            rec["captured_at"],
+            payload.decode(),
+            rec["schema"],
+            session_tags(rec),
+            rec["bundle_version"],
+            self.config.client_id,
         )
         if outcome == "new":
             tr.hold(seq, time.monotonic())
@@ -287,14 +365,13 @@ class FleetConsumer:
             log.error("fleet: %s seq %d: conflict (msg_id %s, stored %s)", device, seq, msg_id, stored)
 
     def _seen_last_seq(self, device: str, last_seq: int | None, delivered_upto: int | None) -> None:
+        """Raise this replica's marks (the store raised its own in ``record_status``/``record_telemetry``)."""
         if delivered_upto is not None:
             tr = self._track(device)
             tr.delivered_upto = max(tr.delivered_upto or 0, delivered_upto)
         if last_seq is not None:
             tr = self._track(device)
-            if last_seq > tr.known_last:
-                tr.known_last = last_seq
-                self._store.set_known_last(device, last_seq)
+            tr.known_last = max(tr.known_last, last_seq)
 
     def _event(self, device: str, body: dict[str, Any]) -> None:
         kind = body["event"]

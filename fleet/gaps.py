@@ -11,6 +11,11 @@ ask for this interval and which gaps are too large to be honest:
   make the consumer ask for 10^15 records, interval after interval;
 - the rest is requested lowest first, in commands of at most ``chunk_seqs`` seqs, at most
   ``max_commands`` commands per device and interval.
+
+With several consumer replicas sharing a subscription, each replica's ``SeqTrack`` sees only
+the records the broker gave it: its gaps are mostly seqs another replica stored. Before a gap
+is requested the consumer folds in what the database holds (``SeqTrack.merge``), so only seqs
+that no replica stored are asked for.
 """
 
 from __future__ import annotations
@@ -42,6 +47,20 @@ class SeqTrack:
         self.received += add(self.held, seq, seq)
         if overlaps(self.requested, seq, seq):
             self.resend_progress = now
+
+    def merge(self, held: list[Range], unavailable: list[Range], known_last: int, delivered_upto: int | None) -> int:
+        """Fold in what the database holds (what other replicas stored and learnt): seqs held
+        and unrecoverable are added, the seq marks raised. Returns how many seqs were new here."""
+        new = 0
+        for lo, hi in held:
+            new += add(self.held, lo, hi)
+        self.received += new
+        for lo, hi in unavailable:
+            add(self.unavailable, lo, hi)
+        self.known_last = max(self.known_last, known_last)
+        if delivered_upto is not None:
+            self.delivered_upto = max(self.delivered_upto or 0, delivered_upto)
+        return new
 
     def lose(self, lo: int, hi: int) -> int:
         """Seqs ``lo..hi`` are unrecoverable; returns how many were not known so before."""

@@ -1,92 +1,131 @@
-"""The fleet consumer's SQLite database: results once by ``msg_id``, conflicts, rejected
-payloads, unrecoverable ranges and anomalies, per-device counters.
+"""The fleet's database, behind one interface: ``Store``, with an embedded SQLite backend
+(``fleet.store_sqlite``, the default: one file, no setup) and a PostgreSQL one
+(``fleet.store_postgres``, for a fleet: several consumer replicas write to one server).
 
-Results of both record versions are stored; the columns ``schema``, ``client_id``,
-``session_id``, ``site`` and ``visit_date`` (added on open to a database made before record
-version 2) hold each record's version and session tags (NULL for a version 1 record), so a
-client's visits can be queried without parsing payloads.
+What the consumer writes through it: results once by ``msg_id`` (a redelivery is counted as a
+duplicate; the same ``(device, seq)`` under another ``msg_id`` is a *conflict*, kept apart),
+rejected payloads, unrecoverable ranges, anomalies, resend counters, and per device the last
+status (retained status and last will), telemetry and events. What a dashboard reads: the
+devices with their status, a device's results newest first, one result, a client's results
+over visits, rows for a CSV export.
 
-Not thread-safe by itself: the consumer serialises calls under its lock. Every seq set is
-stored as ranges (``unavailable``, ``anomalies``) and loaded back as ranges (the held seqs
-are grouped into runs by SQLite), so a restart costs O(ranges) memory.
+Every write is idempotent, so several replicas (or a broker redelivering) may send the same
+message twice: results by ``msg_id`` and ``(device_id, seq)``, events by their payload's
+SHA-256, telemetry by ``(device_id, boot_id, ts)``; counters and seq marks only grow.
+Times are seconds since the epoch (``time.time()``); seqs are integers up to 2^53 - 1. The
+schema and its migrations: ``fleet.migrations``; docs/sync-and-fleet.md describes the tables.
+
+Not thread-safe by itself: the consumer serialises calls under its lock.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
-import time
+import json
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from fleet.ranges import Range, add
+from fleet.ranges import Range
 
-__all__ = ["REJECTED_KEEP_BYTES", "TAG_COLUMNS", "FleetStore", "StoredDevice"]
+__all__ = [
+    "REJECTED_KEEP_BYTES",
+    "TAG_COLUMNS",
+    "DeviceStatus",
+    "Outcome",
+    "Store",
+    "StoreError",
+    "StoredDevice",
+    "StoredResult",
+    "describe_url",
+    "open_store",
+]
 
 REJECTED_KEEP_BYTES = 1024  # of a rejected payload, only this prefix is kept (with its size and SHA-256)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    msg_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL, boot_id TEXT NOT NULL,
-    captured_at TEXT NOT NULL, received_at REAL NOT NULL, payload TEXT NOT NULL, UNIQUE (device_id, seq));
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, deliveries INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0,
-    known_last_seq INTEGER NOT NULL DEFAULT 0, resend_requests INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS conflicts (
-    msg_id TEXT NOT NULL, device_id TEXT NOT NULL, seq INTEGER NOT NULL, stored_msg_id TEXT,
-    received_at REAL NOT NULL, payload TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rejected (received_at REAL NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL,
-    payload BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS unavailable (device_id TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS anomalies (device_id TEXT NOT NULL, kind TEXT NOT NULL, from_seq INTEGER NOT NULL,
-    to_seq INTEGER NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, UNIQUE (device_id, kind, from_seq));
-"""
-# Columns added since the first release; an older database gets them on open.
-_ADDED = {
-    "rejected": {"payload_bytes": "INTEGER", "payload_sha256": "TEXT"},
-    "results": {"schema": "TEXT", "client_id": "TEXT", "session_id": "TEXT", "site": "TEXT", "visit_date": "TEXT"},
-}
 #: Session tags of a version 2 record, stored in their own columns.
 TAG_COLUMNS = ("client_id", "session_id", "site", "visit_date")
 
 Outcome = Literal["new", "duplicate", "conflict"]
 
 
+class StoreError(ValueError):
+    """The store cannot be opened as configured (a bad URL, an unreachable server, a schema
+    newer than this code); the message says what to do. A ValueError: the CLI exits 2."""
+
+
 @dataclass
 class StoredDevice:
-    """One device as the database holds it: the seqs as ranges."""
+    """One device's seq stream as the database holds it: the seqs as ranges."""
 
     known_last: int = 0
     held: list[Range] = field(default_factory=list)
     received: int = 0
     unavailable: list[Range] = field(default_factory=list)
+    delivered_upto: int | None = None
 
 
-class FleetStore:
-    """The consumer's database at ``path`` (WAL, fsync on commit), created or upgraded on open."""
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One scanner as a dashboard lists it. Times: epoch seconds (the consumer's clock)."""
 
-    def __init__(self, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        for table, columns in _ADDED.items():
-            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            for name, kind in columns.items():
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-        self._db.execute("CREATE INDEX IF NOT EXISTS results_client ON results (client_id, session_id)")
+    device_id: str
+    state: str | None  # "online" | "offline" (last will or shutdown) | None: no status seen yet
+    status_reason: str | None  # why it went offline ("connection lost", "shutdown")
+    boot_id: str | None
+    status_at: float | None  # when the last status arrived
+    last_seen: float | None  # when any message of the device last arrived
+    battery: Any  # percent, the scanner bridge's report (a dict), or None
+    temperature_c: float | None
+    firmware: str | None  # None until the device reports one
+    bundle_version: str | None  # from its latest status, telemetry or result
+    last_error: str | None  # the last error event's message or reason
+    last_error_at: float | None
+    last_seq: int  # highest seq the device says it has allocated
+    delivered_upto: int | None  # every seq up to it was acknowledged by the broker
+    results: int  # results stored
 
-    def close(self) -> None:
-        self._db.close()
+    @property
+    def online(self) -> bool:
+        return self.state == "online"
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One stored result record: its columns and the record itself (``payload``, JSON text)."""
+
+    msg_id: str
+    device_id: str
+    seq: int
+    boot_id: str
+    captured_at: str  # RFC 3339 UTC, as the device wrote it
+    received_at: float  # epoch seconds, when the consumer stored it
+    stored_by: str | None  # the client id of the consumer (replica) that stored it
+    schema: str | None  # "scalpedge.result/2" | "scalpedge.result/1" | None (stored before versions)
+    bundle_version: str | None
+    client_id: str | None
+    session_id: str | None
+    site: str | None
+    visit_date: str | None
+    payload: str
+
+    def record(self) -> dict[str, Any]:
+        """The result record as a dict."""
+        body: dict[str, Any] = json.loads(self.payload)
+        return body
+
+
+class Store(ABC):
+    """The fleet database. Open one with ``open_store``; ``close()`` when done."""
+
+    #: "sqlite" or "postgresql"
+    backend: str
 
     # ----------------------------------------------------------------- writes
+    @abstractmethod
     def add_device(self, device: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO devices (device_id) VALUES (?)", (device,))
+        """Make sure ``device`` has a row (no-op when it has)."""
 
+    @abstractmethod
     def store_result(
         self,
         device: str,
@@ -97,114 +136,178 @@ class FleetStore:
         payload: str,
         schema: str | None = None,
         tags: Mapping[str, str] | None = None,
+        bundle_version: str | None = None,
+        stored_by: str | None = None,
     ) -> tuple[Outcome, Any]:
         """Store a validated result once: ``("new", None)``, ``("duplicate", None)`` (same
-        ``msg_id`` again, counted) or ``("conflict", what is stored)`` (kept apart, never merged).
-        ``schema``: the record's version; ``tags``: its session tags (``TAG_COLUMNS``)."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("UPDATE devices SET deliveries = deliveries + 1 WHERE device_id = ?", (device,))
-            held = db.execute("SELECT msg_id FROM results WHERE device_id = ? AND seq = ?", (device, seq)).fetchone()
-            same_id = db.execute("SELECT device_id, seq FROM results WHERE msg_id = ?", (msg_id,)).fetchone()
-            outcome: tuple[Outcome, Any]
-            if held is None and same_id is None:
-                tag = [(tags or {}).get(k) for k in TAG_COLUMNS]
-                db.execute(
-                    "INSERT INTO results (msg_id, device_id, seq, boot_id, captured_at, received_at, payload, schema, "
-                    f"{', '.join(TAG_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (msg_id, device, seq, boot_id, captured_at, time.time(), payload, schema, *tag),
-                )
-                outcome = ("new", None)
-            elif held is not None and held[0] == msg_id:
-                db.execute("UPDATE devices SET duplicates = duplicates + 1 WHERE device_id = ?", (device,))
-                outcome = ("duplicate", None)
-            else:
-                db.execute(
-                    "INSERT INTO conflicts VALUES (?, ?, ?, ?, ?, ?)",
-                    (msg_id, device, seq, held[0] if held else None, time.time(), payload),
-                )
-                outcome = ("conflict", held or same_id)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return outcome
+        ``msg_id`` again, counted) or ``("conflict", what is stored)`` (kept apart, never
+        merged). ``schema``: the record's version; ``tags``: its session tags (``TAG_COLUMNS``);
+        ``bundle_version``: the bundle that measured it; ``stored_by``: the consumer's client id."""
 
+    @abstractmethod
     def reject(self, topic: str, reason: str, payload: bytes) -> None:
         """Keep a rejected payload once: its first ``REJECTED_KEEP_BYTES`` bytes, size and SHA-256."""
-        self._db.execute(
-            "INSERT INTO rejected (received_at, topic, reason, payload, payload_bytes, payload_sha256) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                time.time(),
-                topic,
-                reason,
-                payload[:REJECTED_KEEP_BYTES],
-                len(payload),
-                hashlib.sha256(payload).hexdigest(),
-            ),
-        )
 
+    @abstractmethod
     def add_unavailable(self, device: str, lo: int, hi: int) -> None:
-        self._db.execute("INSERT INTO unavailable VALUES (?, ?, ?)", (device, lo, hi))
+        """Seqs ``lo..hi`` of ``device`` are unrecoverable (the device no longer has them)."""
 
+    @abstractmethod
     def flag(self, device: str, kind: str, lo: int, hi: int) -> None:
         """Record anomaly ``kind`` over seqs ``lo..hi``; the same ``(kind, lo)`` again extends it."""
-        now = time.time()
-        self._db.execute(
-            "INSERT INTO anomalies VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, kind, from_seq) "
-            "DO UPDATE SET to_seq = max(to_seq, excluded.to_seq), last_seen = excluded.last_seen",
-            (device, kind, lo, hi, now, now),
-        )
 
-    def set_known_last(self, device: str, last_seq: int) -> None:
-        self._db.execute("UPDATE devices SET known_last_seq = ? WHERE device_id = ?", (last_seq, device))
+    @abstractmethod
+    def note_seqs(self, device: str, last_seq: int | None = None, delivered_upto: int | None = None) -> None:
+        """Raise the device's ``last_seq`` / ``delivered_upto`` marks (never lowers them)."""
 
+    @abstractmethod
+    def record_status(self, device: str, status: Mapping[str, Any]) -> None:
+        """A validated status message (online, or offline: shutdown or last will) becomes the
+        device's current status; its seq marks are raised."""
+
+    @abstractmethod
+    def record_telemetry(self, device: str, telemetry: Mapping[str, Any]) -> None:
+        """Keep a validated telemetry message once (by ``(boot_id, ts)``) and update the
+        device's battery, temperature, last seen and seq marks."""
+
+    @abstractmethod
+    def record_event(self, device: str, event: Mapping[str, Any], payload: bytes) -> None:
+        """Keep a validated event once (by its payload's SHA-256); an ``error`` event becomes
+        the device's last error."""
+
+    @abstractmethod
     def count_resend_requests(self, device: str, n: int) -> None:
-        self._db.execute("UPDATE devices SET resend_requests = resend_requests + ? WHERE device_id = ?", (n, device))
+        """Add ``n`` to the device's resend request counter."""
 
-    # ----------------------------------------------------------------- reads
+    @abstractmethod
+    def claim_resend(self, device: str, interval_s: float) -> bool:
+        """True when no consumer (of any replica) has asked ``device`` to resend within the
+        last ``interval_s`` seconds: the caller may ask now (the claim is recorded)."""
+
+    @abstractmethod
+    def prune_telemetry(self, before: float) -> int:
+        """Delete telemetry received before ``before`` (epoch s); returns how many rows."""
+
+    # ----------------------------------------------------------------- reads: the consumer
+    @abstractmethod
     def load(self) -> dict[str, StoredDevice]:
-        """Every device with its seqs held (grouped into runs by SQLite) and unrecoverable."""
-        out = {
-            d: StoredDevice(known_last=int(k))
-            for d, k in self._db.execute("SELECT device_id, known_last_seq FROM devices")
-        }
-        runs = self._db.execute(
-            "SELECT device_id, min(seq), max(seq), count(*) FROM (SELECT device_id, seq, "
-            "seq - row_number() OVER (PARTITION BY device_id ORDER BY seq) AS run FROM results) "
-            "GROUP BY device_id, run ORDER BY device_id, min(seq)"
-        )
-        for device, lo, hi, n in runs:
-            dev = out.setdefault(device, StoredDevice())
-            dev.held.append((int(lo), int(hi)))
-            dev.received += int(n)
-        for device, lo, hi in self._db.execute("SELECT device_id, from_seq, to_seq FROM unavailable"):
-            add(out.setdefault(device, StoredDevice()).unavailable, int(lo), int(hi))
-        return out
+        """Every device with its seqs held (grouped into runs by the database) and unrecoverable."""
 
+    @abstractmethod
+    def refresh(self, floors: Mapping[str, int]) -> dict[str, StoredDevice]:
+        """For each device in ``floors``: the runs of seqs held *above* its floor (what other
+        replicas stored since), unrecoverable ranges and seq marks. Cost: the rows above the floor."""
+
+    @abstractmethod
     def device_report(self, device: str) -> dict[str, Any]:
         """Counters, conflicts and records per boot of one device."""
-        row = self._db.execute(
-            "SELECT deliveries, duplicates, resend_requests FROM devices WHERE device_id = ?", (device,)
-        ).fetchone() or (0, 0, 0)
-        boots = {
-            b: {"records": n, "first_seq": lo, "last_seq": hi}
-            for b, n, lo, hi in self._db.execute(
-                "SELECT boot_id, count(*), min(seq), max(seq) FROM results WHERE device_id = ? "
-                "GROUP BY boot_id ORDER BY min(seq)",
-                (device,),
-            )
-        }
-        conflicts = self._db.execute("SELECT count(*) FROM conflicts WHERE device_id = ?", (device,)).fetchone()[0]
-        return {
-            "deliveries": row[0],
-            "duplicates": row[1],
-            "conflicts": conflicts,
-            "resend_requests": row[2],
-            "boots": boots,
-        }
 
+    @abstractmethod
     def rejected_count(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM rejected").fetchone()[0])
+        """Rows in ``rejected``."""
+
+    # ----------------------------------------------------------------- reads: dashboards
+    @abstractmethod
+    def devices(self) -> list[DeviceStatus]:
+        """Every device known, with its status, ordered by device id."""
+
+    @abstractmethod
+    def device(self, device: str) -> DeviceStatus | None:
+        """One device, or None."""
+
+    @abstractmethod
+    def device_results(self, device: str, limit: int | None = 50, before_seq: int | None = None) -> list[StoredResult]:
+        """A device's results, newest (highest seq) first: at most ``limit`` (None: all), below
+        ``before_seq`` when given (the next page starts below the last seq of this one)."""
+
+    @abstractmethod
+    def result(self, msg_id: str) -> StoredResult | None:
+        """One result by ``msg_id``, or None."""
+
+    @abstractmethod
+    def client_results(self, client_id: str) -> list[StoredResult]:
+        """A client's results over all visits, oldest first (by ``captured_at``, then device and seq)."""
+
+    @abstractmethod
+    def events(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A device's events, newest first: ``event``, ``severity``, ``message``, ``ts`` (the
+        device's), ``received_at`` (epoch s) and ``body`` (the whole event)."""
+
+    @abstractmethod
+    def telemetry(self, device: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A device's telemetry, newest first: ``ts``, ``received_at``, ``battery``,
+        ``temperature_c``, ``fps``, ``last_seq``, ``delivered_upto``, ``outbox``."""
+
+    def export_rows(self, device: str | None = None, client_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows for a CSV export, oldest first, all with the same keys: the result's columns,
+        then ``metric.<name>`` (value; the unit is the metric's) and ``condition.<name>``
+        (level) for every metric and condition any exported record has (None where one lacks it)."""
+        results = self._export_results(device, client_id)
+        records = [r.record() for r in results]
+        metrics = sorted({k for rec in records for k in rec.get("metrics", {})})
+        conditions = sorted({k for rec in records for k in rec.get("conditions", {})})
+        rows = []
+        for r, rec in zip(results, records, strict=True):
+            row: dict[str, Any] = {
+                "msg_id": r.msg_id,
+                "device_id": r.device_id,
+                "seq": r.seq,
+                "captured_at": r.captured_at,
+                "received_at": r.received_at,
+                "schema": r.schema,
+                "bundle_version": r.bundle_version or rec.get("bundle_version"),
+                **{k: getattr(r, k) for k in TAG_COLUMNS},
+                "quality_accepted": rec.get("quality", {}).get("accepted"),
+            }
+            for name in metrics:
+                row[f"metric.{name}"] = rec.get("metrics", {}).get(name, {}).get("value")
+            for name in conditions:
+                row[f"condition.{name}"] = rec.get("conditions", {}).get(name, {}).get("level")
+            rows.append(row)
+        return rows
+
+    @abstractmethod
+    def _export_results(self, device: str | None, client_id: str | None) -> list[StoredResult]:
+        """The results ``export_rows`` flattens, oldest first."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The migration the database is at (``fleet.migrations``)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    """The store at ``url``: ``postgresql://user[:password]@host:port/db`` (or ``postgres://``)
+    for PostgreSQL, ``sqlite:///path`` or a plain file path for SQLite. Created or migrated
+    to the current schema on open. StoreError for an unknown scheme or an unreachable server;
+    MissingExtra when PostgreSQL is asked for without psycopg (the ``fleet`` extra)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from fleet.store_postgres import PostgresStore
+
+        return PostgresStore(url)
+    if "://" in url and not url.startswith("sqlite://"):
+        raise StoreError(f"store {describe_url(url)!r}: expected postgresql://..., sqlite:///PATH or a file path")
+    from fleet.store_sqlite import SqliteStore
+
+    return SqliteStore(url.removeprefix("sqlite://") if url.startswith("sqlite://") else url)
+
+
+def describe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for log lines and errors)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    auth, _, host = rest.partition("@")
+    user = auth.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in auth else ''}@{host}"
+
+
+def __getattr__(name: str) -> Any:
+    # ``FleetStore(path)``: the SQLite store under the name of the first release.
+    if name == "FleetStore":
+        from fleet.store_sqlite import SqliteStore
+
+        return SqliteStore
+    raise AttributeError(f"module 'fleet.store' has no attribute {name!r}")

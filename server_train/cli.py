@@ -60,7 +60,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         ("warmup", int),
         ("thin-weight", float),
         ("mask-weight", float),
-        ("count-weight", float),
+        ("peak-weight", float),
         ("crop-height", int),
         ("crop-width", int),
         ("zoom", float),
@@ -69,6 +69,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         ("limit", int),
     ):
         counts.add_argument(f"--{name}", type=typ)
+    counts.add_argument(
+        "--no-freeze-bn", dest="freeze_bn", action="store_const", const=False, help="BatchNorm statistics train too"
+    )
     counts.add_argument("--stop-after", type=int, help="pause at this step (last.pt; the schedule still spans --steps)")
     counts.add_argument("--quiet", action="store_true", help="no progress bar")
     counts.set_defaults(func=_run_train_counts)

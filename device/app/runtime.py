@@ -15,6 +15,7 @@ reason whenever the quality gate starts rejecting frames for a new reason (INFO)
 diagnosis in the preview's status bar. A file or folder source that has ended stops the loop
 ("source ended"). A still (an image of a folder) is an independent photograph: no motion is
 measured against the frame before it, and each one is diagnosed once (``diagnose_stills``).
+``swap_pipeline`` replaces the models between two frames (a model rollout switching bundles).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,11 +131,21 @@ class ScannerRuntime:
         self._stop_reason = ""
         self.summary = RunSummary()
         self.battery: dict[str, Any] | None = None
+        self._swaps: queue.SimpleQueue[tuple[Callable[[], ScanPipeline], Future[ScanPipeline]]] = queue.SimpleQueue()
 
     # -- called from any thread -------------------------------------------------------------
     def request_diagnosis(self, trigger: str) -> None:
         """Ask for a full diagnosis of the next usable frame (thread-safe)."""
         self.triggers.put(trigger)
+
+    def swap_pipeline(self, make: Callable[[], ScanPipeline]) -> Future[ScanPipeline]:
+        """Ask the loop to build a pipeline with ``make`` before its next frame, on its own thread
+        (TensorRT contexts are per thread), and to use it from then on (thread-safe). The future
+        holds the new pipeline, or what ``make`` raised (the old one stays); cancel it to withdraw
+        the request. Requests still waiting when the loop ends fail with RuntimeError."""
+        future: Future[ScanPipeline] = Future()
+        self._swaps.put((make, future))
+        return future
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask the loop to finish after the current frame (thread-safe, signal-safe)."""
@@ -161,6 +173,7 @@ class ScannerRuntime:
             if max_diagnoses and len(self.summary.results) >= max_diagnoses:
                 self.stop("diagnosis limit")
                 break
+            self._apply_swaps()
             self._poll_bridge()
             while True:
                 try:
@@ -210,9 +223,31 @@ class ScannerRuntime:
             if self.sync is not None and now - last_telemetry >= TELEMETRY_EVERY_S:
                 self.sync.update_telemetry(fps=fps_ema, battery=self.battery)
                 last_telemetry = now
+        self._apply_swaps(stopped=True)
         self.summary.live_fps = round(fps_ema or 0.0, 2)
         self.summary.stop_reason = self._stop_reason
         return self.summary
+
+    def _apply_swaps(self, stopped: bool = False) -> None:
+        """Build and install the pipelines ``swap_pipeline`` asked for (on this thread)."""
+        while True:
+            try:
+                make, future = self._swaps.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            if stopped:
+                future.set_exception(RuntimeError("the frame loop has stopped"))
+                continue
+            try:
+                pipeline = make()
+            except Exception as exc:  # the current pipeline keeps running; the caller is told
+                log.error("new pipeline not loaded, keeping the current one: %s", exc)
+                future.set_exception(exc)
+            else:
+                self.pipeline = pipeline
+                future.set_result(pipeline)
 
     def _scale_status(self) -> list[str]:
         return [] if self.calibrated else [UNCALIBRATED_STATUS]

@@ -134,7 +134,9 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
     from device.app.runtime import ScannerRuntime, stdin_trigger
     from device.assets import default_bundle_path
     from device.capture.sources import open_source
-    from device.models.bundle import Bundle, RollbackGuard
+    from device.models.bundle import Bundle
+    from device.sync.bundle_pointer import open_active_bundle
+    from device.sync.bundle_update import BundleUpdater
     from device.sync.device_sync import DeviceSync
 
     if not config.camera.source:
@@ -159,11 +161,9 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
             log.info("scanner: %s", "MCU simulator on a pty" if sim else port)
         optics = _optics(m.calibration)
         state = Path(m.bundle_state) if m.bundle_state else Path(config.sync.outbox.path).parent / "bundle-state.json"
-        bundle = Bundle.open(
-            m.bundle or default_bundle_path(),
-            trusted_keys=[m.trusted_keys] if m.trusted_keys else [],
-            guard=RollbackGuard(state, m.allow_downgrade),
-        )
+        trusted = [m.trusted_keys] if m.trusted_keys else []
+        # the bundle a fleet rollout switched to (its pointer) wins over the configured one
+        bundle = open_active_bundle(m.bundle or default_bundle_path(), trusted, state, m.allow_downgrade)
         pipeline = ScanPipeline(bundle, m.backend, m.precision, m.threads, optics, m.engine_cache or None)
         models = ", ".join(f"{k} {v}" for k, v in pipeline.variants.items())
         log.info("bundle %s (%s) on %s: %s", bundle.version, bundle.root, m.backend, models)
@@ -184,6 +184,21 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
             publishing=run.publish,
         )
         if run.publish:
+
+            def make_pipeline(new: Bundle) -> ScanPipeline:
+                made = ScanPipeline(new, m.backend, m.precision, m.threads, optics, m.engine_cache or None)
+                sync.set_bundle_version(new.version)  # records say which bundle measured them
+                return made
+
+            sync.attach_bundles(
+                BundleUpdater(
+                    config.sync.mqtt.device_id,
+                    bundle,
+                    trusted_keys=trusted,
+                    guard_path=state,
+                    activate=lambda new: runtime.swap_pipeline(lambda: make_pipeline(new)).result(timeout=300),
+                )
+            )
             sync.start()
         if run.stdin_trigger and not (sim and press_every_s):
             stdin_trigger(runtime)

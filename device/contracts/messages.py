@@ -8,7 +8,10 @@ Topics are ``scalpedge/v1/<fleet>/<device>/<kind>`` with kind one of ``KINDS``:
 - ``telemetry`` QoS 0, periodic: fps, temperature_c, battery, outbox depth, last_seq
 - ``event``     QoS 1: alarms (``outbox_full``...) and command replies (``cmd_rejected``...)
 - ``cmd``       QoS 1, to the device: ``{"cmd": "diagnose"}``, ``{"cmd": "resend", "from_seq": 5,
-                "to_seq": 9}``, ``{"cmd": "config", "set": {"telemetry_interval_s": 5}}``.
+                "to_seq": 9}``, ``{"cmd": "config", "set": {"telemetry_interval_s": 5}}``, and the
+                model rollouts' ``update_bundle`` / ``rollback_bundle`` (``update_bundle_command``,
+                ``rollback_bundle_command``; answered by ``bundle_switched``, ``bundle_refused`` or
+                ``bundle_unchanged`` events, see ``device.sync.bundle_update``).
 
 **Correlation ids**: a command's optional ``request_id`` (a string of at most 128 characters)
 is echoed in every reply event to it, rejections (``cmd_rejected``) included whenever the
@@ -47,12 +50,15 @@ __all__ = [
     "parse_command",
     "encode",
     "resend_command",
+    "update_bundle_command",
+    "rollback_bundle_command",
     "read_temperature_c",
     "missing_ranges",
 ]
 
 KINDS = ("result", "status", "telemetry", "event", "cmd")
-COMMANDS = ("diagnose", "resend", "config")
+COMMANDS = ("diagnose", "resend", "config", "update_bundle", "rollback_bundle")
+BUNDLE_COMMANDS = ("update_bundle", "rollback_bundle")
 MAX_CMD_BYTES = 16 * 1024
 
 
@@ -68,7 +74,8 @@ class CommandError(ContractError):
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed command. ``args`` holds the command's own fields (from_seq/to_seq, set);
+    """A parsed command. ``args`` holds the command's own fields (from_seq/to_seq, set; the
+    bundle commands' rollout_id, bundle_version, manifest_sha256, url, from_version);
     ``correlation_data``: the MQTT 5 property the command arrived with (set by the link)."""
 
     name: str
@@ -113,6 +120,37 @@ def resend_command(from_seq: int, to_seq: int | None = None, request_id: str | N
     return encode(body, "command")
 
 
+def update_bundle_command(
+    bundle_version: str, manifest_sha256: str, url: str, rollout_id: str | None = None, request_id: str | None = None
+) -> bytes:
+    """The ``cmd`` payload asking a device to download, verify, self-test and switch to the signed
+    bundle ``bundle_version`` served under folder ``url`` (ending in ``/``) whose manifest.json
+    has SHA-256 ``manifest_sha256`` (hex). ContractError naming the field for a bad value."""
+    body: dict[str, Any] = {
+        "cmd": "update_bundle",
+        "bundle_version": bundle_version,
+        "manifest_sha256": manifest_sha256,
+        "url": url,
+    }
+    return encode(_with_ids(body, rollout_id, request_id), "command")
+
+
+def rollback_bundle_command(from_version: str, rollout_id: str | None = None, request_id: str | None = None) -> bytes:
+    """The ``cmd`` payload asking a device that runs ``from_version`` to go back to the bundle it
+    ran before it (a device running another version answers ``bundle_unchanged``)."""
+    return encode(
+        _with_ids({"cmd": "rollback_bundle", "from_version": from_version}, rollout_id, request_id), "command"
+    )
+
+
+def _with_ids(body: dict[str, Any], rollout_id: str | None, request_id: str | None) -> dict[str, Any]:
+    if rollout_id is not None:
+        body["rollout_id"] = rollout_id
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
 def parse_command(payload: bytes) -> Command:
     """Parse and check a ``cmd`` payload against ``command-1.schema.json``. Raises CommandError
     with the reason (naming the field); never anything else."""
@@ -147,6 +185,9 @@ def _command_args(body: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, float) and not math.isfinite(value):
                 raise CommandError(f"command: set/{key}: {value} is not finite")
         args["set"] = body["set"]
+    elif body["cmd"] in BUNDLE_COMMANDS:
+        keys = ("rollout_id", "bundle_version", "manifest_sha256", "url", "from_version")
+        args = {key: body[key] for key in keys if key in body}
     return args
 
 

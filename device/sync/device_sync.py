@@ -8,13 +8,16 @@
     sync.start()                                   # link thread; or call sync.link.step() yourself
     row = sync.submit(metrics=..., conditions=..., quality=..., timings_ms=...)   # durable on return
     sync.update_telemetry(fps=live_fps, battery=bridge_status)
+    sync.attach_bundles(BundleUpdater(device_id, bundle, ...))   # optional: model rollouts
     ...
     sync.close()                                   # offline status, flush acks, close the database
 
 ``submit`` raises ``OutboxFull`` (an ``outbox_full`` event is also published) when the outbox
 refuses a record, and ``RecordError`` for an invalid record; in both cases nothing is stored.
 On full storage the outbox evicts the oldest records first (``seqs_lost`` events; see
-``device.sync.outbox``). Opening repairs what it can (a damaged file is quarantined, seqs lost
+``device.sync.outbox``). Records carry ``bundle_version``, the version of the bundle that
+measured them: ``set_bundle_version`` changes it when the runtime switches bundles (a model
+rollout: ``attach_bundles``). Opening repairs what it can (a damaged file is quarantined, seqs lost
 to a torn WAL are reported) and raises ``OutboxError`` only when the outbox cannot be used.
 """
 
@@ -25,12 +28,16 @@ import queue
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device.contracts.records import RecordFactory
 from device.sync.config import SyncConfig
 from device.sync.mqtt_link import MAX_QUEUED_EVENTS, MqttLink
 from device.sync.outbox import Outbox, OutboxRow
+
+if TYPE_CHECKING:
+    from device.models.bundle import Bundle
+    from device.sync.bundle_update import BundleUpdater
 
 __all__ = ["DeviceSync"]
 
@@ -44,6 +51,7 @@ class DeviceSync:
         self.outbox = outbox
         self.link = link
         self.factory = factory
+        self._updater: BundleUpdater | None = None
 
     @classmethod
     def from_config(
@@ -94,6 +102,30 @@ class DeviceSync:
         """
         return self.outbox.add(lambda seq: self.factory.build(seq, **fields))
 
+    @property
+    def bundle_version(self) -> str:
+        """The version later records carry."""
+        return self.factory.bundle_version
+
+    def set_bundle_version(self, version: str) -> None:
+        """Records submitted from now on carry ``version`` (call it where the pipeline switches,
+        on the frame loop's thread, so no record names a bundle that did not measure it)."""
+        self.factory.bundle_version = version
+
+    def attach_bundles(self, updater: BundleUpdater) -> None:
+        """Take model rollouts: the link hands ``update_bundle`` / ``rollback_bundle`` to
+        ``updater`` (started here), whose events go out through the link. An updater without an
+        ``activate`` gets one that only stamps later records with the new version (a device
+        whose runtime swaps its own pipeline sets ``activate`` to do that and this together)."""
+        if updater.activate is None:
+            updater.activate = self._stamp
+        updater.report = self.link.publish_event
+        self.link.on_bundle = updater.submit
+        self._updater = updater.start()
+
+    def _stamp(self, bundle: Bundle) -> None:
+        self.set_bundle_version(bundle.version)
+
     def update_telemetry(self, *, fps: float | None = None, battery: Any = None) -> None:
         """Live-path FPS and the battery reading from the serial bridge (percent or its dict)."""
         self.link.update_telemetry(fps=fps, battery=battery)
@@ -104,6 +136,8 @@ class DeviceSync:
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the link thread if any, publish ``offline``, then close the outbox database."""
         try:
+            if self._updater is not None:
+                self._updater.stop(timeout_s)
             self.link.stop(timeout_s)
         finally:
             self.outbox.close()

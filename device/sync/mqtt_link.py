@@ -14,7 +14,9 @@ Results are never published while disconnected, so paho's in-memory queue holds 
 
 Commands: every ``cmd`` gets one reply event or more (``device.contracts.messages``), carrying
 the command's ``request_id`` (rejections too, when the payload had a well-formed one) and, on
-the PUBLISH, the MQTT 5 ``Correlation Data`` the command came with.
+the PUBLISH, the MQTT 5 ``Correlation Data`` the command came with. The bundle commands
+(``update_bundle``, ``rollback_bundle``) go to ``on_bundle`` (``BundleUpdater.submit``), which
+answers later, from its own thread, with a ``bundle_*`` event; without one they are rejected.
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.contracts.config import MqttConfig
-from device.contracts.messages import Command, CommandError, encode, parse_command, read_temperature_c, topic
+from device.contracts.messages import (
+    BUNDLE_COMMANDS,
+    Command,
+    CommandError,
+    encode,
+    parse_command,
+    read_temperature_c,
+    topic,
+)
 from device.contracts.mqtt import make_client
 from device.sync.outbox import Outbox
 from resilience.backoff import Backoff
@@ -67,7 +77,9 @@ class MqttLink:
     ``MQTT_TRIGGER`` on it (refused without one). ``alarms``: the outbox's alarm sink
     (``Outbox(on_alarm=alarms.append)``), published as events. ``on_config(values)``: ``config``
     keys the link does not own (it owns ``telemetry_interval_s``); raise ValueError to reject
-    them; it runs on the link's thread and must return quickly.
+    them; it runs on the link's thread and must return quickly. ``on_bundle(command)``: takes
+    ``update_bundle`` / ``rollback_bundle`` commands (queues them and returns at once; the reply
+    events are its own); None: they are rejected.
     """
 
     def __init__(
@@ -80,8 +92,10 @@ class MqttLink:
         alarms: deque[dict[str, Any]] | None = None,
         on_config: Callable[[dict[str, Any]], None] | None = None,
         thermal_root: Path = Path("/sys/class/thermal"),
+        on_bundle: Callable[[Command], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_bundle = on_bundle
         self.outbox = outbox
         self.boot_id = boot_id
         self.triggers = triggers
@@ -341,6 +355,16 @@ class MqttLink:
                 return
             self.triggers.put(MQTT_TRIGGER)
             self._reply(command, "diagnose_accepted")
+        elif command.name in BUNDLE_COMMANDS:
+            if self.on_bundle is None:
+                self._reply(command, "cmd_rejected", reason="model rollouts are not enabled on this device")
+                return
+            log.info(
+                "mqtt: %s %s queued",
+                command.name,
+                command.args.get("bundle_version") or command.args.get("from_version"),
+            )
+            self.on_bundle(command)
         else:
             values = dict(command.args["set"])
             if "telemetry_interval_s" in values:

@@ -7,7 +7,8 @@ density's sum, the thin ratio the two sums' ratio (``device.models.onnx_segmente
 
 Losses per batch of crops (``CountFrames``: the labels leave out hairs the frame's edge cuts, so
 crops often take a frame's edge, and a crop's own inner sides are left out of the loss):
-- ``density_loss`` on both densities (shape, mass, per-frame count);
+- ``count_density_loss`` on both densities (local counts in 16 px cells, the crop's count, and a
+  light pixel term that keeps one peak per hair);
 - the mask channel held to the starting model's mask (BCE + soft Dice against its soft output:
   the real frames carry no mask labels, so without it the mask would drift).
 
@@ -35,7 +36,7 @@ from server_train.models import create, model_config
 from server_train.models.from_onnx import student_from_onnx
 from server_train.models.student import StudentNet
 from server_train.training import loop
-from server_train.training.losses import _soft_dice, density_loss
+from server_train.training.losses import _soft_dice, count_density_loss
 from server_train.training.trichoscopy import (
     LabelledFrame,
     density_target,
@@ -66,7 +67,8 @@ class CountTrainConfig:
     warmup: int = 50
     thin_weight: float = 0.25
     mask_weight: float = 0.5  # hold the mask channel to the starting model's (0 with no init)
-    count_weight: float = 0.5
+    peak_weight: float = 0.1  # weight of the pixel-exact term of ``count_density_loss``
+    freeze_bn: bool = True  # with init_onnx: BatchNorm statistics stay the graph's (eval mode)
     crop_height: int = 240  # training crops (px of the 640x480 frame)
     crop_width: int = 320
     zoom: float = 0.15  # random zoom in by up to this share
@@ -174,6 +176,23 @@ def graph_model_config(path: str | Path) -> dict[str, Any]:
     return dict(json.loads(meta["model_config"]))
 
 
+def _cached_soft_masks(out: Path, model: torch.nn.Module, frames: CountFrames, init_onnx: str) -> list[np.ndarray]:
+    """``soft_masks`` of the training frames, kept in ``out/soft_masks.npz`` for a resumed run
+    (keyed by the starting graph's sha256 and the frames' count)."""
+    from device.models.bundle import sha256_file
+
+    key = f"{sha256_file(Path(init_onnx))}:{len(frames)}"
+    path = out / "soft_masks.npz"
+    if path.exists():
+        saved = np.load(path)
+        if str(saved["key"]) == key:
+            return list(saved["masks"])
+    masks = soft_masks(model, frames.frames)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, key=np.array(key), masks=np.stack(masks))
+    return masks
+
+
 def _init_model(cfg: CountTrainConfig) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """(model to train with DENSITY_CHANNELS outputs, frozen starting model for the mask or None)."""
     if not cfg.init_onnx:
@@ -214,7 +233,7 @@ def train_counts(cfg: CountTrainConfig, progress: bool = True, stop_after: int |
     run.resume()
     frames = CountFrames(train_items)
     if frozen is not None and cfg.mask_weight > 0:
-        frames.soft = soft_masks(frozen, frames.frames)
+        frames.soft = _cached_soft_masks(Path(cfg.out), frozen, frames, cfg.init_onnx)
     crop = (cfg.crop_height, cfg.crop_width)
 
     def step_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -224,8 +243,8 @@ def train_counts(cfg: CountTrainConfig, progress: bool = True, stop_after: int |
         x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
         out = model(x)[0]
         weight = y[:, 3:4]
-        hair = density_loss(out[:, 1:2] * weight, y[:, 1:2] * weight, DENSITY_SCALE, cfg.count_weight)
-        thin = density_loss(out[:, 2:3] * weight, y[:, 2:3] * weight, DENSITY_SCALE, cfg.count_weight)
+        hair = count_density_loss(out[:, 1:2] * weight, y[:, 1:2] * weight, DENSITY_SCALE, peak_weight=cfg.peak_weight)
+        thin = count_density_loss(out[:, 2:3] * weight, y[:, 2:3] * weight, DENSITY_SCALE, peak_weight=cfg.peak_weight)
         loss = hair + cfg.thin_weight * thin
         parts = {"hair": float(hair.detach()), "thin": float(thin.detach())}
         if frozen is not None and cfg.mask_weight > 0:
@@ -236,6 +255,13 @@ def train_counts(cfg: CountTrainConfig, progress: bool = True, stop_after: int |
         return loss, parts
 
     model.train()
+    if frozen is not None and cfg.freeze_bn:
+        # The graph's BatchNorms were folded into its convolutions; in train mode they would
+        # normalise by each small batch's statistics and the model would start far from the
+        # graph it was rebuilt from. Frozen, it starts exactly there; their scale and shift learn.
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
     lr_at = partial(loop.warmup_cosine_lr, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
     return run.fit(step_loss, lr_at=lr_at, progress=progress, stop_after=stop_after)
 

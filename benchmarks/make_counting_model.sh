@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Reproduce the shipped counting segmenter (hair + thin-hair density heads learnt from real
+# trichoscopy boxes) and its reports: fine-tune the label-free student (the previous bundle's
+# segmenter graph) on the training subjects, train the plain supervised baseline (same network
+# from scratch, same data and budget), score all three on the held-out subjects, calibrate the
+# per-hair thin cut on the training subjects, export, INT8, pack. Runs resume (last.pt).
+#   bash benchmarks/make_counting_model.sh
+# Needs ../shared/data/follicle-counts (DATA=path to override), data/heldout (the synthetic
+# held-out set of make_default_model.sh, for the INT8 Dice gate) and the release key
+# (SIGNING_KEY, default /work/release-keys/scalpedge-release-2026c.pem; kept out of git).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=.venv/bin/scalpedge
+DATA=${DATA:-../shared/data}
+FC=$DATA/follicle-counts/train,$DATA/follicle-counts/val
+INIT=${INIT:-runs/label_free/segmenter.onnx}  # the label-free student of bundle 2026.11.29.1625
+R=benchmarks/reports
+mkdir -p runs/eval runs/label_free
+
+if [ ! -f "$INIT" ]; then  # the previous bundle's segmenter, from git
+  git show 9b59078:device/assets/default/segmenter.onnx > "$INIT"
+fi
+[ -f data/heldout/truth.jsonl ] || $S synth --n 300 --seed 20261122 --out data/heldout --mode mixed --hard --workers 2
+
+# Both runs: 1200 steps of 8 crops (320x240) on the training subjects (80 %), seed 0, 1 thread each.
+$S train counts --data "$FC" --out runs/counts_ft --init-onnx "$INIT" --steps 1200 --lr 0.0005 --threads 1 --quiet
+$S train counts --data "$FC" --out runs/counts_scratch --steps 1200 --threads 1 --quiet
+
+# The comparison, on the held-out subjects (20 %, never trained on):
+for m in "$INIT" runs/counts_scratch/final.pt runs/counts_ft/final.pt; do
+  name=$(basename "$(dirname "$m")")
+  $S eval counts --data "$FC" --split val --stage coarse --model "$m" --out "runs/eval/counts_val_$name.json" --threads 2
+done
+
+# The per-hair thin cut (shaft diameter, um) on the training subjects:
+$S eval counts --data "$FC" --split train --stage coarse --model runs/counts_ft/final.pt \
+   --out runs/eval/counts_train_counts_ft.json --threads 2
+.venv/bin/python -c "
+import json; from server_train.evaluation.counts_eval import thin_cut
+print(json.dumps(thin_cut(json.load(open('runs/eval/counts_train_counts_ft.json'))), indent=1))"
+
+# Release: ONNX + card, INT8 (calibrated on training frames as the device sees them), bundle.
+$S export release --checkpoint runs/counts_ft/final.pt --out runs/release_counts \
+   --metrics runs/eval/counts_val_counts_ft.json
+rm -rf runs/calib_real && mkdir -p runs/calib_real
+.venv/bin/python - "$FC" <<'PY'
+import sys, cv2
+from server_train.training.trichoscopy import frame_and_points, load_labelled, subject_split
+train, _ = subject_split(load_labelled(sys.argv[1].split(",")))
+for item in train[::8]:
+    cv2.imwrite(f"runs/calib_real/{item.stem}.png", frame_and_points(item)[0])
+PY
+$S calibrate int8 --card runs/release_counts/segmenter.card.json --frames runs/calib_real data/heldout \
+   --gate-data data/heldout --gate-limit 300 --runs 30
+rm -rf runs/unpacked runs/bundle
+$S bundle unpack device/assets/default runs/unpacked
+$S bundle build runs/bundle --card runs/release_counts/segmenter.card.json \
+   $(ls runs/unpacked/*.card.json | grep -v segmenter) \
+   --key "${SIGNING_KEY:-/work/release-keys/scalpedge-release-2026c.pem}"
+rm -f device/assets/default/*.onnx device/assets/default/*.json && cp runs/bundle/* device/assets/default/
+$S bundle verify device/assets/default
+
+# Reports of the shipped bundle (default flags score what ships):
+$S eval counts --data "$FC" --split val --stage coarse --out $R/follicle_counts_val.json --plot $R/follicle_counts_val.png
+for v in int8-ort-cpu int8-tensorrt; do
+  $S eval counts --data "$FC" --split val --stage coarse --model device/assets/default/segmenter.$v.onnx \
+     --out runs/eval/counts_val_$v.json
+done
+.venv/bin/python benchmarks/count_agreement.py $R/follicle_counts_val.json runs/eval/counts_val_int8-*.json \
+   --out $R/follicle_counts_int8_agreement.json
+.venv/bin/python benchmarks/count_scale.py --data "$FC" --out $R/count_scale.json
+$S bench speed --precision fp32,int8 --out $R/speed_int8.json --runs 30
