@@ -1,6 +1,7 @@
 """``scalpedge fleet listen --config FILE``: run the reference consumer (one replica) until
 SIGTERM/SIGINT. ``scalpedge fleet loadtest``: simulated scanners through a real Mosquitto to
-consumer replicas, with faults (``fleet.loadtest``).
+consumer replicas, with faults (``fleet.loadtest``). ``scalpedge fleet serve --config FILE``:
+the read-only dashboard over the same store (``fleet.web``).
 
 Log lines (logger ``fleet.consumer``): ``store ...`` and ``connected`` at start, ``seq gap(s) ...:
 asked to resend ...`` per resend request, ``rejected message ...`` for invalid payloads,
@@ -22,7 +23,7 @@ from types import FrameType
 
 from fleet import broker_config, rollout_cli
 
-__all__ = ["register", "run_listen", "run_loadtest"]
+__all__ = ["register", "run_listen", "run_loadtest", "run_serve"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +38,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     broker_config.add_parser(fsub)
     rollout_cli.add_parser(fsub)
     _add_loadtest(fsub)
+    _add_serve(fsub)
+
+
+def _add_serve(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = fsub.add_parser(
+        "serve",
+        help="the fleet dashboard: scanners, result streams, overlays, client trends, CSV (read-only web page)",
+        description="Serve a read-only web dashboard over the store the config names ([fleet] store or db): "
+        "scanners online/offline, a scanner's results, a result with its overlay thumbnail, a client's trend "
+        "over visits, CSV export.",
+    )
+    p.add_argument("--config", required=True, help="the consumer's TOML file ([fleet] store or db)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from device.contracts.errors import MissingExtra
+    from fleet.config import load_fleet_config
+
+    cfg = load_fleet_config(args.config)
+    try:
+        from fleet.web import serve
+    except ImportError as exc:
+        raise MissingExtra(f"needs the fleet extra ({exc.name}): pip install 'scalpedge[fleet]'") from exc
+    serve(cfg.fleet.store_url, host=args.host, port=args.port)
+    return 0
 
 
 def _add_loadtest(fsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

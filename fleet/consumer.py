@@ -65,7 +65,7 @@ from device.contracts.validation import ContractError, parse_json, validate
 from fleet.config import FleetConfig
 from fleet.gaps import ResendPlan, SeqTrack, plan_resend
 from fleet.ranges import add, fmt
-from fleet.store import Store, describe_url, open_store
+from fleet.store import describe_url, open_store
 from resilience import Backoff
 
 __all__ = ["FleetConsumer", "UNRECOVERABLE_EVENTS"]
@@ -133,11 +133,6 @@ class FleetConsumer:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL_S
             with self._lock:
                 self._store.prune_telemetry(time.time() - self.config.telemetry_keep_s)
-
-    @property
-    def store(self) -> Store:
-        """The store this consumer writes (for reads; call under no lock of yours)."""
-        return self._store
 
     def start(self) -> None:
         if self._thread is not None:

@@ -270,6 +270,12 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     rel.add_argument("--checkpoint", required=True)
     rel.add_argument("--out", default="device/assets/default", help="folder (default: device/assets/default)")
     rel.add_argument("--metrics", nargs="*", default=[], help="JSON reports (eval seg/counts, bench speed) to record")
+    rel.add_argument(
+        "--count-scale",
+        type=float,
+        default=1.0,
+        help="multiply a hair-density model's densities by this (a count calibration chosen on training subjects)",
+    )
     rel.set_defaults(func=_run_export_release)
     classifier_cli.add_export(esub)
     refiner_cli.add_export(esub)
@@ -297,5 +303,8 @@ def _run_export_release(args: argparse.Namespace) -> int:
     for path in args.metrics:
         report = json.loads(Path(path).read_text())
         metrics[Path(path).stem] = {k: v for k, v in report.items() if k not in ("per_frame",)}
-    print(f"wrote {release_segmenter_checkpoint(args.checkpoint, args.out, metrics, command=command_line())}")
+    card = release_segmenter_checkpoint(
+        args.checkpoint, args.out, metrics, command=command_line(), count_scale=args.count_scale
+    )
+    print(f"wrote {card}")
     return 0

@@ -60,15 +60,30 @@ def segmenter_lineage(checkpoint: str | Path, ckpt: dict[str, Any]) -> list[dict
 
 
 def release_segmenter_checkpoint(
-    checkpoint: str | Path, out_dir: str | Path, metrics: dict[str, Any] | None = None, command: str | None = None
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    metrics: dict[str, Any] | None = None,
+    command: str | None = None,
+    count_scale: float = 1.0,
 ) -> Path:
     """Export a segmenter checkpoint to ``out_dir/segmenter.onnx`` with its model card; returns
-    the card's path."""
+    the card's path. count_scale: a hair-density model's densities (hair and thin) are
+    multiplied by it in the graph (a count calibration, recorded in the card's lineage)."""
     from server_train.models import count_gflop
     from server_train.training.train import load_checkpoint
 
     model, ckpt = load_checkpoint(checkpoint)
-    recipe = Recipe(ckpt["model_config"], ckpt["train_config"], segmenter_lineage(checkpoint, ckpt))
+    lineage = segmenter_lineage(checkpoint, ckpt)
+    if count_scale != 1.0:
+        if ckpt["train_config"].get("instance_target") != "density" or not hasattr(model, "out"):
+            raise ValueError("--count-scale applies to a hair-density model (scalpedge train counts)")
+        if not count_scale > 0:
+            raise ValueError(f"count scale must be > 0, got {count_scale}")
+        with torch.no_grad():  # channels 1, 2: hair and thin density (linear outputs)
+            model.out.weight[1:3].mul_(count_scale)
+            model.out.bias[1:3].mul_(count_scale)
+        lineage[0]["count_scale"] = count_scale
+    recipe = Recipe(ckpt["model_config"], ckpt["train_config"], lineage)
     gflop = count_gflop(model, FRAME_HEIGHT, FRAME_WIDTH)
     return release_segmenter(model, out_dir, recipe, gflop, metrics, command)
 

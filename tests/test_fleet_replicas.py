@@ -167,8 +167,13 @@ def test_every_replica_gets_the_retained_status_and_the_shares_split_results(tmp
         finally:
             sync.close()
         assert sum(shares) == 40 and min(shares) > 0, shares  # each result to one replica
-        (dev,) = consumers[0].store.devices()
-        assert dev.results == 40 and dev.state == "offline"  # the scanner closed: its offline status
+        store = open_store(db)  # a reader of its own, like a dashboard
+        try:
+            assert wait_for(lambda: store.devices()[0].state == "offline", 10)  # the scanner closed
+            (dev,) = store.devices()
+        finally:
+            store.close()
+        assert dev.results == 40 and dev.last_seq == 40
     finally:
         for c in consumers:
             c.stop()

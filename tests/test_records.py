@@ -255,7 +255,10 @@ def test_valid_commands_parse() -> None:
         (b"reboot", "not JSON"),
         (b"[1, 2]", "command: [1, 2] is not of type 'object'"),
         (b'{"command": "diagnose"}', "command: 'cmd' is a required property"),
-        (b'{"cmd": "reboot"}', "command: cmd: 'reboot' is not one of ['diagnose', 'resend', 'config']"),
+        (
+            b'{"cmd": "reboot"}',
+            "command: cmd: 'reboot' is not one of ['diagnose', 'resend', 'config', 'update_bundle', 'rollback_bundle']",
+        ),
         (b'{"cmd": "resend"}', "command: 'from_seq' is a required property"),
         (b'{"cmd": "resend", "from_seq": -3}', "command: from_seq: -3 is less than the minimum of 1"),
         (b'{"cmd": "resend", "from_seq": true}', "command: from_seq: True is not of type 'integer'"),

@@ -16,12 +16,14 @@ are empty), so a segmenter-only bundle still gives hair metrics.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from device.app.analysis import (
@@ -47,6 +49,9 @@ from device.models.segmentation import CountStrategy, Segmenter, SegOutput
 __all__ = ["ScanPipeline", "LiveResult", "Diagnosis", "MODEL_NAMES", "open_model", "open_optional"]
 
 log = logging.getLogger(__name__)
+
+THUMBNAIL_WIDTH = 320  # pixels; the overlay keeps its aspect (about 320x240 plus its label bar)
+THUMBNAIL_QUALITY = 70  # JPEG quality: 10-13 kB a thumbnail of the sample frames (13-17 kB as base64)
 
 # Bundle model names the pipeline looks for.
 MODEL_NAMES = {"segmenter": "segmenter", "conditions": "conditions", "alopecia": "alopecia"}
@@ -90,10 +95,23 @@ class Diagnosis:
     def accepted(self) -> bool:
         return self.analysis.problem is None
 
+    def thumbnail(self, width: int = THUMBNAIL_WIDTH, quality: int = THUMBNAIL_QUALITY) -> dict[str, Any]:
+        """The overlay (``analysis.overlay()``) scaled to ``width`` pixels wide, as a record's
+        ``thumbnail``: ``{"jpeg_base64", "width", "height"}`` (a baseline JPEG, pixels)."""
+        image = self.analysis.overlay()
+        h, w = image.shape[:2]
+        height = max(1, round(h * width / w))
+        small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise ValueError("could not encode the thumbnail as JPEG")
+        return {"jpeg_base64": base64.b64encode(jpeg.tobytes()).decode("ascii"), "width": width, "height": height}
+
     def record_fields(self, session: dict[str, str] | None = None) -> dict[str, Any]:
         """metrics / conditions / quality / timings_ms as ``device.contracts.records.build_record``
         takes them, and ``session`` (the active client session's tags, ``device.app.sessions``)
-        when there is one."""
+        when there is one. Never an image: the runtime adds ``thumbnail()`` only when its config
+        says ``[run] publish_thumbnails``."""
         m = self.analysis.metrics
         metrics: dict[str, dict[str, Any]] = {
             "hair_count": {"value": int(m.count), "unit": "count"},

@@ -93,7 +93,8 @@ class ScannerRuntime:
     ``sync``: where results are stored and published (None: only saved locally); ``bridge``: the
     scanner (None: no button, battery or LED); ``diagnose_stills``: diagnose each still of a
     folder source once, without a trigger; ``publishing``: the MQTT link runs (the diagnosis
-    lines say "sending" rather than "stored on the scanner")."""
+    lines say "sending" rather than "stored on the scanner"); ``publish_thumbnails``: records
+    carry the overlay as a small JPEG (``[run] publish_thumbnails``; off: no image leaves)."""
 
     def __init__(
         self,
@@ -110,6 +111,7 @@ class ScannerRuntime:
         triggers: TriggerQueue | None = None,
         diagnose_stills: bool = True,
         publishing: bool = False,
+        publish_thumbnails: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -124,6 +126,7 @@ class ScannerRuntime:
         self.triggers: TriggerQueue = triggers if triggers is not None else queue.SimpleQueue()
         self.diagnose_stills = diagnose_stills
         self.publishing = publishing
+        self.publish_thumbnails = publish_thumbnails
         self.calibrated = pipeline.optics is not None
         self.status: list[str] = self._scale_status()  # the preview's status bar
         self._last_rejection = ("", -1e9)  # the reason last logged at INFO, and when
@@ -295,7 +298,9 @@ class ScannerRuntime:
         error: str | None = None
         if self.sync is not None:
             try:
-                seq = int(self.sync.submit(captured_at=captured, **fields).seq)
+                # the thumbnail goes into the record only (not the summary's fields), and only when configured
+                thumb = {"thumbnail": diagnosis.thumbnail()} if self.publish_thumbnails else {}
+                seq = int(self.sync.submit(captured_at=captured, **fields, **thumb).seq)
             except Exception as exc:  # OutboxFull / RecordError: reported (the line below), nothing stored is touched
                 error = f"not stored: {exc}"
         overlay = self._save_overlay(diagnosis, seq, captured) if self.save_overlays else None

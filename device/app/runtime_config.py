@@ -92,7 +92,9 @@ class RunConfig:
     """out: folder for diagnosis overlays; preview: auto|window|headless; diagnose_every_s:
     also diagnose on a timer (0 = only on trigger); diagnose_stills: diagnose each still of a
     folder source once, without a trigger; max_frames / max_diagnoses / max_seconds: stop after
-    so many (0 = run until stopped or the source ends); publish: start the MQTT link."""
+    so many (0 = run until stopped or the source ends); publish: start the MQTT link;
+    publish_thumbnails: put the overlay as a small JPEG (320x240) into each result record, so it
+    leaves the scanner with the record (false: no image ever leaves the scanner)."""
 
     out: str = path_field("scans")
     preview: str = "auto"
@@ -103,6 +105,7 @@ class RunConfig:
     max_diagnoses: int = 0
     max_seconds: float = 0.0
     publish: bool = False
+    publish_thumbnails: bool = False
     stdin_trigger: bool = True
 
     def __post_init__(self) -> None:

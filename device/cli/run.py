@@ -33,6 +33,9 @@ from device.app.runtime_config import RuntimeConfig, load_runtime_config
 from device.contracts.errors import ExitCode
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from device.app.pipeline import ScanPipeline
     from device.app.runtime import RunSummary, ScannerRuntime
     from device.app.seams import TriggerQueue
     from device.measure.optics import OpticsProfile
@@ -182,6 +185,7 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
             triggers=triggers,
             diagnose_stills=run.diagnose_stills,
             publishing=run.publish,
+            publish_thumbnails=run.publish_thumbnails,
         )
         if run.publish:
 
@@ -196,7 +200,7 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
                     bundle,
                     trusted_keys=trusted,
                     guard_path=state,
-                    activate=lambda new: runtime.swap_pipeline(lambda: make_pipeline(new)).result(timeout=300),
+                    activate=lambda new: _swap(runtime, lambda: make_pipeline(new)),
                 )
             )
             sync.start()
@@ -219,6 +223,12 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
                 _quietly(closer.close if hasattr(closer, "close") else closer.stop)
         if sync is not None:
             sync.close()
+
+
+def _swap(runtime: ScannerRuntime, make: Callable[[], ScanPipeline]) -> None:
+    """Install the pipeline ``make`` builds, between two frames of the running loop; wait for it
+    (up to 5 minutes: TensorRT engines may be built). Raises what building it raised."""
+    runtime.swap_pipeline(make).result(timeout=300)
 
 
 def _optics(path: str) -> OpticsProfile | None:

@@ -123,8 +123,14 @@ MIN_STRAND_PX: Final = 30.0  # centre-line strands shorter than this (px at 640x
 
 # Hair metrics defaults.
 THIN_HAIR_UM: Final = 40.0  # shaft diameter below which a hair counts as thin (vellus/miniaturised)
-# Per-hair classes by measured shaft diameter (um): vellus-like below the first bound (the
-# trichological convention, 30 um), terminal from the second up, intermediate between.
+# Per-hair classes by measured shaft diameter (um, as the mask's distance transform measures it
+# at 5.6 um/px): vellus-like below the first bound (the trichological convention, 30 um),
+# terminal from the second up, intermediate between; vellus-like and intermediate hairs are the
+# thin (miniaturised) ones, and their share is the frame's thin-hair ratio. The second bound is
+# the cut whose thin share best matches the `undersize` share per frame on 300 training-subject
+# frames (mean error 0.049; cuts 36-40 um tie). The cut that best separates single hairs
+# labelled `undersize` from the rest is 55 um (balanced accuracy 0.91, medians 39 vs 81 um), but
+# it calls too many hairs thin for the ratio. `scalpedge eval counts --split train` + `thin_cut`.
 HAIR_CLASS_UM: Final = (30.0, 40.0)
 # Micrometres per pixel at 640x480 when the scanner has no optics profile: the scale of the FDU
 # trichoscopy frames (1 mm bar = 358 px at 1280 wide), a typical handheld scope's ~3.6 mm field.

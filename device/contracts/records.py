@@ -108,6 +108,7 @@ def build_record(
     msg_id: str | None = None,
     frame: Mapping[str, Any] | None = None,
     session: Mapping[str, str | None] | None = None,
+    thumbnail: Mapping[str, Any] | None = None,
     validate: bool = True,
 ) -> dict[str, Any]:
     """Assemble a result record (a JSON-ready dict) and validate it unless ``validate=False``.
@@ -118,6 +119,9 @@ def build_record(
     ``timings_ms``: stage -> milliseconds. ``captured_at`` defaults to now (UTC).
     ``session``: the client session's tags (keys of ``SESSION_FIELDS``; None values are left
     out), e.g. ``{"client_id": "c-0042", "session_id": "20240601-3fa2c1", "site": "top"}``.
+    ``thumbnail``: the overlay as a small JPEG, ``{"jpeg_base64", "width", "height"}`` (pixels),
+    only when the scanner's config publishes thumbnails (``[run] publish_thumbnails``); a record
+    carries no image otherwise.
     """
     record: dict[str, Any] = {
         "schema": SCHEMA_ID,
@@ -143,6 +147,8 @@ def build_record(
                 f"result: unknown session tag(s) {', '.join(unknown)}; known: {', '.join(SESSION_FIELDS)}"
             )
         record.update({k: str(v) for k, v in session.items() if v is not None})
+    if thumbnail is not None:
+        record["thumbnail"] = dict(thumbnail)
     if validate:
         validate_record(record)
     return record

@@ -149,9 +149,9 @@ class HairMetrics:
     thickness_um: shaft diameter, micrometres: one per located hair (``hairs``) when the model
         locates hairs, else one per strand (same order as ``strands``).
     mean_thickness_um, median_thickness_um: over those; None without any.
-    thin_ratio: share of thin hairs: the model's thin-hair share when it has one
-        (``HeadCount.thin_ratio``), else the share of diameters below ``thin_um``; None without
-        any.
+    thin_ratio: share of thin hairs: the count's thin share when it has one
+        (``HeadCount.thin_ratio``), else the share of located hairs that are not terminal
+        (``hair_class``), else the share of strands thinner than ``thin_um``; None without any.
     density_per_cm2: ``count / area_cm2``.
     area_cm2: imaged scalp area (frame size x ``um_per_px``^2).
     hair_fraction: share of mask pixels that are hair, in [0, 1].
@@ -396,6 +396,17 @@ def hair_diameters(mask: np.ndarray, points: np.ndarray, radius_px: float = 6.0)
 # --------------------------------------------------------------------------- metrics
 
 
+def _thin_ratio(count: HeadCount, hairs: tuple[Any, ...], diameters_um: np.ndarray, thin_um: float) -> float | None:
+    """The model's thin share when it gives one; else, with located hairs, the share of them
+    that are not terminal (``hair_class``); else the share of strands thinner than ``thin_um``."""
+    if count.thin_ratio is not None:
+        return count.thin_ratio
+    classes = [k for _, _, k in hairs if k is not None]
+    if classes:
+        return sum(k != HAIR_CLASSES[2] for k in classes) / len(classes)
+    return float((diameters_um < thin_um).mean()) if len(diameters_um) else None
+
+
 def measure(
     mask: np.ndarray,
     um_per_px: float = DEFAULT_UM_PER_PX,
@@ -453,11 +464,7 @@ def measure(
         thickness_um=thick,
         mean_thickness_um=float(arr.mean()) if len(arr) else None,
         median_thickness_um=float(np.median(arr)) if len(arr) else None,
-        thin_ratio=count.thin_ratio
-        if count.thin_ratio is not None
-        else float((arr < thin_um).mean())
-        if len(arr)
-        else None,
+        thin_ratio=_thin_ratio(count, hairs, arr, thin_um),
         density_per_cm2=count.value / area_cm2,
         area_cm2=area_cm2,
         hair_fraction=hair_fraction,

@@ -156,6 +156,9 @@ def evaluate_counts(
                 thin_tp += int(pred_thin[i] and thin_true[j])
                 thin_fp += int(pred_thin[i] and not thin_true[j])
                 thin_fn += int(not pred_thin[i] and thin_true[j])
+            measured = [k for _, _, k in m.hairs if k is not None]
+            if measured:  # the share of located hairs whose measured diameter is below terminal
+                row["diameter_thin_ratio"] = sum(k != HAIR_CLASSES[2] for k in measured) / len(measured)
             row["located_hairs"] = len(points)
             row["matched_hairs"] = len(pairs)
         rows.append(row)
