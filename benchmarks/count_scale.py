@@ -63,10 +63,13 @@ def main() -> int:
     p.add_argument("--scales", default="0.75,1.0,1.25,1.5")
     p.add_argument("--limit", type=int, default=60, help="held-out frames per scale")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--split", choices=["val", "train"], default="val", help="held-out (report) or training subjects (tuning)"
+    )
     args = p.parse_args()
     seg = load_segmenter(args.model, args.threads)
-    _, val = subject_split(load_labelled([r for r in args.data.split(",") if r]))
-    items = [frame_and_points(item) for item in val[: args.limit]]
+    train, val = subject_split(load_labelled([r for r in args.data.split(",") if r]))
+    items = [frame_and_points(item) for item in (val if args.split == "val" else train)[: args.limit]]
     area_cm2 = FRAME_WIDTH * FRAME_HEIGHT * (MODEL_UM_PER_PX * 1e-4) ** 2  # at scale 1
     scales: dict[str, dict[str, float]] = {}
     t0 = time.time()
@@ -96,6 +99,7 @@ def main() -> int:
     report = {
         "model": getattr(seg, "name", "?"),
         "data": args.data,
+        "split": args.split,
         "frames": len(items),
         "scales": scales,
         "max_relative_error": max(abs(v["relative_to_scale_1"] - 1) for v in scales.values()),

@@ -231,13 +231,21 @@ def test_device_run_refuses_a_bundle_older_than_the_scanner_accepted(tmp_path: P
     assert json.loads(state.read_text())["highest_bundle_version"] == "2099.1.1.1"
 
 
-def test_the_shipped_trust_set_holds_only_the_current_release_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The superseded release key (d34704f2bd57b670) is retired from the package's trusted keys,
-    so a bundle it signed no longer loads on an updated scanner; the shipped bundle's key stays."""
+def test_the_shipped_trust_set_holds_only_the_current_release_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The shipped bundle is signed by scalpedge-release-2026c (149733915853b7cf), the only key in
+    the package's trusted keys. The earlier keys are retired and revoked by a signed list shipped
+    beside it, so a scanner that still trusts one of them (an older install, a key folder in
+    $SCALPEDGE_TRUSTED_KEYS) refuses what it signs."""
     from device.assets import default_bundle_path
-    from device.models.bundle_trust import _load_public_keys, trusted_key_files
+    from device.models.bundle_trust import Trust, _load_public_keys, trusted_key_files
 
     monkeypatch.delenv("SCALPEDGE_TRUSTED_KEYS", raising=False)
-    assert sorted(_load_public_keys(trusted_key_files())) == ["9ca7acde371fe870"]
+    assert sorted(_load_public_keys(trusted_key_files())) == ["149733915853b7cf"]
     signer = json.loads((default_bundle_path() / "signature.json").read_text())["key_id"]
-    assert signer == "9ca7acde371fe870"
+    assert signer == "149733915853b7cf"
+    trust = Trust.load()
+    assert sorted(trust.revoked) == ["9ca7acde371fe870", "d34704f2bd57b670"]
+    assert "superseded by 149733915853b7cf" in trust.revoked["9ca7acde371fe870"]
+    assert Bundle.open(default_bundle_path()).signer == signer  # the list does not touch the current key

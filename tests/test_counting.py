@@ -254,6 +254,7 @@ def test_thickness_is_measured_once_per_hair_not_per_skeleton_branch() -> None:
     assert m.median_thickness_um == pytest.approx(60, abs=8) and m.thin_ratio == 0.25
     assert all(k == "terminal" for _, _, k in m.hairs) and m.class_counts()["terminal"] == 2
     assert [hair_class(x) for x in (20, 35, 50)] == ["vellus-like", "intermediate", "terminal"]
+    assert np.isnan(hair_diameters(np.ones((60, 80), bool), np.array([[40.0, 30.0]]))).all()  # no background
     assert m.to_dict()["hairs"][0]["class"] == "terminal"
 
 

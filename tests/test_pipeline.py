@@ -76,20 +76,21 @@ def test_a_diagnosis_reuses_the_segmentation_the_live_path_made(pipeline: ScanPi
 
 
 def test_the_count_strategy_is_chosen_once_from_the_models_outputs(pipeline: ScanPipeline) -> None:
-    # The shipped segmenter has an end-density output: hairs are counted from strand ends, by the
-    # live path and the diagnosis alike; a frame counted live is not counted again.
-    assert pipeline.count_strategy is CountStrategy.ENDS
+    # The shipped segmenter has a hair-density output: hairs are counted from it, by the live path
+    # and the diagnosis alike; a frame counted live is not counted again.
+    assert pipeline.count_strategy is CountStrategy.DENSITY
     live = pipeline.live(read_frame(CLIP[0]))
-    assert live.seg is not None and live.seg.count_strategy is CountStrategy.ENDS
-    assert live.head is not None and (live.head.source, live.head.value) == ("ends", live.count)
+    assert live.seg is not None and live.seg.count_strategy is CountStrategy.DENSITY
+    assert live.head is not None and (live.head.source, live.head.value) == ("density", live.count)
     metrics = pipeline.diagnose(live).analysis.metrics
-    assert (metrics.count_source, metrics.count, metrics.visible_count) == ("ends", live.count, live.head.visible)
+    assert (metrics.count_source, metrics.count, metrics.visible_count) == ("density", live.count, None)
+    assert metrics.thickness_source == "hairs" and len(metrics.hairs) > 0  # thickness per located hair
     # A frame the live path does not count (count=False) shows the last count; its diagnosis counts it.
     later = pipeline.live(read_frame(CLIP[1]), count=False)
     assert later.head is None and later.count == live.count and "count_ms" not in later.timings_ms
     counted = pipeline.diagnose(later).analysis.metrics
     again = pipeline.live(read_frame(CLIP[1]))
-    assert counted.count_source == "ends" and counted.count == again.count != live.count
+    assert counted.count_source == "density" and counted.count == again.count != live.count
 
 
 def test_a_rejected_frame_is_not_segmented_and_its_diagnosis_says_why(pipeline: ScanPipeline) -> None:
@@ -107,9 +108,9 @@ def test_record_fields_map_the_diagnosis(pipeline: ScanPipeline, bundle: Bundle)
     live = pipeline.live(read_frame(CLIP[3]))
     d = pipeline.diagnose(live)
     f, m = d.record_fields(), d.analysis.metrics
+    assert m.visible_count is None  # a hair-density model counts hairs, not visible strands
     assert f["metrics"] == {
         "hair_count": {"value": m.count, "unit": "count"},
-        "visible_hairs": {"value": m.visible_count, "unit": "count"},
         "mean_thickness": {"value": round(m.mean_thickness_um, 2), "unit": "um"},
         "median_thickness": {"value": round(m.median_thickness_um, 2), "unit": "um"},
         "thin_ratio": {"value": round(m.thin_ratio, 4), "unit": "ratio"},

@@ -35,7 +35,7 @@ from export.bundle import build_bundle, generate_key, sign_bundle
 from fleet.bundle_server import BundleServer, StagedBundle, bundle_url, stage_bundle
 from fleet.rollout import RolloutClient, RolloutConfig, RolloutSettings, in_stage, select_devices
 
-NEW = "2026.12.1.900"  # newer than the shipped bundle (2026.11.29.1625)
+NEW = "2099.12.1.900"  # newer than the shipped bundle
 DEVICES = ("scanner-1", "scanner-2", "scanner-3")
 
 
@@ -320,7 +320,7 @@ def test_a_signed_bundle_that_fails_its_self_test_is_not_switched_to(
     # the sample frames refuses it, the old bundle stays, and the guard does not record it (a
     # later boot of the old bundle must not be refused as a downgrade).
     release = tmp_path / "release"
-    build_bundle(release, [_odd_segmenter(tmp_path, kind)], keys[0], version="2026.12.2.1")
+    build_bundle(release, [_odd_segmenter(tmp_path, kind)], keys[0], version="2099.12.2.1")
     staged = stage_bundle(release, tmp_path / "served")
     server = BundleServer(tmp_path / "served", "127.0.0.1", 0).start()
     calls: list[str] = []
@@ -354,8 +354,8 @@ def test_power_loss_mid_switch_leaves_the_old_bundle_running(tmp_path: Path, key
     # removes the unfinished download. A damaged pointer is an error naming it, never a guess.
     home = tmp_path / "device"
     root = bundles_root(home)
-    (root / ".staging-2026.12.1.900-abcd1234").mkdir(parents=True)
-    (root / ".staging-2026.12.1.900-abcd1234" / "manifest.json").write_text("{")
+    (root / ".staging-2099.12.1.900-abcd1234").mkdir(parents=True)
+    (root / ".staging-2099.12.1.900-abcd1234" / "manifest.json").write_text("{")
     shutil.copytree(slim_release(tmp_path, keys[0]), root / NEW)
     (root / "active.json.tmp").write_text('{"schema": "scalpedge.active-')
     state = home / "bundle-state.json"

@@ -58,11 +58,13 @@ def counting_frames() -> tuple[list, np.ndarray]:
     return samples, np.array([seg.segment(s.image).hairs for s in samples], float)
 
 
-def test_fp32_counts_hairs_from_strand_ends(counting_frames) -> None:
-    # The shipped count: half the summed strand-end density; it follows the generator's truth.
+def test_fp32_counts_follow_the_generators_truth(counting_frames) -> None:
+    # The shipped count: the summed hair density, learnt from real boxes that leave out most hairs
+    # the frame's edge cuts, so on synthetic frames (whose truth counts every strand) it counts
+    # fewer, and follows the truth frame by frame (0.69x and r 0.86 when the bundle was made).
     samples, fp32 = counting_frames
     truth = np.array([s.count for s in samples], float)
-    assert abs(fp32.sum() - truth.sum()) <= 0.3 * truth.sum()
+    assert 0.5 * truth.sum() <= fp32.sum() <= 1.05 * truth.sum()
     assert np.corrcoef(fp32, truth)[0, 1] >= 0.8
 
 
@@ -76,8 +78,8 @@ def _saturates_here(variant) -> bool:
 
 @pytest.mark.parametrize("variant", SEGMENTERS, ids=lambda v: v.path.name)
 def test_every_variant_counts_like_fp32(variant, counting_frames, request) -> None:
-    # INT8 variants count like FP32 (their end-density conv stays FP32 because a frame sums
-    # it). A TensorRT-only variant is run as TensorRT computes it (its Q/DQ graph as written).
+    # INT8 variants count like FP32 (their density conv stays FP32 because a frame sums it). A
+    # TensorRT-only variant is run as TensorRT computes it (its Q/DQ graph as written).
     if _saturates_here(variant):
         request.applymarker(
             pytest.mark.xfail(

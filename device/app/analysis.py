@@ -46,6 +46,12 @@ __all__ = [
     "DENSITY_PEAK_SHARE",
 ]
 
+# A frame with finer pixels than the models learnt is shrunk and padded (``segment_at_scale``):
+# the density within this many px of the padding is dropped (see there). Chosen on 60
+# training-subject frames zoomed 1.25x and 1.5x (hairs per cm2 vs the unzoomed frames: +15 % with
+# 8 px, +9 % with 12, +6 / +4 % with 16): `benchmarks/count_scale.py --split train`.
+PADDED_EDGE_PX = 16
+
 # A hair is located where the hair density, smoothed (Gaussian, DENSITY_PEAK_SMOOTH_PX), peaks at
 # >= DENSITY_PEAK_SHARE of a lone hair's smoothed peak, at least DENSITY_PEAK_SPACING_PX from a
 # stronger peak. The learnt density is broader than its targets (the loss forgives a few px):
@@ -256,7 +262,24 @@ def segment_at_scale(segmenter: Segmenter, frame: np.ndarray, um_per_px: float, 
     canvas[:] = frame.reshape(-1, 3).mean(axis=0).astype(np.uint8)
     x0, y0 = (w - sw) // 2, (h - sh) // 2
     canvas[y0 : y0 + sh, x0 : x0 + sw] = scaled
-    return _crop_output(segmenter.segment(canvas), (x0, y0, sw, sh), (h, w))
+    seg = segmenter.segment(canvas)
+    if seg.density is not None and PADDED_EDGE_PX > 0:
+        # The models learnt the labels' rule at a frame's edge (a hair the edge cuts is mostly
+        # not counted); the edge of the padding looks like no frame's edge, so drop the density
+        # within PADDED_EDGE_PX of it and count the frame as the labels would.
+        b = PADDED_EDGE_PX
+        keep = np.zeros(seg.density.shape, bool)
+        keep[y0 + b : y0 + sh - b, x0 + b : x0 + sw - b] = True
+        density = np.where(keep, seg.density, 0.0).astype(np.float32)
+        inside = float(seg.density[keep].sum(dtype=np.float64))
+        scale = inside / max(float(seg.density.sum(dtype=np.float64)), 1e-9)
+        seg = dataclasses.replace(
+            seg,
+            density=density,
+            hairs=None if seg.hairs is None else seg.hairs * scale,
+            thin_hairs=None if seg.thin_hairs is None else seg.thin_hairs * scale,
+        )
+    return _crop_output(seg, (x0, y0, sw, sh), (h, w))
 
 
 def _maps(seg: SegOutput, remap: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray | None]:

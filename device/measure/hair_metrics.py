@@ -385,10 +385,10 @@ def hair_diameters(mask: np.ndarray, points: np.ndarray, radius_px: float = 6.0)
         near = (np.abs(xs - x) <= radius_px) & (np.abs(ys - y) <= radius_px)
         if not near.any():
             continue
-        d2 = (xs[near] - x) ** 2 + (ys[near] - y) ** 2
-        inside = d2 <= radius_px**2
-        if inside.any():
-            values = diam[ys[near][inside], xs[near][inside]]
+        inside = (xs[near] - x) ** 2 + (ys[near] - y) ** 2 <= radius_px**2
+        values = diam[ys[near][inside], xs[near][inside]].astype(np.float64)
+        values = values[values < max(mask.shape)]  # a mask without background has no diameter
+        if len(values):
             out[i] = max(float(np.median(values)) - THICKNESS_OFFSET_PX, 0.0)
     return out
 
