@@ -70,6 +70,7 @@ __all__ = [
     "clean_mask",
     "split_strands",
     "find_centres",
+    "HAIR_CLASSES",
     "hair_diameters",
     "hair_class",
     "measure",

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from device.contracts.constants import DENSITY_SCALE, FRAME_HEIGHT, FRAME_WIDTH
+from device.contracts.constants import DENSITY_SCALE
 from device.contracts.preprocess import to_tensor_layout
 from server_train.models import create, model_config
 from server_train.models.from_onnx import student_from_onnx
@@ -264,12 +264,3 @@ def train_counts(cfg: CountTrainConfig, progress: bool = True, stop_after: int |
                 m.eval()
     lr_at = partial(loop.warmup_cosine_lr, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
     return run.fit(step_loss, lr_at=lr_at, progress=progress, stop_after=stop_after)
-
-
-def checkpoint_summary(path: str | Path) -> dict[str, Any]:
-    """The training config and step of a counting checkpoint (for reports)."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    return {"train_config": ckpt["train_config"], "step": ckpt["step"]}
-
-
-assert FRAME_HEIGHT * 4 == FRAME_WIDTH * 3  # the counting frames are the camera's 4:3
