@@ -359,3 +359,27 @@ def test_the_counting_loss_prefers_hairs_a_little_off_to_no_hairs() -> None:
     assert loss(target) < 1e-6
     assert loss(off) < 0.6 * loss(zero) and loss(blurred) < 0.5 * loss(zero)
     assert loss(off) < loss(target * 0.5) < loss(zero)  # half the mass is half wrong
+
+
+def test_a_counting_graph_restarts_with_its_own_heads(tmp_path: Path) -> None:
+    """A graph that already has density heads (a second fine-tuning stage) keeps all three
+    output channels; only a two-output graph gets its thin head seeded from the instance head."""
+    from server_train.training.count_train import _init_model
+
+    torch.manual_seed(1)
+    model = StudentNet((4, 8, 8, 16, 16), 4, 3).eval()
+    path = export_segmenter(model, tmp_path / "d.onnx", check=False, instance_head="density")
+    config = {**model.config}
+    cfg = CountTrainConfig(data="", out=str(tmp_path / "r"), init_onnx=str(path), init_config=json.dumps(config))
+    rebuilt, frozen = _init_model(cfg)
+    assert frozen is not None
+    assert torch.allclose(rebuilt.out.weight, model.out.weight, atol=1e-6)
+    two, _ = _init_model(
+        CountTrainConfig(
+            data="",
+            out="",
+            init_onnx=str(_tiny_ends_model(tmp_path)[0]),
+            init_config=json.dumps({**config, "out_ch": 2}),
+        )
+    )
+    assert torch.allclose(two.out.weight[2], two.out.weight[1] * 0.1)

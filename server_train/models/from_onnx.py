@@ -46,6 +46,11 @@ def student_from_onnx(path: str | Path, config: dict[str, Any], out_ch: int | No
     head on the same features). Raises ValueError when the graph does not match the config."""
     graph = onnx.load(str(path)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:  # the exporter writes some weights as Constant nodes, or Identity of equal ones
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            inits[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
     convs = [n for n in graph.node if n.op_type == "Conv"]
     model = StudentNet(config["widths"], config["head"], out_ch or config["out_ch"])
     order = _conv_order(model, (64, 64))

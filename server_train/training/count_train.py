@@ -203,7 +203,7 @@ def _init_model(cfg: CountTrainConfig) -> tuple[torch.nn.Module, torch.nn.Module
         return StudentNet(c["widths"], c["head"], DENSITY_CHANNELS), None
     config = json.loads(cfg.init_config) if cfg.init_config else graph_model_config(cfg.init_onnx)
     model = student_from_onnx(cfg.init_onnx, config, out_ch=DENSITY_CHANNELS)
-    if config["out_ch"] >= 2:
+    if config["out_ch"] == 2:
         # Both densities start as the graph's instance output (with a strand-end density, the
         # label-free count: two ends of END_DENSITY_SCALE = 25 per hair, DENSITY_SCALE per hair),
         # the thin one at the labels' thin share. Full-size weights, so the gradient reaches the
