@@ -71,6 +71,7 @@ __all__ = [
     "split_strands",
     "find_centres",
     "HAIR_CLASSES",
+    "skeleton_diameters",
     "hair_diameters",
     "hair_class",
     "measure",
@@ -273,6 +274,7 @@ def split_strands(
     direction_px: int = 8,
     min_object_px: int = 5,
     max_hole_px: int = 10,
+    skeleton: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[Strand]:
     """Split a hair mask into individual strands (see the module docstring).
 
@@ -285,13 +287,12 @@ def split_strands(
     corner_deg: a strand turning by more than this over ``direction_px`` px is cut there.
     direction_px: span over which directions are measured, px.
     min_object_px, max_hole_px: see :func:`clean_mask`.
+    skeleton: ``skeleton_diameters`` of this mask when already made (``measure`` shares it).
     Returns strands ordered by their first point (row, then column).
     """
-    m, lab, stats = _clean(mask, min_object_px, max_hole_px)
+    m, sk, diam = skeleton if skeleton is not None else skeleton_diameters(mask, min_object_px, max_hole_px)
     if not m.any():
         return []
-    sk = _skeleton(m, lab, stats)
-    diam = _diameter_map(m, sk)
     g = _build_graph(sk, diam)
     if len(g.start) == 0:
         return []
@@ -367,18 +368,34 @@ def hair_class(diameter_um: float, bounds_um: tuple[float, float] = HAIR_CLASS_U
     return HAIR_CLASSES[2] if diameter_um >= bounds_um[1] else HAIR_CLASSES[1]
 
 
-def hair_diameters(mask: np.ndarray, points: np.ndarray, radius_px: float = 6.0) -> np.ndarray:
+def skeleton_diameters(
+    mask: np.ndarray, min_object_px: int = 5, max_hole_px: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cleaned HxW mask, its HxW bool skeleton, HxW float32 local diameters at the skeleton, px):
+    what strands and per-hair thickness are both measured on."""
+    m, lab, stats = _clean(mask, min_object_px, max_hole_px)
+    if not m.any():
+        return m, np.zeros(m.shape, bool), np.zeros(m.shape, np.float32)
+    sk = _skeleton(m, lab, stats)
+    return m, sk, _diameter_map(m, sk)
+
+
+def hair_diameters(
+    mask: np.ndarray,
+    points: np.ndarray,
+    radius_px: float = 6.0,
+    skeleton: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Shaft diameter (px) of the hair at each located point: the median local diameter
     (``_diameter_map``) of the mask's skeleton pixels within ``radius_px`` of the point, so one
     hair gets one diameter however its skeleton branches. mask: HxW bool; points: (N, 2) (x, y)
-    px. Returns (N,) float64, NaN where no skeleton lies that close (the mask missed the hair)."""
+    px. Returns (N,) float64, NaN where no skeleton lies that close (the mask missed the hair).
+    skeleton: ``skeleton_diameters`` of this mask when already made."""
     pts = np.asarray(points, np.float64).reshape(-1, 2)
     out = np.full(len(pts), np.nan)
-    m, lab, stats = _clean(mask, 5, 10)
-    if not len(pts) or not m.any():
+    if not len(pts):
         return out
-    sk = _skeleton(m, lab, stats)
-    diam = _diameter_map(m, sk)
+    _, sk, diam = skeleton if skeleton is not None else skeleton_diameters(mask)
     ys, xs = np.nonzero(sk)
     if not len(xs):
         return out
@@ -438,10 +455,11 @@ def measure(
     h, w = m.shape
     area_cm2 = h * w * (um_per_px * 1e-4) ** 2
     hair_fraction = float(np.count_nonzero(m)) / m.size
-    strands = tuple(split_strands(m, min_length_px, spur_length_px)) if hair_fraction else ()
+    skeleton = skeleton_diameters(m) if hair_fraction else None  # strands and hairs share it
+    strands = tuple(split_strands(m, min_length_px, spur_length_px, skeleton=skeleton)) if skeleton else ()
     hairs: tuple[tuple[tuple[float, float], float | None, str | None], ...] = ()
     if hair_points is not None and len(hair_points):
-        diam_um = hair_diameters(m > 0, hair_points) * um_per_px
+        diam_um = hair_diameters(m > 0, hair_points, skeleton=skeleton) * um_per_px
         hairs = tuple(
             ((float(x), float(y)), None if np.isnan(d) else float(d), None if np.isnan(d) else hair_class(float(d)))
             for (x, y), d in zip(np.asarray(hair_points, float), diam_um, strict=True)
