@@ -1,11 +1,12 @@
 """Server subcommands of the scalp classifiers, added to ``train``, ``eval``, ``export``, ``bench``.
 
     scalpedge train classifier --synth DIR [--real DIR] --out RUN [--no-inverse-freq] [--steps N]
+        (real frames split by original: RUN/heldout.json holds the held-out presence thresholds)
     scalpedge train alopecia --data DIR --out RUN [--segmenter X.onnx]
-    scalpedge eval conditions --data DIR --out R.json [--model X.onnx]
+    scalpedge eval conditions --data DIR --out R.json [--model X.onnx] [--originals holdout]
     scalpedge eval synth-conditions --data DIR --out R.json [--model X.onnx] [--figures DIR]
     scalpedge eval diseases --data DIR --folds K --out R.json [--preprocess P] [--model M]
-    scalpedge export classifier --checkpoint C.pt --out X.onnx [--int8 Y.onnx --calib DIR...]
+    scalpedge export classifier --checkpoint C.pt --out X.onnx [--int8 Y.onnx --calib DIR...] [--thresholds H.json]
     scalpedge export disease --data DIR --out X.onnx [--int8 Y.onnx] [--preprocess P] [--model M]
     scalpedge export classifier-card --kind severity --fp32 X.onnx [--int8 Y.onnx] --command CMD ...
 
@@ -81,12 +82,15 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--synth", required=True, help="folder from `scalpedge synth --conditions`")
     p.add_argument("--real", help="real frames like scalp-microscope/train (images/, YOLO-seg labels/)")
     p.add_argument("--out", required=True, help="run folder (resumes from last.pt)")
-    p.add_argument("--model", help="severity_lite0 (default) or severity_tiny")
+    p.add_argument("--model", help="severity_dense_lite0 (default: with polygon map head), severity_lite0, *_tiny")
     p.add_argument("--cache", help="feature cache folder (default RUN/cache; runs with the same data may share it)")
     p.add_argument("--no-inverse-freq", dest="inverse_freq", action="store_const", const=False)
     p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False)
     for name, typ in (("steps", int), ("batch", int), ("lr", float), ("split", int), ("real-share", float)):
         p.add_argument(f"--{name}", type=typ)
+    p.add_argument("--map-weight", type=float, help="weight of the polygon map loss (BCE + Dice)")
+    p.add_argument("--holdout-share", type=float, help="share of real originals held out for thresholds (0.2)")
+    p.add_argument("--eval-every", type=int, help="steps between held-out presence F1 log entries")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
     p.set_defaults(func=_run_train_classifier)
@@ -122,7 +126,10 @@ def add_eval(esub: argparse._SubParsersAction) -> None:
     c = esub.add_parser("conditions", help="presence F1 on real frames (images/, YOLO-seg labels/, ids d/ds/o/s)")
     c.add_argument("--data", required=True)
     c.add_argument("--out", required=True)
-    c.add_argument("--model", help="severity classifier ONNX (default: the shipped one)")
+    c.add_argument("--model", help="severity classifier ONNX (default: the shipped one, with its card's thresholds)")
+    c.add_argument("--threshold", type=float, help="one P(present) threshold for all (default: the model's own)")
+    c.add_argument("--originals", choices=("all", "holdout", "train"), default="all", help="side of the split")
+    c.add_argument("--holdout-share", type=float, default=0.2, help="held-out share of originals (with --originals)")
     c.add_argument("--threads", type=int, default=1)
     c.set_defaults(func=_run_eval_conditions)
     s = esub.add_parser("synth-conditions", help="per-level F1 and confusion matrices on a synthetic condition set")
@@ -147,7 +154,14 @@ def add_eval(esub: argparse._SubParsersAction) -> None:
 def _run_eval_conditions(args: argparse.Namespace) -> int:
     from server_train.evaluation.classifier_eval import evaluate_real_conditions
 
-    report = evaluate_real_conditions(args.data, args.model, threads=args.threads)
+    report = evaluate_real_conditions(
+        args.data,
+        args.model,
+        threshold=args.threshold,
+        threads=args.threads,
+        originals=args.originals,
+        holdout_share=args.holdout_share,
+    )
     return _summary(report, args.out)
 
 
@@ -181,6 +195,7 @@ def add_export(esub: argparse._SubParsersAction) -> None:
     c.add_argument("--int8", help="also write the gated INT8 model here (calibration's CPU recipe)")
     c.add_argument("--calib", nargs="*", default=[], help="folders of representative frames for calibration")
     c.add_argument("--calib-n", type=int, default=64)
+    c.add_argument("--thresholds", help="heldout.json of the run (default: the one beside --checkpoint, if any)")
     c.set_defaults(func=_run_export_classifier)
     d = esub.add_parser("disease", help="train the disease classifier on all photos and export it")
     d.add_argument("--data", required=True)
@@ -198,6 +213,7 @@ def add_export(esub: argparse._SubParsersAction) -> None:
     m.add_argument("--default-precision", choices=("fp32", "int8"), default="fp32")
     m.add_argument("--command", action="append", default=[], help="a command that produced it (repeatable)")
     m.add_argument("--metrics", nargs="*", default=[], help="JSON reports to record (lists dropped)")
+    m.add_argument("--thresholds", help="heldout.json with presence thresholds (default: the FP32 graph's)")
     m.set_defaults(func=_run_export_card)
 
 
@@ -207,6 +223,10 @@ def _run_export_classifier(args: argparse.Namespace) -> int:
 
     model, ck = load_classifier(args.checkpoint)
     meta = {"model_config": ck["model_config"], "train_config": ck["train_config"], "step": ck["step"]}
+    held = Path(args.thresholds) if args.thresholds else Path(args.checkpoint).parent / "heldout.json"
+    if held.is_file():
+        meta["presence_thresholds"] = json.loads(held.read_text())["thresholds"]
+        print(f"presence thresholds {meta['presence_thresholds']} from {held}")
     path = export_condition_classifier(model, args.out, metadata=meta)
     print(f"wrote {path}")
     if args.int8:
@@ -232,7 +252,17 @@ def _run_export_card(args: argparse.Namespace) -> int:
         report = json.loads(Path(path).read_text())
         metrics[Path(path).stem] = {k: v for k, v in report.items() if not isinstance(v, list)}
     files = {"fp32": args.fp32, **({"int8": args.int8} if args.int8 else {})}
-    print(f"wrote {write_card(args.dir, args.kind, files, args.command, metrics, args.default_precision)}")
+    card_path = write_card(args.dir, args.kind, files, args.command, metrics, args.default_precision)
+    card = json.loads(card_path.read_text())
+    if args.thresholds:
+        found = json.loads(Path(args.thresholds).read_text())["thresholds"]
+    else:
+        found = card["provenance"]["training"].get("presence_thresholds")
+    if args.kind == "severity" and found:
+        card["thresholds"] = {f"presence_{c}": float(t) for c, t in found.items()}
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"card thresholds: {card['thresholds']}")
+    print(f"wrote {card_path}")
     return 0
 
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from server_train import classifier_cli, refiner_cli
+from server_train import classifier_cli, hair_class_cli, refiner_cli
 from server_train.cli_support import command_group, config_from_args, need_torch, print_summary, write_report
+from server_train.diffusion import cli as diffusion_cli
+
+if TYPE_CHECKING:
+    from device.models.hair_classes import HairClassifier
 
 __all__ = ["register_train", "register_eval", "register_bench", "register_export"]
 
@@ -76,7 +81,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     counts.add_argument("--quiet", action="store_true", help="no progress bar")
     counts.set_defaults(func=_run_train_counts)
     classifier_cli.add_train(tsub)
+    hair_class_cli.add_train(tsub)
     refiner_cli.add_train(tsub)
+    diffusion_cli.add_train(tsub)
 
 
 def _run_train_seg(args: argparse.Namespace) -> int:
@@ -116,6 +123,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         help="micrometres per original pixel (default 2.8: 70x trichoscopy at 1280x1024)",
     )
     cnt.add_argument(
+        "--hair-classes",
+        default="shipped",
+        help="per-hair class model telling miniaturised hairs: shipped (the default bundle's), an .onnx, or none "
+        "(by measured diameter)",
+    )
+    cnt.add_argument(
         "--split",
         choices=["all", "val", "train"],
         default="all",
@@ -146,6 +159,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     cnt.set_defaults(func=_run_eval_counts)
     classifier_cli.add_eval(esub)
     refiner_cli.add_eval(esub)
+    diffusion_cli.add_eval(esub)
 
 
 def _run_eval_seg(args: argparse.Namespace) -> int:
@@ -167,13 +181,34 @@ def _run_eval_counts(args: argparse.Namespace) -> int:
     segmenter = refiner_cli.wrap_segmenter(load_segmenter(args.model, args.threads), args)
     roots = [r for r in args.data.split(",") if r]
     report = evaluate_counts(
-        segmenter, roots, um_per_px=um, limit=args.limit, split=args.split, val_percent=args.val_percent
+        segmenter,
+        roots,
+        um_per_px=um,
+        limit=args.limit,
+        split=args.split,
+        val_percent=args.val_percent,
+        hair_classes=_hair_classes(args.hair_classes, args.threads),
     )
     write_report(args.out, report)
     if args.plot:
         print(f"wrote {plot_counts(report, args.plot)}")
     print_summary(report)
     return 0
+
+
+def _hair_classes(spec: str, threads: int) -> HairClassifier | None:
+    """The per-hair class model of ``--hair-classes``: "shipped", an .onnx file or "none"."""
+    from device.assets import default_bundle_path
+    from device.models.bundle import Bundle
+    from device.models.hair_classes import HairClassifier
+
+    if spec == "none":
+        return None
+    if spec == "shipped":
+        return HairClassifier.from_bundle(Bundle.open(default_bundle_path()), threads=threads)
+    if not Path(spec).is_file():
+        raise FileNotFoundError(f"--hair-classes {spec!r}: no such file (give shipped, none or an .onnx file)")
+    return HairClassifier.from_onnx(spec, threads=threads)
 
 
 def _run_eval_sheet(args: argparse.Namespace) -> int:
@@ -278,6 +313,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     )
     rel.set_defaults(func=_run_export_release)
     classifier_cli.add_export(esub)
+    hair_class_cli.add_export(esub)
     refiner_cli.add_export(esub)
 
 

@@ -266,7 +266,9 @@ def test_classify_command(trained, tmp_path) -> None:
     out = tmp_path / "c.json"
     args = ["classify", str(frame), str(bad), "--out", str(out), "--severity", str(trained["onnx"])]
     assert main([*args, "--alopecia", str(grader)]) == 1  # one unreadable file
-    frames = json.loads(out.read_text())["frames"]
+    report = json.loads(out.read_text())
+    assert report["models"]["hair_classes"] == "hair_classes"  # the shipped segmenter, classed as on the scanner
+    frames = report["frames"]
     assert set(frames[0]["conditions"]["levels"]) == set(CONDITION_NAMES)
     assert frames[0]["alopecia"]["level"] in (*LEVEL_NAMES, None)
     assert "not a readable image" in frames[1]["error"]

@@ -70,7 +70,9 @@ def test_a_diagnosis_reuses_the_segmentation_the_live_path_made(pipeline: ScanPi
     assert _calls(pipeline) == 1  # the frame the live path just segmented is not segmented again
     assert diagnosis.accepted and diagnosis.analysis.seg is live.seg and diagnosis.quality is live.quality
     # ... and it measures what a standalone analysis of the frame (segmenting it itself) measures.
-    alone = analyse_frame(pipeline.segmenter, frame, um_per_px=pipeline.um_per_px(frame.shape[1]))
+    alone = analyse_frame(
+        pipeline.segmenter, frame, um_per_px=pipeline.um_per_px(frame.shape[1]), hair_classes=pipeline.hair_classes
+    )
     assert _calls(pipeline) == 2
     assert diagnosis.analysis.metrics.to_dict() == alone.metrics.to_dict()
 
@@ -161,3 +163,17 @@ def test_without_tensorrt_the_segmenter_is_not_swapped_silently(bundle: Bundle, 
         open_model(bundle, "segmenter", "tensorrt", engine_cache=tmp_path)
     with pytest.raises(RuntimeError, match="tensorrt and pycuda"):
         ScanPipeline(bundle, backend="tensorrt", engine_cache=tmp_path)
+
+
+def test_a_diagnosis_classes_each_located_hair_with_the_shipped_hair_class_model(pipeline: ScanPipeline) -> None:
+    """The shipped bundle carries the per-hair class model; a diagnosis's thin share is the share
+    of located hairs that model calls miniaturised at the card's threshold, not their diameters."""
+    assert pipeline.hair_classes is not None and pipeline.variants["hair_classes"].startswith("hair_classes.onnx")
+    card = pipeline.bundle.model("hair_classes")
+    assert pipeline.hair_classes.thin_probability == card["thresholds"]["thin_probability"]
+    diagnosis = pipeline.diagnose(pipeline.live(read_frame(CLIP[0])))
+    m = diagnosis.analysis.metrics
+    assert m.hairs, "the demo frame has located hairs"
+    points = np.array([xy for xy, _, _ in m.hairs], float)
+    prob = pipeline.hair_classes.probabilities(diagnosis.analysis.frame, points, m.um_per_px)
+    assert m.thin_ratio == pytest.approx(float((prob >= pipeline.hair_classes.thin_probability).mean()))

@@ -25,6 +25,7 @@ from server_train.models import MODELS, build_from_config, create, model_config
 from server_train.models.classifier import (
     CLASSIFIERS,
     ConditionClassifier,
+    DenseConditionClassifier,
     classifier_config,
     classifier_from_config,
     create_classifier,
@@ -150,6 +151,8 @@ def test_segmenter_exports_and_matches_torch_in_the_device_backend(name: str, tm
 
 def _classifier_input(model: nn.Module, side: int = 32) -> torch.Tensor:
     """A small batch of 2: a tiled disease model needs a square side divisible by its grid."""
+    if isinstance(model, DenseConditionClassifier):  # its top-k pooling is counted on the static input
+        return torch.randn(2, 3, const.CLS_HEIGHT, const.CLS_WIDTH)
     if isinstance(model, ConditionClassifier):
         return torch.randn(2, 3, 64, 96)
     tiles = int(model.tiles)
@@ -161,7 +164,7 @@ def test_classifier_forward_shapes(name: str) -> None:
     model = create_classifier(name, pretrained=False).eval()
     with torch.no_grad():
         out = model(_classifier_input(model))
-    if isinstance(model, ConditionClassifier):
+    if isinstance(model, (ConditionClassifier, DenseConditionClassifier)):
         levels, presence, area = out
         assert levels.shape == (2, len(const.CONDITION_NAMES), len(const.LEVEL_NAMES))
         assert presence.shape == area.shape == (2, len(const.CONDITION_NAMES))
@@ -194,7 +197,7 @@ def test_classifier_exports_and_matches_torch_in_the_device_backend(name: str, t
     torch.manual_seed(0)
     model = create_classifier(name, pretrained=False).eval()
     # The exporters raise unless the checker, their own parity run and the TensorRT rules pass.
-    if isinstance(model, ConditionClassifier):
+    if isinstance(model, (ConditionClassifier, DenseConditionClassifier)):
         path = export_condition_classifier(model, tmp_path / f"{name}.onnx")
         shape, input_name = (1, 3, const.CLS_HEIGHT, const.CLS_WIDTH), const.CLS_INPUT
         outputs = (const.CLS_OUT_LEVELS, const.CLS_OUT_PRESENCE, const.CLS_OUT_AREA)

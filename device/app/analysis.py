@@ -29,6 +29,7 @@ from device.contracts.constants import (
 from device.contracts.preprocess import prepare_frame, source_px_per_frame_px
 from device.measure.hair_metrics import HairMetrics, HeadCount, find_centres, measure, split_strands
 from device.measure.quality import frame_problem
+from device.models.hair_classes import HairClassifier
 from device.models.segmentation import CountStrategy, Segmenter, SegOutput
 
 __all__ = [
@@ -99,11 +100,13 @@ def analyse_frame(
     um_per_px: float = DEFAULT_UM_PER_PX,
     thin_um: float = THIN_HAIR_UM,
     problem: str | None = None,
+    hair_classes: HairClassifier | None = None,
 ) -> FrameAnalysis:
     """Quality gate, segmentation, hair metrics. frame_bgr: HxWx3 uint8 BGR of any size;
     um_per_px refers to the pixels of this frame. A rejected frame gets count 0 and the reason.
     problem: a reason from an earlier gate (focus, motion: ``device.measure.quality.assess``) that
-    rejects the frame without segmenting it.
+    rejects the frame without segmenting it. hair_classes: the per-hair class model (see
+    ``analyse_segmentation``).
 
     Every frame is first brought to the camera geometry (FRAME_HEIGHT x FRAME_WIDTH, see
     ``prepare_frame``) and measured there, with um_per_px scaled by the same factor, so all
@@ -122,7 +125,7 @@ def analyse_frame(
     t = time.perf_counter()
     seg = segment_at_scale(segmenter, frame, um_per_px)
     timings["segment_ms"] = (time.perf_counter() - t) * 1000
-    return analyse_segmentation(frame, seg, um_per_px, thin_um, timings=timings)
+    return analyse_segmentation(frame, seg, um_per_px, thin_um, timings=timings, hair_classes=hair_classes)
 
 
 def analyse_segmentation(
@@ -133,12 +136,15 @@ def analyse_segmentation(
     *,
     count: HeadCount | None = None,
     timings: dict[str, float] | None = None,
+    hair_classes: HairClassifier | None = None,
 ) -> FrameAnalysis:
     """Hair metrics of a segmentation of ``frame`` (HxWx3 uint8 BGR, camera geometry; um_per_px
     refers to its pixels), with the thresholds of ``device.contracts.constants``. The count
     follows ``seg.count_strategy`` (``head_count``); count: that count when already taken on
     this segmentation (the live path's), so it is not taken twice. timings: stage times so far
-    (ms), extended with ``metrics_ms``."""
+    (ms), extended with ``metrics_ms``. hair_classes: the per-hair class model; with it, each
+    located hair is terminal or miniaturised as the model decides (its time is part of
+    ``metrics_ms``), without it by its measured diameter."""
     timings = dict(timings or {})
     t = time.perf_counter()
     mask = seg.mask()
@@ -146,7 +152,10 @@ def analyse_segmentation(
     if count is None:
         count = head_count(seg, mask, centres)
     points = centres if seg.count_strategy is CountStrategy.DENSITY else None
-    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, count=count, hair_points=points)
+    thin = None
+    if hair_classes is not None and points is not None:
+        thin = hair_classes.probabilities(frame, points, um_per_px) >= hair_classes.thin_probability
+    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, count=count, hair_points=points, miniaturised=thin)
     timings["metrics_ms"] = (time.perf_counter() - t) * 1000
     return FrameAnalysis(frame, metrics, seg, centres, None, timings)
 

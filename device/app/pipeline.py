@@ -43,6 +43,7 @@ from device.measure.quality import QualityReport, assess
 from device.models.backends import Backend, open_backend
 from device.models.bundle import Bundle, BundleError
 from device.models.classifiers import AlopeciaGrader, SeverityClassifier
+from device.models.hair_classes import HAIR_CLASSES_MODEL, HairClassifier
 from device.models.onnx_segmenter import ModelSegmenter
 from device.models.segmentation import CountStrategy, Segmenter, SegOutput
 
@@ -54,7 +55,12 @@ THUMBNAIL_WIDTH = 320  # pixels; the overlay keeps its aspect (about 320x240 plu
 THUMBNAIL_QUALITY = 70  # JPEG quality: 10-13 kB a thumbnail of the sample frames (13-17 kB as base64)
 
 # Bundle model names the pipeline looks for.
-MODEL_NAMES = {"segmenter": "segmenter", "conditions": "conditions", "alopecia": "alopecia"}
+MODEL_NAMES = {
+    "segmenter": "segmenter",
+    "conditions": "conditions",
+    "alopecia": "alopecia",
+    "hair_classes": HAIR_CLASSES_MODEL,
+}
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,11 @@ class ScanPipeline:
         if (alopecia := open_optional(bundle, MODEL_NAMES["alopecia"], backend, threads, engine_cache)) is not None:
             self.alopecia = AlopeciaGrader(alopecia[0])
             self.variants["alopecia"] = alopecia[1]
+        self.hair_classes: HairClassifier | None = None
+        if (hairs := open_optional(bundle, MODEL_NAMES["hair_classes"], backend, threads, engine_cache)) is not None:
+            cut = (bundle.model(MODEL_NAMES["hair_classes"]).get("thresholds") or {}).get("thin_probability")
+            self.hair_classes = HairClassifier(hairs[0], thin_probability=cut)
+            self.variants["hair_classes"] = hairs[1]
 
     def um_per_px(self, frame_width: int) -> float:
         """Micrometres per pixel of a frame ``frame_width`` wide (optics profile, else default)."""
@@ -219,7 +230,9 @@ class ScanPipeline:
         if live.seg is None:
             analysis = rejected_analysis(live.frame, live.problem or "rejected", um_per_px, timings=timings)
         else:
-            analysis = analyse_segmentation(live.frame, live.seg, um_per_px, count=live.head, timings=timings)
+            analysis = analyse_segmentation(
+                live.frame, live.seg, um_per_px, count=live.head, timings=timings, hair_classes=self.hair_classes
+            )
         timings = dict(analysis.timings_ms)
         conditions: dict[str, dict[str, Any]] = {}
         alopecia = None

@@ -18,10 +18,12 @@ from typing import Any
 
 from device.app.analysis import analyse_frame
 from device.app.frame_files import read_each, unreadable
-from device.assets import default_model_path
+from device.assets import default_bundle_path, default_model_path
 from device.capture.imageio import list_images
 from device.contracts.constants import ALOPECIA_FEATURES, DEFAULT_UM_PER_PX
+from device.models.bundle import Bundle
 from device.models.classifiers import AlopeciaGrader, SeverityClassifier, default_classifier_path, hair_features
+from device.models.hair_classes import HAIR_CLASSES_MODEL, HairClassifier
 from device.models.onnx_segmenter import ModelSegmenter
 
 __all__ = ["register", "run"]
@@ -51,10 +53,15 @@ def run(args: argparse.Namespace) -> int:
     severity = SeverityClassifier.from_onnx(sev_path, threads=args.threads)
     grader = AlopeciaGrader.from_onnx(alo_path, threads=args.threads)
     segmenter = ModelSegmenter.from_onnx(seg_path, threads=args.threads)
+    # The shipped segmenter's hairs are classed by the shipped per-hair class model, as on the
+    # scanner; a segmenter given with --segmenter is measured by diameter.
+    hair_classes = (
+        None if args.segmenter else HairClassifier.from_bundle(Bundle.open(default_bundle_path()), args.threads)
+    )
     frames: list[dict[str, Any]] = []
     for path, frame, record in read_each(paths, frames):
         record["conditions"] = severity.predict(frame).to_dict()
-        analysis = analyse_frame(segmenter, frame, um_per_px=um_per_px)
+        analysis = analyse_frame(segmenter, frame, um_per_px=um_per_px, hair_classes=hair_classes)
         if analysis.problem is None:
             level, probs = grader.predict(analysis.metrics)
             feats = hair_features(analysis.metrics)[0]
@@ -68,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         levels = record["conditions"]["levels"]
         print(f"{path.name}: {levels} alopecia={record['alopecia']['level']}")
     report = {
-        "models": {"severity": str(sev_path), "alopecia": str(alo_path), "segmenter": str(seg_path)},
+        "models": {
+            "severity": str(sev_path),
+            "alopecia": str(alo_path),
+            "segmenter": str(seg_path),
+            "hair_classes": HAIR_CLASSES_MODEL if hair_classes is not None else None,
+        },
         "um_per_px": um_per_px,
         "frames": frames,
     }

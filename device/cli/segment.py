@@ -22,6 +22,7 @@ from device.contracts.preprocess import crop_box
 from device.measure.optics import OpticsProfile, load_profile
 from device.models.backends import BACKENDS, open_backend
 from device.models.bundle import Bundle
+from device.models.hair_classes import HAIR_CLASSES_MODEL, HairClassifier
 from device.models.onnx_segmenter import ModelSegmenter
 
 __all__ = ["register", "run"]
@@ -82,10 +83,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def _load_segmenter(args: argparse.Namespace) -> tuple[ModelSegmenter, dict[str, Any]]:
-    """The segmenter to run and a description of where it came from (for metrics.json)."""
+def _load_segmenter(args: argparse.Namespace) -> tuple[ModelSegmenter, HairClassifier | None, dict[str, Any]]:
+    """The segmenter to run, the bundle's per-hair class model (None with --model or a bundle
+    without one) and a description of where they came from (for metrics.json)."""
     if args.model:
-        return ModelSegmenter(open_backend(args.model, args.backend, threads=args.threads)), {"model": args.model}
+        segmenter = ModelSegmenter(open_backend(args.model, args.backend, threads=args.threads))
+        return segmenter, None, {"model": args.model}
     bundle = Bundle.open(args.bundle or default_bundle_path(), trusted_keys=args.trust)
     target = "tensorrt" if args.backend == "tensorrt" else "onnxruntime-cpu"
     variant = bundle.select("segmenter", target, args.precision)
@@ -95,7 +98,14 @@ def _load_segmenter(args: argparse.Namespace) -> tuple[ModelSegmenter, dict[str,
         variant.path, args.backend, threads=args.threads, precision=trt_precision, onnx_sha256=variant.sha256
     )
     source = {"bundle": str(bundle.root), "bundle_version": bundle.version, "model": variant.path.name}
-    return ModelSegmenter(backend, name="segmenter"), source | {"precision": variant.precision, "backend": args.backend}
+    hair_classes = HairClassifier.from_bundle(bundle, threads=args.threads)
+    if hair_classes is not None:
+        source["hair_classes"] = HAIR_CLASSES_MODEL
+    return (
+        ModelSegmenter(backend, name="segmenter"),
+        hair_classes,
+        source | {"precision": variant.precision, "backend": args.backend},
+    )
 
 
 def _um_per_px(args: argparse.Namespace, profile: OpticsProfile | None, frame_width: int) -> float:
@@ -170,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(str(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         n = "1 subfolder" if len(skipped) == 1 else f"{len(skipped)} subfolders"
         print(f"{n} skipped ({shown}): use --recursive to segment them too", file=sys.stderr)
-    segmenter, source = _load_segmenter(args)
+    segmenter, hair_classes, source = _load_segmenter(args)
     try:
         results = ResultsFolder(out)
     except OutputError as exc:
@@ -178,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.FAILED
     with results:
         try:
-            return _segment_all(args, inputs, skipped, segmenter, source, profile, thin_um, results)
+            return _segment_all(args, inputs, skipped, (segmenter, hair_classes), source, profile, thin_um, results)
         except OutputError as exc:
             kept = (
                 f"{results.written} results kept in {results.lines_path}" if results.written else "no results written"
@@ -191,7 +201,7 @@ def _segment_all(
     args: argparse.Namespace,
     inputs: list[tuple[Path, str]],
     skipped: list[Path],
-    segmenter: ModelSegmenter,
+    models: tuple[ModelSegmenter, HairClassifier | None],
     source: dict[str, Any],
     profile: OpticsProfile | None,
     thin_um: float,
@@ -204,7 +214,7 @@ def _segment_all(
     frames: list[dict[str, Any]] = []
     for path, frame, record in read_each(names, frames, on_unreadable=results.add):
         um_per_px = _um_per_px(args, profile, frame.shape[1])
-        result = analyse_frame(segmenter, frame, um_per_px=um_per_px, thin_um=thin_um)
+        result = analyse_frame(models[0], frame, um_per_px=um_per_px, thin_um=thin_um, hair_classes=models[1])
         crop, note = _crop_note(frame.shape)
         record.update(width=frame.shape[1], height=frame.shape[0], crop=crop, overlay=None)
         if args.save_mask:

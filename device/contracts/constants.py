@@ -35,6 +35,10 @@ __all__ = [
     "THIN_HAIR_UM",
     "DEFAULT_UM_PER_PX",
     "HAIR_CLASS_UM",
+    "HAIR_PATCH_PX",
+    "HAIR_PATCH_BATCH",
+    "HAIR_CLS_INPUT",
+    "HAIR_CLS_OUT",
     "CLS_HEIGHT",
     "CLS_WIDTH",
     "CLS_PIXEL_MEAN",
@@ -132,6 +136,16 @@ THIN_HAIR_UM: Final = 40.0  # shaft diameter below which a hair counts as thin (
 # labelled `undersize` from the rest is 55 um (balanced accuracy 0.91, medians 39 vs 81 um), but
 # it calls too many hairs thin for the ratio. `scalpedge eval counts --split train` + `thin_cut`.
 HAIR_CLASS_UM: Final = (30.0, 40.0)
+# Per-hair class model (``hair_classes`` in the bundle): a small CNN that reads a HAIR_PATCH_PX
+# square of the frame at MODEL_UM_PER_PX, centred on a located hair, and gives the logit of
+# P(miniaturised), learnt from the `undersize` boxes of real trichoscopy. A hair at or above the
+# model's threshold (its graph metadata ``thin_probability``) is not terminal; its diameter then
+# tells vellus-like from intermediate (HAIR_CLASS_UM[0]). The graph takes HAIR_PATCH_BATCH
+# patches a call (static shape, as TensorRT likes it); unused rows are zeros.
+HAIR_PATCH_PX: Final = 40
+HAIR_PATCH_BATCH: Final = 32
+HAIR_CLS_INPUT: Final = "hair_patches"  # Bx3xPxP float32, normalised RGB (PIXEL_MEAN/STD)
+HAIR_CLS_OUT: Final = "thin_logit"  # Bx1 float32, logit of P(the hair is miniaturised)
 # Micrometres per pixel at 640x480 when the scanner has no optics profile: the scale of the FDU
 # trichoscopy frames (1 mm bar = 358 px at 1280 wide), a typical handheld scope's ~3.6 mm field.
 # Calibrate each scanner with `scalpedge calibrate optics`.

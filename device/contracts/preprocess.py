@@ -9,9 +9,23 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH, PIXEL_MEAN, PIXEL_STD
+from device.contracts.constants import (
+    FRAME_HEIGHT,
+    FRAME_WIDTH,
+    HAIR_PATCH_PX,
+    MODEL_UM_PER_PX,
+    PIXEL_MEAN,
+    PIXEL_STD,
+)
 
-__all__ = ["to_tensor_layout", "crop_box", "source_px_per_frame_px", "prepare_frame", "to_network_input"]
+__all__ = [
+    "to_tensor_layout",
+    "crop_box",
+    "source_px_per_frame_px",
+    "prepare_frame",
+    "to_network_input",
+    "hair_patches",
+]
 
 _MEAN = np.asarray(PIXEL_MEAN, np.float32).reshape(3, 1, 1)
 _STD = np.asarray(PIXEL_STD, np.float32).reshape(3, 1, 1)
@@ -68,3 +82,36 @@ def to_network_input(frame_bgr: np.ndarray, height: int = FRAME_HEIGHT, width: i
     (a segmenter maps its output back onto the same pixels); the device hands it frames that
     ``prepare_frame`` already brought to the network's size."""
     return to_tensor_layout(_resize(frame_bgr, height, width))[None]
+
+
+def hair_patches(frame_bgr: np.ndarray, points: np.ndarray, um_per_px: float, size: int = HAIR_PATCH_PX) -> np.ndarray:
+    """The per-hair class model's input: for each (x, y) px of ``points`` ((N, 2)) the square of
+    ``frame_bgr`` (HxWx3 uint8 BGR, pixels of ``um_per_px``) centred on it that spans
+    ``size`` x MODEL_UM_PER_PX micrometres, resampled to ``size`` x ``size`` px and normalised
+    like every network input (``to_tensor_layout``). Beyond the frame's edge it is mirrored.
+    Returns Nx3xsizexsize float32."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if not um_per_px > 0:
+        raise ValueError(f"um_per_px must be > 0, got {um_per_px}")
+    out = np.empty((len(pts), 3, size, size), np.float32)
+    if not len(pts):
+        return out
+    side = size * MODEL_UM_PER_PX / um_per_px  # frame px the patch spans
+    pad = int(np.ceil(side)) + 1
+    big = cv2.copyMakeBorder(frame_bgr, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    h, w = frame_bgr.shape[:2]
+    for i, (x, y) in enumerate(pts):
+        cx, cy = float(np.clip(x, 0, w - 1)) + pad, float(np.clip(y, 0, h - 1)) + pad
+        if abs(side - size) < 1e-6:  # the model's own scale: a plain crop
+            x0, y0 = int(round(cx - size / 2)), int(round(cy - size / 2))
+            patch = big[y0 : y0 + size, x0 : x0 + size]
+        else:
+            x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+            n = int(round(side))
+            patch = cv2.resize(
+                big[y0 : y0 + n, x0 : x0 + n],
+                (size, size),
+                interpolation=cv2.INTER_AREA if n > size else cv2.INTER_LINEAR,
+            )
+        out[i] = to_tensor_layout(patch)
+    return out

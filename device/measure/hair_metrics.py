@@ -74,6 +74,7 @@ __all__ = [
     "skeleton_diameters",
     "hair_diameters",
     "hair_class",
+    "located_class",
     "measure",
 ]
 
@@ -368,6 +369,18 @@ def hair_class(diameter_um: float, bounds_um: tuple[float, float] = HAIR_CLASS_U
     return HAIR_CLASSES[2] if diameter_um >= bounds_um[1] else HAIR_CLASSES[1]
 
 
+def located_class(diameter_um: float | None, miniaturised: bool | None) -> str | None:
+    """A located hair's class: by diameter alone (``hair_class``; None without a diameter) when
+    ``miniaturised`` is None, else as the per-hair class model decided: ``terminal`` when not
+    miniaturised, else ``vellus-like`` below HAIR_CLASS_UM[0] and ``intermediate`` otherwise
+    (also when the mask missed the hair's diameter)."""
+    if miniaturised is None:
+        return None if diameter_um is None else hair_class(diameter_um)
+    if not miniaturised:
+        return HAIR_CLASSES[2]
+    return HAIR_CLASSES[0] if diameter_um is not None and diameter_um < HAIR_CLASS_UM[0] else HAIR_CLASSES[1]
+
+
 def skeleton_diameters(
     mask: np.ndarray, min_object_px: int = 5, max_hole_px: int = 10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -432,6 +445,7 @@ def measure(
     *,
     count: HeadCount | None = None,
     hair_points: np.ndarray | None = None,
+    miniaturised: np.ndarray | None = None,
     min_length_px: float = 10,
     spur_length_px: float = 8,
 ) -> HairMetrics:
@@ -446,6 +460,8 @@ def measure(
         thickness is then measured once per hair (``hair_diameters``), not per skeleton branch
         (a thick shaft that the skeleton splits into several thin branches stays one hair).
         None: thickness per skeleton strand.
+    miniaturised: (N,) bool, per located hair, the per-hair class model's decision
+        (``device.models.hair_classes``); None classes the hairs by diameter (``located_class``).
     """
     m = np.asarray(mask)
     if m.ndim != 2 or m.size == 0:
@@ -460,9 +476,13 @@ def measure(
     hairs: tuple[tuple[tuple[float, float], float | None, str | None], ...] = ()
     if hair_points is not None and len(hair_points):
         diam_um = hair_diameters(m > 0, hair_points, skeleton=skeleton) * um_per_px
+        diams = [None if np.isnan(d) else float(d) for d in diam_um]
+        if miniaturised is not None and len(miniaturised) != len(diams):
+            raise ValueError(f"{len(miniaturised)} miniaturised flags for {len(diams)} located hairs")
+        flags = [None] * len(diams) if miniaturised is None else [bool(v) for v in miniaturised]
         hairs = tuple(
-            ((float(x), float(y)), None if np.isnan(d) else float(d), None if np.isnan(d) else hair_class(float(d)))
-            for (x, y), d in zip(np.asarray(hair_points, float), diam_um, strict=True)
+            ((float(x), float(y)), d, located_class(d, f))
+            for (x, y), d, f in zip(np.asarray(hair_points, float), diams, flags, strict=True)
         )
         thick = tuple(d for _, d, _ in hairs if d is not None)
     else:

@@ -1,7 +1,9 @@
 """Torch-free scalp classifiers run through an inference backend (ONNX Runtime by default).
 
 - ``SeverityClassifier``: frame -> per condition (dandruff, sebum, erythema) a level (good, mild,
-  moderate, severe) with probabilities, P(present) and the predicted share of the frame covered.
+  moderate, severe) with probabilities, P(present), present or not (P(present) >= the condition's
+  threshold: the model card's ``thresholds``, else the graph's ``presence_thresholds`` metadata,
+  else 0.5) and the predicted share of the frame covered.
 - ``AlopeciaGrader``: hair metrics (count, thickness statistics, thin-hair ratio, density) ->
   alopecia level 0..3 with probabilities.
 - ``DiseaseClassifier``: clinical scalp photo -> alopecia / psoriasis / folliculitis, after the
@@ -13,6 +15,7 @@ raise ``ClassifierInputError`` (a ValueError) naming what was expected.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,10 @@ __all__ = [
     "hair_features",
     "softmax",
     "default_classifier_path",
+    "default_presence_thresholds",
+    "presence_thresholds",
     "BUNDLE_NAMES",
+    "DEFAULT_PRESENCE_THRESHOLD",
 ]
 
 _MEAN = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
@@ -162,41 +168,70 @@ class _Model:
         return self.backend.run({self.input_name: x}, list(self.outputs))
 
 
+DEFAULT_PRESENCE_THRESHOLD = 0.5
+
+
+def presence_thresholds(card: dict[str, Any] | None) -> dict[str, float]:
+    """Per condition (``CONDITION_NAMES``) the P(present) threshold from a model card / manifest
+    entry (``thresholds``: ``{"presence_<condition>": t}``); a condition it does not name (or a
+    card without thresholds, or None) gets DEFAULT_PRESENCE_THRESHOLD."""
+    raw = (card or {}).get("thresholds") or {}
+    out = {}
+    for c in CONDITION_NAMES:
+        value = raw.get(f"presence_{c}") if isinstance(raw, dict) else None
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"presence threshold of {c} must be in [0, 1], got {value}")
+        out[c] = DEFAULT_PRESENCE_THRESHOLD if value is None else float(value)
+    return out
+
+
 @dataclass(frozen=True)
 class ConditionResult:
     """Per condition (``CONDITION_NAMES``): level name, level probabilities (4, good..severe),
-    P(present) and predicted area share of the frame in [0, 1]."""
+    P(present), present (P(present) >= the model's threshold for it) and predicted area share of
+    the frame in [0, 1]."""
 
     levels: dict[str, str]
     level_probs: dict[str, list[float]]
     presence: dict[str, float]
     area_share: dict[str, float]
+    present: dict[str, bool]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "levels": self.levels,
             "level_probs": {k: [round(p, 4) for p in v] for k, v in self.level_probs.items()},
             "presence": {k: round(v, 4) for k, v in self.presence.items()},
+            "present": dict(self.present),
             "area_share": {k: round(v, 4) for k, v in self.area_share.items()},
         }
 
 
 class SeverityClassifier:
     """Condition severity graph: input ``CLS_INPUT`` 1x3xCLS_HEIGHTxCLS_WIDTH float32, outputs
-    ``CLS_OUT_LEVELS`` (1x3x4), ``CLS_OUT_PRESENCE`` (1x3), ``CLS_OUT_AREA`` (1x3)."""
+    ``CLS_OUT_LEVELS`` (1x3x4), ``CLS_OUT_PRESENCE`` (1x3), ``CLS_OUT_AREA`` (1x3).
+
+    ``card``: the model's card or bundle manifest entry; its ``thresholds`` decide presence.
+    Without one, the graph's ``presence_thresholds`` metadata (JSON ``{condition: t}``) does,
+    else DEFAULT_PRESENCE_THRESHOLD for every condition (``self.thresholds``)."""
 
     OUTPUTS = (CLS_OUT_LEVELS, CLS_OUT_PRESENCE, CLS_OUT_AREA)
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, card: dict[str, Any] | None = None) -> None:
         self.model = _Model(backend, CLS_INPUT, self.OUTPUTS, "severity classifier")
         if self.model.input_shape != (1, 3, CLS_HEIGHT, CLS_WIDTH):
             raise ValueError(
                 f"severity classifier: graph input {self.model.input_shape} != 1x3x{CLS_HEIGHT}x{CLS_WIDTH}"
             )
+        if card is None or not card.get("thresholds"):
+            meta: dict[str, str] = getattr(backend, "metadata", {})
+            graph = json.loads(meta.get("presence_thresholds", "{}"))
+            card = {"thresholds": {f"presence_{c}": t for c, t in graph.items()}}
+        self.thresholds = presence_thresholds(card)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, threads: int = 1) -> SeverityClassifier:
-        return cls(OrtBackend(path, threads=threads))
+    def from_onnx(cls, path: str | Path, threads: int = 1, card: dict[str, Any] | None = None) -> SeverityClassifier:
+        return cls(OrtBackend(path, threads=threads), card)
 
     def raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Network outputs (by name) for a prepared 1x3xHxW float32 input."""
@@ -212,6 +247,7 @@ class SeverityClassifier:
             level_probs={c: [float(p) for p in probs[i]] for i, c in enumerate(CONDITION_NAMES)},
             presence={c: float(present[i]) for i, c in enumerate(CONDITION_NAMES)},
             area_share={c: float(np.clip(area[i], 0, 1)) for i, c in enumerate(CONDITION_NAMES)},
+            present={c: bool(present[i] >= self.thresholds[c]) for i, c in enumerate(CONDITION_NAMES)},
         )
 
     def predict(self, frame_bgr: np.ndarray) -> ConditionResult:
@@ -291,3 +327,13 @@ def default_classifier_path(kind: str, precision: str | None = None) -> Path:
         return bundle.select(BUNDLE_NAMES[kind], "onnxruntime-cpu", precision or "auto").path
     except BundleError as exc:
         raise FileNotFoundError(str(exc)) from None
+
+
+def default_presence_thresholds() -> dict[str, float]:
+    """Per condition the presence threshold of the shipped bundle's severity card
+    (``presence_thresholds``; 0.5 where the card records none)."""
+    from device.assets import default_bundle_path
+    from device.models.bundle import Bundle
+
+    bundle = Bundle.open(default_bundle_path())
+    return presence_thresholds(bundle.model(BUNDLE_NAMES["severity"]))

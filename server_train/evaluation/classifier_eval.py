@@ -1,7 +1,9 @@
 """Evaluation of the condition classifier (on what the device runs: the ONNX graph) and latency.
 
 - ``evaluate_real_conditions``: presence F1 per condition on real frames with YOLO-seg labels
-  (dandruff = d or ds, oiliness = o, erythema = s or ds), threshold 0.5 on P(present).
+  (dandruff = d or ds, oiliness = o, erythema = s or ds), P(present) against the model's
+  per-condition thresholds (the shipped card's for the shipped model, else the graph's
+  ``presence_thresholds`` metadata, else 0.5), optionally on one side of the split by original.
 - ``evaluate_synthetic_conditions``: per-level F1, macro-F1 and confusion matrices per condition
   on a synthetic condition set (ScalpVision Table 3 style).
 - ``bench_latency``: ONNX Runtime CPU latency (median of ``runs``) per model and thread count.
@@ -17,13 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
+from sklearn.metrics import confusion_matrix, f1_score
 
 from device.capture.imageio import read_frame
 from device.contracts.constants import CLS_OUT_LEVELS, CLS_OUT_PRESENCE, CONDITION_NAMES, LEVEL_NAMES
 from device.models.backends import OrtBackend
-from device.models.classifiers import SeverityClassifier, default_classifier_path, prepare_condition_input
+from device.models.classifiers import (
+    SeverityClassifier,
+    default_classifier_path,
+    default_presence_thresholds,
+    prepare_condition_input,
+)
+from server_train.evaluation.presence_thresholds import presence_scores
 from server_train.training.classifier_data import load_real, load_synthetic
+from server_train.training.condition_maps import holdout_mask
 
 __all__ = ["evaluate_real_conditions", "evaluate_synthetic_conditions", "bench_latency", "draw_confusion", "REAL_NAMES"]
 
@@ -49,31 +58,36 @@ def _load(model: str | Path | None, threads: int) -> tuple[SeverityClassifier, s
 
 
 def evaluate_real_conditions(
-    data: str | Path, model: str | Path | None = None, threshold: float = 0.5, threads: int = 1
+    data: str | Path,
+    model: str | Path | None = None,
+    threshold: float | None = None,
+    threads: int = 1,
+    originals: str = "all",
+    holdout_share: float = 0.2,
+    salt: str = "",
 ) -> dict[str, Any]:
-    """Presence scores on ``data`` (``images/`` + YOLO-seg ``labels/``). Keys: frames, f1
-    (dandruff, oiliness, erythema), macro_f1, precision, recall, support, per_frame."""
+    """Presence scores on ``data`` (``images/`` + YOLO-seg ``labels/``). ``threshold``: one
+    threshold for every condition instead of the model's. ``originals``: "all" frames, or only
+    the "holdout" / "train" side of ``condition_maps.holdout_mask(share, salt)``. Keys: frames,
+    thresholds, f1 (dandruff, oiliness, erythema), macro_f1, precision, recall, support, per_frame."""
     clf, name = _load(model, threads)
     labels = load_real(data)
+    if originals != "all":
+        if originals not in ("holdout", "train"):
+            raise ValueError(f"originals must be all, holdout or train, got {originals!r}")
+        held = holdout_mask(labels.paths, holdout_share, salt)
+        labels = labels.take(held if originals == "holdout" else ~held)
     _, prob = _outputs(clf, labels.paths)
-    pred = (prob >= threshold).astype(int)
+    own = default_presence_thresholds() if model is None else clf.thresholds
+    thresholds = [own[c] if threshold is None else threshold for c in CONDITION_NAMES]
     truth = labels.presence.astype(int)
-    f1 = {n: float(f1_score(truth[:, i], pred[:, i], zero_division=0)) for i, n in enumerate(REAL_NAMES)}
+    scores = presence_scores(prob, truth, thresholds, REAL_NAMES)
     return {
         "model": name,
         "data": str(data),
+        "originals": originals if originals == "all" else f"{originals} (share {holdout_share}, salt {salt!r})",
         "frames": len(labels.paths),
-        "threshold": threshold,
-        "f1": {k: round(v, 4) for k, v in f1.items()},
-        "macro_f1": round(float(np.mean(list(f1.values()))), 4),
-        "precision": {
-            n: round(float(precision_score(truth[:, i], pred[:, i], zero_division=0)), 4)
-            for i, n in enumerate(REAL_NAMES)
-        },
-        "recall": {
-            n: round(float(recall_score(truth[:, i], pred[:, i], zero_division=0)), 4) for i, n in enumerate(REAL_NAMES)
-        },
-        "support": {n: int(truth[:, i].sum()) for i, n in enumerate(REAL_NAMES)},
+        **scores,
         "per_frame": [
             {"file": p.name, "truth": truth[j].tolist(), "p_present": [round(float(v), 4) for v in prob[j]]}
             for j, p in enumerate(labels.paths)

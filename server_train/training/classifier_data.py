@@ -24,6 +24,7 @@ import torch
 from device.capture.imageio import IMAGE_SUFFIXES, read_frame
 from device.contracts.constants import CONDITION_NAMES
 from device.models.classifiers import prepare_condition_input
+from server_train.training.condition_maps import YOLO_CONDITION_CLASSES, condition_maps
 
 __all__ = [
     "YOLO_CONDITION_CLASSES",
@@ -33,22 +34,30 @@ __all__ = [
     "load_real",
     "FeatureCache",
     "build_cache",
+    "apply_variant",
+    "flip_code",
 ]
 
-# condition index (CONDITION_NAMES order) -> YOLO class ids of scalp-microscope (0 d, 1 ds, 2 o, 3 s)
-YOLO_CONDITION_CLASSES: tuple[frozenset[int], ...] = (frozenset({0, 1}), frozenset({2}), frozenset({1, 3}))
 _AREA_GRID = 160  # polygons are rasterised on this square grid to measure their area share
 
 
 @dataclass
 class LabelSet:
     """paths: N image files; levels: Nx3 int64 (-1 unknown); presence: Nx3 float32;
-    area: Nx3 float32 (NaN unknown)."""
+    area: Nx3 float32 (NaN unknown); maps: N x 3 x h x w float32 polygon coverage per cell
+    (None: no pixel labels)."""
 
     paths: list[Path]
     levels: np.ndarray
     presence: np.ndarray
     area: np.ndarray
+    maps: np.ndarray | None = None
+
+    def take(self, keep: np.ndarray) -> LabelSet:
+        """The frames where the N bool ``keep`` is True."""
+        idx = np.flatnonzero(keep)
+        maps = None if self.maps is None else self.maps[idx]
+        return LabelSet([self.paths[i] for i in idx], self.levels[idx], self.presence[idx], self.area[idx], maps)
 
 
 def read_yolo_conditions(label_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -56,23 +65,8 @@ def read_yolo_conditions(label_path: str | Path) -> tuple[np.ndarray, np.ndarray
 
     A missing or empty file means no condition. Lines with fewer than 3 points are ignored
     for the area but still count as presence."""
-    masks = np.zeros((len(CONDITION_NAMES), _AREA_GRID, _AREA_GRID), np.uint8)
-    presence = np.zeros(len(CONDITION_NAMES), np.float32)
-    path = Path(label_path)
-    lines = path.read_text().splitlines() if path.is_file() else []
-    for line in lines:
-        parts = line.split()
-        if not parts:
-            continue
-        cls = int(parts[0])
-        xy = np.asarray(parts[1:], np.float64)
-        for c, ids in enumerate(YOLO_CONDITION_CLASSES):
-            if cls in ids:
-                presence[c] = 1.0
-                if len(xy) >= 6:
-                    pts = np.round(xy[: len(xy) // 2 * 2].reshape(-1, 2) * _AREA_GRID).astype(np.int32)
-                    cv2.fillPoly(masks[c], [pts], 1)
-    return presence, masks.reshape(len(CONDITION_NAMES), -1).mean(1).astype(np.float32)
+    presence, maps = condition_maps(label_path, _AREA_GRID, _AREA_GRID, supersample=1)
+    return presence, maps.reshape(len(CONDITION_NAMES), -1).mean(1).astype(np.float32)
 
 
 def load_synthetic(folder: str | Path) -> LabelSet:
@@ -88,27 +82,56 @@ def load_synthetic(folder: str | Path) -> LabelSet:
     )
 
 
-def load_real(folder: str | Path) -> LabelSet:
-    """Labels of a folder with ``images/`` and YOLO-seg ``labels/`` (same stems)."""
+def load_real(folder: str | Path, map_size: tuple[int, int] | None = None) -> LabelSet:
+    """Labels of a folder with ``images/`` and YOLO-seg ``labels/`` (same stems); with
+    ``map_size`` (h, w) also the per-condition polygon maps at that grid."""
     root = Path(folder)
     paths = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise FileNotFoundError(f"no images in {root / 'images'}")
     pres, area = zip(*(read_yolo_conditions(root / "labels" / f"{p.stem}.txt") for p in paths), strict=True)
+    maps = None
+    if map_size is not None:
+        maps = np.stack([condition_maps(root / "labels" / f"{p.stem}.txt", *map_size)[1] for p in paths])
     return LabelSet(
         paths=paths,
         levels=np.full((len(paths), len(CONDITION_NAMES)), -1, np.int64),
         presence=np.stack(pres),
         area=np.stack(area),
+        maps=maps,
     )
 
 
 FLIPS = {"none": None, "h": 1, "v": 0, "hv": -1}
 
 
+def flip_code(variant: str) -> int | None:
+    """cv2.flip code of a cache variant ``"<flip>"`` or ``"<flip>+c<k>"`` (None: no flip)."""
+    return FLIPS[variant.split("+")[0]]
+
+
+def apply_variant(frame: np.ndarray, variant: str, index: int) -> np.ndarray:
+    """HxWx3 uint8 BGR -> the cache ``variant`` of frame ``index``: a flip (``FLIPS``), then with
+    ``+c<k>`` a colour jitter seeded by (k, index): brightness and contrast x0.8..1.2,
+    saturation x0.75..1.25, hue +-4 degrees."""
+    code = flip_code(variant)
+    out = frame if code is None else cv2.flip(frame, code)
+    if "+c" not in variant:
+        return out
+    rng = np.random.default_rng([int(variant.split("+c")[1]), index])
+    gain, contrast, sat, hue = rng.uniform([0.8, 0.8, 0.75, -2.0], [1.2, 1.2, 1.25, 2.0])
+    hsv = cv2.cvtColor(out, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + hue) % 180
+    hsv[..., 1] *= sat
+    img = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    img = (img - img.mean()) * contrast + img.mean() * gain
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 @dataclass
 class FeatureCache:
-    """feats: N x V x C x h x w float16 prefix features (V flip variants), labels alongside."""
+    """feats: N x V x C x h x w float16 prefix features (V variants: flips and colour jitter,
+    ``apply_variant``), labels alongside."""
 
     feats: np.ndarray
     labels: LabelSet
@@ -124,8 +147,8 @@ def build_cache(
     path: str | Path,
     batch: int = 16,
 ) -> FeatureCache:
-    """Run ``backbone.forward_until(x, split)`` (eval mode, no grad) on every image and flip
-    variant, caching to ``path`` (.npy, float16). An existing cache with the same image count,
+    """Run ``backbone.forward_until(x, split)`` (eval mode, no grad) on every image and variant
+    (``apply_variant``), caching to ``path`` (.npy, float16). An existing cache with the same image count,
     split and flips (``path``.json) is reused."""
     path = Path(path)
     meta = {"n": len(labels.paths), "split": split, "flips": list(flips), "first": str(labels.paths[0])}
@@ -139,8 +162,7 @@ def build_cache(
             frames = [read_frame(p) for p in labels.paths[i : i + batch]]
             per_flip = []
             for f in flips:
-                code = FLIPS[f]
-                xs = [prepare_condition_input(fr if code is None else cv2.flip(fr, code)) for fr in frames]
+                xs = [prepare_condition_input(apply_variant(fr, f, i + j)) for j, fr in enumerate(frames)]
                 per_flip.append(backbone.forward_until(torch.from_numpy(np.concatenate(xs)), split))  # type: ignore[operator]
             chunks.append(torch.stack(per_flip, 1).to(torch.float16).numpy())
     feats = np.concatenate(chunks)

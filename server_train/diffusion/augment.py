@@ -1,0 +1,148 @@
+"""Balance a labelled condition set with DiffuseIT-M translations, recording provenance.
+
+Input: a set in the ``scalpedge synth --conditions`` layout (``labels.jsonl`` + ``images/``).
+``balance="inverse"``: generated frame i takes a source frame and, per condition, a target level
+drawn with probability proportional to 1 / (count of that level in the set + 1), both from
+``numpy.random.default_rng([seed, i, AUG_STREAM])``; its translation seed is
+``frame_seed(seed, i)``. Output (same layout, readable by ``scalpedge train classifier --synth``):
+
+    images/{stem}.jpg     the source frames (unless copy=False) and aug_{i:06d}.jpg generated ones
+    labels.jsonl          source rows as they were; generated rows: the target levels, the
+                          source's hair truth (hair is kept), ``source`` stem and ``generated``
+    provenance.jsonl      per generated frame: source file, target levels, seed, model checkpoint
+                          and its sha256, features, masked, translation settings, command
+    config.json           source set, n, seed, level counts before and after
+
+Each row reproduces: ``scalpedge translate SOURCE --target ... --seed SEED --model MODEL``
+gives the same pixels as the generated frame (before JPEG).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.capture.imageio import read_frame
+from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
+from server_train.diffusion.data import read_jsonl
+from server_train.diffusion.translate import Translator
+
+__all__ = ["augment", "inverse_targets", "frame_seed", "sha256_of", "AUG_STREAM"]
+
+AUG_STREAM = 7919  # third rng key of the augmentation draws
+JPEG_QUALITY = 92
+
+
+def frame_seed(seed: int, index: int) -> int:
+    """Translation seed of generated frame ``index``."""
+    return seed * 1_000_003 + index
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file ("" when it does not exist)."""
+    p = Path(path)
+    if not p.is_file():
+        return ""
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def level_counts(levels: np.ndarray) -> dict[str, list[int]]:
+    """Nx3 levels -> per condition the count of each level."""
+    return {c: np.bincount(levels[:, i], minlength=len(LEVEL_NAMES)).tolist() for i, c in enumerate(CONDITION_NAMES)}
+
+
+def inverse_targets(levels: np.ndarray, n: int, seed: int) -> list[tuple[int, dict[str, int]]]:
+    """``n`` (source index, {condition: target level}) draws, levels by inverse frequency."""
+    if len(levels) == 0:
+        raise ValueError("the labelled set is empty")
+    probs = []
+    for i in range(len(CONDITION_NAMES)):
+        inv = 1.0 / (np.bincount(levels[:, i], minlength=len(LEVEL_NAMES)) + 1.0)
+        probs.append(inv / inv.sum())
+    out = []
+    for k in range(n):
+        rng = np.random.default_rng([seed, k, AUG_STREAM])
+        src = int(rng.integers(len(levels)))
+        out.append((src, {c: int(rng.choice(len(LEVEL_NAMES), p=probs[i])) for i, c in enumerate(CONDITION_NAMES)}))
+    return out
+
+
+def augment(
+    translator: Translator,
+    data: str | Path,
+    out: str | Path,
+    n: int | None = None,
+    seed: int = 0,
+    copy: bool = True,
+    masked: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Write the balanced set to ``out`` (layout in the module docstring); returns ``out``."""
+    from export.release import command_line
+
+    src_root, root = Path(data), Path(out)
+    rows = read_jsonl(src_root / "labels.jsonl")
+    if not rows:
+        raise ValueError(f"{src_root / 'labels.jsonl'} is empty")
+    levels = np.asarray([[int(r[c]) for c in CONDITION_NAMES] for r in rows], np.int64)  # type: ignore[call-overload]
+    n = len(rows) if n is None else n
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    labels, prov, new_levels = [], [], []
+    if copy:
+        for r in rows:
+            shutil.copyfile(src_root / "images" / f"{r['stem']}.jpg", root / "images" / f"{r['stem']}.jpg")
+            labels.append(r)
+    ckpt_sha = sha256_of(translator.checkpoint)
+    cmd = command or command_line()
+    for k, (si, target) in enumerate(inverse_targets(levels, n, seed)):
+        src_row = rows[si]
+        src_path = src_root / "images" / f"{src_row['stem']}.jpg"
+        fseed = frame_seed(seed, k)
+        result = translator.translate(read_frame(src_path), target, seed=fseed, masked=masked)
+        stem = f"aug_{k:06d}"
+        if not cv2.imwrite(
+            str(root / "images" / f"{stem}.jpg"), result.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+        ):
+            raise OSError(f"cannot write {root / 'images' / stem}.jpg")
+        labels.append({**src_row, **target, "stem": stem, "source": src_row["stem"], "generated": True})
+        new_levels.append([target[c] for c in CONDITION_NAMES])
+        prov.append(_provenance(stem, src_path, target, fseed, translator, ckpt_sha, masked, cmd))
+    _write_jsonl(root / "labels.jsonl", labels)
+    _write_jsonl(root / "provenance.jsonl", prov)
+    after = np.concatenate([levels if copy else levels[:0], np.asarray(new_levels, np.int64).reshape(-1, 3)])
+    info = {"source": str(src_root), "n": n, "seed": seed, "balance": "inverse", "copy": copy, "masked": masked}
+    info |= {"counts_before": level_counts(levels), "counts_after": level_counts(after)}
+    (root / "config.json").write_text(json.dumps(info, indent=2))
+    return root
+
+
+def _provenance(
+    stem: str, src: Path, target: dict[str, int], fseed: int, tr: Translator, sha: str, masked: bool, cmd: str
+) -> dict[str, Any]:
+    return {
+        "stem": stem,
+        "source": str(src),
+        "target": {c: LEVEL_NAMES[v] for c, v in target.items()},
+        "seed": fseed,
+        "model": tr.checkpoint,
+        "model_sha256": sha,
+        "masked": masked,
+        "settings": tr.info(),
+        "command": cmd,
+    }
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w") as fh:
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")

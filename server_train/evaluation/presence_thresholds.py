@@ -1,0 +1,67 @@
+"""Per-condition presence thresholds that maximise F1, and the presence scores they give.
+
+Thresholds are chosen on one split (held-out originals of the training set) and only applied
+to another; ``presence_scores`` is the one scoring of presence used by training and evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["best_threshold", "choose_thresholds", "presence_scores"]
+
+
+def _f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    tp = float(np.sum(truth & pred))
+    denom = float(np.sum(truth) + np.sum(pred))
+    return 2.0 * tp / denom if denom else 0.0
+
+
+def best_threshold(prob: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """N probabilities and N {0, 1} labels -> (threshold, F1 of ``prob >= threshold``).
+
+    Candidates lie midway between consecutive distinct probabilities (plus one below the lowest
+    and 1.0 above all); among the F1-maximising ones the median is kept, so that a plateau of equal
+    F1 yields a threshold inside it rather than at its edge."""
+    prob = np.asarray(prob, np.float64)
+    truth = np.asarray(truth).astype(bool)
+    u = np.unique(prob)
+    cands = np.concatenate([[max(0.0, u[0] - 1e-6)], (u[:-1] + u[1:]) / 2, [min(1.0, u[-1] + 1e-6)]]) if len(u) else []
+    scores = np.asarray([_f1(truth, prob >= t) for t in cands])
+    if not len(scores):
+        return 0.5, 0.0
+    best = np.flatnonzero(scores >= scores.max() - 1e-12)
+    pick = int(best[len(best) // 2])
+    return round(float(cands[pick]), 4), float(scores[pick])
+
+
+def choose_thresholds(prob: np.ndarray, truth: np.ndarray) -> list[float]:
+    """N x C probabilities and N x C labels -> C thresholds (``best_threshold`` per column)."""
+    return [best_threshold(prob[:, c], truth[:, c])[0] for c in range(prob.shape[1])]
+
+
+def presence_scores(
+    prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], names: Sequence[str]
+) -> dict[str, Any]:
+    """N x C probabilities, N x C {0, 1} labels, C thresholds -> f1, precision, recall, support
+    per name and ``macro_f1`` (mean F1 over the C conditions), rounded to 4 digits."""
+    truth = np.asarray(truth).astype(bool)
+    pred = np.asarray(prob) >= np.asarray(thresholds, np.float64)[None, :]
+    f1, prec, rec = {}, {}, {}
+    for c, name in enumerate(names):
+        t, p = truth[:, c], pred[:, c]
+        tp = float(np.sum(t & p))
+        f1[name] = round(_f1(t, p), 4)
+        prec[name] = round(tp / float(p.sum()), 4) if p.any() else 0.0
+        rec[name] = round(tp / float(t.sum()), 4) if t.any() else 0.0
+    return {
+        "thresholds": {n: round(float(t), 4) for n, t in zip(names, thresholds, strict=True)},
+        "f1": f1,
+        "macro_f1": round(float(np.mean(list(f1.values()))), 4),
+        "precision": prec,
+        "recall": rec,
+        "support": {n: int(truth[:, c].sum()) for c, n in enumerate(names)},
+    }

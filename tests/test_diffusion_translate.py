@@ -1,0 +1,136 @@
+"""DiffuseIT-M with a real tiny diffusion model: the hair region is the source's own (masked),
+not (unmasked); augmentation is reproducible from its provenance; translation metrics; CLI
+errors on bad targets and missing files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from device.capture.imageio import read_frame
+from device.cli import main
+from server_train.diffusion.augment import augment, inverse_targets, sha256_of
+from server_train.diffusion.cli import parse_targets
+from server_train.diffusion.data import load_frames, to_tensor
+from server_train.diffusion.features import GuidanceFeatures
+from server_train.diffusion.quality import PSNR_CAP, dice, evaluate_translation, kid
+from server_train.diffusion.train import DiffusionConfig, load_model, train
+from server_train.diffusion.translate import TranslateConfig, Translator, style_prototypes
+from server_train.evaluation.loading import load_segmenter
+from server_train.models.classifier import TINY_BLOCKS
+from server_train.models.efficientnet_lite import EfficientNetLite
+from server_train.synth.condition_dataset import write_condition_dataset
+from server_train.synth.config import SynthConfig
+from server_train.training.classifier_data import load_synthetic
+
+SMALL = SynthConfig(height=120, width=160, n_strands=(5, 20), p_annotations=0.0, p_letterbox=0.0)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("tr")
+    data = write_condition_dataset(root / "set", 6, 2, SMALL, sampling="aihub")
+    ckpt = train(DiffusionConfig(data=str(data), out=str(root / "run"), preset="tiny", steps=10), progress=False)
+    model, sched, ck = load_model(ckpt)
+    torch.manual_seed(0)
+    feats = GuidanceFeatures(EfficientNetLite(TINY_BLOCKS, 8, 32), None, "tiny", split=2, side=32)
+    protos = style_prototypes(feats, load_frames([str(data)], 16), 16)
+    cfg = TranslateConfig(ddim_steps=5, strength=0.8)
+    tr = Translator(model, sched, 16, load_segmenter("blackhat_otsu"), feats, protos, cfg, str(ckpt))
+    return tr, data, ckpt
+
+
+def _hair_band(shape: tuple[int, ...]) -> np.ndarray:
+    m = np.zeros(shape[:2], bool)
+    m[40:70, :] = True  # a synthetic "hair" band across the frame
+    return m
+
+
+def test_masked_translation_keeps_hair_pixels(setup) -> None:
+    tr, data, _ = setup
+    frame = read_frame(data / "images" / "000000.jpg")
+    m = _hair_band(frame.shape)
+    masked = tr.translate(frame, {"sebum": 3}, seed=1, mask_full=m)
+    assert masked.image.shape == frame.shape and masked.image.dtype == np.uint8
+    assert np.array_equal(masked.image[m], frame[m])  # every hair pixel is the source's
+    assert (masked.image[~m] != frame[~m]).any()  # the scalp did change
+    ms = masked.mask_small[0, 0] > 0
+    assert torch.equal(masked.small[0][:, ms], to_tensor(frame, 16)[0][:, ms])  # the final step's hair region
+    unmasked = tr.translate(frame, {"sebum": 3}, seed=1, mask_full=m, masked=False)
+    assert not np.array_equal(unmasked.image[m], frame[m])
+    assert dice(m, m) == 1.0 and dice(m, ~m) == 0.0
+    again = tr.translate(frame, {"sebum": 3}, seed=1, mask_full=m)
+    assert np.array_equal(again.image, masked.image)  # same seed, same output
+
+
+def test_augment_reproduces_from_provenance(setup, tmp_path) -> None:
+    tr, data, ckpt = setup
+    a = augment(tr, data, tmp_path / "a", n=3, seed=4, command="test")
+    b = augment(tr, data, tmp_path / "b", n=3, seed=4, command="test")
+    names = sorted(p.name for p in (a / "images").iterdir())
+    assert len(names) == 6 + 3
+    assert all((a / "images" / n).read_bytes() == (b / "images" / n).read_bytes() for n in names)
+    prov = [json.loads(r) for r in (a / "provenance.jsonl").read_text().splitlines()]
+    assert [p["stem"] for p in prov] == ["aug_000000", "aug_000001", "aug_000002"]
+    assert prov[0]["model_sha256"] == sha256_of(ckpt) and len(prov[0]["model_sha256"]) == 64
+    row = prov[1]
+    targets = {c: ["good", "mild", "moderate", "severe"].index(v) for c, v in row["target"].items()}
+    again = tr.translate(read_frame(row["source"]), targets, seed=row["seed"])  # from the row alone
+    ok, buf = cv2.imencode(".jpg", again.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok and buf.tobytes() == (a / "images" / "aug_000001.jpg").read_bytes()
+    labels = load_synthetic(a)  # the classifier's reader takes the set
+    assert len(labels.paths) == 9 and labels.levels[7].tolist() == [
+        targets[c] for c in ("dandruff", "sebum", "erythema")
+    ]
+    other = augment(tr, data, tmp_path / "c", n=1, seed=5, command="test", copy=False)
+    assert (other / "images" / "aug_000000.jpg").read_bytes() != (a / "images" / "aug_000000.jpg").read_bytes()
+
+
+def test_inverse_targets_favour_rare_levels() -> None:
+    levels = np.repeat(np.array([0, 1, 2, 3]), [60, 25, 10, 5])[:, None].repeat(3, 1)  # severe rare
+    draws = inverse_targets(levels, 600, seed=0)
+    share = np.bincount([t["sebum"] for _, t in draws], minlength=4) / 600
+    assert share[3] > 0.45 and share[0] < 0.1 and share[3] > share[2] > share[1] > share[0]
+    assert draws == inverse_targets(levels, 600, seed=0)
+
+
+def test_kid_and_targets() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 8)), rng.normal(size=(60, 8))
+    assert abs(kid(a, b)) < 0.05 < kid(a, b + 1.0)
+    assert parse_targets(["Sebum=severe", "dandruff=1"]) == {"sebum": 3, "dandruff": 1}
+    for bad in (["scalp=severe"], ["sebum=awful"], ["sebum"], ["sebum=4"]):
+        with pytest.raises(ValueError):
+            parse_targets(bad)
+
+
+def test_evaluate_translation_report(setup, tmp_path) -> None:
+    tr, data, _ = setup
+    fig = tmp_path / "grid.png"
+    r = evaluate_translation(tr, data / "images", n=2, conditions=["sebum"], figure=str(fig))
+    assert r["frames"] == 2 and r["translations"] == 2 and r["real_frames"] == 4
+    for key in ("hair_dice", "hair_psnr_db", "target_hit_rate", "kid"):
+        assert key in r and key in r["unmasked"]
+    assert r["hair_psnr_db"] == PSNR_CAP > r["unmasked"]["hair_psnr_db"]  # hair copied vs not
+    assert cv2.imread(str(fig)).shape == (22 + 2 * 160, 3 * 160, 3)
+
+
+def test_cli_errors(setup, tmp_path, capsys) -> None:
+    _, data, ckpt = setup
+    img = str(data / "images" / "000000.jpg")
+    out = str(tmp_path / "o.png")
+    assert main(["translate", img, "--target", "scalp=severe", "--out", out, "--model", str(ckpt)]) == 2
+    assert "CONDITION" in capsys.readouterr().err
+    assert main(["translate", img, "--target", "sebum=awful", "--out", out, "--model", str(ckpt)]) == 2
+    assert main(["translate", str(tmp_path / "none.jpg"), "--target", "sebum=severe", "--out", out]) == 2
+    missing = str(tmp_path / "nope.pt")
+    assert main(["translate", img, "--target", "sebum=severe", "--out", out, "--model", missing]) == 2
+    assert "no diffusion checkpoint" in capsys.readouterr().err
+    assert main(["augment", "--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert not Path(out).exists()

@@ -1,0 +1,151 @@
+"""The per-hair class model: patches, training on boxes, the threshold, export and the device's
+reading of it, and how measure classes hairs with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.contracts.constants import HAIR_PATCH_BATCH, HAIR_PATCH_PX, MODEL_UM_PER_PX
+from device.contracts.preprocess import hair_patches
+from device.measure.hair_metrics import HAIR_CLASSES, located_class, measure
+from tests.counting_data import write_set
+
+
+def test_patch_is_centred_on_the_point_and_follows_the_pixel_scale() -> None:
+    import cv2
+
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    cv2.circle(frame, (300, 200), 3, (0, 0, 0), -1)
+    at_model = hair_patches(frame, np.array([[300, 200], [100, 100]]), MODEL_UM_PER_PX)
+    assert at_model.shape == (2, 3, HAIR_PATCH_PX, HAIR_PATCH_PX) and at_model.dtype == np.float32
+    c = HAIR_PATCH_PX // 2
+    assert at_model[0, :, c, c].mean() < at_model[0, :, 2, 2].mean() - 1.0  # the dark dot sits in the middle
+    assert np.allclose(at_model[1], at_model[1, :, :1, :1])  # nothing near (100, 100)
+    # The same scene at twice the magnification (pixels half as large) gives about the same patch.
+    big = cv2.resize(frame, (1280, 960), interpolation=cv2.INTER_LINEAR)
+    zoomed = hair_patches(big, np.array([[600, 400]]), MODEL_UM_PER_PX / 2)
+    assert np.abs(zoomed[0] - at_model[0]).mean() < 0.1
+    # Near the edge the patch is mirrored, never out of bounds.
+    assert np.isfinite(hair_patches(frame, np.array([[0, 0], [639, 479]]), MODEL_UM_PER_PX)).all()
+    with pytest.raises(ValueError, match="um_per_px"):
+        hair_patches(frame, np.array([[1, 1]]), 0.0)
+
+
+def test_located_class_by_model_decision_and_diameter() -> None:
+    assert located_class(80.0, None) == HAIR_CLASSES[2]
+    assert located_class(None, None) is None
+    assert located_class(20.0, False) == HAIR_CLASSES[2]  # the model overrules a thin-looking mask
+    assert located_class(20.0, True) == HAIR_CLASSES[0]
+    assert located_class(60.0, True) == HAIR_CLASSES[1]
+    assert located_class(None, True) == HAIR_CLASSES[1]  # the mask missed it: still counted thin
+
+
+def test_measure_thin_ratio_follows_the_model_decisions() -> None:
+    mask = np.zeros((120, 160), bool)
+    for x in (30, 80, 130):
+        mask[10:110, x - 6 : x + 6] = True  # three thick shafts
+    points = np.array([[30, 60], [80, 60], [130, 60]], float)
+    by_diameter = measure(mask, hair_points=points)
+    assert by_diameter.thin_ratio == 0.0
+    by_model = measure(mask, hair_points=points, miniaturised=np.array([True, False, False]))
+    assert by_model.thin_ratio == pytest.approx(1 / 3)
+    assert [k for _, _, k in by_model.hairs] == [HAIR_CLASSES[1], HAIR_CLASSES[2], HAIR_CLASSES[2]]
+    with pytest.raises(ValueError, match="miniaturised flags"):
+        measure(mask, hair_points=points, miniaturised=np.array([True]))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    pytest.importorskip("torch")
+    from server_train.training.hair_class_train import HairClassConfig, train_hair_classes
+
+    root = tmp_path_factory.mktemp("hairs")
+    data = write_set(root / "set", subjects=10, sites=2, seed=3)
+    cfg = HairClassConfig(
+        data=str(data), out=str(root / "run"), val_percent=0, tune_percent=30, steps=80, batch=32, warmup=5
+    )
+    return train_hair_classes(cfg, progress=False), data
+
+
+def test_training_separates_thin_stubs_and_chooses_a_threshold(trained: tuple[Path, Path]) -> None:
+    from server_train.training.hair_class_train import load_hair_classes, predict
+
+    final, _ = trained
+    model, ckpt = load_hair_classes(final)
+    tune = np.load(final.parent / "patches_tune.npz")
+    prob = predict(model, tune["x"])
+    thin = tune["y"]
+    assert thin.any() and (~thin).any()
+    assert prob[thin].min() > prob[~thin].max() - 0.05 or (prob[thin].mean() - prob[~thin].mean()) > 0.5
+    choice = ckpt["threshold"]
+    assert 0.0 < choice["thin_probability"] < 1.0
+    assert choice["ratio_mae"] <= choice["ratio_mae_at_0.5"] and choice["ratio_mae"] < 0.1
+    assert json.loads((final.parent / "threshold.json").read_text()) == choice
+
+
+def test_export_and_device_agree_with_torch(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
+    from device.models.hair_classes import HairClassifier
+    from export.hair_class_export import export_hair_classes
+    from server_train.training.hair_class_train import load_hair_classes
+    from server_train.training.trichoscopy import frame_and_points, load_labelled
+
+    final, data = trained
+    model, ckpt = load_hair_classes(final)
+    card = json.loads(export_hair_classes(model, ckpt, tmp_path, ["test"]).read_text())
+    assert (
+        card["name"] == "hair_classes"
+        and card["thresholds"]["thin_probability"] == ckpt["threshold"]["thin_probability"]
+    )
+    device = HairClassifier.from_onnx(tmp_path / "hair_classes.onnx")
+    assert device.thin_probability == ckpt["threshold"]["thin_probability"]
+    frame, points, thin = frame_and_points(load_labelled([data])[0])
+    many = np.concatenate([points] * (HAIR_PATCH_BATCH // len(points) + 2))  # more than one batch
+    got = device.probabilities(frame, many, MODEL_UM_PER_PX)
+    with torch.no_grad():
+        ref = torch.sigmoid(model(torch.from_numpy(hair_patches(frame, many, MODEL_UM_PER_PX)))).numpy().reshape(-1)
+    assert len(got) == len(many) > HAIR_PATCH_BATCH
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert HairClassifier(device.backend, thin_probability=0.3).thin_probability == 0.3
+    with pytest.raises(ValueError, match="thin_probability"):
+        HairClassifier(device.backend, thin_probability=1.5)
+
+
+def test_located_patches_are_cut_where_the_device_finds_hairs(tmp_path: Path) -> None:
+    """With a segmenter, patches sit on the hairs it locates (the device's measuring step), each
+    labelled by the box it falls in (none: negative), and the threshold is chosen against each
+    frame's labelled undersize share."""
+    import cv2
+
+    from device.app.analysis import analyse_frame
+    from server_train.evaluation.counts_eval import TRICHOSCOPY_UM_PER_PX
+    from server_train.evaluation.loading import load_segmenter
+    from server_train.training.hair_class_train import choose_threshold, located_patch_set
+    from server_train.training.trichoscopy import TEXT_BAR_PX, THIN_CLASS, load_labelled
+
+    items = load_labelled([write_set(tmp_path / "set", subjects=3, sites=1, seed=5)])
+    segmenter = load_segmenter(None, threads=1)  # the shipped counting segmenter
+    located = []
+    for item in items:
+        raw = cv2.imread(str(item.image), cv2.IMREAD_COLOR)[TEXT_BAR_PX:]
+        located.append(len(analyse_frame(segmenter, raw, um_per_px=TRICHOSCOPY_UM_PER_PX).metrics.hairs))
+    assert sum(located) > 0
+    s = located_patch_set(items, segmenter, margin=2)
+    kept = [(n, item) for n, item in zip(located, items, strict=True) if n]
+    assert s.x.shape == (sum(located), 3, HAIR_PATCH_PX + 4, HAIR_PATCH_PX + 4)
+    assert s.truth is not None and len(s.truth) == len(kept)
+    for f, (n, item) in enumerate(kept):
+        assert (s.frame == f).sum() == n
+        assert s.truth[f] == pytest.approx(np.mean([c == THIN_CLASS for c in item.classes]))
+        assert s.y[s.frame == f].sum() <= sum(c == THIN_CLASS for c in item.classes)  # one box, one hair
+    # The threshold's target is the labelled share, not the share among the patches.
+    prob = np.where(s.y, 0.9, 0.1)
+    exact = choose_threshold(prob, s.y, s.frame, truth=np.array([s.y[s.frame == f].mean() for f in range(len(kept))]))
+    assert exact["ratio_mae"] == 0.0
+    none_thin = choose_threshold(prob, s.y, s.frame, truth=np.zeros(len(kept)))
+    assert none_thin["thin_probability"] > 0.9 and none_thin["ratio_mae"] == 0.0
