@@ -35,27 +35,25 @@ done
 $S bench classifiers --models runs/cls/sev_invfreq/severity.onnx,runs/cls/sev_invfreq/severity.int8.onnx \
   --threads 1,2 --out $R/cls_latency.json
 
-# 2b. Grader that holds on real frames (issue 16): polygon map head (severity_dense_lite0), real
-#    frames split by original (80/20, sha256 of the original's name), presence thresholds chosen
-#    on the held-out originals (runs/cls/sev_dense/heldout.json) and carried by the graph and card.
-#    Scored on the held-out originals and, only at the end, on valid.
+# 2b. Grader that holds on real frames (shipped in bundle 2026.12.04.1426): polygon map head
+#    (severity_dense_lite0), real frames split by original (80/20, sha256 of the original's name),
+#    presence thresholds chosen on the held-out originals (runs/cls/sev_dense/heldout.json) and
+#    carried by the graph and card. INT8 was refused by the gate (agreement drop 5.21 pt > 5), so
+#    the FP32 file ships; the INT8 attempt is kept to show it (it exits non-zero when refused).
 $S train classifier --synth data/cls/train --real "$MS/train" --out runs/cls/sev_dense --cache runs/cls/cache_dense \
-  --steps 600 --eval-every 100
+  --steps 600 --eval-every 100 --threads 1
 $S export classifier --checkpoint runs/cls/sev_dense/final.pt --out runs/cls/sev_dense/severity.onnx \
-  --int8 runs/cls/sev_dense/severity.int8.onnx --calib "$MS/train" data/cls/train --calib-n 128
-for v in severity severity.int8; do
-  $S eval conditions --data "$MS/train" --originals holdout --model runs/cls/sev_dense/$v.onnx \
-    --out $R/cls_sev_dense_${v}_microscope_holdout.json
-  $S eval conditions --data "$MS/train" --originals holdout --model runs/cls/sev_dense/$v.onnx --threshold 0.5 \
-    --out $R/cls_sev_dense_${v}_microscope_holdout_t05.json
-  $S eval conditions --data "$MS/valid" --model runs/cls/sev_dense/$v.onnx --out $R/cls_sev_dense_${v}_microscope_valid.json
-  $S eval conditions --data "$MS/valid" --model runs/cls/sev_dense/$v.onnx --threshold 0.5 \
-    --out $R/cls_sev_dense_${v}_microscope_valid_t05.json
-  $S eval synth-conditions --data data/cls/heldout --model runs/cls/sev_dense/$v.onnx --out $R/cls_sev_dense_${v}_heldout.json
-done
+  --int8 runs/cls/sev_dense/severity.int8.onnx --calib "$MS/train" data/cls/train --calib-n 128 || true
+$S eval conditions --data "$MS/train" --originals holdout --model runs/cls/sev_dense/severity.onnx \
+  --out $R/cls_sev_dense_severity_microscope_holdout.json
+$S eval conditions --data "$MS/valid" --model runs/cls/sev_dense/severity.onnx --out $R/cls_sev_dense_severity_microscope_valid.json
+$S eval synth-conditions --data data/cls/heldout --model runs/cls/sev_dense/severity.onnx --out $R/cls_sev_dense_severity_heldout.json
 $S export classifier-card --dir runs/cls_real_release --kind severity --fp32 runs/cls/sev_dense/severity.onnx \
-  --int8 runs/cls/sev_dense/severity.int8.onnx --default-precision int8 --command "bash benchmarks/make_classifiers.sh (step 2b)" \
-  --metrics $R/cls_sev_dense_severity.int8_microscope_holdout.json $R/cls_sev_dense_severity.int8_heldout.json
+  --default-precision fp32 --thresholds runs/cls/sev_dense/heldout.json --command "bash benchmarks/make_classifiers.sh (step 2b)" \
+  --metrics $R/cls_sev_dense_severity_microscope_valid.json $R/cls_sev_dense_severity_microscope_holdout.json \
+  $R/cls_sev_dense_severity_heldout.json
+# Then: bundle unpack device/assets/default, bundle build with runs/cls_real_release/conditions.card.json
+# in place of the unpacked conditions card (see make_counting_model.sh for the build/copy/verify).
 
 # 3. Alopecia grader on hair features measured by the shipped segmenter.
 $S train alopecia --data data/cls/alo_train --heldout data/cls/heldout --limit 500 --out runs/cls/alopecia

@@ -140,17 +140,13 @@ def test_record_fields_map_the_diagnosis(pipeline: ScanPipeline, bundle: Bundle)
 
 
 def test_tensorrt_runs_classifiers_without_a_tensorrt_variant_on_onnxruntime(bundle: Bundle, tmp_path: Path) -> None:
-    # The shipped bundle has no TensorRT variant of the severity classifier or the alopecia
-    # grader: asked for TensorRT, each falls back to its ONNX Runtime variant on the CPU.
-    described = {}
-    for name in ("conditions", "alopecia"):
-        loaded = open_optional(bundle, name, "tensorrt", threads=1, engine_cache=tmp_path)
-        assert loaded is not None and type(loaded[0]) is OrtBackend
-        described[name] = loaded[1]
-    assert described == {
-        "conditions": "severity.int8.onnx (int8, onnxruntime)",
-        "alopecia": "alopecia.onnx (fp32, onnxruntime)",
-    }
+    # The shipped bundle has no TensorRT variant of the alopecia grader: asked for TensorRT, it
+    # falls back to its ONNX Runtime variant on the CPU. The severity classifier's FP32 file
+    # targets both runtimes (a Jetson builds its engine from it).
+    loaded = open_optional(bundle, "alopecia", "tensorrt", threads=1, engine_cache=tmp_path)
+    assert loaded is not None and type(loaded[0]) is OrtBackend
+    assert loaded[1] == "alopecia.onnx (fp32, onnxruntime)"
+    assert bundle.select("conditions", "tensorrt", "auto").path.name == "severity.onnx"
     assert open_optional(bundle, "no-such-model", "tensorrt") is None
     assert not list(tmp_path.iterdir())  # no engine was built or cached
 
@@ -177,3 +173,21 @@ def test_a_diagnosis_classes_each_located_hair_with_the_shipped_hair_class_model
     points = np.array([xy for xy, _, _ in m.hairs], float)
     prob = pipeline.hair_classes.probabilities(diagnosis.analysis.frame, points, m.um_per_px)
     assert m.thin_ratio == pytest.approx(float((prob >= pipeline.hair_classes.thin_probability).mean()))
+
+
+def test_condition_levels_follow_the_presence_decision(pipeline: ScanPipeline) -> None:
+    """A condition the presence head (at the card's threshold, chosen on real frames) calls
+    present is never graded "good", and one it calls absent always is."""
+    assert pipeline.severity is not None
+    card = pipeline.bundle.model("conditions")
+    assert pipeline.severity.thresholds == {
+        c: card["thresholds"][f"presence_{c}"] for c in ("dandruff", "sebum", "erythema")
+    }
+    seen = set()
+    for path in CLIP[:4]:
+        result = pipeline.severity.predict(read_frame(path))
+        for name, level in result.levels.items():
+            present = result.presence[name] >= pipeline.severity.thresholds[name]
+            assert result.present[name] is present and (level != LEVEL_NAMES[0]) is present
+            seen.add(present)
+    assert seen == {True, False}, "the demo frames show conditions both present and absent"

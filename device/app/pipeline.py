@@ -175,7 +175,7 @@ class ScanPipeline:
         self.severity: SeverityClassifier | None = None
         self.alopecia: AlopeciaGrader | None = None
         if (severity := open_optional(bundle, MODEL_NAMES["conditions"], backend, threads, engine_cache)) is not None:
-            self.severity = SeverityClassifier(severity[0])
+            self.severity = SeverityClassifier(severity[0], card=bundle.model(MODEL_NAMES["conditions"]))
             self.variants["conditions"] = severity[1]
         if (alopecia := open_optional(bundle, MODEL_NAMES["alopecia"], backend, threads, engine_cache)) is not None:
             self.alopecia = AlopeciaGrader(alopecia[0])
@@ -244,6 +244,7 @@ class ScanPipeline:
                     "level": result.levels[name],
                     "probabilities": dict(zip(LEVEL_NAMES, result.level_probs[name], strict=True)),
                     "presence": result.presence[name],
+                    "present": result.present[name],
                     "area_share": result.area_share[name],
                 }
                 for name in result.levels

@@ -171,6 +171,13 @@ class _Model:
 DEFAULT_PRESENCE_THRESHOLD = 0.5
 
 
+def _level(probs: np.ndarray, present: bool) -> str:
+    """The level of one condition: ``good`` when the presence decision says absent, else the
+    most probable of the other levels (the presence head, with its threshold chosen on real
+    frames, decides whether a condition is there; the level head how severe it is)."""
+    return LEVEL_NAMES[1 + int(np.argmax(probs[1:]))] if present else LEVEL_NAMES[0]
+
+
 def presence_thresholds(card: dict[str, Any] | None) -> dict[str, float]:
     """Per condition (``CONDITION_NAMES``) the P(present) threshold from a model card / manifest
     entry (``thresholds``: ``{"presence_<condition>": t}``); a condition it does not name (or a
@@ -243,7 +250,7 @@ class SeverityClassifier:
         present = _sigmoid(out[CLS_OUT_PRESENCE][0])
         area = out[CLS_OUT_AREA][0]
         return ConditionResult(
-            levels={c: LEVEL_NAMES[int(np.argmax(probs[i]))] for i, c in enumerate(CONDITION_NAMES)},
+            levels={c: _level(probs[i], bool(present[i] >= self.thresholds[c])) for i, c in enumerate(CONDITION_NAMES)},
             level_probs={c: [float(p) for p in probs[i]] for i, c in enumerate(CONDITION_NAMES)},
             presence={c: float(present[i]) for i, c in enumerate(CONDITION_NAMES)},
             area_share={c: float(np.clip(area[i], 0, 1)) for i, c in enumerate(CONDITION_NAMES)},
