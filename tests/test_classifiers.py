@@ -324,3 +324,24 @@ def test_disease_cross_validation_and_tiled_export(tmp_path) -> None:
         assert clf.size == 2 * DISEASE_SIZE and clf.preprocess == "resize"
         _, probs = clf.predict(img)
         np.testing.assert_allclose([probs[n] for n in DISEASE_NAMES], ref, atol=atol)
+
+
+def test_alopecia_features_are_measured_as_the_device_measures_them(trained, tmp_path) -> None:
+    """With the shipped segmenter, the grader's training features class each located hair with
+    the shipped per-hair class model, so its thin ratio is the scanner's."""
+    from device.app.analysis import analyse_frame
+    from device.app.pipeline import ScanPipeline
+    from device.assets import default_bundle_path
+    from device.capture.imageio import read_frame
+    from device.models.bundle import Bundle
+    from device.models.classifiers import hair_features
+    from server_train.training.alopecia_train import train_alopecia
+
+    report = train_alopecia(trained["synth"], tmp_path / "alo", limit=8)
+    assert report["hair_classes"] == "shipped" and Path(report["onnx"]).is_file()
+    x = np.load(tmp_path / "alo" / "features_train.npy")
+    pipeline = ScanPipeline(Bundle.open(default_bundle_path()), threads=1)
+    first = json.loads((trained["synth"] / "labels.jsonl").read_text().splitlines()[0])["stem"]
+    frame = read_frame(trained["synth"] / "images" / f"{first}.jpg")
+    device = analyse_frame(pipeline.segmenter, frame, hair_classes=pipeline.hair_classes)
+    np.testing.assert_allclose(x[0], hair_features(device.metrics)[0], rtol=1e-5)

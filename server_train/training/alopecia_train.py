@@ -2,7 +2,8 @@
 count, thickness statistics, thin-hair ratio and density, exported to ONNX with skl2onnx.
 
 Features are measured the way the device measures them: the segmenter (default: the shipped
-student) and ``device.app.analysis.analyse_frame`` on each synthetic frame, then
+student, its hairs classed by the shipped per-hair class model) and
+``device.app.analysis.analyse_frame`` on each synthetic frame, then
 ``device.models.classifiers.hair_features``. Targets are the frames' synthetic hair-loss levels 0..3.
 """
 
@@ -18,7 +19,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from device.app.analysis import analyse_frame
-from device.assets import default_model_path
+from device.assets import default_bundle_path, default_model_path
 from device.capture.imageio import read_frame
 from device.contracts.constants import (
     ALOPECIA_FEATURES,
@@ -27,16 +28,23 @@ from device.contracts.constants import (
     ALOPECIA_OUT_PROBS,
     LEVEL_NAMES,
 )
+from device.models.bundle import Bundle
 from device.models.classifiers import hair_features
+from device.models.hair_classes import HairClassifier
 from device.models.onnx_segmenter import ModelSegmenter
 
 __all__ = ["measure_features", "fit_grader", "export_grader", "train_alopecia"]
 
 
 def measure_features(
-    folder: str | Path, segmenter: ModelSegmenter, cache: Path | None = None, limit: int | None = None
+    folder: str | Path,
+    segmenter: ModelSegmenter,
+    cache: Path | None = None,
+    limit: int | None = None,
+    hair_classes: HairClassifier | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N x F float32 features, N int64 hair-loss levels) of a condition set; cached in ``cache``."""
+    """(N x F float32 features, N int64 hair-loss levels) of a condition set; cached in ``cache``.
+    hair_classes: the per-hair class model that decides the thin share (as on the device)."""
     root = Path(folder)
     recs = [json.loads(x) for x in (root / "labels.jsonl").read_text().splitlines() if x.strip()][:limit]
     y = np.asarray([r["hair_loss"] for r in recs], np.int64)
@@ -46,7 +54,7 @@ def measure_features(
             return x, y
     rows = []
     for r in recs:
-        res = analyse_frame(segmenter, read_frame(root / "images" / f"{r['stem']}.jpg"))
+        res = analyse_frame(segmenter, read_frame(root / "images" / f"{r['stem']}.jpg"), hair_classes=hair_classes)
         rows.append(hair_features(res.metrics)[0])
     x = np.asarray(rows, np.float32).reshape(-1, len(ALOPECIA_FEATURES))
     if cache is not None:
@@ -126,15 +134,22 @@ def train_alopecia(
     out = Path(out)
     seg_path = Path(segmenter) if segmenter else default_model_path()
     seg = ModelSegmenter.from_onnx(seg_path, threads=1)
-    x, y = measure_features(data, seg, out / "features_train.npy", limit)
+    # The shipped segmenter's hairs are classed by the shipped class model, as on the scanner.
+    hair_classes = None if segmenter else HairClassifier.from_bundle(Bundle.open(default_bundle_path()))
+    x, y = measure_features(data, seg, out / "features_train.npy", limit, hair_classes)
     folds = min(5, int(np.bincount(y, minlength=4).min()))
-    report: dict[str, Any] = {"data": str(data), "segmenter": str(seg_path), "features": list(ALOPECIA_FEATURES)}
+    report: dict[str, Any] = {
+        "data": str(data),
+        "segmenter": str(seg_path),
+        "hair_classes": "shipped" if hair_classes is not None else None,
+        "features": list(ALOPECIA_FEATURES),
+    }
     if folds >= 2:
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
         report["cv"] = {"folds": folds, **_scores(y, cross_val_predict(fit_grader(x, y, seed), x, y, cv=cv))}
     model = fit_grader(x, y, seed)
     if heldout:
-        hx, hy = measure_features(heldout, seg, out / "features_heldout.npy", limit)
+        hx, hy = measure_features(heldout, seg, out / "features_heldout.npy", limit, hair_classes)
         report["heldout"] = {"data": str(heldout), **_scores(hy, model.predict(hx))}
     report["importances"] = {
         k: round(float(v), 4) for k, v in zip(ALOPECIA_FEATURES, model.feature_importances_, strict=True)
