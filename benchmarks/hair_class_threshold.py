@@ -6,7 +6,8 @@ of which are not hairs at all (a scale, a pore, a hair's far end), so the best t
 may differ. This script runs the device's measuring step (``analyse_frame``: segmenter, located
 hairs, the class model) on the same tuning subjects (training subjects the class model never
 trained on), records P(miniaturised) of every located hair, and picks the threshold whose
-per-frame thin share best matches the labelled ``undersize`` share. Nothing here reads the
+per-frame thin share best matches the labelled ``undersize`` share (``choose_threshold``, the
+grid training uses). Nothing here reads the
 held-out subjects.
 
     .venv/bin/python benchmarks/hair_class_threshold.py --model runs/release_counts/segmenter.onnx \\
@@ -27,10 +28,8 @@ from device.capture.imageio import read_frame
 from device.models.hair_classes import HairClassifier
 from server_train.evaluation.counts_eval import TEXT_BAR_PX, THIN_CLASS, TRICHOSCOPY_UM_PER_PX
 from server_train.evaluation.loading import load_segmenter
-from server_train.training.hair_class_train import HairClassConfig
+from server_train.training.hair_class_train import HairClassConfig, choose_threshold
 from server_train.training.trichoscopy import load_labelled, subject_split
-
-GRID = [round(t, 2) for t in np.arange(0.5, 0.951, 0.05)] + [0.96, 0.97, 0.98, 0.99]
 
 
 class _Recording(HairClassifier):
@@ -59,30 +58,28 @@ def main() -> None:
     _, tune = subject_split(train, cfg.tune_percent, salt="scalpedge-hair-classes")
     segmenter = load_segmenter(args.model, args.threads)
     model = _Recording(HairClassifier.from_onnx(args.hair_classes, threads=args.threads))
-    frames = []
+    probs, frame_of, truth = [], [], []
     for item in tune:
         raw = read_frame(item.image)
         model.seen.clear()
         analyse_frame(segmenter, raw[TEXT_BAR_PX:], um_per_px=TRICHOSCOPY_UM_PER_PX, hair_classes=model)
-        probs = np.concatenate(model.seen) if model.seen else np.zeros(0)
-        if not item.classes or not len(probs):  # the device reports no thin ratio without hairs
+        p = np.concatenate(model.seen) if model.seen else np.zeros(0)
+        if not item.classes or not len(p):  # the device reports no thin ratio without hairs
             continue
-        frames.append((probs, float(np.mean([c == THIN_CLASS for c in item.classes]))))
-
-    def mae(t: float) -> float:
-        return float(np.mean([abs(float((p >= t).mean()) - true) for p, true in frames]))
-
-    scores = {t: mae(t) for t in GRID}
-    best = min(scores, key=lambda t: scores[t])
+        probs.append(p)
+        frame_of.append(np.full(len(p), len(truth)))
+        truth.append(float(np.mean([c == THIN_CLASS for c in item.classes])))
+    prob, frame = np.concatenate(probs), np.concatenate(frame_of)
+    choice = choose_threshold(prob, np.zeros(len(prob), bool), frame, truth=np.asarray(truth))
     report = {
         "data": args.data,
         "model": args.model,
         "hair_classes": args.hair_classes,
         "subjects": "tuning subjects of train hair-classes (training subjects it never trained on)",
-        "frames": len(frames),
-        "thin_ratio_mae_by_threshold": {str(t): round(v, 4) for t, v in scores.items()},
-        "thin_probability": best,
-        "thin_ratio_mae": scores[best],
+        "frames": choice["frames"],
+        "thin_probability": choice["thin_probability"],
+        "thin_ratio_mae": choice["ratio_mae"],
+        "thin_ratio_mae_at_0.5": choice["ratio_mae_at_0.5"],
         "graph_threshold": model.thin_probability,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

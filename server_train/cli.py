@@ -198,14 +198,12 @@ def _run_eval_counts(args: argparse.Namespace) -> int:
 
 def _hair_classes(spec: str, threads: int) -> HairClassifier | None:
     """The per-hair class model of ``--hair-classes``: "shipped", an .onnx file or "none"."""
-    from device.assets import default_bundle_path
-    from device.models.bundle import Bundle
     from device.models.hair_classes import HairClassifier
 
     if spec == "none":
         return None
     if spec == "shipped":
-        return HairClassifier.from_bundle(Bundle.open(default_bundle_path()), threads=threads)
+        return HairClassifier.shipped(threads)
     if not Path(spec).is_file():
         raise FileNotFoundError(f"--hair-classes {spec!r}: no such file (give shipped, none or an .onnx file)")
     return HairClassifier.from_onnx(spec, threads=threads)

@@ -23,7 +23,8 @@ from device.contracts.constants import (
     SEG_OUT_THIN,
 )
 from device.contracts.preprocess import crop_box, prepare_frame, source_px_per_frame_px
-from device.measure.hair_metrics import HeadCount, hair_class, hair_diameters, measure
+from device.measure.hair_metrics import HeadCount, measure
+from device.measure.located_hairs import hair_class, hair_diameters
 from device.models.onnx_segmenter import ModelSegmenter
 from device.models.segmentation import CountStrategy, SegOutput
 from export.onnx_export import export_segmenter

@@ -11,7 +11,8 @@ import pytest
 
 from device.contracts.constants import HAIR_PATCH_BATCH, HAIR_PATCH_PX, MODEL_UM_PER_PX
 from device.contracts.preprocess import hair_patches
-from device.measure.hair_metrics import HAIR_CLASSES, located_class, measure
+from device.measure.hair_metrics import measure
+from device.measure.located_hairs import HAIR_CLASSES, located_class
 from tests.counting_data import write_set
 
 

@@ -182,8 +182,7 @@ class ScanPipeline:
             self.variants["alopecia"] = alopecia[1]
         self.hair_classes: HairClassifier | None = None
         if (hairs := open_optional(bundle, MODEL_NAMES["hair_classes"], backend, threads, engine_cache)) is not None:
-            cut = (bundle.model(MODEL_NAMES["hair_classes"]).get("thresholds") or {}).get("thin_probability")
-            self.hair_classes = HairClassifier(hairs[0], thin_probability=cut)
+            self.hair_classes = HairClassifier.from_card(hairs[0], bundle.model(MODEL_NAMES["hair_classes"]))
             self.variants["hair_classes"] = hairs[1]
 
     def um_per_px(self, frame_width: int) -> float:

@@ -18,10 +18,9 @@ from typing import Any
 
 from device.app.analysis import analyse_frame
 from device.app.frame_files import read_each, unreadable
-from device.assets import default_bundle_path, default_model_path
+from device.assets import default_model_path
 from device.capture.imageio import list_images
 from device.contracts.constants import ALOPECIA_FEATURES, DEFAULT_UM_PER_PX
-from device.models.bundle import Bundle
 from device.models.classifiers import AlopeciaGrader, SeverityClassifier, default_classifier_path, hair_features
 from device.models.hair_classes import HAIR_CLASSES_MODEL, HairClassifier
 from device.models.onnx_segmenter import ModelSegmenter
@@ -55,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = ModelSegmenter.from_onnx(seg_path, threads=args.threads)
     # The shipped segmenter's hairs are classed by the shipped per-hair class model, as on the
     # scanner; a segmenter given with --segmenter is measured by diameter.
-    hair_classes = (
-        None if args.segmenter else HairClassifier.from_bundle(Bundle.open(default_bundle_path()), args.threads)
-    )
+    hair_classes = None if args.segmenter else HairClassifier.shipped(args.threads)
     frames: list[dict[str, Any]] = []
     for path, frame, record in read_each(paths, frames):
         record["conditions"] = severity.predict(frame).to_dict()

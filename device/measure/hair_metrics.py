@@ -50,7 +50,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.contracts.constants import CENTRE_THRESHOLD, DEFAULT_UM_PER_PX, HAIR_CLASS_UM, THIN_HAIR_UM
+from device.contracts.constants import CENTRE_THRESHOLD, DEFAULT_UM_PER_PX, THIN_HAIR_UM
+from device.measure.located_hairs import HAIR_CLASSES, hair_diameters, located_class
 from device.measure.skeleton_graph import (
     _build_graph,
     _chains,
@@ -60,21 +61,20 @@ from device.measure.skeleton_graph import (
     _pair_ends,
     _prune_spurs,
 )
-from device.measure.strand_measures import THICKNESS_OFFSET_PX, _diameter_map, _lengths, _skeleton, _thicknesses
+from device.measure.strand_measures import (
+    THICKNESS_OFFSET_PX,
+    _lengths,
+    _thicknesses,
+    skeleton_diameters,
+)
 
 __all__ = [
     "THICKNESS_OFFSET_PX",
     "Strand",
     "HairMetrics",
     "HeadCount",
-    "clean_mask",
     "split_strands",
     "find_centres",
-    "HAIR_CLASSES",
-    "skeleton_diameters",
-    "hair_diameters",
-    "hair_class",
-    "located_class",
     "measure",
 ]
 
@@ -230,41 +230,6 @@ class HairMetrics:
 # --------------------------------------------------------------------------- cleaning
 
 
-def clean_mask(mask: np.ndarray, min_object_px: int = 5, max_hole_px: int = 10) -> np.ndarray:
-    """Remove specks and fill pinholes.
-
-    mask: HxW, nonzero = hair. Returns HxW bool: 8-connected components with fewer than
-    ``min_object_px`` pixels removed, 4-connected background holes (not touching the frame
-    border) with at most ``max_hole_px`` pixels filled.
-    """
-    return _clean(mask, min_object_px, max_hole_px)[0]
-
-
-def _clean(mask: np.ndarray, min_object_px: int, max_hole_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`clean_mask` plus the 8-connected component labels (HxW int32; filled holes
-    keep label 0) and stats (``cv2.connectedComponentsWithStats``) of the kept components."""
-    m = np.asarray(mask) != 0
-    if m.ndim != 2:
-        raise ValueError(f"mask must be HxW, got shape {m.shape}")
-    u = m.astype(np.uint8)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(u, connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] < min_object_px
-    small[0] = False
-    if small.any():
-        stats[small] = 0
-        drop = small[lab]
-        lab[drop] = 0
-        u[drop] = 0
-    if max_hole_px > 0 and u.any() and not u.all():
-        n_bg, lab_bg = cv2.connectedComponents(1 - u, connectivity=4)
-        fill = np.bincount(lab_bg.ravel(), minlength=n_bg) <= max_hole_px
-        fill[0] = False  # label 0 is the hair itself
-        fill[np.concatenate([lab_bg[0], lab_bg[-1], lab_bg[:, 0], lab_bg[:, -1]])] = False
-        if fill.any():
-            u |= fill[lab_bg].astype(np.uint8)
-    return u.astype(bool), lab, stats
-
-
 def split_strands(
     mask: np.ndarray,
     min_length_px: float = 10,
@@ -287,7 +252,7 @@ def split_strands(
         directions are within this many degrees of straight-through.
     corner_deg: a strand turning by more than this over ``direction_px`` px is cut there.
     direction_px: span over which directions are measured, px.
-    min_object_px, max_hole_px: see :func:`clean_mask`.
+    min_object_px, max_hole_px: see ``strand_measures.clean_mask``.
     skeleton: ``skeleton_diameters`` of this mask when already made (``measure`` shares it).
     Returns strands ordered by their first point (row, then column).
     """
@@ -355,73 +320,6 @@ def find_centres(centre_prob: np.ndarray, threshold: float = CENTRE_THRESHOLD, m
                 continue
         keep.append(i)
     return pts[keep].astype(np.float32)
-
-
-# --------------------------------------------------------------------------- per hair
-
-HAIR_CLASSES = ("vellus-like", "intermediate", "terminal")
-
-
-def hair_class(diameter_um: float, bounds_um: tuple[float, float] = HAIR_CLASS_UM) -> str:
-    """``vellus-like`` below bounds[0], ``terminal`` from bounds[1] up, else ``intermediate``."""
-    if diameter_um < bounds_um[0]:
-        return HAIR_CLASSES[0]
-    return HAIR_CLASSES[2] if diameter_um >= bounds_um[1] else HAIR_CLASSES[1]
-
-
-def located_class(diameter_um: float | None, miniaturised: bool | None) -> str | None:
-    """A located hair's class: by diameter alone (``hair_class``; None without a diameter) when
-    ``miniaturised`` is None, else as the per-hair class model decided: ``terminal`` when not
-    miniaturised, else ``vellus-like`` below HAIR_CLASS_UM[0] and ``intermediate`` otherwise
-    (also when the mask missed the hair's diameter)."""
-    if miniaturised is None:
-        return None if diameter_um is None else hair_class(diameter_um)
-    if not miniaturised:
-        return HAIR_CLASSES[2]
-    return HAIR_CLASSES[0] if diameter_um is not None and diameter_um < HAIR_CLASS_UM[0] else HAIR_CLASSES[1]
-
-
-def skeleton_diameters(
-    mask: np.ndarray, min_object_px: int = 5, max_hole_px: int = 10
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cleaned HxW mask, its HxW bool skeleton, HxW float32 local diameters at the skeleton, px):
-    what strands and per-hair thickness are both measured on."""
-    m, lab, stats = _clean(mask, min_object_px, max_hole_px)
-    if not m.any():
-        return m, np.zeros(m.shape, bool), np.zeros(m.shape, np.float32)
-    sk = _skeleton(m, lab, stats)
-    return m, sk, _diameter_map(m, sk)
-
-
-def hair_diameters(
-    mask: np.ndarray,
-    points: np.ndarray,
-    radius_px: float = 6.0,
-    skeleton: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """Shaft diameter (px) of the hair at each located point: the median local diameter
-    (``_diameter_map``) of the mask's skeleton pixels within ``radius_px`` of the point, so one
-    hair gets one diameter however its skeleton branches. mask: HxW bool; points: (N, 2) (x, y)
-    px. Returns (N,) float64, NaN where no skeleton lies that close (the mask missed the hair).
-    skeleton: ``skeleton_diameters`` of this mask when already made."""
-    pts = np.asarray(points, np.float64).reshape(-1, 2)
-    out = np.full(len(pts), np.nan)
-    if not len(pts):
-        return out
-    _, sk, diam = skeleton if skeleton is not None else skeleton_diameters(mask)
-    ys, xs = np.nonzero(sk)
-    if not len(xs):
-        return out
-    for i, (x, y) in enumerate(pts):
-        near = (np.abs(xs - x) <= radius_px) & (np.abs(ys - y) <= radius_px)
-        if not near.any():
-            continue
-        inside = (xs[near] - x) ** 2 + (ys[near] - y) ** 2 <= radius_px**2
-        values = diam[ys[near][inside], xs[near][inside]].astype(np.float64)
-        values = values[values < max(mask.shape)]  # a mask without background has no diameter
-        if len(values):
-            out[i] = max(float(np.median(values)) - THICKNESS_OFFSET_PX, 0.0)
-    return out
 
 
 # --------------------------------------------------------------------------- metrics

@@ -1,12 +1,17 @@
 """Skeletonisation and per-strand measurements behind ``device.measure.hair_metrics``: the skeleton
 (with Lee's method where Zhang's breaks a component), the local diameter map, strand lengths
-and IQR-filtered thicknesses. Private to ``hair_metrics``."""
+and IQR-filtered thicknesses, and the cleaned mask with its skeleton and diameter map
+(``skeleton_diameters``) that strands and located hairs are both measured on.
+
+``_``-prefixed helpers are private to ``device.measure``."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 from skimage.morphology import skeletonize
+
+__all__ = ["THICKNESS_OFFSET_PX", "clean_mask", "skeleton_diameters"]
 
 #: Subtracted from the median local diameter to get the shaft diameter, px (calibrated: 0).
 THICKNESS_OFFSET_PX: float = 0.0
@@ -112,3 +117,50 @@ def _skeleton(mask: np.ndarray, lab: np.ndarray, stats: np.ndarray) -> np.ndarra
         window = sk[y0 : y0 + h, x0 : x0 + w]
         window[comp] = skeletonize(comp, method="lee")[comp]
     return sk
+
+
+def clean_mask(mask: np.ndarray, min_object_px: int = 5, max_hole_px: int = 10) -> np.ndarray:
+    """Remove specks and fill pinholes.
+
+    mask: HxW, nonzero = hair. Returns HxW bool: 8-connected components with fewer than
+    ``min_object_px`` pixels removed, 4-connected background holes (not touching the frame
+    border) with at most ``max_hole_px`` pixels filled.
+    """
+    return _clean(mask, min_object_px, max_hole_px)[0]
+
+
+def _clean(mask: np.ndarray, min_object_px: int, max_hole_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`clean_mask` plus the 8-connected component labels (HxW int32; filled holes
+    keep label 0) and stats (``cv2.connectedComponentsWithStats``) of the kept components."""
+    m = np.asarray(mask) != 0
+    if m.ndim != 2:
+        raise ValueError(f"mask must be HxW, got shape {m.shape}")
+    u = m.astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(u, connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] < min_object_px
+    small[0] = False
+    if small.any():
+        stats[small] = 0
+        drop = small[lab]
+        lab[drop] = 0
+        u[drop] = 0
+    if max_hole_px > 0 and u.any() and not u.all():
+        n_bg, lab_bg = cv2.connectedComponents(1 - u, connectivity=4)
+        fill = np.bincount(lab_bg.ravel(), minlength=n_bg) <= max_hole_px
+        fill[0] = False  # label 0 is the hair itself
+        fill[np.concatenate([lab_bg[0], lab_bg[-1], lab_bg[:, 0], lab_bg[:, -1]])] = False
+        if fill.any():
+            u |= fill[lab_bg].astype(np.uint8)
+    return u.astype(bool), lab, stats
+
+
+def skeleton_diameters(
+    mask: np.ndarray, min_object_px: int = 5, max_hole_px: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cleaned HxW mask, its HxW bool skeleton, HxW float32 local diameters at the skeleton, px):
+    what strands and per-hair thickness are both measured on."""
+    m, lab, stats = _clean(mask, min_object_px, max_hole_px)
+    if not m.any():
+        return m, np.zeros(m.shape, bool), np.zeros(m.shape, np.float32)
+    sk = _skeleton(m, lab, stats)
+    return m, sk, _diameter_map(m, sk)

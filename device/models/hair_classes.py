@@ -11,6 +11,7 @@ against 0.061 from diameters (docs/results/counts.md).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,14 +49,25 @@ class HairClassifier:
         return cls(OrtBackend(path, threads=threads))
 
     @classmethod
+    def from_card(cls, backend: Backend, card: dict[str, Any]) -> HairClassifier:
+        """``backend`` with the threshold of its model card (or bundle manifest entry)."""
+        return cls(backend, thin_probability=(card.get("thresholds") or {}).get("thin_probability"))
+
+    @classmethod
     def from_bundle(cls, bundle: Bundle, threads: int = 1) -> HairClassifier | None:
         """The bundle's per-hair class model on ONNX Runtime with the card's threshold, or None
         when the bundle has none (bundles before 2026-12-04: hairs are then classed by diameter)."""
         if HAIR_CLASSES_MODEL not in bundle.models:
             return None
         variant = bundle.select(HAIR_CLASSES_MODEL, "onnxruntime-cpu", "auto")
-        cut = (bundle.model(HAIR_CLASSES_MODEL).get("thresholds") or {}).get("thin_probability")
-        return cls(OrtBackend(variant.path, threads=threads), thin_probability=cut)
+        return cls.from_card(OrtBackend(variant.path, threads=threads), bundle.model(HAIR_CLASSES_MODEL))
+
+    @classmethod
+    def shipped(cls, threads: int = 1) -> HairClassifier | None:
+        """The default bundle's per-hair class model (``from_bundle``)."""
+        from device.assets import default_bundle_path
+
+        return cls.from_bundle(Bundle.open(default_bundle_path()), threads=threads)
 
     def probabilities(self, frame_bgr: np.ndarray, points: np.ndarray, um_per_px: float) -> np.ndarray:
         """(N,) float64 P(miniaturised) of the hairs at ``points`` ((N, 2) (x, y) px) of

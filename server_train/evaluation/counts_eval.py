@@ -23,7 +23,7 @@ from tqdm import tqdm
 from device.app.analysis import analyse_frame
 from device.capture.imageio import read_frame
 from device.contracts.preprocess import crop_box, source_px_per_frame_px
-from device.measure.hair_metrics import HAIR_CLASSES
+from device.measure.located_hairs import HAIR_CLASSES
 from device.models.hair_classes import HairClassifier
 from device.models.segmentation import Segmenter
 from server_train.training.trichoscopy import (
@@ -39,6 +39,7 @@ __all__ = [
     "evaluate_counts",
     "count_scores",
     "match_hairs",
+    "frame_boxes",
     "thin_cut",
     "plot_counts",
     "read_voc_boxes",
@@ -94,7 +95,7 @@ def match_hairs(points: np.ndarray, boxes: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def _frame_boxes(item: LabelledFrame, raw_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+def frame_boxes(item: LabelledFrame, raw_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
     """The boxes (and classes) whose centre lies in the frame the device keeps, in the pixels of
     the 640x480 frame it measures."""
     x0, y0, w, h = crop_box(raw_shape[0], raw_shape[1])
@@ -131,7 +132,7 @@ def evaluate_counts(
     located = matched = thin_tp = thin_fp = thin_fn = 0
     for item in tqdm(chosen, disable=not progress, desc="eval counts"):
         raw = read_frame(item.image)
-        boxes, classes = _frame_boxes(item, raw[TEXT_BAR_PX:].shape)
+        boxes, classes = frame_boxes(item, raw[TEXT_BAR_PX:].shape)
         result = analyse_frame(segmenter, raw[TEXT_BAR_PX:], um_per_px=um_per_px, hair_classes=hair_classes)
         m = result.metrics
         thin_true = np.array([c == THIN_CLASS for c in classes], bool)

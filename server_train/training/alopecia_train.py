@@ -19,7 +19,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from device.app.analysis import analyse_frame
-from device.assets import default_bundle_path, default_model_path
+from device.assets import default_model_path
 from device.capture.imageio import read_frame
 from device.contracts.constants import (
     ALOPECIA_FEATURES,
@@ -28,7 +28,6 @@ from device.contracts.constants import (
     ALOPECIA_OUT_PROBS,
     LEVEL_NAMES,
 )
-from device.models.bundle import Bundle
 from device.models.classifiers import hair_features
 from device.models.hair_classes import HairClassifier
 from device.models.onnx_segmenter import ModelSegmenter
@@ -135,7 +134,7 @@ def train_alopecia(
     seg_path = Path(segmenter) if segmenter else default_model_path()
     seg = ModelSegmenter.from_onnx(seg_path, threads=1)
     # The shipped segmenter's hairs are classed by the shipped class model, as on the scanner.
-    hair_classes = None if segmenter else HairClassifier.from_bundle(Bundle.open(default_bundle_path()))
+    hair_classes = None if segmenter else HairClassifier.shipped()
     x, y = measure_features(data, seg, out / "features_train.npy", limit, hair_classes)
     folds = min(5, int(np.bincount(y, minlength=4).min()))
     report: dict[str, Any] = {

@@ -109,7 +109,7 @@ def located_patch_set(items: list[LabelledFrame], segmenter: Segmenter, margin: 
     frame's labelled undersize share as ``truth``. Frames where it locates nothing are skipped
     (the device reports no thin share there)."""
     from device.app.analysis import analyse_frame
-    from server_train.evaluation.counts_eval import TRICHOSCOPY_UM_PER_PX, _frame_boxes, match_hairs
+    from server_train.evaluation.counts_eval import TRICHOSCOPY_UM_PER_PX, frame_boxes, match_hairs
 
     xs, ys, fs, truth = [], [], [], []
     for item in items:
@@ -117,7 +117,7 @@ def located_patch_set(items: list[LabelledFrame], segmenter: Segmenter, margin: 
         if raw is None:
             raise ValueError(f"cannot read {item.image}")
         raw = raw[TEXT_BAR_PX:]
-        boxes, classes = _frame_boxes(item, raw.shape)
+        boxes, classes = frame_boxes(item, raw.shape)
         result = analyse_frame(segmenter, raw, um_per_px=TRICHOSCOPY_UM_PER_PX)
         points = np.array([xy for xy, _, _ in result.metrics.hairs], np.float32).reshape(-1, 2)
         if not len(points) or not classes:
