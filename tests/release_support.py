@@ -1,4 +1,4 @@
-"""Signed releases for the rollout tests (``test_rollout``, ``test_bundle_updater``): a release
+"""Signed releases for the rollout tests (``test_rollout``, ``test_rollout_updater``): a release
 key made in the test, the shipped segmenter re-signed as a newer release, and the fleet's bundle
 server with one tampering mirror."""
 

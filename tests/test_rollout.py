@@ -1,5 +1,5 @@
 """Signed model rollouts: the fleet stages and serves a bundle, devices verify, self-test and switch
-(the device's updater on its own: ``test_bundle_updater``).
+(the device's updater on its own: ``test_rollout_updater``).
 
 Real parts only: a Mosquitto on a free port, the fleet's HTTP bundle server, each simulated
 scanner's outbox + MQTT link (``DeviceSync``) with its ``BundleUpdater``, bundles signed here
