@@ -1,6 +1,7 @@
 """The accuracy gate: an INT8 model ships only if it keeps the FP32 model's accuracy.
 
 - Segmenters: Dice on held-out data the model never saw in calibration (``DiceGate``).
+- The hair-photo segmenter: mIoU on held-out photos (``MiouGate``).
 - Classifiers: their decisions (level per condition, presence, disease type) and logits
   against the FP32 model's on the same frames (``AgreementGate``): no labels needed.
 
@@ -24,6 +25,7 @@ from calibration.quantize import QuantRecipe
 from device.capture.imageio import list_images, read_frame
 from device.contracts.constants import CLS_OUT_LEVELS, CLS_OUT_PRESENCE, DISEASE_OUT_LOGITS
 from device.models.backends import OrtBackend
+from device.models.hair_photo import HairPhotoSegmenter
 from device.models.onnx_segmenter import ModelSegmenter
 from scoring.seg_metrics import Confusion, confusion, summarise
 
@@ -31,11 +33,14 @@ __all__ = [
     "GateResult",
     "Judge",
     "DiceGate",
+    "MiouGate",
     "AgreementGate",
     "gate",
     "qdq_reference_backend",
     "segmenter_dice",
     "segmenter_scores",
+    "photo_scores",
+    "mask_pairs",
 ]
 
 # classifier outputs that are decisions, and how a decision is read from them
@@ -139,6 +144,52 @@ class DiceGate:
             self._reference = segmenter_dice(fp32, self.data, self.limit, self.threads)
         dice = segmenter_dice(candidate, self.data, self.limit, self.threads, emulate=recipe.emulated)
         return gate("dice", self._reference, dice, self.max_drop)
+
+
+def mask_pairs(data: str | Path) -> list[tuple[Path, Path]]:
+    """(image, mask) of every image in ``data``/images with a PNG of the same stem in
+    ``data``/masks; FileNotFoundError when there is none."""
+    data = Path(data)
+    pairs = [(p, data / "masks" / f"{p.stem}.png") for p in list_images([str(data / "images")])]
+    pairs = [(i, m) for i, m in pairs if m.is_file()]
+    if not pairs:
+        raise FileNotFoundError(f"{data}: no images/ with masks/ of the same stem")
+    return pairs
+
+
+def photo_scores(
+    model: str | Path, pairs: Sequence[tuple[Path, Path]], threads: int = 2, emulate: bool = False
+) -> dict[str, Any]:
+    """Pixel scores (miou, accuracy, ...) of an ONNX hair-photo segmenter on (photo, mask)
+    ``pairs`` (mask PNG, hair > 127), each at the photo's own size."""
+    seg = HairPhotoSegmenter(_backend(model, threads, emulate))
+    confs: list[Confusion] = []
+    for image_path, mask_path in pairs:
+        truth = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        if truth is None:
+            raise FileNotFoundError(f"unreadable mask {mask_path}")
+        photo = read_frame(image_path)
+        if truth.shape != photo.shape[:2]:
+            truth = cv2.resize(truth, (photo.shape[1], photo.shape[0]), interpolation=cv2.INTER_NEAREST)
+        confs.append(confusion(seg.segment(photo).mask, truth > 127))
+    return summarise(confs)
+
+
+class MiouGate:
+    """Held-out mIoU of a hair-photo candidate vs the FP32 model's (scored once) on (photo,
+    mask) ``pairs``."""
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], max_drop: float, threads: int = 2) -> None:
+        if not pairs:
+            raise ValueError("MiouGate needs at least one (photo, mask) pair")
+        self.pairs, self.max_drop, self.threads = list(pairs), max_drop, threads
+        self._reference: float | None = None
+
+    def __call__(self, fp32: Path, candidate: Path, recipe: QuantRecipe) -> GateResult:
+        if self._reference is None:
+            self._reference = float(photo_scores(fp32, self.pairs, self.threads)["miou"])
+        miou = float(photo_scores(candidate, self.pairs, self.threads, emulate=recipe.emulated)["miou"])
+        return gate("miou", self._reference, miou, self.max_drop)
 
 
 class AgreementGate:

@@ -2,7 +2,7 @@
 
 They follow ONNX Runtime's ``CalibrationDataReader`` protocol (``get_next()`` returns a
 {input name: array} dict, or None when exhausted; ``rewind()`` starts over), and prepare each
-frame exactly as the device does (``device.contracts.preprocess`` for the segmenter,
+frame exactly as the device does (``device.contracts.preprocess`` for the segmenters,
 ``device.models.classifiers`` for the classifiers), so the ranges calibrated here are the
 ranges the device sees. ``model_reader`` picks the preparation from the graph's input name.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from device.capture.imageio import IMAGE_SUFFIXES, FrameError, list_images, read_frame
-from device.contracts.constants import CLS_INPUT, DISEASE_INPUT, SEG_INPUT
-from device.contracts.preprocess import to_network_input
+from device.contracts.constants import CLS_INPUT, DISEASE_INPUT, HAIR_PHOTO_INPUT, SEG_INPUT
+from device.contracts.preprocess import photo_input, to_network_input
 
 __all__ = ["FrameReader", "ArrayReader", "frame_files", "balanced_frame_files", "model_reader"]
 
@@ -64,6 +64,9 @@ def model_reader(files: Sequence[str | Path], model: str | Path, preprocess: str
         return FrameReader(files, SEG_INPUT, shapes[SEG_INPUT][2], shapes[SEG_INPUT][3])
     if CLS_INPUT in shapes:
         return FrameReader(files, CLS_INPUT, 0, 0, lambda im, _h, _w: prepare_condition_input(im))
+    if HAIR_PHOTO_INPUT in shapes:
+        side = shapes[HAIR_PHOTO_INPUT][3]
+        return FrameReader(files, HAIR_PHOTO_INPUT, side, side, lambda im, _h, w: photo_input(im, w))
     if DISEASE_INPUT in shapes:
         mode = preprocess or backend.metadata.get("preprocess", "paper")
         side = shapes[DISEASE_INPUT][3]

@@ -14,9 +14,17 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from calibration.gate import AgreementGate, DiceGate, Judge
+from calibration.gate import AgreementGate, DiceGate, Judge, MiouGate, mask_pairs
 from calibration.quantize import RECIPES, QuantRecipe, producing_convs
-from device.contracts.constants import CLS_INPUT, DISEASE_INPUT, SEG_INPUT, SEG_OUT_DENSITY, SEG_OUT_ENDS, SEG_OUT_THIN
+from device.contracts.constants import (
+    CLS_INPUT,
+    DISEASE_INPUT,
+    HAIR_PHOTO_INPUT,
+    SEG_INPUT,
+    SEG_OUT_DENSITY,
+    SEG_OUT_ENDS,
+    SEG_OUT_THIN,
+)
 
 __all__ = ["Int8Rules", "RULES", "model_kind", "rules_for", "recipes_for", "judge_for"]
 
@@ -48,8 +56,10 @@ RULES = {
     # Classifiers: the device runs them on the CPU; at most 5% of decisions may change.
     "conditions": Int8Rules(("ort-cpu",), max_drop=0.05),
     "disease": Int8Rules(("ort-cpu",), max_drop=0.05),
+    # The hair-photo segmenter: at most 0.5 pt of held-out mIoU.
+    "hair_photo": Int8Rules(("ort-cpu",), max_drop=0.005),
 }
-_KINDS = {SEG_INPUT: "segmenter", CLS_INPUT: "conditions", DISEASE_INPUT: "disease"}
+_KINDS = {SEG_INPUT: "segmenter", CLS_INPUT: "conditions", DISEASE_INPUT: "disease", HAIR_PHOTO_INPUT: "hair_photo"}
 
 
 def model_kind(fp32: str | Path) -> str:
@@ -96,13 +106,18 @@ def judge_for(
     gate_limit: int | None = None,
     threads: int = 2,
 ) -> Judge:
-    """The accuracy gate of a model ``kind``: a segmenter's held-out Dice on ``gate_data`` (a
-    folder with images/ and masks/, required); a classifier's agreement with FP32 on the
-    frames of ``reader`` (its calibration frames unless another reader is given)."""
+    """The accuracy gate of a model ``kind``: a segmenter's held-out Dice (the hair-photo
+    segmenter's mIoU) on ``gate_data`` (a folder with images/ and masks/, required); a
+    classifier's agreement with FP32 on the frames of ``reader`` (its calibration frames
+    unless another reader is given)."""
     if kind == "segmenter":
         if gate_data is None:
             raise ValueError("a segmenter's INT8 gate needs held-out data with masks (--gate-data)")
         return DiceGate(gate_data, rules.max_drop, gate_limit, threads)
+    if kind == "hair_photo":
+        if gate_data is None:
+            raise ValueError("the hair-photo INT8 gate needs held-out photos with masks (--gate-data)")
+        return MiouGate(mask_pairs(gate_data)[:gate_limit], rules.max_drop, threads)
     reader.rewind()
     feeds = list(iter(reader.get_next, None))
     reader.rewind()

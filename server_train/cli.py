@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from server_train import classifier_cli, hair_class_cli, refiner_cli
 from server_train.cli_support import command_group, config_from_args, need_torch, print_summary, write_report
 from server_train.diffusion import cli as diffusion_cli
+from server_train.hair_photo import cli as hair_photo_cli
 
 if TYPE_CHECKING:
     from device.models.hair_classes import HairClassifier
@@ -82,6 +83,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     counts.set_defaults(func=_run_train_counts)
     classifier_cli.add_train(tsub)
     hair_class_cli.add_train(tsub)
+    hair_photo_cli.add_train(tsub)
     refiner_cli.add_train(tsub)
     diffusion_cli.add_train(tsub)
 
@@ -112,7 +114,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
             "--data", required=True, help="folder (eval counts: comma-separated folders) with images/ and labels"
         )
         q.add_argument("--out", required=True, help="JSON report")
-        q.add_argument("--model", help="shipped student (default), .onnx, checkpoint .pt, or blackhat_otsu / ridge")
+        q.add_argument(
+            "--model",
+            help="shipped student (default), .onnx, checkpoint .pt, or blackhat_otsu / ridge; eval seg also "
+            "hair_photo (the shipped hair-photo segmenter, scored on whole photos) or a hair-photo .onnx",
+        )
         q.add_argument("--limit", type=int, help="first N frames only")
         q.add_argument("--threads", type=int, default=2)
         refiner_cli.add_stage_args(q)
@@ -135,6 +141,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         help="all frames, or the held-out (val) or training subjects of the counting runs' subject split",
     )
     cnt.add_argument("--val-percent", type=int, default=20, help="share of subjects held out (as in train counts)")
+    seg.add_argument(
+        "--split",
+        choices=["all", "val", "train"],
+        default="all",
+        help="hair_photo only: all photos, or the val/train split of `train hair-photo` (its --val-percent 15)",
+    )
     cnt.add_argument("--plot", help="PNG: predicted vs true counts and the Bland-Altman plot")
     sheet = esub.add_parser("sheet", help="contact sheet PNG of masks on unlabelled real frames")
     sheet.add_argument("--data", required=True, help="folder of frames")
@@ -163,8 +175,20 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval_seg(args: argparse.Namespace) -> int:
-    from server_train.evaluation.loading import load_segmenter
-    from server_train.evaluation.seg_eval import evaluate_seg
+    from server_train.evaluation.loading import load_hair_photo_segmenter, load_segmenter
+    from server_train.evaluation.seg_eval import evaluate_photos, evaluate_seg
+
+    photo = load_hair_photo_segmenter(args.model, args.threads)
+    if photo is not None:
+        from server_train.hair_photo.split import split_pairs
+
+        pairs = split_pairs(args.data, args.split)[: args.limit]
+        report = {"model": args.model, "data": args.data, "split": args.split} | evaluate_photos(photo, pairs)
+        write_report(args.out, report)
+        print_summary(report)
+        return 0
+    if args.split != "all":
+        raise ValueError("eval seg --split is for hair_photo models only")
 
     segmenter = refiner_cli.wrap_segmenter(load_segmenter(args.model, args.threads), args)
     report = evaluate_seg(segmenter, args.data, limit=args.limit)
@@ -312,6 +336,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     rel.set_defaults(func=_run_export_release)
     classifier_cli.add_export(esub)
     hair_class_cli.add_export(esub)
+    hair_photo_cli.add_export(esub)
     refiner_cli.add_export(esub)
 
 

@@ -14,15 +14,17 @@ import numpy as np
 
 from device.app.analysis import analyse_frame
 from device.app.frame_files import OutputError, ResultsFolder, read_each, unreadable
+from device.app.overlay import draw_overlay
 from device.assets import default_bundle_path, sample_frames
 from device.capture.imageio import FrameError, list_images, skipped_subfolders
-from device.contracts.constants import DEFAULT_UM_PER_PX, FRAME_HEIGHT, FRAME_WIDTH, THIN_HAIR_UM
+from device.contracts.constants import DEFAULT_UM_PER_PX, FRAME_HEIGHT, FRAME_WIDTH, HAIR_PHOTO_INPUT, THIN_HAIR_UM
 from device.contracts.errors import ExitCode
 from device.contracts.preprocess import crop_box
 from device.measure.optics import OpticsProfile, load_profile
 from device.models.backends import BACKENDS, open_backend
 from device.models.bundle import Bundle
 from device.models.hair_classes import HAIR_CLASSES_MODEL, HairClassifier
+from device.models.hair_photo import HAIR_PHOTO_MODEL, HairPhotoSegmenter
 from device.models.onnx_segmenter import ModelSegmenter
 
 __all__ = ["register", "run"]
@@ -39,7 +41,10 @@ DESCRIPTION = (
     "records the crop box in input pixels. Results are appended to OUT/metrics.jsonl as each "
     "image is measured (one JSON object a line), then summarised in OUT/metrics.json. Exit "
     "1 when an input is unreadable or an output cannot be written (reported once, with its path; "
-    "what was written stays)."
+    "what was written stays). With --model hair_photo, ordinary photos of a head (not microscope "
+    "frames) are segmented whole, at their own size, by the bundle's hair-photo segmenter: the "
+    "overlay shows the hair it found and each result gives hair_coverage, the share of the photo "
+    "that is hair."
 )
 
 
@@ -68,7 +73,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="auto",
         help="bundle variant: auto = the one the bundle prefers for the backend",
     )
-    p.add_argument("--model", default=None, help="an unbundled segmenter ONNX file instead (development; unverified)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="hair_photo: the bundle's hair-photo segmenter for ordinary photos of a head; or an unbundled "
+        "segmenter ONNX file instead (development; unverified)",
+    )
     p.add_argument(
         "--um-per-px",
         type=float,
@@ -106,6 +116,27 @@ def _load_segmenter(args: argparse.Namespace) -> tuple[ModelSegmenter, HairClass
         hair_classes,
         source | {"precision": variant.precision, "backend": args.backend},
     )
+
+
+def _load_photo_segmenter(args: argparse.Namespace) -> tuple[HairPhotoSegmenter, dict[str, Any]] | None:
+    """The hair-photo segmenter that --model names (hair_photo: the bundle's; or an ONNX file
+    whose input is the hair-photo input) and where it came from; None for a scalp segmenter."""
+    if args.model == HAIR_PHOTO_MODEL:
+        bundle = Bundle.open(args.bundle or default_bundle_path(), trusted_keys=args.trust)
+        target = "tensorrt" if args.backend == "tensorrt" else "onnxruntime-cpu"
+        if HAIR_PHOTO_MODEL not in bundle.models:
+            raise ValueError(f"bundle {bundle.root} ({bundle.version}) has no {HAIR_PHOTO_MODEL} model")
+        variant = bundle.select(HAIR_PHOTO_MODEL, target, args.precision)
+        backend = open_backend(
+            variant.path, args.backend, threads=args.threads, precision=variant.precision, onnx_sha256=variant.sha256
+        )
+        source = {"bundle": str(bundle.root), "bundle_version": bundle.version, "model": variant.path.name}
+        return HairPhotoSegmenter(backend), source | {"precision": variant.precision, "backend": args.backend}
+    if args.model and str(args.model).endswith(".onnx") and Path(args.model).is_file():
+        backend = open_backend(args.model, args.backend, threads=args.threads)
+        if HAIR_PHOTO_INPUT in getattr(backend, "input_shapes", {}):
+            return HairPhotoSegmenter(backend), {"model": args.model, "backend": args.backend}
+    return None
 
 
 def _um_per_px(args: argparse.Namespace, profile: OpticsProfile | None, frame_width: int) -> float:
@@ -180,7 +211,13 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(str(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         n = "1 subfolder" if len(skipped) == 1 else f"{len(skipped)} subfolders"
         print(f"{n} skipped ({shown}): use --recursive to segment them too", file=sys.stderr)
-    segmenter, hair_classes, source = _load_segmenter(args)
+    photo = _load_photo_segmenter(args)
+    if photo is not None and (args.um_per_px is not None or args.thin_um is not None or args.calibration):
+        raise ValueError(
+            "--um-per-px, --thin-um and --calibration measure microscope frames; a hair photo has no scale"
+        )
+    if photo is None:
+        segmenter, hair_classes, source = _load_segmenter(args)
     try:
         results = ResultsFolder(out)
     except OutputError as exc:
@@ -188,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.FAILED
     with results:
         try:
+            if photo is not None:
+                return _segment_photos(args, inputs, skipped, photo, results)
             return _segment_all(args, inputs, skipped, (segmenter, hair_classes), source, profile, thin_um, results)
         except OutputError as exc:
             kept = (
@@ -195,6 +234,48 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"scalpedge segment: cannot write the results: {exc} ({kept})", file=sys.stderr)
             return ExitCode.FAILED
+
+
+def _segment_photos(
+    args: argparse.Namespace,
+    inputs: list[tuple[Path, str]],
+    skipped: list[Path],
+    photo: tuple[HairPhotoSegmenter, dict[str, Any]],
+    results: ResultsFolder,
+) -> int:
+    """Segment each photo whole with the hair-photo segmenter: overlay (and --save-mask's
+    mask) at the photo's size, its line (hair_coverage) in ``results``; then metrics.json."""
+    segmenter, source = photo
+    names = {path: name for path, name in inputs}
+    frames: list[dict[str, Any]] = []
+    for path, image, record in read_each(names, frames, on_unreadable=results.add):
+        found = segmenter.segment(image)
+        record.update(width=image.shape[1], height=image.shape[0], hair_coverage=round(found.coverage, 4), overlay=None)
+        text = f"hair covers {found.coverage:.1%} of the photo"
+        try:
+            results.write_image(overlay := f"{names[path]}_overlay.png", draw_overlay(image, found.mask, lines=[text]))
+            record["overlay"] = overlay
+            if args.save_mask:
+                results.write_image(mask_name := f"{names[path]}_mask.png", found.mask.astype(np.uint8) * 255)
+                record["mask"] = mask_name
+        except OutputError as exc:
+            record["output_error"] = str(exc)
+            with contextlib.suppress(OutputError):
+                results.add(record)
+            raise
+        results.add(record)
+        print(f"{path}: {text}")
+    report = {
+        **source,
+        "task": "hair in ordinary photos (whole photo, its own size)",
+        "skipped_subfolders": [str(p) for p in skipped],
+        "lines": results.lines_path.name,
+        "frames": frames,
+    }
+    summary = results.write_json("metrics.json", report)
+    failures = unreadable(frames)
+    print(f"wrote {summary} ({len(frames) - failures} segmented, {failures} unreadable)")
+    return ExitCode.FAILED if failures else ExitCode.OK
 
 
 def _segment_all(

@@ -165,6 +165,15 @@ CLS_OUT_AREA: Final = "area_share"  # 1x3 float32: per condition, predicted shar
 CONDITION_NAMES: Final = ("dandruff", "sebum", "erythema")  # order of the condition axis
 LEVEL_NAMES: Final = ("good", "mild", "moderate", "severe")
 
+# Hair-photo segmenter (``hair_photo`` in the bundle): hair in ordinary photos of a head (an
+# overview before the microscope close-ups), trained on Figaro-1k. The photo is resized (not
+# cropped: every pixel gets a label) to HAIR_PHOTO_SIDE x HAIR_PHOTO_SIDE, normalised like the
+# Lite classifiers (CLS_PIXEL_MEAN/STD: (x - 127) / 128 in 0..255 units, about [-1, 1], which is
+# also the diffusion model's range); the logit map is resized back to the photo.
+HAIR_PHOTO_SIDE: Final = 256
+HAIR_PHOTO_INPUT: Final = "photo"  # 1x3xSxS float32, S = HAIR_PHOTO_SIDE
+HAIR_PHOTO_OUT: Final = "hair_logit"  # 1x1xSxS float32, logit of P(hair) per pixel
+
 # Alopecia severity from hair features (gradient boosting exported by skl2onnx).
 ALOPECIA_INPUT: Final = "hair_features"  # 1xF float32, features in ALOPECIA_FEATURES order
 ALOPECIA_OUT_LABEL: Final = "alopecia_level"  # (1,) int64, level 0..3 (LEVEL_NAMES)

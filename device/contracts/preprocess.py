@@ -10,9 +10,12 @@ import cv2
 import numpy as np
 
 from device.contracts.constants import (
+    CLS_PIXEL_MEAN,
+    CLS_PIXEL_STD,
     FRAME_HEIGHT,
     FRAME_WIDTH,
     HAIR_PATCH_PX,
+    HAIR_PHOTO_SIDE,
     MODEL_UM_PER_PX,
     PIXEL_MEAN,
     PIXEL_STD,
@@ -25,6 +28,7 @@ __all__ = [
     "prepare_frame",
     "to_network_input",
     "hair_patches",
+    "photo_input",
 ]
 
 _MEAN = np.asarray(PIXEL_MEAN, np.float32).reshape(3, 1, 1)
@@ -115,3 +119,20 @@ def hair_patches(frame_bgr: np.ndarray, points: np.ndarray, um_per_px: float, si
             )
         out[i] = to_tensor_layout(patch)
     return out
+
+
+_PHOTO_MEAN = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
+_PHOTO_STD = np.asarray(CLS_PIXEL_STD, np.float32).reshape(3, 1, 1)
+
+
+def photo_input(image_bgr: np.ndarray, side: int = HAIR_PHOTO_SIDE) -> np.ndarray:
+    """The hair-photo segmenter's input: any HxWx3 uint8 BGR photo -> 1x3xsidexside float32 RGB,
+    the whole photo resized (area when shrinking, linear when growing; aspect not kept) and
+    normalised with CLS_PIXEL_MEAN/STD (about [-1, 1])."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"photo_input: expected an HxWx3 BGR image, got shape {image_bgr.shape}")
+    h, w = image_bgr.shape[:2]
+    interp = cv2.INTER_AREA if h * w > side * side else cv2.INTER_LINEAR
+    small = cv2.resize(image_bgr, (side, side), interpolation=interp)
+    rgb = small[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) * (1.0 / 255.0)
+    return np.ascontiguousarray(((rgb - _PHOTO_MEAN) / _PHOTO_STD)[None])

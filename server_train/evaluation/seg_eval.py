@@ -14,10 +14,11 @@ from tqdm import tqdm
 from device.app.analysis import analyse_frame
 from device.capture.imageio import IMAGE_SUFFIXES, read_frame
 from device.contracts.constants import END_EDGE_PX, MASK_THRESHOLD
+from device.models.hair_photo import HairPhotoSegmenter
 from device.models.segmentation import Segmenter
-from scoring.seg_metrics import confusion, summarise
+from scoring.seg_metrics import confusion, miou, summarise
 
-__all__ = ["evaluate_seg", "paired_frames", "counting_frame_truth"]
+__all__ = ["evaluate_seg", "evaluate_photos", "paired_frames", "counting_frame_truth"]
 
 
 def paired_frames(root: Path) -> list[tuple[Path, Path]]:
@@ -93,3 +94,33 @@ def evaluate_seg(
         te = np.asarray(thick_err, float)
         report["median_thickness_error_px"] = {"mae": float(np.abs(te).mean()), "bias": float(te.mean())}
     return report
+
+
+def evaluate_photos(
+    segmenter: HairPhotoSegmenter, pairs: list[tuple[Path, Path]], progress: bool = True
+) -> dict[str, Any]:
+    """Scores of a hair-photo segmenter (``scoring.seg_metrics``: miou, accuracy, precision, f1,
+    ...) on (photo, mask) ``pairs``, each photo at its own size, plus per photo its mIoU and
+    hair coverage (predicted and true)."""
+    if not pairs:
+        raise ValueError("no photos to evaluate")
+    confs, rows = [], []
+    for image_path, mask_path in tqdm(pairs, disable=not progress, desc="eval hair_photo"):
+        photo = read_frame(image_path)
+        gt = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        if gt is None:
+            raise FileNotFoundError(f"unreadable mask {mask_path}")
+        if gt.shape != photo.shape[:2]:
+            gt = cv2.resize(gt, (photo.shape[1], photo.shape[0]), interpolation=cv2.INTER_NEAREST)
+        pred = segmenter.segment(photo)
+        c = confusion(pred.mask, gt > 127)
+        confs.append(c)
+        rows.append(
+            {
+                "stem": image_path.stem,
+                "miou": round(miou(c), 4),
+                "coverage": round(pred.coverage, 4),
+                "true_coverage": round(float((gt > 127).mean()), 4),
+            }
+        )
+    return summarise(confs) | {"per_photo": rows}
