@@ -14,7 +14,7 @@ import torch
 
 from device.capture.imageio import read_frame
 from device.cli import main
-from server_train.diffusion.augment import augment, inverse_targets, sha256_of
+from server_train.diffusion.augment import augment, inverse_targets, perturb, rarity_sources, sha256_of
 from server_train.diffusion.cli import parse_targets
 from server_train.diffusion.data import load_frames, to_tensor
 from server_train.diffusion.features import GuidanceFeatures
@@ -98,6 +98,42 @@ def test_inverse_targets_favour_rare_levels() -> None:
     share = np.bincount([t["sebum"] for _, t in draws], minlength=4) / 600
     assert share[3] > 0.45 and share[0] < 0.1 and share[3] > share[2] > share[1] > share[0]
     assert draws == inverse_targets(levels, 600, seed=0)
+
+
+def test_rarity_sources_favour_frames_of_rare_levels() -> None:
+    levels = np.repeat(np.array([0, 1, 2, 3]), [60, 25, 10, 5])[:, None].repeat(3, 1)
+    drawn = levels[rarity_sources(levels, 600, seed=0), 0]
+    share = np.bincount(drawn, minlength=4) / 600
+    assert share[3] > share[2] > share[1] > share[0] and share[3] > 0.4  # 5% of the set, most of the draws
+    assert rarity_sources(levels, 50, seed=1) == rarity_sources(levels, 50, seed=1)
+
+
+@pytest.mark.parametrize("kind", ["noise", "augmix"])
+def test_perturbation_baselines_keep_labels_and_record_provenance(setup, tmp_path, kind) -> None:
+    _, data, _ = setup
+    out = perturb(data, tmp_path / kind, kind, n=4, seed=3)
+    rows = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    source_rows = {r["stem"]: r for r in rows if not r.get("generated")}
+    generated = [r for r in rows if r.get("generated")]
+    assert len(source_rows) == 6 and len(generated) == 4  # the set copied, then 4 new frames
+    prov = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
+    changed, jpeg = [], []
+    for row, p in zip(generated, prov, strict=True):
+        src = source_rows[row["source"]]
+        assert all(row[c] == src[c] for c in ("dandruff", "sebum", "erythema"))  # labels kept
+        assert p["perturbation"] == kind and p["stem"] == row["stem"]
+        a = read_frame(out / "images" / f"{row['stem']}.jpg").astype(int)
+        b = read_frame(data / "images" / f"{row['source']}.jpg").astype(int)
+        ok, enc = cv2.imencode(".jpg", b.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        jpeg.append(np.abs(cv2.imdecode(enc, cv2.IMREAD_COLOR).astype(int) - b).mean())
+        assert a.shape == b.shape
+        changed.append(np.abs(a - b).mean())
+    assert np.mean(changed) > 2 * np.mean(jpeg) + 0.5  # perturbed, not copied (beyond JPEG's own change)
+    again = perturb(data, tmp_path / f"{kind}2", kind, n=4, seed=3)
+    first = read_frame(out / "images" / "aug_000001.jpg")
+    assert np.array_equal(first, read_frame(again / "images" / "aug_000001.jpg"))  # seeded
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        perturb(data, tmp_path / "x", "blur", n=1)
 
 
 def test_kid_and_targets() -> None:

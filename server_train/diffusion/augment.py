@@ -15,6 +15,12 @@ drawn with probability proportional to 1 / (count of that level in the set + 1),
 
 Each row reproduces: ``scalpedge translate SOURCE --target ... --seed SEED --model MODEL``
 gives the same pixels as the generated frame (before JPEG).
+
+Baselines of the same budget (``perturb``, the Table 3 comparison): ``n`` frames, each a source
+drawn by rarity (``rarity_sources``: each level about as often as ``inverse_targets`` asks
+for it) and perturbed without changing its labels:
+``noise`` adds Gaussian noise (sigma ``NOISE_SIGMA`` of the 0..255 range), ``augmix`` applies
+torchvision's AugMix (severity 3, width 3). Same layout and provenance.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
 from server_train.diffusion.data import read_jsonl
 from server_train.diffusion.translate import Translator
 
-__all__ = ["augment", "inverse_targets", "frame_seed", "sha256_of", "AUG_STREAM"]
+__all__ = ["augment", "perturb", "inverse_targets", "rarity_sources", "frame_seed", "sha256_of", "AUG_STREAM"]
 
 AUG_STREAM = 7919  # third rng key of the augmentation draws
 JPEG_QUALITY = 92
+NOISE_SIGMA = 0.06  # Gaussian-noise baseline, share of the 0..255 range
+PERTURBATIONS = ("noise", "augmix")
 
 
 def frame_seed(seed: int, index: int) -> int:
@@ -75,6 +83,80 @@ def inverse_targets(levels: np.ndarray, n: int, seed: int) -> list[tuple[int, di
         src = int(rng.integers(len(levels)))
         out.append((src, {c: int(rng.choice(len(LEVEL_NAMES), p=probs[i])) for i, c in enumerate(CONDITION_NAMES)}))
     return out
+
+
+def rarity_sources(levels: np.ndarray, n: int, seed: int) -> list[int]:
+    """``n`` source indices drawn with probability proportional to the sum over conditions of
+    1 / (count of the frame's level + 1)^2, so each level is drawn about in proportion to
+    1 / (its count + 1): the label-keeping analogue of ``inverse_targets``."""
+    if len(levels) == 0:
+        raise ValueError("the labelled set is empty")
+    weight = np.zeros(len(levels))
+    for i in range(len(CONDITION_NAMES)):
+        counts = np.bincount(levels[:, i], minlength=len(LEVEL_NAMES))
+        weight += 1.0 / (counts[levels[:, i]] + 1.0) ** 2  # a level's draws ~ 1 / (count + 1), as inverse_targets
+    p = weight / weight.sum()
+    return [int(np.random.default_rng([seed, k, AUG_STREAM]).choice(len(levels), p=p)) for k in range(n)]
+
+
+def _perturbed(image: np.ndarray, kind: str, seed: int) -> np.ndarray:
+    """HxWx3 uint8 BGR -> the same frame with Gaussian noise or AugMix (seeded)."""
+    if kind == "noise":
+        rng = np.random.default_rng(seed)
+        return np.clip(image + rng.normal(0.0, NOISE_SIGMA * 255.0, image.shape), 0, 255).astype(np.uint8)
+    import torch
+    from torchvision.transforms import v2
+
+    torch.manual_seed(seed)
+    rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)))
+    out = v2.AugMix(severity=3, mixture_width=3)(rgb)
+    return np.ascontiguousarray(out.numpy().transpose(1, 2, 0)[:, :, ::-1])
+
+
+def perturb(
+    data: str | Path,
+    out: str | Path,
+    kind: str,
+    n: int | None = None,
+    seed: int = 0,
+    copy: bool = True,
+    command: str | None = None,
+) -> Path:
+    """The ``noise`` / ``augmix`` baseline set of ``n`` frames (module docstring); returns ``out``."""
+    from export.release import command_line
+
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {kind!r}; choose from {PERTURBATIONS}")
+    src_root, root = Path(data), Path(out)
+    rows = read_jsonl(src_root / "labels.jsonl")
+    if not rows:
+        raise ValueError(f"{src_root / 'labels.jsonl'} is empty")
+    levels = np.asarray([[int(r[c]) for c in CONDITION_NAMES] for r in rows], np.int64)  # type: ignore[call-overload]
+    n = len(rows) if n is None else n
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    labels = list(rows) if copy else []
+    if copy:
+        for r in rows:
+            shutil.copyfile(src_root / "images" / f"{r['stem']}.jpg", root / "images" / f"{r['stem']}.jpg")
+    prov, drawn = [], []
+    cmd = command or command_line()
+    for k, si in enumerate(rarity_sources(levels, n, seed)):
+        src_path = src_root / "images" / f"{rows[si]['stem']}.jpg"
+        fseed = frame_seed(seed, k)
+        stem = f"aug_{k:06d}"
+        image = _perturbed(read_frame(src_path), kind, fseed)
+        if not cv2.imwrite(str(root / "images" / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+            raise OSError(f"cannot write {root / 'images' / stem}.jpg")
+        labels.append({**rows[si], "stem": stem, "source": rows[si]["stem"], "generated": True})
+        drawn.append(levels[si])
+        prov.append({"stem": stem, "source": str(src_path), "perturbation": kind, "seed": fseed, "command": cmd})
+    _write_jsonl(root / "labels.jsonl", labels)
+    _write_jsonl(root / "provenance.jsonl", prov)
+    after = np.concatenate([levels if copy else levels[:0], np.asarray(drawn, np.int64).reshape(-1, 3)])
+    info = {"source": str(src_root), "n": n, "seed": seed, "balance": "rarity", "copy": copy, "perturbation": kind}
+    info |= {"counts_before": level_counts(levels), "counts_after": level_counts(after)}
+    (root / "config.json").write_text(json.dumps(info, indent=2))
+    return root
 
 
 def augment(

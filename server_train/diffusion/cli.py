@@ -162,6 +162,12 @@ def register_augment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, help="frames to generate (default: as many as the source set has)")
     p.add_argument("--no-copy", action="store_true", help="write only the generated frames")
     p.add_argument("--unmasked", action="store_true", help="translate without the hair copy (the ablation)")
+    p.add_argument(
+        "--perturb",
+        choices=["noise", "augmix"],
+        help="instead of translating: the same number of frames drawn by rarity with Gaussian noise or AugMix, "
+        "labels kept (the Table 3 baselines)",
+    )
     _translation_options(p)
     p.set_defaults(func=_run_augment)
 
@@ -172,9 +178,15 @@ def _run_augment(args: argparse.Namespace) -> int:
     need_torch()
     import torch
 
-    from server_train.diffusion.augment import augment
+    from server_train.diffusion.augment import augment, perturb
 
     torch.set_num_threads(args.threads)
+    if args.perturb:
+        if args.unmasked:
+            raise ValueError("--perturb and --unmasked exclude each other (a perturbation translates nothing)")
+        out = perturb(args.data, args.out, args.perturb, n=args.n, seed=args.seed, copy=not args.no_copy)
+        print(f"wrote {out}")
+        return 0
     out = augment(
         _translator(args),
         args.data,
