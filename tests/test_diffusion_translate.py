@@ -100,6 +100,22 @@ def test_inverse_targets_favour_rare_levels() -> None:
     assert draws == inverse_targets(levels, 600, seed=0)
 
 
+@pytest.mark.parametrize("name", ["severity_tiny", "severity_dense_tiny"])
+def test_grader_features_give_level_logits_for_both_grader_kinds(name) -> None:
+    from server_train.models.classifier import create_classifier
+
+    torch.manual_seed(0)
+    grader = create_classifier(name, pretrained=False).eval()
+    feats = GuidanceFeatures(grader.backbone, grader, name, split=2, side=64)  # dense: >= k map cells
+    x = torch.rand(2, 3, 24, 24) * 2 - 1
+    spatial, pooled = feats.both(x)
+    logits = feats.level_logits(pooled)
+    assert spatial.ndim == 4 and logits is not None and logits.shape == (2, 3, 4)
+    with torch.no_grad():
+        direct = grader(feats._prep(x))[0]  # the grader's own level logits on the same input
+    assert torch.allclose(logits, direct, atol=1e-5)
+
+
 def test_rarity_sources_favour_frames_of_rare_levels() -> None:
     levels = np.repeat(np.array([0, 1, 2, 3]), [60, 25, 10, 5])[:, None].repeat(3, 1)
     drawn = levels[rarity_sources(levels, 600, seed=0), 0]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from device.contracts.constants import CLS_PIXEL_MEAN, CLS_PIXEL_STD
+from device.contracts.constants import CLS_PIXEL_MEAN, CLS_PIXEL_STD, CONDITION_NAMES, LEVEL_NAMES
 from server_train.models.efficientnet_lite import EfficientNetLite
 
 __all__ = ["GuidanceFeatures", "load_features", "self_similarity"]
@@ -59,7 +59,8 @@ class GuidanceFeatures(nn.Module):
         """Nx3x4 level logits of the grader head, or None without one."""
         if self.head is None:
             return None
-        return self.head.heads(pooled)[0]  # type: ignore[no-any-return,operator]
+        # ConditionClassifier and DenseConditionClassifier alike: levels = a linear head on the pooled features
+        return self.head.levels(pooled).view(-1, len(CONDITION_NAMES), len(LEVEL_NAMES))  # type: ignore[no-any-return,operator]
 
 
 def load_features(spec: str | None = None) -> GuidanceFeatures:
