@@ -42,7 +42,7 @@ def main() -> None:
             }
         )
     Path(args.out).write_text(json.dumps({"rows": rows}, indent=2))
-    head = "| method | severe F1 dandruff / sebum / erythema (mean) | synthetic 4-level macro-F1 | real presence macro-F1 |"
+    head = "| method | severe F1 dandruff / sebum / erythema (mean) | synthetic 4-level macro-F1 | real presence F1 |"
     print(head)
     print("|---|---|---|---|")
     for r in rows:
