@@ -127,15 +127,21 @@ def test_export_parity_int8_gate_and_device_segmenter(photos, tiny_run, tmp_path
     assert np.abs(ref - got).max() < 1e-3
 
 
-def test_device_segmenter_refuses_other_models_and_bundles_without_it(tmp_path) -> None:
-    from device.assets import default_bundle_path, default_model_path
+def test_device_segmenter_refuses_other_models_and_bundles_without_it(tmp_path, capsys) -> None:
+    from device.assets import default_model_path
+    from tests.release_support import make_keys, slim_release
 
     with pytest.raises(ValueError, match="not a hair-photo model"):
         HairPhotoSegmenter.from_onnx(default_model_path())
-    bundle = Bundle.open(default_bundle_path())
-    if "hair_photo" not in bundle.models:
-        with pytest.raises(BundleError, match="no 'hair_photo'"):
-            HairPhotoSegmenter.from_bundle(bundle)
+    private, trusted = make_keys(tmp_path)
+    slim = slim_release(tmp_path, private)  # the shipped segmenter alone, no hair_photo
+    with pytest.raises(BundleError, match="no 'hair_photo'"):
+        HairPhotoSegmenter.from_bundle(Bundle.open(slim, trusted_keys=[trusted]))
+    image = tmp_path / "p.png"
+    cv2.imwrite(str(image), np.zeros((40, 50, 3), np.uint8))
+    args = ["segment", str(image), "--model", "hair_photo", "--bundle", str(slim), "--trust", str(trusted)]
+    assert main([*args, "--out", str(tmp_path / "o")]) != 0
+    assert "has no hair_photo model" in capsys.readouterr().err
 
 
 def test_eval_seg_and_segment_cli_with_a_hair_photo_model(photos, tiny_run, tmp_path, capsys) -> None:
