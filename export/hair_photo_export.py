@@ -14,14 +14,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from device.contracts.constants import HAIR_PHOTO_INPUT, HAIR_PHOTO_OUT
 
-__all__ = ["export_hair_photo", "quantize_hair_photo", "HAIR_PHOTO_TASK"]
+__all__ = ["export_hair_photo", "quantize_hair_photo", "MirrorAverage", "HAIR_PHOTO_TASK"]
 
 HAIR_PHOTO_TASK = "hair segmentation in ordinary photos of a head (overview before the close-ups)"
 MIN_INT8_SPEEDUP = 1.1  # INT8 must be at least this much faster than FP32 to be preferred
+
+
+class MirrorAverage(nn.Module):
+    """Test-time augmentation inside the graph: the mean of the network's logits on the photo and
+    on its mirror image (mirrored back), so the mask of a mirrored photo is the mirrored mask."""
+
+    def __init__(self, model: nn.Module, side: int) -> None:
+        super().__init__()
+        self.model = model
+        # a Gather with reversed indices: torch.flip exports a Slice with an INT64_MIN end TensorRT refuses
+        self.register_buffer("reverse", torch.arange(side - 1, -1, -1, dtype=torch.int64), persistent=False)
+
+    def _mirror(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(3, self.reverse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.model(x) + self._mirror(self.model(self._mirror(x))))
 
 
 def quantize_hair_photo(
@@ -55,10 +73,12 @@ def export_hair_photo(
     metrics: dict[str, Any] | None = None,
     calib: Sequence[Path] = (),
     gate_pairs: Sequence[tuple[Path, Path]] = (),
+    mirror: bool = False,
 ) -> Path:
     """``folder``/hair_photo.onnx (onnx full check, ONNX Runtime vs torch parity), with
     ``calib`` and ``gate_pairs`` also hair_photo.int8.onnx when its gate passes, and the card
-    ``hair_photo.card.json``. Returns the card path."""
+    ``hair_photo.card.json``; ``mirror``: the graph averages the logits of the photo and its
+    mirror image (``MirrorAverage``, twice the cost). Returns the card path."""
     from calibration.card import interleaved_latency
     from device.models.hair_photo import HAIR_PHOTO_MODEL
     from export.classifier_cards import write_card
@@ -73,7 +93,10 @@ def export_hair_photo(
         "seed": ckpt["train_config"].get("seed"),
         "step": ckpt["step"],
         "val_scores": (ckpt.get("best") or {}).get("scores"),
+        "test_time": "mirror-averaged logits" if mirror else "none",
     }
+    if mirror:
+        model = MirrorAverage(model, side).eval()
     _export(model, (1, 3, side, side), onnx_path, HAIR_PHOTO_INPUT, [HAIR_PHOTO_OUT], metadata, atol=1e-3)
     files: dict[str, Path] = {"fp32": onnx_path}
     int8_record: dict[str, Any] | None = None
@@ -96,6 +119,7 @@ def export_hair_photo(
             "resize": "whole photo to a square (aspect not kept); logits resized back to the photo",
             "colour": "RGB",
             "normalise": "(x - 127) / 128, x in 0..255",
+            "test_time": "mean of the logits of the photo and its mirror image" if mirror else "none",
         },
         "thresholds": {"logit": 0.0},
     }

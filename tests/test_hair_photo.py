@@ -101,6 +101,17 @@ def test_training_learns_and_resumes(photos, tiny_run, tmp_path) -> None:
     assert steps == list(range(1, 41))
 
 
+def test_init_starts_from_a_run_and_refuses_another_network(photos, tiny_run, tmp_path) -> None:
+    cfg = _config(
+        photos, tmp_path / "ft", model="tiny_unet", init=str(tiny_run), side=96, crop=64, steps=2, eval_every=2
+    )
+    _, ck = load_hair_photo(train_hair_photo(cfg, progress=False))
+    assert ck["model_config"]["init"]["checkpoint"] == str(tiny_run)
+    assert ck["best"]["miou"] > 0.5  # starts from the trained weights: 2 steps alone would not get there
+    with pytest.raises(ValueError, match="is not"):
+        train_hair_photo(_config(photos, tmp_path / "x", model="scratch_unet", init=str(tiny_run), steps=1))
+
+
 def test_export_parity_int8_gate_and_device_segmenter(photos, tiny_run, tmp_path) -> None:
     out = tmp_path / "export"
     assert main(["export", "hair-photo", "--checkpoint", str(tiny_run), "--out", str(out), "--int8", str(photos)]) == 0
@@ -166,6 +177,18 @@ def test_eval_seg_and_segment_cli_with_a_hair_photo_model(photos, tiny_run, tmp_
     capsys.readouterr()
     assert main(["segment", str(image), "--model", model, "--out", str(tmp_path / "s2"), "--um-per-px", "3"]) != 0
     assert "a hair photo has no scale" in capsys.readouterr().err
+
+
+def test_mirror_averaged_graph_is_mirror_equivariant(tiny_run, tmp_path) -> None:
+    out = tmp_path / "mirror"
+    assert main(["export", "hair-photo", "--checkpoint", str(tiny_run), "--out", str(out), "--mirror"]) == 0
+    card = json.loads((out / "hair_photo.card.json").read_text())
+    assert card["preprocessing"]["test_time"].startswith("mean of the logits")
+    seg = HairPhotoSegmenter.from_onnx(out / "hair_photo.onnx", threads=1)
+    img, _ = _photo(np.random.default_rng(9), 64, 64)  # the graph's side: no resampling to break symmetry
+    a = seg.segment(img).probability
+    b = seg.segment(np.ascontiguousarray(img[:, ::-1])).probability
+    assert np.abs(a - b[:, ::-1]).max() < 1e-4
 
 
 def test_miou_gate_refuses_a_worse_candidate(photos, tiny_run, tmp_path) -> None:

@@ -20,6 +20,7 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (resumes from last.pt)")
     p.add_argument("--model", choices=PHOTO_MODELS, help="network (default lite0_unet)")
     p.add_argument("--diffusion", help="diffusion final.pt (for --model diffusion_features)")
+    p.add_argument("--init", help="final.pt of a run of the same network to start from (e.g. at a larger --side)")
     for name, typ in (
         ("t", int),
         ("feature-side", int),
@@ -28,6 +29,7 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
         ("steps", int),
         ("batch", int),
         ("lr", float),
+        ("warmup", int),
         ("val-percent", int),
         ("eval-every", int),
         ("seed", int),
@@ -50,6 +52,9 @@ def add_export(esub: argparse._SubParsersAction) -> None:
         "train split and gates on its val split; kept only if it passes the gate",
     )
     p.add_argument("--calib-n", type=int, default=64, help="calibration photos (default 64)")
+    p.add_argument(
+        "--mirror", action="store_true", help="average the logits of each photo and its mirror image (2x the cost)"
+    )
     p.add_argument("--metrics", nargs="*", default=[], help="JSON reports to record in the card")
     p.set_defaults(func=_run_export)
 
@@ -82,6 +87,8 @@ def _run_export(args: argparse.Namespace) -> int:
     for path in args.metrics:
         report = json.loads(Path(path).read_text())
         metrics[Path(path).stem] = {k: v for k, v in report.items() if k != "per_photo"}
-    card = export_hair_photo(model, ckpt, args.out, [command_line()], metrics, calib=calib, gate_pairs=gate)
+    card = export_hair_photo(
+        model, ckpt, args.out, [command_line()], metrics, calib=calib, gate_pairs=gate, mirror=args.mirror
+    )
     print(f"wrote {card}")
     return 0

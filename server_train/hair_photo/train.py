@@ -33,12 +33,14 @@ __all__ = ["HairPhotoConfig", "train_hair_photo", "load_hair_photo", "predict_lo
 @dataclass
 class HairPhotoConfig:
     """data: folder with images/ + masks/; model: a PHOTO_MODELS name; diffusion: the diffusion
-    checkpoint for ``diffusion_features``; t, feature_side: its timestep and input side."""
+    checkpoint for ``diffusion_features``; t, feature_side: its timestep and input side; init:
+    a hair-photo checkpoint of the same network to start from."""
 
     data: str
     out: str
     model: str = "lite0_unet"
     diffusion: str | None = None
+    init: str | None = None  # start from this run's weights (e.g. to fine-tune at a larger side)
     t: int = 50
     feature_side: int = 128
     side: int = HAIR_PHOTO_SIDE
@@ -110,6 +112,12 @@ def train_hair_photo(c: HairPhotoConfig, progress: bool = True) -> Path:
     out = Path(c.out)
     out.mkdir(parents=True, exist_ok=True)
     model, mc = build_photo_model(c.model, c.diffusion, c.t, c.feature_side)
+    if c.init:
+        start, init_ck = load_hair_photo(c.init)
+        if {k: v for k, v in init_ck["model_config"].items() if k != "init"} != mc:
+            raise ValueError(f"--init {c.init}: its network {init_ck['model_config']} is not {mc}")
+        model.load_state_dict(start.state_dict())
+        mc = mc | {"init": {"checkpoint": c.init, "step": init_ck["step"], "train_config": init_ck["train_config"]}}
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=1e-4)
     step, best = 0, {"miou": -1.0, "step": 0}
