@@ -74,11 +74,14 @@ def export_hair_photo(
     calib: Sequence[Path] = (),
     gate_pairs: Sequence[tuple[Path, Path]] = (),
     mirror: bool = False,
+    int8_only: bool = False,
 ) -> Path:
     """``folder``/hair_photo.onnx (onnx full check, ONNX Runtime vs torch parity), with
     ``calib`` and ``gate_pairs`` also hair_photo.int8.onnx when its gate passes, and the card
     ``hair_photo.card.json``; ``mirror``: the graph averages the logits of the photo and its
-    mirror image (``MirrorAverage``, twice the cost). Returns the card path."""
+    mirror image (``MirrorAverage``, twice the cost); ``int8_only``: the card lists the INT8 file
+    alone (the bundle then carries a quarter of the bytes; ValueError when the gate refused it).
+    Returns the card path."""
     from calibration.card import interleaved_latency
     from device.models.hair_photo import HAIR_PHOTO_MODEL
     from export.classifier_cards import write_card
@@ -104,11 +107,15 @@ def export_hair_photo(
         int8, int8_record = quantize_hair_photo(onnx_path, folder / f"{HAIR_PHOTO_MODEL}.int8.onnx", calib, gate_pairs)
         if int8 is not None:
             files["int8"] = int8
+    if int8_only:
+        if "int8" not in files:
+            raise ValueError("--int8-only: there is no INT8 file (not asked for, or refused by its gate)")
+        del files["fp32"]  # stays in the folder as the reference; not listed, so not bundled
     speed: dict[str, float] = {}
     if "int8" in files:
-        fp32_ms, int8_ms = interleaved_latency([files["fp32"], files["int8"]], runs=20, threads=2)
+        fp32_ms, int8_ms = interleaved_latency([onnx_path, files["int8"]], runs=20, threads=2)
         speed = {"fp32_ms": round(fp32_ms, 2), "int8_ms": round(int8_ms, 2), "speedup": round(fp32_ms / int8_ms, 3)}
-    default = "int8" if speed and speed["speedup"] >= MIN_INT8_SPEEDUP else "fp32"
+    default = "int8" if int8_only or (speed and speed["speedup"] >= MIN_INT8_SPEEDUP) else "fp32"
     card_path = write_card(folder, HAIR_PHOTO_MODEL, files, commands, metrics, default_precision=default)
     card = json.loads(card_path.read_text())
     card |= {

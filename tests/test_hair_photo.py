@@ -122,6 +122,12 @@ def test_export_parity_int8_gate_and_device_segmenter(photos, tiny_run, tmp_path
     assert files["fp32"] == "hair_photo.onnx"
     assert card["evaluation"]["int8"]["gate"]["metric"] == "miou"
     assert ("int8" in files) == card["evaluation"]["int8"]["gate"]["passed"]
+    if "int8" in files:  # --int8-only lists the INT8 file alone (what the bundle then carries)
+        only = tmp_path / "only"
+        args = ["export", "hair-photo", "--checkpoint", str(tiny_run), "--out", str(only), "--int8", str(photos)]
+        assert main([*args, "--int8-only"]) == 0
+        variants = json.loads((only / "hair_photo.card.json").read_text())["variants"]
+        assert [v["precision"] for v in variants] == ["int8"]
     seg = HairPhotoSegmenter.from_onnx(out / "hair_photo.onnx", threads=1)
     img, mask = _photo(np.random.default_rng(5), 70, 90)
     found = seg.segment(img)

@@ -53,6 +53,9 @@ def add_export(esub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--calib-n", type=int, default=64, help="calibration photos (default 64)")
     p.add_argument(
+        "--int8-only", action="store_true", help="list only the INT8 file in the card (so the bundle carries it alone)"
+    )
+    p.add_argument(
         "--mirror", action="store_true", help="average the logits of each photo and its mirror image (2x the cost)"
     )
     p.add_argument("--metrics", nargs="*", default=[], help="JSON reports to record in the card")
@@ -78,6 +81,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
     model, ckpt = load_hair_photo(args.checkpoint)
     calib, gate = [], []
+    if args.int8_only and not args.int8:
+        raise ValueError("--int8-only needs --int8 DATA")
     if args.int8:
         val_percent = int(ckpt["train_config"]["val_percent"])
         train = split_pairs(args.int8, "train", val_percent)
@@ -88,7 +93,15 @@ def _run_export(args: argparse.Namespace) -> int:
         report = json.loads(Path(path).read_text())
         metrics[Path(path).stem] = {k: v for k, v in report.items() if k != "per_photo"}
     card = export_hair_photo(
-        model, ckpt, args.out, [command_line()], metrics, calib=calib, gate_pairs=gate, mirror=args.mirror
+        model,
+        ckpt,
+        args.out,
+        [command_line()],
+        metrics,
+        calib=calib,
+        gate_pairs=gate,
+        mirror=args.mirror,
+        int8_only=args.int8_only,
     )
     print(f"wrote {card}")
     return 0
