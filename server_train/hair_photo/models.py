@@ -6,9 +6,10 @@
   strides 2, 4, 8, 16, 32, each reduced to ``width`` channels, upsampled and summed, one 3x3
   conv per level) and a logit head at stride 2, upsampled (bilinear) to S.
 - ``scratch_unet``: the same network, random initial weights.
-- ``diffusion_features``: our scalp/photo diffusion U-Net (``server_train.diffusion``), frozen,
-  run once at timestep ``t`` on the clean photo scaled to ``feature_side``; its decoder blocks'
-  outputs (every resolution) are resized to ``feature_side`` and concatenated, and a small
+- ``diffusion_features``: our photo diffusion U-Net (``server_train.diffusion``), frozen, run
+  once at timestep ``t`` on the clean photo scaled by ``feature_side / side`` (the scale it was
+  trained at); its decoder blocks' outputs (every resolution) are resized to that grid and
+  concatenated, and a small
   trained head (1x1 conv, 3x3 conv, 1x1 conv) gives the logits, upsampled to S. This follows
   label-efficient segmentation with diffusion features (pixel classifier on decoder
   activations), with our own model in place of Stable Diffusion (no hub weights here).
@@ -76,10 +77,12 @@ class LiteUNet(nn.Module):
 class DiffusionFeatureSeg(nn.Module):
     """Frozen diffusion U-Net features at timestep ``t`` + trained head: Nx3xSxS -> Nx1xSxS logits."""
 
-    def __init__(self, unet: nn.Module, t: int, feature_side: int, width: int = 64, source: str = "") -> None:
+    def __init__(
+        self, unet: nn.Module, t: int, feature_side: int, side: int, width: int = 64, source: str = ""
+    ) -> None:
         super().__init__()
         self.unet = unet.eval().requires_grad_(False)
-        self.t, self.feature_side = int(t), int(feature_side)
+        self.t, self.feature_side, self.side = int(t), int(feature_side), int(side)
         chans = [unet.config.base * m for m in reversed(unet.config.mults)]
         self.head = nn.Sequential(
             nn.Conv2d(sum(chans), width, 1),
@@ -90,7 +93,8 @@ class DiffusionFeatureSeg(nn.Module):
             nn.ReLU(True),
             nn.Conv2d(width, 1, 1),
         )
-        self.config = {"kind": "diffusion", "t": self.t, "feature_side": self.feature_side, "width": width}
+        self.config = {"kind": "diffusion", "t": self.t, "feature_side": self.feature_side, "side": self.side}
+        self.config["width"] = width
         self.config["source"] = source
 
     def train(self, mode: bool = True) -> DiffusionFeatureSeg:
@@ -99,9 +103,13 @@ class DiffusionFeatureSeg(nn.Module):
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Nx3xSxS -> NxCxFxF decoder activations (F = feature_side), every up block, concatenated."""
+        """Nx3xHxW -> NxCxhxw decoder activations, every up block, concatenated: the input scaled
+        by feature_side / side (a whole photo at ``side`` becomes ``feature_side``; a training
+        crop keeps the same pixel scale), h and w rounded to multiples of 8."""
         u = self.unet
-        x = F.interpolate(x, size=(self.feature_side, self.feature_side), mode="bilinear", align_corners=False)
+        k = self.feature_side / self.side
+        h, w = (max(8, round(int(n) * k / 8) * 8) for n in x.shape[-2:])
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         n = x.shape[0]
         t = torch.full((n,), self.t, dtype=torch.int64)
         levels = torch.full((n, 3), -1, dtype=torch.int64)
@@ -132,7 +140,7 @@ PHOTO_MODELS = ("lite0_unet", "scratch_unet", "diffusion_features", "tiny_unet")
 
 
 def build_photo_model(
-    name: str, diffusion: str | Path | None = None, t: int = 50, feature_side: int = 128
+    name: str, diffusion: str | Path | None = None, t: int = 50, feature_side: int = 128, side: int = 256
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(network, its config) for ``name`` in PHOTO_MODELS; ``diffusion_features`` needs the
     diffusion checkpoint ``diffusion`` (final.pt of ``scalpedge train diffusion``)."""
@@ -149,7 +157,7 @@ def build_photo_model(
         from server_train.diffusion.train import load_model
 
         unet, _, _ = load_model(diffusion)
-        model = DiffusionFeatureSeg(unet, t, feature_side, source=str(diffusion))
+        model = DiffusionFeatureSeg(unet, t, feature_side, side, source=str(diffusion))
     else:
         raise ValueError(f"unknown hair-photo model {name!r}; choose from {PHOTO_MODELS}")
     return model, {"name": name, **model.config}

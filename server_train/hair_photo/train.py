@@ -111,7 +111,7 @@ def train_hair_photo(c: HairPhotoConfig, progress: bool = True) -> Path:
     torch.manual_seed(c.seed)
     out = Path(c.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, mc = build_photo_model(c.model, c.diffusion, c.t, c.feature_side)
+    model, mc = build_photo_model(c.model, c.diffusion, c.t, c.feature_side, c.side)
     if c.init:
         start, init_ck = load_hair_photo(c.init)
         if {k: v for k, v in init_ck["model_config"].items() if k != "init"} != mc:
@@ -181,8 +181,7 @@ def load_hair_photo(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     else:
         from server_train.diffusion.unet import CondUNet, UNetConfig
 
-        model = DiffusionFeatureSeg(
-            CondUNet(UNetConfig.from_dict(ck["unet"])), mc["t"], mc["feature_side"], mc["width"]
-        )
+        unet = CondUNet(UNetConfig.from_dict(ck["unet"]))
+        model = DiffusionFeatureSeg(unet, mc["t"], mc["feature_side"], mc["side"], mc["width"])
     model.load_state_dict(ck["model"])
     return model.eval(), ck
