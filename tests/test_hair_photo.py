@@ -232,3 +232,22 @@ def test_diffusion_features_network_trains_on_the_same_loop(photos, tmp_path) ->
     assert main(["export", "hair-photo", "--checkpoint", str(run), "--out", str(out)]) == 0
     seg = HairPhotoSegmenter.from_onnx(out / "hair_photo.onnx", threads=1)
     assert seg.segment(np.zeros((40, 50, 3), np.uint8)).mask.shape == (40, 50)
+
+
+def test_shipped_bundle_carries_the_hair_photo_segmenter(tmp_path) -> None:
+    from device.assets import default_bundle_path
+
+    bundle = Bundle.open(default_bundle_path())
+    card = bundle.model("hair_photo")
+    assert [v["precision"] for v in card["variants"]] == ["int8"]  # gated INT8 alone: <= 10 MB
+    assert bundle.select("hair_photo").path.stat().st_size < 10e6
+    scores = card["evaluation"]
+    assert scores["lite0_unet_val"]["miou"] > scores["scratch_unet_val"]["miou"]  # the winner is recorded
+    seg = HairPhotoSegmenter.from_bundle(bundle, threads=1)
+    img, _ = _photo(np.random.default_rng(3), seg.side, seg.side)
+    found = seg.segment(img)
+    mirrored = seg.segment(np.ascontiguousarray(img[:, ::-1]))
+    assert found.mask.shape == img.shape[:2] and 0.0 <= found.coverage <= 1.0
+    # the mirror-averaged graph, up to INT8 rounding (asymmetric activations)
+    assert np.abs(found.probability - mirrored.probability[:, ::-1]).mean() < 0.01
+    assert (found.mask == mirrored.mask[:, ::-1]).mean() > 0.99
