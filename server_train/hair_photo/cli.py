@@ -13,7 +13,7 @@ __all__ = ["add_train", "add_export"]
 
 
 def add_train(tsub: argparse._SubParsersAction) -> None:
-    from server_train.hair_photo.models import PHOTO_MODELS
+    from server_train.hair_photo.names import PHOTO_MODELS
 
     p = tsub.add_parser("hair-photo", help="hair segmenter for ordinary photos (Figaro-1k images/ + masks/)")
     p.add_argument("--data", required=True, help="folder with images/ and masks/ (255 = hair)")

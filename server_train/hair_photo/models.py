@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server_train.hair_photo.names import PHOTO_MODELS
 from server_train.models.efficientnet_lite import LITE0_BLOCKS, EfficientNetLite, load_lite0_imagenet
 
 __all__ = ["LiteUNet", "DiffusionFeatureSeg", "PHOTO_MODELS", "build_photo_model", "TINY_BLOCKS"]
@@ -134,9 +135,6 @@ class DiffusionFeatureSeg(nn.Module):
         with torch.no_grad():
             f = self.features(x)
         return F.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-PHOTO_MODELS = ("lite0_unet", "scratch_unet", "diffusion_features", "tiny_unet")
 
 
 def build_photo_model(
