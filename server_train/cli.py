@@ -277,8 +277,54 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--n", type=int, default=100)
     sy.add_argument("--repeats", type=int, default=3)
     sy.set_defaults(func=_run_bench_synth)
+    dg = bsub.add_parser(
+        "diagnosis",
+        help="one diagnosis per stage (quality ... refiner, fusion ... record), the live path and the "
+        "paper-style and naive SAM pipelines, timed in one process on the same frames",
+    )
+    dg.add_argument("--out", required=True)
+    dg.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
+    dg.add_argument("--trust", nargs="*", default=[], help="extra trusted public keys for --bundle (PEM files/folders)")
+    dg.add_argument("--frames", help="folder of frames (default: the sample frames shipped in device/assets/samples)")
+    dg.add_argument("--n-frames", type=int, default=8, help="time on at most this many frames of --frames")
+    dg.add_argument("--threads", type=int, default=2)
+    dg.add_argument("--runs", type=int, default=20, help="timed passes of the device diagnosis and the live path")
+    dg.add_argument("--slow-runs", type=int, default=3, help="timed passes of each reference pipeline")
+    dg.add_argument("--graphs", help="folder that keeps the reference pipelines' ONNX files between runs")
+    dg.add_argument("--no-fused", action="store_true", help="leave the refiner and fusion out of the diagnosis")
+    dg.add_argument("--no-paper", action="store_true", help="skip the paper-style pipeline (U2-Net + SAM ViT-B)")
+    dg.add_argument("--no-naive", action="store_true", help="skip the naive edge pipeline (U2-NetP + TinyViT)")
+    dg.set_defaults(func=_run_bench_diagnosis)
     classifier_cli.add_bench(bsub)
     refiner_cli.add_bench(bsub)
+
+
+def _run_bench_diagnosis(args: argparse.Namespace) -> int:
+    need_torch()
+    from device.assets import default_bundle_path
+    from server_train.evaluation.diagnosis_speed import bench_diagnosis
+    from server_train.refiner_cli import bench_frames
+
+    frames = bench_frames(args.frames, args.n_frames)
+    report = bench_diagnosis(
+        args.bundle or default_bundle_path(),
+        frames,
+        threads=args.threads,
+        runs=args.runs,
+        fused=not args.no_fused,
+        paper=not args.no_paper,
+        naive=not args.no_naive,
+        slow_runs=args.slow_runs,
+        graphs=args.graphs,
+        trusted_keys=tuple(args.trust),
+    )
+    write_report(args.out, report)
+    stages = ", ".join(f"{k} {v}" for k, v in report["stages_ms"].items())
+    print(f"diagnosis {report['total_ms']} ms ({stages}); live {report['live_ms']} ms")
+    for name in ("paper_style", "naive_edge"):
+        if f"{name}_ms" in report:
+            print(f"{name} {report[f'{name}_ms']} ms = {report[f'{name}_over_total']}x the diagnosis")
+    return 0
 
 
 def _run_bench_speed(args: argparse.Namespace) -> int:
