@@ -4,8 +4,10 @@
         --models lite0_unet=runs/hp/lite0_unet/export/hair_photo.onnx ... \\
         --out benchmarks/reports/hair_photo_examples.png
 
-One row per photo (``--n`` spread over the val split): the photo, the true mask,
-then each model's mask tinted on the photo with its mIoU on that photo.
+One row per photo (``--n`` spread over the val split): the true mask, then each model's errors
+against it (white: hair found, red: false hair, blue: hair missed, black: background) with its
+mIoU on that photo. Figaro-1k is for research use, so the committed figure holds masks only;
+``--with-photos`` adds the photo and tints each model's mask on it (for a local look).
 """
 
 from __future__ import annotations
@@ -39,12 +41,22 @@ def _tinted(photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _errors(mask: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """HxW bool prediction vs truth -> HxWx3 BGR: white hit, red false hair, blue missed hair."""
+    out = np.zeros((*truth.shape, 3), np.uint8)
+    out[mask & truth] = (255, 255, 255)
+    out[mask & ~truth] = (0, 0, 255)
+    out[~mask & truth] = (255, 0, 0)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--models", nargs="+", required=True, help="NAME=hair_photo.onnx")
     p.add_argument("--n", type=int, default=5)
     p.add_argument("--out", required=True)
+    p.add_argument("--with-photos", action="store_true", help="show the photos (not for the repository)")
     args = p.parse_args()
     models = [(s.split("=", 1)[0], HairPhotoSegmenter.from_onnx(s.split("=", 1)[1], threads=2)) for s in args.models]
     pairs = split_pairs(args.data, "val")
@@ -52,10 +64,14 @@ def main() -> None:
     for image_path, mask_path in pairs[:: max(1, len(pairs) // args.n)][: args.n]:
         photo = read_frame(image_path)
         truth = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
-        cells = [_cell(photo, image_path.stem), _cell(_tinted(photo, truth), "truth")]
+        if args.with_photos:
+            cells = [_cell(photo, image_path.stem), _cell(_tinted(photo, truth), "truth")]
+        else:
+            cells = [_cell(np.repeat(truth[..., None], 3, axis=2).astype(np.uint8) * 255, f"{image_path.stem} truth")]
         for name, seg in models:
             mask = seg.segment(photo).mask
-            cells.append(_cell(_tinted(photo, mask), f"{name} {miou(confusion(mask, truth)):.3f}"))
+            shown = _tinted(photo, mask) if args.with_photos else _errors(mask, truth)
+            cells.append(_cell(shown, f"{name} {miou(confusion(mask, truth)):.3f}"))
         rows.append(np.hstack(cells))
     cv2.imwrite(args.out, np.vstack(rows))
     print(f"wrote {args.out}")
