@@ -41,8 +41,9 @@ def test_without_the_refiner_the_diagnosis_has_no_fused_stages(tmp_path: Path) -
     assert main([*BASE, "--no-fused", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["fused"] is False
-    assert not {"refiner_encoder", "refiner_decoder", "fusion"} & set(report["stages_ms"])
-    assert {"segment", "prompts", "metrics", "record"} <= set(report["stages_ms"])
+    assert not {"prompts", "refiner_encoder", "refiner_decoder", "fusion"} & set(report["stages_ms"])
+    assert {"segment", "metrics", "classify", "record"} <= set(report["stages_ms"])
+    assert sum(report["stages_ms"].values()) <= report["total_ms"]
 
 
 def test_a_bundle_without_the_refiner_is_refused_for_the_fused_diagnosis(tmp_path: Path, capsys) -> None:

@@ -102,3 +102,14 @@ def test_sample_frames_ship_with_the_package() -> None:
     seg = ModelSegmenter(OrtBackend(BUNDLE.select("segmenter").path, threads=2))
     probs = [seg.segment(cv2.imread(str(f))).prob for f in frames]
     assert all(p.shape == (480, 640) and np.isfinite(p).all() for p in probs)
+
+
+def test_cpu_sessions_do_not_spin_unless_asked() -> None:
+    """Several sessions share two cores in one diagnosis: idle workers must not busy-wait (the
+    measured cost of spinning is in ``OrtBackend``'s docstring)."""
+    path = default_bundle_path() / "segmenter.onnx"
+    quiet = OrtBackend(path, threads=1).session.get_session_options()
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = OrtBackend(path, threads=1, spin=True).session.get_session_options()
+    with pytest.raises(Exception, match="allow_spinning"):  # not set: ONNX Runtime's default (spin)
+        spinning.get_session_config_entry("session.intra_op.allow_spinning")
