@@ -97,9 +97,9 @@ def hair_patches(frame_bgr: np.ndarray, points: np.ndarray, um_per_px: float, si
     pts = np.asarray(points, np.float64).reshape(-1, 2)
     if not um_per_px > 0:
         raise ValueError(f"um_per_px must be > 0, got {um_per_px}")
-    out = np.empty((len(pts), 3, size, size), np.float32)
     if not len(pts):
-        return out
+        return np.empty((0, 3, size, size), np.float32)
+    crops = np.empty((len(pts), size, size, 3), np.uint8)
     side = size * MODEL_UM_PER_PX / um_per_px  # frame px the patch spans
     pad = int(np.ceil(side)) + 1
     big = cv2.copyMakeBorder(frame_bgr, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
@@ -117,8 +117,10 @@ def hair_patches(frame_bgr: np.ndarray, points: np.ndarray, um_per_px: float, si
                 (size, size),
                 interpolation=cv2.INTER_AREA if n > size else cv2.INTER_LINEAR,
             )
-        out[i] = to_tensor_layout(patch)
-    return out
+        crops[i] = patch
+    # one normalisation for all patches (as to_tensor_layout does per image)
+    rgb = crops[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.ascontiguousarray((rgb.transpose(0, 3, 1, 2) - _MEAN) / _STD)
 
 
 _PHOTO_MEAN = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
