@@ -7,8 +7,8 @@ may differ. This script runs the device's measuring step (``analyse_frame``: seg
 hairs, the class model) on the same tuning subjects (training subjects the class model never
 trained on), records P(miniaturised) of every located hair, and picks the threshold whose
 per-frame thin share best matches the labelled ``undersize`` share (``choose_threshold``, the
-grid training uses). Nothing here reads the
-held-out subjects.
+grid training uses, with its share scale). Nothing here reads the held-out subjects. A model
+trained with ``--refit`` has trained on these subjects too, so its figures here are in-sample.
 
     .venv/bin/python benchmarks/hair_class_threshold.py --model runs/release_counts/segmenter.onnx \\
         --hair-classes runs/hair_release/hair_classes.onnx --out runs/eval/hair_class_threshold.json \\
@@ -79,8 +79,11 @@ def main() -> None:
         "frames": choice["frames"],
         "thin_probability": choice["thin_probability"],
         "thin_ratio_mae": choice["ratio_mae"],
+        "thin_share_scale": choice["thin_share_scale"],
+        "thin_ratio_mae_unscaled": choice["ratio_mae_unscaled"],
         "thin_ratio_mae_at_0.5": choice["ratio_mae_at_0.5"],
         "graph_threshold": model.thin_probability,
+        "graph_share_scale": model.thin_share_scale,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

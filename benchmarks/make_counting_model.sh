@@ -9,7 +9,7 @@
 #   bash benchmarks/make_counting_model.sh
 # Needs ../shared/data/follicle-counts (DATA=path to override), data/heldout (the synthetic
 # held-out set of make_default_model.sh, for the INT8 Dice gate) and the release key
-# (SIGNING_KEY, default /work/release-keys/scalpedge-release-2026d.pem; kept out of git).
+# (SIGNING_KEY, default /work/release-keys/scalpedge-release-2026e.pem; kept out of git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=.venv/bin/scalpedge
@@ -57,9 +57,12 @@ print('sum ratio', t.sum() / p.sum(), {k: np.abs(np.round(p * k) - t).mean() for
 # training subjects; its threshold chosen on tuning subjects it never trained on), bundle.
 $S export release --checkpoint runs/counts_s2/final.pt --out runs/release_counts --count-scale 1.15 \
    --metrics runs/eval/counts_val_s2.json
+# Since 2026-12-05 the class model is the two-field pair with three classes, 3000 steps; its
+# threshold and share scale are chosen on the tuning subjects, then it is trained again on the
+# training + tuning subjects (--refit; about 25 min at 2 threads).
 $S train hair-classes --data "$FC" --out runs/hair_classes_loc --segmenter runs/release_counts/segmenter.onnx \
-   --threads 2 --quiet
-$S export hair-classes --checkpoint runs/hair_classes_loc/final.pt --out runs/hair_release_loc
+   --kind pair --classes 3 --steps 3000 --refit --threads 2 --quiet
+$S export hair-classes --checkpoint runs/hair_classes_loc/refit/final.pt --out runs/hair_release_loc
 rm -rf runs/calib_real && mkdir -p runs/calib_real
 .venv/bin/python - "$FC" <<'PY'
 import sys, cv2
@@ -74,7 +77,7 @@ rm -rf runs/unpacked runs/bundle
 $S bundle unpack device/assets/default runs/unpacked
 $S bundle build runs/bundle --card runs/release_counts/segmenter.card.json runs/hair_release_loc/hair_classes.card.json \
    $(ls runs/unpacked/*.card.json | grep -v -e segmenter -e hair_classes) \
-   --key "${SIGNING_KEY:-/work/release-keys/scalpedge-release-2026d.pem}"
+   --key "${SIGNING_KEY:-/work/release-keys/scalpedge-release-2026e.pem}"
 rm -f device/assets/default/*.onnx device/assets/default/*.json && cp runs/bundle/* device/assets/default/
 $S bundle verify device/assets/default
 

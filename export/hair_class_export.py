@@ -1,11 +1,12 @@
 """Export of the per-hair class network and its model card (bundle model ``hair_classes``).
 
-The graph takes a static batch of HAIR_PATCH_BATCH patches (``HAIR_CLS_INPUT``) and gives their
-logits (``HAIR_CLS_OUT``); its metadata carries the decision threshold ``thin_probability``
-chosen on training subjects, the training config and the seed. FP32 only: at about 2 MFLOP a
-patch, INT8 would save nothing worth a second accuracy gate. The card names the threshold in
-``thresholds`` too (a TensorRT engine keeps no graph metadata; ``device.app.pipeline`` reads
-the card's).
+The graph takes a static batch of HAIR_PATCH_BATCH patches (``HAIR_CLS_INPUT``, HAIR_PATCH_PX a
+side for one patch network, HAIR_FIELD_PX for the two-field pair) and gives their logits
+(``HAIR_CLS_OUT``); its metadata carries the decision threshold ``thin_probability`` and the
+share scale ``thin_share_scale`` chosen on training subjects, the training config and the seed.
+FP32 only: at about 2 MFLOP a 40 px patch (about 12 for the pair's four passes), INT8 would save
+nothing worth a second accuracy gate. The card names both in ``thresholds`` too (a TensorRT
+engine keeps no graph metadata; ``device.app.pipeline`` reads the card's).
 """
 
 from __future__ import annotations
@@ -45,19 +46,24 @@ def export_hair_classes(
     onnx_path = folder / f"{HAIR_CLASSES_MODEL}.onnx"
     metadata = {
         "thin_probability": str(threshold["thin_probability"]),
+        "thin_share_scale": str(threshold.get("thin_share_scale", 1.0)),
         "train_config": ckpt["train_config"],
         "model_config": ckpt["model_config"],
         "seed": ckpt["train_config"].get("seed"),
         "step": ckpt["step"],
     }
-    shape = (HAIR_PATCH_BATCH, 3, HAIR_PATCH_PX, HAIR_PATCH_PX)
+    side = int(getattr(model, "input_px", HAIR_PATCH_PX))
+    shape = (HAIR_PATCH_BATCH, 3, side, side)
     _export(model, shape, onnx_path, HAIR_CLS_INPUT, [HAIR_CLS_OUT], metadata, atol=1e-4)
     card_path = write_card(folder, HAIR_CLASSES_MODEL, {"fp32": onnx_path}, commands, metrics)
     card = json.loads(card_path.read_text())
     card |= {
         "task": HAIR_CLASSES_TASK,
         "class_names": ["terminal", "miniaturised"],
-        "thresholds": {"thin_probability": threshold["thin_probability"]},
+        "thresholds": {
+            "thin_probability": threshold["thin_probability"],
+            "thin_share_scale": threshold.get("thin_share_scale", 1.0),
+        },
     }
     card["evaluation"] = {"threshold_choice": threshold} | card.get("evaluation", {})
     card_path.write_text(json.dumps(card, indent=2) + "\n")

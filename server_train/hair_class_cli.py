@@ -33,6 +33,25 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
         help="segmenter graph (.onnx or .pt): cut patches at the hairs it locates (the device's path), "
         "labelled by the box each falls in; default: at the box centres",
     )
+    p.add_argument(
+        "--kind",
+        choices=("patch", "pair"),
+        help="patch: one network on a 40 px patch (default); pair: a near and a half-resolution wide "
+        "view of a 112 px field, mirrored too, in one graph",
+    )
+    p.add_argument(
+        "--classes",
+        type=int,
+        choices=(1, 3),
+        help="1: thin vs the rest (default); 3: located hairs in no box / in another box / in an undersize box",
+    )
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        default=None,
+        help="after choosing the threshold on the tuning subjects, train again on training + tuning "
+        "subjects (refit/final.pt)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.contracts.constants import HAIR_PATCH_BATCH, HAIR_PATCH_PX, MODEL_UM_PER_PX
+from device.contracts.constants import HAIR_FIELD_PX, HAIR_PATCH_BATCH, HAIR_PATCH_PX, MODEL_UM_PER_PX
 from device.contracts.preprocess import hair_patches
 from device.measure.hair_metrics import measure
 from device.measure.located_hairs import HAIR_CLASSES, located_class
@@ -57,6 +57,29 @@ def test_measure_thin_ratio_follows_the_model_decisions() -> None:
     assert [k for _, _, k in by_model.hairs] == [HAIR_CLASSES[1], HAIR_CLASSES[2], HAIR_CLASSES[2]]
     with pytest.raises(ValueError, match="miniaturised flags"):
         measure(mask, hair_points=points, miniaturised=np.array([True]))
+    # The model's share scale scales the frame's share, not the hairs' classes.
+    scaled = measure(mask, hair_points=points, miniaturised=np.array([True, False, False]), thin_share_scale=0.75)
+    assert scaled.thin_ratio == pytest.approx(0.25) and scaled.hairs == by_model.hairs
+    assert measure(mask, hair_points=points, thin_share_scale=0.5).thin_ratio == 0.0  # by diameter: unscaled
+    with pytest.raises(ValueError, match="thin_share_scale"):
+        measure(mask, hair_points=points, miniaturised=np.array([True, False, False]), thin_share_scale=1.5)
+
+
+def test_threshold_choice_shrinks_the_share_only_when_that_errs_less() -> None:
+    from server_train.training.hair_class_train import choose_threshold
+
+    rng = np.random.default_rng(0)
+    frame = np.repeat(np.arange(40), 10)
+    prob = rng.uniform(0, 1, len(frame))
+    # Truth = the share at P >= 0.7: the exact threshold, scale 1.
+    truth = np.array([(prob[frame == f] >= 0.7).mean() for f in range(40)])
+    exact = choose_threshold(prob, prob >= 0.7, frame, truth)
+    assert exact["thin_probability"] == 0.7 and exact["thin_share_scale"] == 1.0 and exact["ratio_mae"] == 0.0
+    assert exact["ratio_mae_unscaled"] == 0.0 and exact["thin_probability_unscaled"] == 0.7
+    # Truth = 0.8 x that share: no threshold alone matches it as well as scale 0.8.
+    shrunk = choose_threshold(prob, prob >= 0.7, frame, 0.8 * truth)
+    assert shrunk["thin_share_scale"] < 1.0 and shrunk["ratio_mae"] < shrunk["ratio_mae_unscaled"]
+    assert abs(shrunk["ratio_bias"]) <= shrunk["ratio_mae"]
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +163,8 @@ def test_located_patches_are_cut_where_the_device_finds_hairs(tmp_path: Path) ->
     kept = [(n, item) for n, item in zip(located, items, strict=True) if n]
     assert s.x.shape == (sum(located), 3, HAIR_PATCH_PX + 4, HAIR_PATCH_PX + 4)
     assert s.truth is not None and len(s.truth) == len(kept)
+    assert s.boxed is not None and not (s.y & ~s.boxed).any()  # an undersize label comes from a box
+    assert set(np.unique(s.labels3())) <= {0, 1, 2} and ((s.labels3() == 2) == s.y).all()
     for f, (n, item) in enumerate(kept):
         assert (s.frame == f).sum() == n
         assert s.truth[f] == pytest.approx(np.mean([c == THIN_CLASS for c in item.classes]))
@@ -150,3 +175,120 @@ def test_located_patches_are_cut_where_the_device_finds_hairs(tmp_path: Path) ->
     assert exact["ratio_mae"] == 0.0
     none_thin = choose_threshold(prob, s.y, s.frame, truth=np.zeros(len(kept)))
     assert none_thin["thin_probability"] > 0.9 and none_thin["ratio_mae"] == 0.0
+
+
+def test_field_pair_averages_a_near_and_a_wide_view_and_their_mirrors() -> None:
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from server_train.models.hair_patch import HairFieldPair, hair_patch_net
+
+    torch.manual_seed(0)
+    pair = hair_patch_net({"kind": "pair", "widths": [4, 8]}).eval()
+    assert isinstance(pair, HairFieldPair) and pair.input_px == HAIR_FIELD_PX
+    x = torch.randn(3, 3, HAIR_FIELD_PX, HAIR_FIELD_PX)
+    o = (HAIR_FIELD_PX - HAIR_PATCH_PX) // 2
+    near, wide = x[:, :, o : o + HAIR_PATCH_PX, o : o + HAIR_PATCH_PX], F.avg_pool2d(x, 2)
+    with torch.no_grad():
+        got = torch.sigmoid(pair(x))
+        parts = [pair.near(near), pair.near(near.flip(3)), pair.wide(wide), pair.wide(wide.flip(3))]
+        want = torch.stack([torch.sigmoid(p) for p in parts]).mean(0)
+        # The wide view sees what lies beyond the near patch; the near view does not.
+        far = x.clone()
+        far[:, :, :4] += 5.0
+        assert torch.equal(pair.near(near_of := far[:, :, o : o + HAIR_PATCH_PX, o : o + HAIR_PATCH_PX]), parts[0])
+        assert near_of.shape[-1] == HAIR_PATCH_PX and not torch.allclose(pair(far), pair(x))
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="kind"):
+        hair_patch_net({"kind": "triple"})
+
+
+def test_pair_training_refits_and_the_device_reads_its_field(tmp_path: Path) -> None:
+    """The two-field pair (three classes) trains on its own patch side, refits on training +
+    tuning subjects with the threshold chosen before, and the device cuts the side its graph
+    declares; the graph gives one thin logit."""
+    torch = pytest.importorskip("torch")
+
+    from device.models.hair_classes import HairClassifier
+    from export.hair_class_export import export_hair_classes
+    from server_train.training.hair_class_train import HairClassConfig, load_hair_classes, train_hair_classes
+    from server_train.training.trichoscopy import frame_and_points, load_labelled
+
+    data = write_set(tmp_path / "set", subjects=8, sites=2, seed=4)
+    cfg = HairClassConfig(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        val_percent=0,
+        tune_percent=30,
+        steps=30,
+        batch=16,
+        warmup=5,
+        widths=(8, 16),
+        kind="pair",
+        classes=3,
+        refit=True,
+    )
+    final = train_hair_classes(cfg, progress=False)
+    assert final == tmp_path / "run" / "refit" / "final.pt"
+    first = torch.load(str(tmp_path / "run" / "final.pt"), map_location="cpu", weights_only=False)
+    model, ckpt = load_hair_classes(final)
+    assert model.classes == 3 and model.near.head.out_features == 3
+    assert ckpt["threshold"]["thin_probability"] == first["threshold"]["thin_probability"]
+    assert ckpt["threshold"]["chosen_with"].endswith("final.pt") and 0 < ckpt["threshold"]["thin_share_scale"] <= 1
+    fit = np.load(tmp_path / "run" / "patches_fit.npz")
+    assert fit["x"].shape[-1] == HAIR_FIELD_PX + 4 * cfg.margin
+    card = json.loads(export_hair_classes(model, ckpt, tmp_path / "out", ["test"]).read_text())
+    assert card["thresholds"]["thin_share_scale"] == ckpt["threshold"]["thin_share_scale"]
+    device = HairClassifier.from_onnx(tmp_path / "out" / "hair_classes.onnx")
+    assert device.patch_px == HAIR_FIELD_PX and device.thin_share_scale == ckpt["threshold"]["thin_share_scale"]
+    frame, points, _ = frame_and_points(load_labelled([data])[0])
+    got = device.probabilities(frame, points, MODEL_UM_PER_PX)
+    with torch.no_grad():
+        patches = torch.from_numpy(hair_patches(frame, points, MODEL_UM_PER_PX, size=HAIR_FIELD_PX))
+        ref = torch.sigmoid(model(patches)).numpy().reshape(-1)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    with pytest.raises(ValueError, match="thin_share_scale"):
+        HairClassifier(device.backend, thin_share_scale=0.0)
+
+
+def test_three_class_logit_is_the_undersize_share_of_the_softmax() -> None:
+    torch = pytest.importorskip("torch")
+
+    from server_train.models.hair_patch import HairPatchNet
+
+    torch.manual_seed(1)
+    net = HairPatchNet((4, 8), classes=3).eval()
+    x = torch.randn(5, 3, HAIR_PATCH_PX, HAIR_PATCH_PX)
+    with torch.no_grad():
+        p2 = torch.softmax(net.logits(x), dim=1)[:, 2:3]
+        torch.testing.assert_close(torch.sigmoid(net(x)), p2, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="classes"):
+        HairPatchNet((4,), classes=2)
+
+
+def test_the_device_runs_each_graph_at_its_own_static_batch(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Graphs exported before 2026-12-05 take 32 patches a call, later ones HAIR_PATCH_BATCH: the
+    device reads the batch from the graph and gives the same probabilities with either."""
+    pytest.importorskip("torch")
+    from device.contracts.constants import HAIR_CLS_INPUT, HAIR_CLS_OUT
+    from device.models.hair_classes import HairClassifier
+    from export.classifier_export import _export
+    from server_train.training.hair_class_train import load_hair_classes
+    from server_train.training.trichoscopy import frame_and_points, load_labelled
+
+    final, data = trained
+    model, _ = load_hair_classes(final)
+    meta = {"thin_probability": "0.5"}
+    _export(
+        model, (32, 3, HAIR_PATCH_PX, HAIR_PATCH_PX), tmp_path / "b32.onnx", HAIR_CLS_INPUT, [HAIR_CLS_OUT], meta, 1e-4
+    )
+    _export(
+        model, (5, 3, HAIR_PATCH_PX, HAIR_PATCH_PX), tmp_path / "b5.onnx", HAIR_CLS_INPUT, [HAIR_CLS_OUT], meta, 1e-4
+    )
+    old, small = HairClassifier.from_onnx(tmp_path / "b32.onnx"), HairClassifier.from_onnx(tmp_path / "b5.onnx")
+    assert (old.batch, small.batch) == (32, 5)
+    frame, points, _ = frame_and_points(load_labelled([data])[0])
+    many = np.concatenate([points] * 3)
+    np.testing.assert_allclose(
+        old.probabilities(frame, many, MODEL_UM_PER_PX), small.probabilities(frame, many, MODEL_UM_PER_PX), atol=1e-5
+    )

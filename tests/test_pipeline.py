@@ -162,17 +162,21 @@ def test_without_tensorrt_the_segmenter_is_not_swapped_silently(bundle: Bundle, 
 
 
 def test_a_diagnosis_classes_each_located_hair_with_the_shipped_hair_class_model(pipeline: ScanPipeline) -> None:
-    """The shipped bundle carries the per-hair class model; a diagnosis's thin share is the share
-    of located hairs that model calls miniaturised at the card's threshold, not their diameters."""
+    """The shipped bundle carries the per-hair class model; a diagnosis's thin share is the card's
+    share scale times the share of located hairs that model calls miniaturised at the card's
+    threshold, not their diameters."""
     assert pipeline.hair_classes is not None and pipeline.variants["hair_classes"].startswith("hair_classes.onnx")
     card = pipeline.bundle.model("hair_classes")
     assert pipeline.hair_classes.thin_probability == card["thresholds"]["thin_probability"]
+    assert pipeline.hair_classes.thin_share_scale == card["thresholds"].get("thin_share_scale", 1.0)
     diagnosis = pipeline.diagnose(pipeline.live(read_frame(CLIP[0])))
     m = diagnosis.analysis.metrics
     assert m.hairs, "the demo frame has located hairs"
     points = np.array([xy for xy, _, _ in m.hairs], float)
     prob = pipeline.hair_classes.probabilities(diagnosis.analysis.frame, points, m.um_per_px)
-    assert m.thin_ratio == pytest.approx(float((prob >= pipeline.hair_classes.thin_probability).mean()))
+    share = float((prob >= pipeline.hair_classes.thin_probability).mean())
+    assert m.thin_ratio == pytest.approx(pipeline.hair_classes.thin_share_scale * share)
+    assert sum(k != "terminal" for _, _, k in m.hairs) == int((prob >= pipeline.hair_classes.thin_probability).sum())
 
 
 def test_condition_levels_follow_the_presence_decision(pipeline: ScanPipeline) -> None:

@@ -143,8 +143,9 @@ def analyse_segmentation(
     follows ``seg.count_strategy`` (``head_count``); count: that count when already taken on
     this segmentation (the live path's), so it is not taken twice. timings: stage times so far
     (ms), extended with ``metrics_ms``. hair_classes: the per-hair class model; with it, each
-    located hair is terminal or miniaturised as the model decides (its time is part of
-    ``metrics_ms``), without it by its measured diameter."""
+    located hair is terminal or miniaturised as the model decides and the thin share is scaled
+    by the model's ``thin_share_scale`` (its time is part of ``metrics_ms``), without it by its
+    measured diameter."""
     timings = dict(timings or {})
     t = time.perf_counter()
     mask = seg.mask()
@@ -152,10 +153,19 @@ def analyse_segmentation(
     if count is None:
         count = head_count(seg, mask, centres)
     points = centres if seg.count_strategy is CountStrategy.DENSITY else None
-    thin = None
+    thin, share_scale = None, 1.0
     if hair_classes is not None and points is not None:
         thin = hair_classes.probabilities(frame, points, um_per_px) >= hair_classes.thin_probability
-    metrics = measure(mask, um_per_px=um_per_px, thin_um=thin_um, count=count, hair_points=points, miniaturised=thin)
+        share_scale = hair_classes.thin_share_scale
+    metrics = measure(
+        mask,
+        um_per_px=um_per_px,
+        thin_um=thin_um,
+        count=count,
+        hair_points=points,
+        miniaturised=thin,
+        thin_share_scale=share_scale,
+    )
     timings["metrics_ms"] = (time.perf_counter() - t) * 1000
     return FrameAnalysis(frame, metrics, seg, centres, None, timings)
 

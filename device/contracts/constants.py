@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_UM_PER_PX",
     "HAIR_CLASS_UM",
     "HAIR_PATCH_PX",
+    "HAIR_FIELD_PX",
     "HAIR_PATCH_BATCH",
     "HAIR_CLS_INPUT",
     "HAIR_CLS_OUT",
@@ -141,9 +142,13 @@ HAIR_CLASS_UM: Final = (30.0, 40.0)
 # P(miniaturised), learnt from the `undersize` boxes of real trichoscopy. A hair at or above the
 # model's threshold (its graph metadata ``thin_probability``) is not terminal; its diameter then
 # tells vellus-like from intermediate (HAIR_CLASS_UM[0]). The graph takes HAIR_PATCH_BATCH
-# patches a call (static shape, as TensorRT likes it); unused rows are zeros.
+# patches a call (static shape, as TensorRT likes it; a frame at 70x has about 12 located
+# hairs, so most take one call); unused rows are zeros.
+# A graph may instead read a wider HAIR_FIELD_PX square (the two-field model of
+# ``server_train.models.hair_patch``); the device cuts patches of the side its graph declares.
 HAIR_PATCH_PX: Final = 40
-HAIR_PATCH_BATCH: Final = 32
+HAIR_FIELD_PX: Final = 112
+HAIR_PATCH_BATCH: Final = 16  # 32 before 2026-12-05; the device reads each graph's own batch
 HAIR_CLS_INPUT: Final = "hair_patches"  # Bx3xPxP float32, normalised RGB (PIXEL_MEAN/STD)
 HAIR_CLS_OUT: Final = "thin_logit"  # Bx1 float32, logit of P(the hair is miniaturised)
 # Micrometres per pixel at 640x480 when the scanner has no optics profile: the scale of the FDU

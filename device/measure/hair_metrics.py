@@ -325,14 +325,16 @@ def find_centres(centre_prob: np.ndarray, threshold: float = CENTRE_THRESHOLD, m
 # --------------------------------------------------------------------------- metrics
 
 
-def _thin_ratio(count: HeadCount, hairs: tuple[Any, ...], diameters_um: np.ndarray, thin_um: float) -> float | None:
-    """The model's thin share when it gives one; else, with located hairs, the share of them
-    that are not terminal (``hair_class``); else the share of strands thinner than ``thin_um``."""
+def _thin_ratio(
+    count: HeadCount, hairs: tuple[Any, ...], diameters_um: np.ndarray, thin_um: float, scale: float = 1.0
+) -> float | None:
+    """The model's thin share when it gives one; else, with located hairs, ``scale`` x the share
+    of them that are not terminal (``hair_class``); else the share of strands thinner than ``thin_um``."""
     if count.thin_ratio is not None:
         return count.thin_ratio
     classes = [k for _, _, k in hairs if k is not None]
     if classes:
-        return sum(k != HAIR_CLASSES[2] for k in classes) / len(classes)
+        return scale * sum(k != HAIR_CLASSES[2] for k in classes) / len(classes)
     return float((diameters_um < thin_um).mean()) if len(diameters_um) else None
 
 
@@ -344,6 +346,7 @@ def measure(
     count: HeadCount | None = None,
     hair_points: np.ndarray | None = None,
     miniaturised: np.ndarray | None = None,
+    thin_share_scale: float = 1.0,
     min_length_px: float = 10,
     spur_length_px: float = 8,
 ) -> HairMetrics:
@@ -360,12 +363,17 @@ def measure(
         None: thickness per skeleton strand.
     miniaturised: (N,) bool, per located hair, the per-hair class model's decision
         (``device.models.hair_classes``); None classes the hairs by diameter (``located_class``).
+    thin_share_scale: in (0, 1], the per-hair class model's share scale: the thin ratio is it
+        times the share of located hairs that are not terminal (the model's MAE-optimal
+        estimate of the frame's share; the hairs keep their classes).
     """
     m = np.asarray(mask)
     if m.ndim != 2 or m.size == 0:
         raise ValueError(f"mask must be a non-empty HxW array, got shape {m.shape}")
     if not um_per_px > 0:
         raise ValueError(f"um_per_px must be > 0, got {um_per_px}")
+    if not 0.0 < thin_share_scale <= 1.0:
+        raise ValueError(f"thin_share_scale must lie in (0, 1], got {thin_share_scale}")
     h, w = m.shape
     area_cm2 = h * w * (um_per_px * 1e-4) ** 2
     hair_fraction = float(np.count_nonzero(m)) / m.size
@@ -401,7 +409,7 @@ def measure(
         thickness_um=thick,
         mean_thickness_um=float(arr.mean()) if len(arr) else None,
         median_thickness_um=float(np.median(arr)) if len(arr) else None,
-        thin_ratio=_thin_ratio(count, hairs, arr, thin_um),
+        thin_ratio=_thin_ratio(count, hairs, arr, thin_um, thin_share_scale if miniaturised is not None else 1.0),
         density_per_cm2=count.value / area_cm2,
         area_cm2=area_cm2,
         hair_fraction=hair_fraction,
