@@ -24,7 +24,7 @@ from torch import nn
 
 from device.contracts.constants import HAIR_FIELD_PX, HAIR_PATCH_PX
 
-__all__ = ["HairPatchNet", "HairFieldPair", "hair_patch_net", "DEFAULT_WIDTHS", "PAIR_CLAMP"]
+__all__ = ["HairPatchNet", "HairFieldPair", "hair_patch_net", "near_view", "wide_view", "DEFAULT_WIDTHS", "PAIR_CLAMP"]
 
 DEFAULT_WIDTHS = (16, 32, 48, 64)
 PAIR_CLAMP = 1e-6  # the pair's mean probability is clamped to [c, 1 - c] before its logit

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from device.contracts.constants import HAIR_PATCH_PX, MODEL_UM_PER_PX
 from device.contracts.preprocess import hair_patches
 from device.models.segmentation import Segmenter
-from server_train.models.hair_patch import DEFAULT_WIDTHS, HairFieldPair, HairPatchNet, hair_patch_net
+from server_train.models.hair_patch import DEFAULT_WIDTHS, HairFieldPair, HairPatchNet, hair_patch_net, wide_view
 from server_train.training import loop
 from server_train.training.trichoscopy import (
     TEXT_BAR_PX,
@@ -126,7 +126,7 @@ def cache_px(kind: str, margin: int) -> int:
 def patch_set(items: list[LabelledFrame], margin: int, size: int | None = None) -> PatchSet:
     """One patch per box of ``items``, centred on the box centre, at the models' pixel scale;
     ``size`` px a side (default HAIR_PATCH_PX + 2 ``margin``)."""
-    size = HAIR_PATCH_PX + 2 * margin if size is None else size
+    size = cache_px("patch", margin) if size is None else size
     xs, ys, fs = [], [], []
     for k, item in enumerate(items):
         frame, points, thin = frame_and_points(item)
@@ -145,7 +145,7 @@ def located_patch_set(
     step at 70x), labelled by the box it falls in (``match_hairs``; none: negative), with each
     frame's labelled undersize share as ``truth``. Frames where it locates nothing are skipped
     (the device reports no thin share there). ``size`` as in ``patch_set``."""
-    size = HAIR_PATCH_PX + 2 * margin if size is None else size
+    size = cache_px("patch", margin) if size is None else size
     from device.app.analysis import analyse_frame
     from server_train.evaluation.counts_eval import TRICHOSCOPY_UM_PER_PX, frame_boxes, match_hairs
 
@@ -269,12 +269,6 @@ def _augment(x: np.ndarray, rng: np.random.Generator, margin: int, side: int = H
     return np.ascontiguousarray(x * gain, np.float32)
 
 
-def _wide(x: np.ndarray) -> np.ndarray:
-    """Nx3xSxS -> Nx3x(S/2)x(S/2) 2x2 means (``server_train.models.hair_patch.wide_view``)."""
-    n, c, h, w = x.shape
-    return x[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5), dtype=np.float32)
-
-
 def _fit(cfg: HairClassConfig, patches: PatchSet, progress: bool) -> tuple[HairPatchNet | HairFieldPair, Path]:
     """Train (or resume) one network of ``cfg.kind`` on ``patches`` in ``cfg.out``."""
     if not patches.y.any() or patches.y.all():
@@ -303,7 +297,8 @@ def _fit(cfg: HairClassConfig, patches: PatchSet, progress: bool) -> tuple[HairP
         x = patches.x[idx]
         if isinstance(model, HairFieldPair):  # each member on its own view and shift
             near = bce(model.near, _augment(x, rng, cfg.margin), idx)
-            wide = bce(model.wide, _augment(_wide(x), rng, cfg.margin, HairFieldPair.input_px // 2), idx)
+            field = wide_view(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+            wide = bce(model.wide, _augment(field, rng, cfg.margin, HairFieldPair.input_px // 2), idx)
             return near + wide, {"near": near.item(), "wide": wide.item()}
         assert isinstance(model, HairPatchNet)
         return bce(model, _augment(x, rng, cfg.margin), idx), {}
