@@ -1,12 +1,13 @@
 """Server subcommands of the scalp classifiers, added to ``train``, ``eval``, ``export``, ``bench``.
 
-    scalpedge train classifier --synth DIR [--real DIR] --out RUN [--no-inverse-freq] [--steps N]
+    scalpedge train classifier --synth DIR [--real DIR] --out RUN [--no-inverse-freq] [--steps N] [--fold k/K]
         (real frames split by original: RUN/heldout.json holds the held-out presence thresholds)
     scalpedge train alopecia --data DIR --out RUN [--segmenter X.onnx]
     scalpedge eval conditions --data DIR --out R.json [--model X.onnx] [--originals holdout]
     scalpedge eval synth-conditions --data DIR --out R.json [--model X.onnx] [--figures DIR]
     scalpedge eval diseases --data DIR --folds K --out R.json [--preprocess P] [--model M]
-    scalpedge export classifier --checkpoint C.pt --out X.onnx [--int8 Y.onnx --calib DIR...] [--thresholds H.json]
+    scalpedge export classifier --checkpoint C.pt [C2.pt ...] --out X.onnx [--int8 Y.onnx --calib DIR...]
+        [--thresholds H.json]   (several checkpoints: the --fold runs, one averaging graph)
     scalpedge export disease --data DIR --out X.onnx [--int8 Y.onnx] [--preprocess P] [--model M]
     scalpedge export classifier-card --kind severity --fp32 X.onnx [--int8 Y.onnx] --command CMD ...
 
@@ -90,6 +91,7 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name}", type=typ)
     p.add_argument("--map-weight", type=float, help="weight of the polygon map loss (BCE + Dice)")
     p.add_argument("--holdout-share", type=float, help="share of real originals held out for thresholds (0.2)")
+    p.add_argument("--fold", help="k/K: hold out fold k of K real originals instead (cross-fitted ensembles)")
     p.add_argument("--eval-every", type=int, help="steps between held-out presence F1 log entries")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
@@ -190,12 +192,20 @@ def _run_eval_diseases(args: argparse.Namespace) -> int:
 
 def add_export(esub: argparse._SubParsersAction) -> None:
     c = esub.add_parser("classifier", help="condition classifier checkpoint -> ONNX (+ INT8 Q/DQ)")
-    c.add_argument("--checkpoint", required=True)
+    c.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="one checkpoint, or the final.pt of each cross-fitted fold run (--fold k/K): one graph averaging them",
+    )
     c.add_argument("--out", required=True, help="FP32 .onnx")
     c.add_argument("--int8", help="also write the gated INT8 model here (calibration's CPU recipe)")
     c.add_argument("--calib", nargs="*", default=[], help="folders of representative frames for calibration")
     c.add_argument("--calib-n", type=int, default=64)
-    c.add_argument("--thresholds", help="heldout.json of the run (default: the one beside --checkpoint, if any)")
+    c.add_argument(
+        "--thresholds",
+        help="heldout.json of the run (default: the one beside --checkpoint, if any; for folds, their pooled ones)",
+    )
     c.set_defaults(func=_run_export_classifier)
     d = esub.add_parser("disease", help="train the disease classifier on all photos and export it")
     d.add_argument("--data", required=True)
@@ -218,13 +228,39 @@ def add_export(esub: argparse._SubParsersAction) -> None:
 
 
 def _run_export_classifier(args: argparse.Namespace) -> int:
+    from device.contracts.constants import CONDITION_NAMES
     from export.classifier_export import export_condition_classifier, quantize_int8
+    from server_train.evaluation.presence_thresholds import pool_heldout
+    from server_train.models.classifier import ConditionEnsemble
     from server_train.training.classifier_train import load_classifier
 
-    model, ck = load_classifier(args.checkpoint)
-    meta = {"model_config": ck["model_config"], "train_config": ck["train_config"], "step": ck["step"]}
-    held = Path(args.thresholds) if args.thresholds else Path(args.checkpoint).parent / "heldout.json"
-    if held.is_file():
+    loaded = [load_classifier(c) for c in args.checkpoint]
+    runs = [Path(c).parent for c in args.checkpoint]
+    if len(loaded) == 1:
+        model, ck = loaded[0]
+        meta = {"model_config": ck["model_config"], "train_config": ck["train_config"], "step": ck["step"]}
+        held: Path | None = Path(args.thresholds) if args.thresholds else runs[0] / "heldout.json"
+    else:
+        splits = {int(ck["train_config"]["split"]) for _, ck in loaded}
+        if len(splits) != 1:
+            raise SystemExit(f"the members were trained from different splits {sorted(splits)}")
+        model = ConditionEnsemble([m for m, _ in loaded], splits.pop())
+        meta = {
+            "model_config": {"kind": "severity_ensemble", "members": [ck["model_config"] for _, ck in loaded]},
+            "train_config": [ck["train_config"] for _, ck in loaded],
+            "step": [ck["step"] for _, ck in loaded],
+        }
+        held = Path(args.thresholds) if args.thresholds else None
+        if held is None:
+            missing = [str(r) for r in runs if not (r / "heldout.json").is_file()]
+            if missing:
+                raise SystemExit(f"no heldout.json in {', '.join(missing)} (train each member with --fold k/K)")
+            pooled = pool_heldout([json.loads((r / "heldout.json").read_text()) for r in runs], CONDITION_NAMES)
+            held = Path(args.out).with_suffix(".heldout.json")
+            held.parent.mkdir(parents=True, exist_ok=True)
+            held.write_text(json.dumps(pooled, indent=1))
+            print(f"pooled held-out of {pooled['frames']} frames: {pooled['at_thresholds']['f1']} -> {held}")
+    if held is not None and held.is_file():
         meta["presence_thresholds"] = json.loads(held.read_text())["thresholds"]
         print(f"presence thresholds {meta['presence_thresholds']} from {held}")
     path = export_condition_classifier(model, args.out, metadata=meta)

@@ -17,12 +17,18 @@ from device.cli import main
 from device.contracts.constants import CLS_HEIGHT, CLS_WIDTH, CONDITION_NAMES
 from device.models.classifiers import SeverityClassifier, presence_thresholds
 from export.classifier_export import export_condition_classifier
-from server_train.evaluation.presence_thresholds import best_threshold, choose_thresholds, presence_scores
-from server_train.models.classifier import create_classifier
+from server_train.evaluation.presence_thresholds import (
+    best_threshold,
+    choose_thresholds,
+    pool_heldout,
+    presence_auc,
+    presence_scores,
+)
+from server_train.models.classifier import ConditionEnsemble, create_classifier
 from server_train.synth import SynthConfig
 from server_train.synth.condition_dataset import write_condition_dataset
 from server_train.training.condition_losses import balance_weights, map_loss
-from server_train.training.condition_maps import condition_maps, holdout_mask, original_name
+from server_train.training.condition_maps import condition_maps, fold_range, holdout_mask, original_name
 
 
 def test_polygons_rasterise_to_condition_maps(tmp_path) -> None:
@@ -174,3 +180,82 @@ def test_train_export_card_and_eval_carry_thresholds(tmp_path) -> None:
     report = json.loads(out.read_text())
     assert list(report["thresholds"].values()) == list(held["thresholds"].values())
     assert report["frames"] == 12
+
+
+def test_folds_partition_the_originals() -> None:
+    names = [f"D_{i}_jpg.rf.{j:04x}.jpg" for i in range(40) for j in range(3)]
+    ranges = [fold_range(f"{k}/4") for k in range(4)]
+    masks = [holdout_mask(names, share, start=start) for start, share in ranges]
+    assert (np.sum(masks, axis=0) == 1).all()  # every frame held out by exactly one fold
+    for m in masks:
+        assert 0 < m.sum() < len(names)
+        assert len({original_name(n) for n, h in zip(names, m, strict=True) if h}) * 3 == m.sum()
+    with pytest.raises(ValueError, match="k/K"):
+        fold_range("2")
+    with pytest.raises(ValueError, match="K >= 2"):
+        fold_range("4/4")
+
+
+def test_pooled_heldout_chooses_thresholds_on_all_folds_and_refuses_overlap() -> None:
+    a = {"fold": "0/2", "per_frame": [{"file": "a", "truth": [1, 0, 0], "p_present": [0.9, 0.2, 0.1]}]}
+    b = {"fold": "1/2", "per_frame": [{"file": "b", "truth": [0, 1, 0], "p_present": [0.3, 0.6, 0.2]}]}
+    pooled = pool_heldout([a, b], CONDITION_NAMES)
+    assert pooled["frames"] == 2 and pooled["folds"] == ["0/2", "1/2"] and pooled["auc"]["sebum"] == 1.0
+    assert pooled["at_thresholds"]["f1"]["dandruff"] == 1.0 and pooled["at_thresholds"]["f1"]["sebum"] == 1.0
+    assert 0.3 < pooled["thresholds"]["dandruff"] <= 0.9
+    with pytest.raises(ValueError, match="overlap"):
+        pool_heldout([a, a], CONDITION_NAMES)
+
+
+def test_presence_auc_ranks_and_skips_one_class_columns() -> None:
+    truth = np.array([[1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1]])
+    prob = np.array([[0.9, 0.1, 0.2], [0.2, 0.5, 0.1], [0.8, 0.3, 0.9], [0.7, 0.2, 0.3]])
+    auc = presence_auc(prob, truth, CONDITION_NAMES)
+    assert auc == {"dandruff": 1.0, "sebum": None, "erythema": 0.25}
+
+
+def test_ensemble_shares_the_prefix_and_averages_members() -> None:
+    torch.manual_seed(0)
+    members = [create_classifier("severity_dense_tiny", pretrained=False) for _ in range(2)]
+    members[1].backbone.load_state_dict(members[0].backbone.state_dict())
+    with torch.no_grad():  # a trained suffix differs between members
+        for p in members[1].maps.parameters():
+            p.add_(0.5)
+    ens = ConditionEnsemble([m.eval() for m in members], split=2).eval()
+    x = torch.randn(2, 3, CLS_HEIGHT, CLS_WIDTH)
+    with torch.no_grad():
+        got = ens(x)
+        want = [torch.stack(o).mean(0) for o in zip(*(m(x) for m in members), strict=True)]
+        assert not torch.allclose(members[0](x)[1], members[1](x)[1])
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-5)
+    with torch.no_grad():
+        members[1].backbone._conv_stem.weight.add_(1.0)
+    with pytest.raises(ValueError, match="shared prefix"):
+        ConditionEnsemble(members, split=2)
+
+
+def test_fold_runs_export_one_graph_with_pooled_thresholds(tmp_path) -> None:
+    synth = write_condition_dataset(tmp_path / "synth", 6, 1, SynthConfig(height=240, width=320, n_strands=(5, 30)))
+    real = _real_folder(tmp_path / "real", n=24)
+    opts = ["--model", "severity_dense_tiny", "--no-pretrained", "--split", "2", "--steps", "3", "--batch", "6"]
+    runs = []
+    for k in range(2):
+        run = tmp_path / f"fold{k}"
+        args = ["train", "classifier", "--synth", str(synth), "--real", str(real), "--out", str(run)]
+        assert main([*args, *opts, "--fold", f"{k}/2", "--cache", str(tmp_path / "cache")]) == 0
+        runs.append(run)
+    held = [json.loads((r / "heldout.json").read_text()) for r in runs]
+    files = [{f["file"] for f in h["per_frame"]} for h in held]
+    assert not files[0] & files[1] and len(files[0] | files[1]) == 24
+    onnx_path = tmp_path / "ens.onnx"
+    ckpts = [str(r / "final.pt") for r in runs]
+    assert main(["export", "classifier", "--checkpoint", *ckpts, "--out", str(onnx_path)]) == 0
+    pooled = json.loads((tmp_path / "ens.heldout.json").read_text())
+    assert pooled["frames"] == 24
+    out = tmp_path / "r.json"
+    assert main(["eval", "conditions", "--data", str(real), "--model", str(onnx_path), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["thresholds"].values()) == list(pooled["thresholds"].values())  # eval names sebum "oiliness"
+    assert report["auc"]["dandruff"] is not None and 0.0 <= report["auc"]["dandruff"] <= 1.0
+    assert report["auc"]["oiliness"] is None  # no oiliness label in the folder: no AUC

@@ -30,7 +30,7 @@ from device.models.classifiers import (
     default_presence_thresholds,
     prepare_condition_input,
 )
-from server_train.evaluation.presence_thresholds import presence_scores
+from server_train.evaluation.presence_thresholds import choose_thresholds, presence_auc, presence_scores
 from server_train.training.classifier_data import load_real, load_synthetic
 from server_train.training.condition_maps import holdout_mask
 
@@ -69,7 +69,9 @@ def evaluate_real_conditions(
     """Presence scores on ``data`` (``images/`` + YOLO-seg ``labels/``). ``threshold``: one
     threshold for every condition instead of the model's. ``originals``: "all" frames, or only
     the "holdout" / "train" side of ``condition_maps.holdout_mask(share, salt)``. Keys: frames,
-    thresholds, f1 (dandruff, oiliness, erythema), macro_f1, precision, recall, support, per_frame."""
+    thresholds, f1 (dandruff, oiliness, erythema), macro_f1, precision, recall, support, auc (ROC,
+    threshold-free), macro_f1_thresholds_tuned_here (an upper bound: thresholds chosen on these frames),
+    per_frame."""
     clf, name = _load(model, threads)
     labels = load_real(data)
     if originals != "all":
@@ -82,6 +84,11 @@ def evaluate_real_conditions(
     thresholds = [own[c] if threshold is None else threshold for c in CONDITION_NAMES]
     truth = labels.presence.astype(int)
     scores = presence_scores(prob, truth, thresholds, REAL_NAMES)
+    scores["auc"] = presence_auc(prob, truth, REAL_NAMES)
+    # thresholds chosen on these very frames: an upper bound of what thresholds could do, not a score
+    scores["macro_f1_thresholds_tuned_here"] = presence_scores(prob, truth, choose_thresholds(prob, truth), REAL_NAMES)[
+        "macro_f1"
+    ]
     return {
         "model": name,
         "data": str(data),

@@ -6,12 +6,12 @@ to another; ``presence_scores`` is the one scoring of presence used by training 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["best_threshold", "choose_thresholds", "presence_scores"]
+__all__ = ["best_threshold", "choose_thresholds", "pool_heldout", "presence_auc", "presence_scores"]
 
 
 def _f1(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -65,3 +65,46 @@ def presence_scores(
         "recall": rec,
         "support": {n: int(truth[:, c].sum()) for c, n in enumerate(names)},
     }
+
+
+def pool_heldout(reports: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Held-out reports of cross-fitted runs (``heldout.json``: ``per_frame`` rows with file,
+    truth, p_present; disjoint files) -> one report over all their frames: the thresholds that
+    maximise F1 on the pooled probabilities, the scores at them (``presence_scores``) and the
+    out-of-fold AUC.
+    Raises ValueError when two reports hold the same file (the folds overlap)."""
+    rows: list[Mapping[str, Any]] = []
+    seen: set[str] = set()
+    for report in reports:
+        for row in report["per_frame"]:
+            if row["file"] in seen:
+                raise ValueError(f"{row['file']} is held out by two runs: the folds overlap")
+            seen.add(row["file"])
+            rows.append(row)
+    if not rows:
+        raise ValueError("no held-out frames to pool")
+    prob = np.asarray([r["p_present"] for r in rows], np.float64)
+    truth = np.asarray([r["truth"] for r in rows]).astype(bool)
+    thresholds = choose_thresholds(prob, truth)
+    return {
+        "frames": len(rows),
+        "runs": len(reports),
+        "folds": [r.get("fold") for r in reports],
+        "thresholds": dict(zip(names, thresholds, strict=True)),
+        "at_thresholds": presence_scores(prob, truth, thresholds, names),
+        "auc": presence_auc(prob, truth, names),
+        "per_frame": list(rows),
+    }
+
+
+def presence_auc(prob: np.ndarray, truth: np.ndarray, names: Sequence[str]) -> dict[str, float | None]:
+    """N x C probabilities and N x C {0, 1} labels -> ROC AUC per name (threshold-free ranking
+    quality; None where a column holds only one class), rounded to 4 digits."""
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.asarray(truth).astype(int)
+    out: dict[str, float | None] = {}
+    for c, name in enumerate(names):
+        t = truth[:, c]
+        out[name] = round(float(roc_auc_score(t, np.asarray(prob)[:, c])), 4) if 0 < t.sum() < len(t) else None
+    return out

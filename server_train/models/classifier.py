@@ -34,12 +34,14 @@ from server_train.models.efficientnet_lite import LITE0_BLOCKS, EfficientNetLite
 
 __all__ = [
     "ConditionClassifier",
+    "ConditionEnsemble",
     "DenseConditionClassifier",
     "DiseaseClassifier",
     "CLASSIFIERS",
     "create_classifier",
     "classifier_from_config",
     "classifier_config",
+    "in_backbone_prefix",
 ]
 
 TINY_BLOCKS = ((3, 1, 1, 8, 8, 1), (3, 2, 2, 8, 8, 1), (3, 2, 2, 8, 16, 1), (3, 2, 2, 16, 16, 1), (3, 2, 2, 16, 16, 1))
@@ -136,6 +138,39 @@ class DenseConditionClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.from_split(self.backbone.forward_until(x, 0), 0)[:3]
+
+
+class ConditionEnsemble(nn.Module):
+    """K condition classifiers that share a frozen backbone prefix (stem and blocks < ``split``,
+    the ImageNet weights none of them trained): Nx3xHxW -> the members' mean level logits Nx3x4,
+    mean presence logits Nx3 and mean area share Nx3. The prefix runs once; each member runs
+    its own trained suffix (``from_split``). Built from cross-fitted fold runs, whose pooled
+    held-out probabilities choose the presence thresholds."""
+
+    def __init__(self, members: list[nn.Module], split: int) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+        first = members[0].backbone.state_dict()  # type: ignore[operator]
+        for i, m in enumerate(members[1:], 1):
+            state = m.backbone.state_dict()  # type: ignore[operator]
+            for name, value in first.items():
+                if in_backbone_prefix(name, split) and not torch.equal(value, state[name]):
+                    raise ValueError(f"member {i} differs from member 0 in the shared prefix ({name})")
+        self.members = nn.ModuleList(members)
+        self.split = split
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.members[0].backbone.forward_until(x, self.split)  # type: ignore[operator]
+        outs = [m.from_split(f, self.split)[:3] for m in self.members]  # type: ignore[operator]
+        return tuple(torch.stack(o).mean(0) for o in zip(*outs, strict=True))  # type: ignore[return-value]
+
+
+def in_backbone_prefix(name: str, split: int) -> bool:
+    """Whether backbone parameter/buffer ``name`` belongs to the stem or blocks < ``split``."""
+    if name.startswith("_blocks."):
+        return int(name.split(".")[1]) < split
+    return name.startswith(("_conv_stem", "_bn0"))
 
 
 class DiseaseClassifier(nn.Module):

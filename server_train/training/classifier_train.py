@@ -30,11 +30,16 @@ from torch import nn
 
 from device.contracts.constants import CLS_HEIGHT, CLS_WIDTH, CONDITION_NAMES
 from server_train.evaluation.presence_thresholds import choose_thresholds, presence_scores
-from server_train.models.classifier import classifier_config, classifier_from_config, create_classifier
+from server_train.models.classifier import (
+    classifier_config,
+    classifier_from_config,
+    create_classifier,
+    in_backbone_prefix,
+)
 from server_train.training import loop
 from server_train.training.classifier_data import FeatureCache, build_cache, flip_code, load_real, load_synthetic
 from server_train.training.condition_losses import balance_weights, balanced_bce, map_loss
-from server_train.training.condition_maps import holdout_mask
+from server_train.training.condition_maps import fold_range, holdout_mask
 
 __all__ = ["ClsTrainConfig", "train_classifier", "load_classifier", "sample_weights", "predict_presence"]
 
@@ -64,6 +69,7 @@ class ClsTrainConfig:
     map_weight: float = 1.0
     holdout_share: float = 0.2  # share of real originals held out for thresholds and steps
     holdout_salt: str = ""
+    fold: str | None = None  # "k/K": hold out fold k of K originals (overrides holdout_share)
     real_variants: tuple[str, ...] = REAL_VARIANTS
     eval_every: int = 100
     seed: int = 0
@@ -163,7 +169,8 @@ def train_classifier(
         labels = load_real(cfg.real, map_size=_map_size() if has_maps else None)
         name = "real_maps.npy" if has_maps else "real.npy"
         real = build_cache(model.backbone, labels, cfg.split, cfg.real_variants, cache_dir / name)
-        held = holdout_mask(labels.paths, cfg.holdout_share, cfg.holdout_salt)
+        start, share = fold_range(cfg.fold) if cfg.fold else (0.0, cfg.holdout_share)
+        held = holdout_mask(labels.paths, share, cfg.holdout_salt, start)
         train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
     weights = torch.ones(2, len(CONDITION_NAMES))
     if real is not None and len(train_idx):
@@ -208,6 +215,7 @@ def _write_heldout(model: nn.Module, real: FeatureCache, held_idx: np.ndarray, c
     report: dict[str, Any] = {
         "frames": len(held_idx),
         "holdout_share": cfg.holdout_share,
+        "fold": cfg.fold,
         "thresholds": dict(zip(CONDITION_NAMES, thresholds, strict=True)),
         "at_0.5": presence_scores(prob, truth, [0.5] * 3, CONDITION_NAMES),
         "at_thresholds": presence_scores(prob, truth, thresholds, CONDITION_NAMES),
@@ -220,12 +228,7 @@ def _write_heldout(model: nn.Module, real: FeatureCache, held_idx: np.ndarray, c
 
 
 def _is_frozen(name: str, split: int) -> bool:
-    if not name.startswith("backbone."):
-        return False
-    rest = name[len("backbone.") :]
-    if rest.startswith("_blocks."):
-        return int(rest.split(".")[1]) < split
-    return rest.startswith(("_conv_stem", "_bn0"))
+    return name.startswith("backbone.") and in_backbone_prefix(name[len("backbone.") :], split)
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from device.contracts.constants import CONDITION_NAMES
 
-__all__ = ["YOLO_CONDITION_CLASSES", "condition_maps", "original_name", "holdout_mask"]
+__all__ = ["YOLO_CONDITION_CLASSES", "condition_maps", "fold_range", "original_name", "holdout_mask"]
 
 # condition index (CONDITION_NAMES order) -> YOLO class ids of scalp-microscope (0 d, 1 ds, 2 o, 3 s)
 YOLO_CONDITION_CLASSES: tuple[frozenset[int], ...] = (frozenset({0, 1}), frozenset({2}), frozenset({1, 3}))
@@ -67,13 +67,29 @@ def original_name(path: str | Path) -> str:
     return m.group("orig") if m else stem
 
 
-def holdout_mask(paths: Sequence[str | Path], share: float, salt: str = "") -> np.ndarray:
+def holdout_mask(paths: Sequence[str | Path], share: float, salt: str = "", start: float = 0.0) -> np.ndarray:
     """N bool: True for the files whose original falls in the held-out ``share`` (0..1), decided
-    by sha256(salt + original name) so that a file's side never depends on the other files."""
+    by sha256(salt + original name) so that a file's side never depends on the other files.
+
+    The original's hash maps to a number u in [0, 1); it is held out when ``start`` <= u <
+    ``start + share``, so fold k of K is ``start = k / K``, ``share = 1 / K``."""
     if not 0.0 <= share < 1.0:
         raise ValueError(f"held-out share must be in [0, 1), got {share}")
+    if not 0.0 <= start < 1.0 or start + share > 1.0 + 1e-9:
+        raise ValueError(f"held-out range [{start}, {start + share}) must lie in [0, 1]")
 
     def unit(name: str) -> float:
         return int.from_bytes(hashlib.sha256((salt + name).encode()).digest()[:8], "big") / 2.0**64
 
-    return np.asarray([unit(original_name(p)) < share for p in paths], bool)
+    return np.asarray([start <= unit(original_name(p)) < start + share for p in paths], bool)
+
+
+def fold_range(fold: str) -> tuple[float, float]:
+    """``"k/K"`` (0 <= k < K) -> (start, share) of ``holdout_mask`` for fold k of K."""
+    try:
+        k, n = (int(v) for v in fold.split("/"))
+    except ValueError:
+        raise ValueError(f"fold must read k/K, e.g. 0/5, got {fold!r}") from None
+    if not (n >= 2 and 0 <= k < n):
+        raise ValueError(f"fold {fold!r}: need K >= 2 and 0 <= k < K")
+    return k / n, 1.0 / n
