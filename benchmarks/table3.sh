@@ -17,7 +17,7 @@ HELD=data/cls/heldout              # scalpedge synth --conditions aihub --n 800 
 W=runs/table3
 R=benchmarks/reports/table3
 mkdir -p "$W/sets" "$R"
-TR=(--model runs/diffusion/final.pt --features runs/cls/sev_dense/final.pt --refs "$SRC" --seed 1 --threads "$THREADS")
+TR=(--model runs/diffusion/final.pt --features runs/cls/sev_fold0/final.pt --refs "$SRC" --seed 1 --threads "$THREADS")
 for m in noise augmix; do
   [ -f "$W/sets/$m/config.json" ] || $S augment --data "$SRC" --out "$W/sets/$m" --perturb "$m" --n "$N" --seed 1
 done

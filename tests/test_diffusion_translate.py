@@ -186,3 +186,28 @@ def test_cli_errors(setup, tmp_path, capsys) -> None:
     assert "no diffusion checkpoint" in capsys.readouterr().err
     assert main(["augment", "--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert not Path(out).exists()
+
+
+def test_new_hair_outside_the_source_mask_is_cleared(setup) -> None:
+    """The source frame's own strands outside a band mask count as "new" hair: clearing paints
+    them out, leaves the band's pixels as they were, and does nothing with clear_rounds=0."""
+    import dataclasses
+
+    from server_train.diffusion.translate import hair_mask
+
+    tr, data, _ = setup
+    frame = read_frame(data / "images" / "000000.jpg")
+    m = _hair_band(frame.shape)
+    outside = ~hair_mask(m.astype(np.float32), 0.5, 2)
+
+    def new_hair(img: np.ndarray) -> int:
+        return int((hair_mask(tr.segmenter.segment(img).prob, 0.5, 0) & outside).sum())
+
+    before = new_hair(frame)
+    assert before > 0
+    cleared = tr._clear_new_hair(frame, m)
+    assert new_hair(cleared) < before / 2
+    assert np.array_equal(cleared[m], frame[m])
+    off = dataclasses.replace(tr.config, clear_rounds=0)
+    tr_off = Translator(tr.model, tr.schedule, tr.size, tr.segmenter, tr.features, tr.prototypes, off)
+    assert np.array_equal(tr_off._clear_new_hair(frame, m), frame)

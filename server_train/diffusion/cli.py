@@ -110,6 +110,10 @@ def _translation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ddim-steps", type=int, help="reverse steps")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     p.add_argument("--grad-scale", type=float, help="scale of the feature-loss guidance gradient (0: off)")
+    p.add_argument(
+        "--cover", type=float, help="share of a model pixel hair must cover for it to be kept from the source"
+    )
+    p.add_argument("--clear-rounds", type=int, help="rounds of inpainting hair the output gains (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
 
@@ -128,7 +132,7 @@ def _translator(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from server_train.diffusion.translate import TranslateConfig, Translator
 
     over = {"strength": args.strength, "ddim_steps": args.ddim_steps, "guidance": args.guidance}
-    over["grad_scale"] = args.grad_scale
+    over.update(grad_scale=args.grad_scale, cover=args.cover, clear_rounds=args.clear_rounds)
     cfg = TranslateConfig(**{k: v for k, v in over.items() if v is not None})
     return Translator.load(args.model, cfg, segmenter=args.segmenter, features=args.features, refs=args.refs)
 
