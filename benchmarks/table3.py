@@ -1,10 +1,17 @@
 """Table 3 analogue (issue 16): gather benchmarks/table3.sh's reports into one table.
 
     python benchmarks/table3.py benchmarks/reports/table3 --out benchmarks/reports/table3/table3.json
+    python benchmarks/table3.py benchmarks/reports/table3 benchmarks/reports/table3/seed1 ... --out T.json
 
 Per method (none, noise, augmix, unmasked, masked): per-level F1 per condition and the severe
 F1 on the synthetic held-out set (``M_heldout.json``), presence F1 and macro-F1 on real frames
-(``M_valid.json``). Prints a Markdown table.
+(``M_valid.json``); with one folder per training seed, also the mean and SD across seeds.
+Prints Markdown tables.
+
+The severe F1 comes with a 95% bootstrap interval over the held-out frames: each condition's
+4x4 confusion matrix holds every frame's (true, predicted) pair, so resampling frames is a
+multinomial draw over its cells (``--boot`` draws, seeded). It measures test-set sampling noise
+only (not training seed noise).
 """
 
 from __future__ import annotations
@@ -12,43 +19,100 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 METHODS = ("none", "noise", "augmix", "unmasked", "masked")
 CONDITIONS = ("dandruff", "sebum", "erythema")
+SEVERE = 3  # index of the severe level in the reports' confusion matrices (good, mild, moderate, severe)
+
+
+def severe_f1_interval(confusion: list[list[int]], draws: int, seed: int) -> tuple[float, float]:
+    """95% bootstrap interval of the severe-level F1 from a (4, 4) true x predicted count matrix."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        raise ValueError("empty confusion matrix")
+    rng = np.random.default_rng(seed)
+    samples = rng.multinomial(n, counts.ravel() / n, size=draws).reshape(draws, *counts.shape)
+    tp = samples[:, SEVERE, SEVERE]
+    fn = samples[:, SEVERE, :].sum(axis=1) - tp
+    fp = samples[:, :, SEVERE].sum(axis=1) - tp
+    den = 2 * tp + fn + fp
+    f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+    lo, hi = np.percentile(f1, [2.5, 97.5])
+    return round(float(lo), 4), round(float(hi), 4)
+
+
+def method_row(root: Path, method: str, draws: int, seed: int) -> dict[str, Any] | None:
+    """One method's scores from one report folder (None when its two reports are not there)."""
+    held, valid = root / f"{method}_heldout.json", root / f"{method}_valid.json"
+    if not (held.is_file() and valid.is_file()):
+        return None
+    h, v = json.loads(held.read_text()), json.loads(valid.read_text())
+    severe = {c: h["severe_f1"][c] for c in CONDITIONS}
+    return {
+        "method": method,
+        "reports": str(root),
+        "synthetic_macro_f1": h["macro_f1"],
+        "severe_f1": severe,
+        "severe_f1_mean": round(sum(severe.values()) / len(severe), 4),
+        "severe_f1_ci95": {c: severe_f1_interval(h["conditions"][c]["confusion"], draws, seed) for c in CONDITIONS},
+        "level_f1": {c: h["conditions"][c]["f1"] for c in CONDITIONS},
+        "real_presence_macro_f1": v["macro_f1"],
+        "real_presence_f1": v["f1"],
+    }
+
+
+def across_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows of one method from several training seeds -> mean and sample SD of each score."""
+
+    def stat(values: list[float]) -> dict[str, float]:
+        a = np.asarray(values, np.float64)
+        sd = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+        return {"mean": round(float(a.mean()), 4), "sd": round(sd, 4)}
+
+    return {
+        "method": runs[0]["method"],
+        "seeds": len(runs),
+        "synthetic_macro_f1": stat([r["synthetic_macro_f1"] for r in runs]),
+        "severe_f1": {c: stat([r["severe_f1"][c] for r in runs]) for c in CONDITIONS},
+        "severe_f1_mean": stat([r["severe_f1_mean"] for r in runs]),
+        "real_presence_macro_f1": stat([r["real_presence_macro_f1"] for r in runs]),
+        "real_presence_f1": {c: stat([r["real_presence_f1"][c] for r in runs]) for c in runs[0]["real_presence_f1"]},
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("reports", help="folder with M_heldout.json and M_valid.json per method")
+    p.add_argument("reports", nargs="+", help="folders with M_heldout.json and M_valid.json per method (one per seed)")
     p.add_argument("--out", required=True)
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap draws for the severe-F1 interval")
+    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    root = Path(args.reports)
-    rows = []
-    for m in METHODS:
-        held, valid = root / f"{m}_heldout.json", root / f"{m}_valid.json"
-        if not (held.is_file() and valid.is_file()):
-            continue
-        h, v = json.loads(held.read_text()), json.loads(valid.read_text())
-        severe = {c: h["severe_f1"][c] for c in CONDITIONS}
-        rows.append(
-            {
-                "method": m,
-                "synthetic_macro_f1": h["macro_f1"],
-                "severe_f1": severe,
-                "severe_f1_mean": round(sum(severe.values()) / len(severe), 4),
-                "level_f1": {c: h["conditions"][c]["f1"] for c in CONDITIONS},
-                "real_presence_macro_f1": v["macro_f1"],
-                "real_presence_f1": v["f1"],
-            }
-        )
-    Path(args.out).write_text(json.dumps({"rows": rows}, indent=2))
-    head = "| method | severe F1 dandruff / sebum / erythema (mean) | synthetic 4-level macro-F1 | real presence F1 |"
-    print(head)
-    print("|---|---|---|---|")
+    rows = [r for root in args.reports for m in METHODS if (r := method_row(Path(root), m, args.boot, args.seed))]
+    if not rows:
+        raise SystemExit(f"no method reports in {args.reports}")
+    by_method = {m: [r for r in rows if r["method"] == m] for m in METHODS}
+    summary = [across_seeds(runs) for runs in by_method.values() if runs]
+    Path(args.out).write_text(json.dumps({"rows": rows, "across_seeds": summary}, indent=2))
+    print("| method | reports | severe F1 [95% CI] d / s / e (mean) | synthetic macro-F1 | real presence |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        s = " / ".join(f"{r['severe_f1'][c]:.3f}" for c in CONDITIONS)
+        s = " / ".join(
+            f"{r['severe_f1'][c]:.3f} [{r['severe_f1_ci95'][c][0]:.2f}, {r['severe_f1_ci95'][c][1]:.2f}]"
+            for c in CONDITIONS
+        )
         scores = f"{r['synthetic_macro_f1']:.3f} | {r['real_presence_macro_f1']:.3f}"
-        print(f"| {r['method']} | {s} ({r['severe_f1_mean']:.3f}) | {scores} |")
+        print(f"| {r['method']} | {r['reports']} | {s} ({r['severe_f1_mean']:.3f}) | {scores} |")
+    print("\n| method | seeds | severe F1 mean +- SD dandruff / sebum / erythema (mean) | real presence macro-F1 |")
+    print("|---|---|---|---|")
+    for a in summary:
+        s = " / ".join(f"{a['severe_f1'][c]['mean']:.3f} +- {a['severe_f1'][c]['sd']:.3f}" for c in CONDITIONS)
+        m, pr = a["severe_f1_mean"], a["real_presence_macro_f1"]
+        means = f"({m['mean']:.3f} +- {m['sd']:.3f}) | {pr['mean']:.3f} +- {pr['sd']:.3f}"
+        print(f"| {a['method']} | {a['seeds']} | {s} {means} |")
     print(f"wrote {args.out}")
 
 

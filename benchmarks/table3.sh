@@ -5,17 +5,22 @@
 # grader, steps, batch, seed and real frames. Scores: per-level F1 (severe included) on the
 # synthetic held-out set, presence macro-F1 on scalp-microscope/valid.
 #   bash benchmarks/table3.sh            (after `scalpedge train diffusion ... --out runs/diffusion`)
-# Env: MS (scalp-microscope folder), N (added frames, 400), STEPS (grader steps, 300), THREADS (1).
+# Env: MS (scalp-microscope folder), N (added frames, 400), STEPS (grader steps, 300), THREADS (1),
+# SEED (grader seed, 0; seed S > 0 reports to benchmarks/reports/table3/seedS, the same added sets).
+# Seeds may run side by side once the sets exist (a first run makes them).
+# Gather: python benchmarks/table3.py benchmarks/reports/table3 [benchmarks/reports/table3/seed1 ...] --out T.json
 set -euo pipefail
 S=".venv/bin/scalpedge"
 MS=${MS:-../shared/data/scalp-microscope}
 N=${N:-400}
 STEPS=${STEPS:-300}
 THREADS=${THREADS:-1}
+SEED=${SEED:-0}
 SRC=data/cls/train                 # scalpedge synth --conditions aihub --n 2400 --seed 100 --out data/cls/train
 HELD=data/cls/heldout              # scalpedge synth --conditions aihub --n 800 --seed 200 --out data/cls/heldout
 W=runs/table3
 R=benchmarks/reports/table3
+[ "$SEED" = 0 ] || R="$R/seed$SEED"
 mkdir -p "$W/sets" "$R"
 TR=(--model runs/diffusion/final.pt --features runs/cls/sev_fold0/final.pt --refs "$SRC" --seed 1 --threads "$THREADS")
 for m in noise augmix; do
@@ -26,10 +31,12 @@ done
 for m in none noise augmix unmasked masked; do
   set_dir="$W/sets/$m"
   [ "$m" = none ] && set_dir="$SRC"
-  $S train classifier --synth "$set_dir" --real "$MS/train" --out "$W/$m" --steps "$STEPS" --eval-every 100 \
-    --seed 0 --threads "$THREADS"
-  $S export classifier --checkpoint "$W/$m/final.pt" --out "$W/$m/severity.onnx"
-  $S eval synth-conditions --data "$HELD" --model "$W/$m/severity.onnx" --out "$R/${m}_heldout.json"
-  $S eval conditions --data "$MS/valid" --model "$W/$m/severity.onnx" --out "$R/${m}_valid.json"
+  run="$W/$m-s$SEED"
+  [ -f "$R/${m}_valid.json" ] && continue
+  $S train classifier --synth "$set_dir" --real "$MS/train" --out "$run" --steps "$STEPS" --eval-every 100 \
+    --seed "$SEED" --threads "$THREADS"
+  $S export classifier --checkpoint "$run/final.pt" --out "$run/severity.onnx"
+  $S eval synth-conditions --data "$HELD" --model "$run/severity.onnx" --out "$R/${m}_heldout.json"
+  $S eval conditions --data "$MS/valid" --model "$run/severity.onnx" --out "$R/${m}_valid.json"
 done
 .venv/bin/python benchmarks/table3.py "$R" --out "$R/table3.json"

@@ -105,6 +105,15 @@ def test_threshold_selection_maximises_f1_on_a_toy_set() -> None:
     assert both[0] == t and 0.7 < both[1] <= 0.8  # TP 3, FP 0, FN 1
 
 
+def test_threshold_separates_probabilities_closer_than_rounding() -> None:
+    # A barely trained head: every probability within 1e-4; the chosen cut must still split them.
+    prob = np.array([0.50001, 0.50002, 0.50003, 0.50004])
+    truth = np.array([0, 0, 1, 1])
+    t, f1 = best_threshold(prob, truth)
+    assert 0.50002 < t < 0.50003 and f1 == 1.0
+    assert presence_scores(prob[:, None], truth[:, None], [t], ["c"])["f1"]["c"] == 1.0
+
+
 def _tiny_graph(tmp_path: Path, thresholds: dict[str, float] | None) -> Path:
     torch.manual_seed(0)
     model = create_classifier("severity_dense_tiny").eval()

@@ -25,7 +25,9 @@ def best_threshold(prob: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
     Candidates lie midway between consecutive distinct probabilities (plus one below the lowest
     and 1.0 above all); among the F1-maximising ones the median is kept, so that a plateau of equal
-    F1 yields a threshold inside it rather than at its edge."""
+    F1 yields a threshold inside it rather than at its edge. The threshold is not rounded: a
+    barely trained or saturated head puts probabilities closer than 1e-4 apart (erythema's
+    shipped threshold is 0.0006), and rounding would move the cut across them."""
     prob = np.asarray(prob, np.float64)
     truth = np.asarray(truth).astype(bool)
     u = np.unique(prob)
@@ -35,7 +37,7 @@ def best_threshold(prob: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
         return 0.5, 0.0
     best = np.flatnonzero(scores >= scores.max() - 1e-12)
     pick = int(best[len(best) // 2])
-    return round(float(cands[pick]), 4), float(scores[pick])
+    return float(cands[pick]), float(scores[pick])
 
 
 def choose_thresholds(prob: np.ndarray, truth: np.ndarray) -> list[float]:
@@ -58,7 +60,7 @@ def presence_scores(
         prec[name] = round(tp / float(p.sum()), 4) if p.any() else 0.0
         rec[name] = round(tp / float(t.sum()), 4) if t.any() else 0.0
     return {
-        "thresholds": {n: round(float(t), 4) for n, t in zip(names, thresholds, strict=True)},
+        "thresholds": {n: float(t) for n, t in zip(names, thresholds, strict=True)},
         "f1": f1,
         "macro_f1": round(float(np.mean(list(f1.values()))), 4),
         "precision": prec,
