@@ -7,7 +7,8 @@
 #   bash benchmarks/table3.sh            (after `scalpedge train diffusion ... --out runs/diffusion`)
 # Env: MS (scalp-microscope folder), N (added frames, 400), STEPS (grader steps, 300), THREADS (1),
 # SEED (grader seed, 0; seed S > 0 reports to benchmarks/reports/table3/seedS, the same added sets).
-# Seeds may run side by side once the sets exist (a first run makes them).
+# Seeds may run side by side once the sets exist (a first run makes them). A method whose
+# reports exist is skipped (resume); delete them to rerun it.
 # Gather: python benchmarks/table3.py benchmarks/reports/table3 [benchmarks/reports/table3/seed1 ...] --out T.json
 set -euo pipefail
 S=".venv/bin/scalpedge"
