@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
+
 METHODS = ("none", "noise", "augmix", "unmasked", "masked")
-CONDITIONS = ("dandruff", "sebum", "erythema")
-SEVERE = 3  # index of the severe level in the reports' confusion matrices (good, mild, moderate, severe)
+CONDITIONS = CONDITION_NAMES
+SEVERE = LEVEL_NAMES.index("severe")  # row / column of the severe level in the reports' confusion matrices
 
 
 def severe_f1_interval(confusion: list[list[int]], draws: int, seed: int) -> tuple[float, float]:
