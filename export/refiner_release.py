@@ -20,6 +20,8 @@ from device.contracts.constants import (
     REF_DEC_OUT_IOU,
     REF_DEC_OUT_MASKS,
     REF_ENC_OUT,
+    REFINER_DECODER_MODEL,
+    REFINER_ENCODER_MODEL,
     REFINER_GROUPS_PER_CALL,
     REFINER_MASK_THRESHOLD,
 )
@@ -77,7 +79,7 @@ def release_refiner(
     return [
         write_card(model_card(name, result[graph], recipe, fields, evaluation, command), out / card)
         for name, graph, fields, card in (
-            ("refiner_encoder", "encoder", encoder, ENCODER_CARD),
-            ("refiner_decoder", "decoder", decoder, DECODER_CARD),
+            (REFINER_ENCODER_MODEL, "encoder", encoder, ENCODER_CARD),
+            (REFINER_DECODER_MODEL, "decoder", decoder, DECODER_CARD),
         )
     ]

@@ -292,6 +292,17 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     dg.add_argument("--slow-runs", type=int, default=3, help="timed passes of each reference pipeline")
     dg.add_argument("--graphs", help="folder that keeps the reference pipelines' ONNX files between runs")
     dg.add_argument("--no-fused", action="store_true", help="leave the refiner and fusion out of the diagnosis")
+    dg.add_argument(
+        "--precision",
+        choices=["fastest", "auto", "fp32", "int8"],
+        default="fastest",
+        help="model variants as the device picks them ([models] precision; default: fastest on this CPU)",
+    )
+    dg.add_argument(
+        "--serial",
+        action="store_true",
+        help="run every stage in the frame loop's thread (default: the device's worker thread beside it)",
+    )
     dg.add_argument("--no-paper", action="store_true", help="skip the paper-style pipeline (U2-Net + SAM ViT-B)")
     dg.add_argument("--no-naive", action="store_true", help="skip the naive edge pipeline (U2-NetP + TinyViT)")
     dg.set_defaults(func=_run_bench_diagnosis)
@@ -317,6 +328,8 @@ def _run_bench_diagnosis(args: argparse.Namespace) -> int:
         slow_runs=args.slow_runs,
         graphs=args.graphs,
         trusted_keys=tuple(args.trust),
+        parallel=False if args.serial else None,
+        precision=args.precision,
     )
     write_report(args.out, report)
     stages = ", ".join(f"{k} {v}" for k, v in report["stages_ms"].items())

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 from device.assets import sample_frames  # noqa: E402
 from device.cli import main  # noqa: E402
-from server_train.evaluation.diagnosis_speed import STAGES, bench_diagnosis  # noqa: E402
+from server_train.evaluation.diagnosis_speed import BESIDE_STAGES, STAGES, bench_diagnosis  # noqa: E402
 
 BASE = ["bench", "diagnosis", "--n-frames", "2", "--runs", "1", "--threads", "1", "--no-paper", "--no-naive"]
 
@@ -27,23 +27,29 @@ def test_the_fused_diagnosis_is_timed_stage_by_stage_within_its_total(tmp_path: 
     stages = report["stages_ms"]
     assert list(stages) == [s for s in STAGES if s in stages]  # in the order they run
     want = {"quality", "segment", "count", "prompts", "refiner_encoder", "refiner_decoder", "fusion", "metrics"}
-    assert want | {"classify", "alopecia", "record"} <= set(stages)
+    assert want | {"hairs", "classify", "alopecia", "record"} <= set(stages)
     assert all(v >= 0 for v in stages.values())
-    # one timed pass: every stage is part of the total, which also holds the glue between them
-    assert sum(stages.values()) <= report["total_ms"]
+    # as the device runs it: the encoder, the located hairs and the classifier beside the rest,
+    # which run one after another within the total (with the glue between them)
+    assert report["parallel"] is True and report["stages_overlap"] is True
+    assert sum(v for k, v in stages.items() if k not in BESIDE_STAGES) <= report["total_ms"]
+    assert all(stages[k] <= report["total_ms"] for k in BESIDE_STAGES)
+    assert report["mask_stage"] == ["fused"]  # every timed record says the fused mask measured it
+    assert report["precision"] == "fastest" and report["variants"]["segmenter"].endswith("fastest here)")
     assert 0 < report["live_ms"] and report["live_fps"] == pytest.approx(1000 / report["live_ms"], rel=0.01)
     assert "paper_style_ms" not in report and "naive_edge_ms" not in report
     assert "diagnosis " in capsys.readouterr().out
 
 
-def test_without_the_refiner_the_diagnosis_has_no_fused_stages(tmp_path: Path) -> None:
+def test_without_the_refiner_the_diagnosis_has_no_fused_stages_and_serial_stages_add_up(tmp_path: Path) -> None:
     out = tmp_path / "d.json"
-    assert main([*BASE, "--no-fused", "--out", str(out)]) == 0
+    assert main([*BASE, "--no-fused", "--serial", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["fused"] is False
+    assert report["fused"] is False and report["mask_stage"] == ["coarse"] and report["parallel"] is False
     assert not {"prompts", "refiner_encoder", "refiner_decoder", "fusion"} & set(report["stages_ms"])
-    assert {"segment", "metrics", "classify", "record"} <= set(report["stages_ms"])
-    assert sum(report["stages_ms"].values()) <= report["total_ms"]
+    assert {"segment", "hairs", "metrics", "classify", "record"} <= set(report["stages_ms"])
+    # in one thread every stage is part of the total
+    assert report["stages_overlap"] is False and sum(report["stages_ms"].values()) <= report["total_ms"]
 
 
 def test_a_bundle_without_the_refiner_is_refused_for_the_fused_diagnosis(tmp_path: Path, capsys) -> None:

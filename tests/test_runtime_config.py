@@ -14,6 +14,8 @@ def test_defaults_and_file_values(tmp_path: Path) -> None:
     # no camera unless one is named: the runtime refuses to start rather than use synthetic frames
     defaults = RuntimeConfig()
     assert defaults.camera.source == "" and not defaults.camera.loop and defaults.run.diagnose_stills
+    # the gated variant fastest on this CPU; the fused mask when the bundle has the refiner
+    assert (defaults.models.precision, defaults.models.mask_stage) == ("fastest", "auto")
     path = tmp_path / "scanner.toml"
     path.write_text(
         """
@@ -51,6 +53,8 @@ path = "state/outbox.sqlite"
     [
         ("[camera]\nsorce = 'x'\n", "[camera] unknown key(s) sorce"),
         ("[models]\nbackend = 'openvino'\n", "[models] backend must be onnxruntime or tensorrt"),
+        ("[models]\nprecision = 'fp16'\n", "[models] precision must be one of fastest, auto, fp32, int8"),
+        ("[models]\nmask_stage = 'sharp'\n", "[models] mask_stage must be auto or one of coarse, refined, fused"),
         (None, "config file not found"),
         ("[run]\npreview = 'tv'\n", "[run] preview must be auto, window or headless"),
         ("[run]\nmax_frames = -1\n", "[run] max_frames must be >= 0"),

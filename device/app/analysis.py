@@ -29,12 +29,16 @@ from device.contracts.constants import (
 from device.contracts.preprocess import prepare_frame, source_px_per_frame_px
 from device.measure.hair_metrics import HairMetrics, HeadCount, find_centres, measure, split_strands
 from device.measure.quality import frame_problem
+from device.measure.strand_measures import skeleton_diameters
 from device.models.hair_classes import HairClassifier
 from device.models.segmentation import CountStrategy, Segmenter, SegOutput
 
 __all__ = [
     "FrameAnalysis",
+    "LocatedHairs",
     "analyse_frame",
+    "locate_hairs",
+    "mask_independent",
     "analyse_segmentation",
     "rejected_analysis",
     "head_count",
@@ -137,6 +141,7 @@ def analyse_segmentation(
     count: HeadCount | None = None,
     timings: dict[str, float] | None = None,
     hair_classes: HairClassifier | None = None,
+    located: LocatedHairs | Callable[[], LocatedHairs] | None = None,
 ) -> FrameAnalysis:
     """Hair metrics of a segmentation of ``frame`` (HxWx3 uint8 BGR, camera geometry; um_per_px
     refers to its pixels), with the thresholds of ``device.contracts.constants``. The count
@@ -145,29 +150,76 @@ def analyse_segmentation(
     (ms), extended with ``metrics_ms``. hair_classes: the per-hair class model; with it, each
     located hair is terminal or miniaturised as the model decides and the thin share is scaled
     by the model's ``thin_share_scale`` (its time is part of ``metrics_ms``), without it by its
-    measured diameter."""
+    measured diameter. located: ``locate_hairs`` of this segmentation made elsewhere (maybe
+    beside other work: its time is the caller's to report), or a callable that returns it, asked
+    only once the mask's skeleton is made; None: it is done here, inside ``metrics_ms``."""
     timings = dict(timings or {})
     t = time.perf_counter()
     mask = seg.mask()
-    centres = hair_centres(seg, mask, pixel_scale=model_pixel_scale(um_per_px))
+    skeleton = skeleton_diameters(mask) if mask.any() else None
+    if located is None:
+        located = locate_hairs(frame, seg, um_per_px, hair_classes, mask)
+    elif callable(located):
+        waited = time.perf_counter()
+        located = located()
+        t += time.perf_counter() - waited  # its time (or the wait for it) is the caller's to report
     if count is None:
-        count = head_count(seg, mask, centres)
-    points = centres if seg.count_strategy is CountStrategy.DENSITY else None
-    thin, share_scale = None, 1.0
-    if hair_classes is not None and points is not None:
-        thin = hair_classes.probabilities(frame, points, um_per_px) >= hair_classes.thin_probability
-        share_scale = hair_classes.thin_share_scale
+        count = head_count(seg, mask, located.centres)
     metrics = measure(
         mask,
         um_per_px=um_per_px,
         thin_um=thin_um,
         count=count,
-        hair_points=points,
-        miniaturised=thin,
-        thin_share_scale=share_scale,
+        hair_points=located.points,
+        miniaturised=located.miniaturised,
+        thin_share_scale=located.thin_share_scale,
+        skeleton=skeleton,
     )
     timings["metrics_ms"] = (time.perf_counter() - t) * 1000
-    return FrameAnalysis(frame, metrics, seg, centres, None, timings)
+    return FrameAnalysis(frame, metrics, seg, located.centres, None, timings)
+
+
+@dataclass(frozen=True)
+class LocatedHairs:
+    """Where a segmentation puts its hairs, and their classes.
+
+    centres: (N,2) float32 (x, y) px (``hair_centres``); points: the same when they are the
+    hairs measured one by one (a density output), else None; miniaturised: (N,) bool per point,
+    the per-hair class model's call, or None; thin_share_scale: its share scale (1 without it);
+    ms: wall time spent here."""
+
+    centres: np.ndarray
+    points: np.ndarray | None
+    miniaturised: np.ndarray | None
+    thin_share_scale: float
+    ms: float
+
+
+def locate_hairs(
+    frame: np.ndarray,
+    seg: SegOutput,
+    um_per_px: float,
+    hair_classes: HairClassifier | None = None,
+    mask: np.ndarray | None = None,
+) -> LocatedHairs:
+    """The hairs ``seg`` locates on ``frame`` (HxWx3 uint8 BGR, pixels of ``um_per_px``) and,
+    with ``hair_classes``, whether each is miniaturised. mask: the HxW bool hair mask the
+    centres are kept on (default ``seg.mask()``); with a density output it is not used
+    (``mask_independent``), so this may run before the mask is final (before fusion)."""
+    t = time.perf_counter()
+    centres = hair_centres(seg, mask, pixel_scale=model_pixel_scale(um_per_px))
+    points = centres if seg.count_strategy is CountStrategy.DENSITY else None
+    thin, share_scale = None, 1.0
+    if hair_classes is not None and points is not None:
+        thin = hair_classes.probabilities(frame, points, um_per_px) >= hair_classes.thin_probability
+        share_scale = hair_classes.thin_share_scale
+    return LocatedHairs(centres, points, thin, share_scale, (time.perf_counter() - t) * 1000)
+
+
+def mask_independent(seg: SegOutput) -> bool:
+    """Whether ``locate_hairs`` and ``head_count`` of ``seg`` read nothing of its hair mask (a
+    hair-density output), so that they hold for any later mask of the same frame (fused)."""
+    return seg.count_strategy is CountStrategy.DENSITY and seg.density is not None
 
 
 def rejected_analysis(
@@ -221,12 +273,12 @@ def model_pixel_scale(um_per_px: float, tolerance: float = 0.05) -> float:
 
 
 def hair_centres(
-    seg: SegOutput, mask: np.ndarray, threshold: float = CENTRE_THRESHOLD, pixel_scale: float = 1.0
+    seg: SegOutput, mask: np.ndarray | None, threshold: float = CENTRE_THRESHOLD, pixel_scale: float = 1.0
 ) -> np.ndarray:
     """(N,2) float32 (x, y) px of located hairs: peaks of the smoothed hair density (see
-    DENSITY_PEAK_SHARE), else peaks of
-    the centre heatmap on the HxW bool hair mask (the count of the centres strategy); empty
-    without either output. Drawn on overlays. pixel_scale: ``model_pixel_scale`` of the frame
+    DENSITY_PEAK_SHARE), else peaks of the centre heatmap on the HxW bool hair mask
+    (``seg.mask()`` when None; the count of the centres strategy); empty without either
+    output. Drawn on overlays. pixel_scale: ``model_pixel_scale`` of the frame
     (a hair of a frame segmented at another scale is a Gaussian of std sigma / pixel_scale)."""
     if seg.density is not None:
         # one lone hair, smoothed like the map: a Gaussian of std sqrt(sigma^2 + s^2) px
@@ -237,7 +289,7 @@ def hair_centres(
         return find_centres(smoothed / lone_peak, threshold=DENSITY_PEAK_SHARE, min_distance_px=spacing)
     if seg.centre is None:
         return np.zeros((0, 2), np.float32)
-    return centres_on_hair(find_centres(seg.centre, threshold=threshold), mask)
+    return centres_on_hair(find_centres(seg.centre, threshold=threshold), seg.mask() if mask is None else mask)
 
 
 def scale_problem(um_per_px: float) -> str | None:

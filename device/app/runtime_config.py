@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from device.contracts.config import ConfigError, check, load_toml_config, path_field, section
+from device.contracts.constants import MASK_STAGES
 from device.sync.config import SyncConfig
 
 __all__ = ["CameraConfig", "ModelsConfig", "ScannerConfig", "RunConfig", "RuntimeConfig", "load_runtime_config"]
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("fastest", "auto", "fp32", "int8")  # [models] precision (ScanPipeline's ``precision``)
 
 
 @dataclass(frozen=True)
@@ -50,15 +53,19 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    """bundle: folder ("" = shipped); backend: onnxruntime|tensorrt; precision: auto|fp32|int8;
-    trusted_keys: extra PEM key folder; calibration: optics profile ("" = the device default);
+    """bundle: folder ("" = shipped); backend: onnxruntime|tensorrt; precision: fastest (on ONNX
+    Runtime the gated variant that runs fastest on this CPU, timed as the models load; on TensorRT
+    as auto)|auto (the bundle's preferred variant)|fp32|int8; mask_stage: the hair mask a
+    diagnosis measures, auto (fused with the bundle's prompt refiner, else coarse)|fused|coarse|
+    refined; trusted_keys: extra PEM key folder; calibration: optics profile ("" = the device default);
     bundle_state: the rollback record, the newest bundle version accepted ("" = bundle-state.json
     beside the outbox); allow_downgrade: accept a bundle older than that record."""
 
     bundle: str = path_field()
     backend: str = "onnxruntime"
-    precision: str = "auto"
+    precision: str = "fastest"
     threads: int = 2
+    mask_stage: str = "auto"
     engine_cache: str = path_field()
     trusted_keys: str = path_field()
     calibration: str = path_field()
@@ -73,7 +80,13 @@ class ModelsConfig:
             self.backend,
         )
         check(
-            self.precision in ("auto", "fp32", "int8"), "models.precision", "must be auto, fp32 or int8", self.precision
+            self.precision in PRECISIONS, "models.precision", f"must be one of {', '.join(PRECISIONS)}", self.precision
+        )
+        check(
+            self.mask_stage in ("auto", *MASK_STAGES),
+            "models.mask_stage",
+            f"must be auto or one of {', '.join(MASK_STAGES)}",
+            self.mask_stage,
         )
         check(1 <= self.threads <= 64, "models.threads", "must be 1-64", self.threads)
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from device.app.runtime_config import RuntimeConfig, load_runtime_config
+from device.app.runtime_config import PRECISIONS, RuntimeConfig, load_runtime_config
+from device.contracts.constants import MASK_STAGES
 from device.contracts.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -68,7 +69,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--out", help="folder for overlays (and the demo's outbox), overrides [run] out")
     r.add_argument("--scanner", help="serial port of the scanner MCU, or 'sim' for the simulator")
     r.add_argument("--backend", choices=["onnxruntime", "tensorrt"], help="overrides [models] backend")
-    r.add_argument("--precision", choices=["auto", "fp32", "int8"], help="overrides [models] precision")
+    r.add_argument("--precision", choices=list(PRECISIONS), help="overrides [models] precision")
+    r.add_argument(
+        "--mask-stage",
+        choices=["auto", *MASK_STAGES],
+        help="overrides [models] mask_stage (auto: fused with the refiner)",
+    )
     r.add_argument(
         "--allow-downgrade",
         action="store_true",
@@ -95,7 +101,12 @@ def _config(args: argparse.Namespace) -> RuntimeConfig:
         )
     config = config.with_overrides(
         camera={"source": args.source, "loop": args.loop},
-        models={"backend": args.backend, "precision": args.precision, "allow_downgrade": args.allow_downgrade},
+        models={
+            "backend": args.backend,
+            "precision": args.precision,
+            "mask_stage": args.mask_stage,
+            "allow_downgrade": args.allow_downgrade,
+        },
         scanner={"port": args.scanner},
         run={
             "out": args.out,
@@ -167,7 +178,9 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
         trusted = [m.trusted_keys] if m.trusted_keys else []
         # the bundle a fleet rollout switched to (its pointer) wins over the configured one
         bundle = open_active_bundle(m.bundle or default_bundle_path(), trusted, state, m.allow_downgrade)
-        pipeline = ScanPipeline(bundle, m.backend, m.precision, m.threads, optics, m.engine_cache or None)
+        pipeline = ScanPipeline(
+            bundle, m.backend, m.precision, m.threads, optics, m.engine_cache or None, mask_stage=m.mask_stage
+        )
         models = ", ".join(f"{k} {v}" for k, v in pipeline.variants.items())
         log.info("bundle %s (%s) on %s: %s", bundle.version, bundle.root, m.backend, models)
         Path(config.sync.outbox.path).parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +203,9 @@ def run_device(config: RuntimeConfig, press_every_s: float = 0.0) -> RunSummary:
         if run.publish:
 
             def make_pipeline(new: Bundle) -> ScanPipeline:
-                made = ScanPipeline(new, m.backend, m.precision, m.threads, optics, m.engine_cache or None)
+                made = ScanPipeline(
+                    new, m.backend, m.precision, m.threads, optics, m.engine_cache or None, mask_stage=m.mask_stage
+                )
                 sync.set_bundle_version(new.version)  # records say which bundle measured them
                 return made
 

@@ -76,6 +76,9 @@ __all__ = [
     "REF_DEC_OUT_IOU",
     "REFINER_MASK_THRESHOLD",
     "FUSION_COARSE_THRESHOLD",
+    "MASK_STAGES",
+    "REFINER_ENCODER_MODEL",
+    "REFINER_DECODER_MODEL",
 ]
 
 # Device camera frame, pixels (HxW). Every model input is this size.
@@ -208,6 +211,8 @@ REFINER_EMBED_SIZE: Final = (30, 40)  # image embedding grid (stride 16 at FRAME
 REFINER_GROUPS_PER_CALL: Final = 1  # prompt groups per decoder call (static batch; on CPU cost is linear in it)
 REFINER_ENCODER_FILE: Final = "refiner_encoder.onnx"  # the exported refiner, as a folder or bundle holds it
 REFINER_DECODER_FILE: Final = "refiner_decoder.onnx"
+REFINER_ENCODER_MODEL: Final = "refiner_encoder"  # the two graphs' model names in a bundle's manifest
+REFINER_DECODER_MODEL: Final = "refiner_decoder"
 REF_ENC_INPUT: Final = "refiner_image"  # 1x3xFRAME_HEIGHTxFRAME_WIDTH float32, PIXEL_MEAN/STD normalised RGB
 REF_ENC_OUT: Final = "image_embeddings"  # 1xREFINER_EMBED_DIMx30x40 float32
 REF_DEC_EMBED: Final = "image_embeddings"  # decoder input: the encoder's output
@@ -224,3 +229,6 @@ REFINER_MASK_THRESHOLD: Final = 0.02
 # MASK_THRESHOLD). On the easy val3 a lower value (0.2) let the AND trade recall for precision
 # (+0.7 pt there), on hard frames it cost 0.6 pt, so it stays at 0.5.
 FUSION_COARSE_THRESHOLD: Final = 0.5
+# Which hair mask measured a diagnosis (a result record's ``mask_stage``): the student's M^
+# ("coarse"), the refiner's union M_AP alone ("refined"), or ScalpVision's M = M^ AND M_AP ("fused").
+MASK_STAGES: Final = ("coarse", "refined", "fused")

@@ -31,14 +31,29 @@ __all__ = [
     "photo_input",
 ]
 
-_MEAN = np.asarray(PIXEL_MEAN, np.float32).reshape(3, 1, 1)
-_STD = np.asarray(PIXEL_STD, np.float32).reshape(3, 1, 1)
+# (x / 255 - mean) / std as one multiply-add per RGB channel: x * _SCALE + _OFFSET
+_SCALE = (1.0 / (255.0 * np.asarray(PIXEL_STD, np.float64))).astype(np.float32)
+_OFFSET = (-np.asarray(PIXEL_MEAN, np.float64) / np.asarray(PIXEL_STD, np.float64)).astype(np.float32)
+
+
+def _normalised_planes(bgr: np.ndarray) -> np.ndarray:
+    """... x H x W x 3 BGR (uint8) -> ... x 3 x H x W float32 normalised RGB ((x/255 - mean) /
+    std). Written one channel plane at a time into the output, in place: at 640x480 that is
+    0.5 ms where a reversed, transposed float copy took 7-10 ms (2-core CPU, 2026-12-06)."""
+    out = np.empty((*bgr.shape[:-3], 3, *bgr.shape[-3:-1]), np.float32)
+    for c in range(3):
+        plane = out[..., c, :, :]
+        plane[...] = bgr[..., 2 - c]
+        plane *= _SCALE[c]
+        plane += _OFFSET[c]
+    return out
 
 
 def to_tensor_layout(frame_bgr: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 BGR -> 3xHxW float32 normalised RGB ((x/255 - mean) / std)."""
-    rgb = frame_bgr[:, :, ::-1].astype(np.float32) * (1.0 / 255.0)
-    return np.ascontiguousarray((rgb.transpose(2, 0, 1) - _MEAN) / _STD)
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 BGR image, got shape {frame_bgr.shape}")
+    return _normalised_planes(frame_bgr)
 
 
 def crop_box(
@@ -118,9 +133,7 @@ def hair_patches(frame_bgr: np.ndarray, points: np.ndarray, um_per_px: float, si
                 interpolation=cv2.INTER_AREA if n > size else cv2.INTER_LINEAR,
             )
         crops[i] = patch
-    # one normalisation for all patches (as to_tensor_layout does per image)
-    rgb = crops[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
-    return np.ascontiguousarray((rgb.transpose(0, 3, 1, 2) - _MEAN) / _STD)
+    return _normalised_planes(crops)  # one normalisation for all patches, as for a frame
 
 
 _PHOTO_MEAN = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)

@@ -109,6 +109,7 @@ def build_record(
     frame: Mapping[str, Any] | None = None,
     session: Mapping[str, str | None] | None = None,
     thumbnail: Mapping[str, Any] | None = None,
+    mask_stage: str | None = None,
     validate: bool = True,
 ) -> dict[str, Any]:
     """Assemble a result record (a JSON-ready dict) and validate it unless ``validate=False``.
@@ -121,7 +122,8 @@ def build_record(
     out), e.g. ``{"client_id": "c-0042", "session_id": "20240601-3fa2c1", "site": "top"}``.
     ``thumbnail``: the overlay as a small JPEG, ``{"jpeg_base64", "width", "height"}`` (pixels),
     only when the scanner's config publishes thumbnails (``[run] publish_thumbnails``); a record
-    carries no image otherwise.
+    carries no image otherwise. ``mask_stage``: which hair mask measured the metrics
+    (``MASK_STAGES``: coarse, refined or fused); left out of a record it is unknown (older scanners).
     """
     record: dict[str, Any] = {
         "schema": SCHEMA_ID,
@@ -149,6 +151,8 @@ def build_record(
         record.update({k: str(v) for k, v in session.items() if v is not None})
     if thumbnail is not None:
         record["thumbnail"] = dict(thumbnail)
+    if mask_stage is not None:
+        record["mask_stage"] = mask_stage
     if validate:
         validate_record(record)
     return record

@@ -349,6 +349,7 @@ def measure(
     thin_share_scale: float = 1.0,
     min_length_px: float = 10,
     spur_length_px: float = 8,
+    skeleton: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> HairMetrics:
     """Hair metrics of one frame's mask.
 
@@ -366,6 +367,7 @@ def measure(
     thin_share_scale: in (0, 1], the per-hair class model's share scale: the thin ratio is it
         times the share of located hairs that are not terminal (the model's MAE-optimal
         estimate of the frame's share; the hairs keep their classes).
+    skeleton: ``skeleton_diameters(mask)`` when already made (ignored for an empty mask).
     """
     m = np.asarray(mask)
     if m.ndim != 2 or m.size == 0:
@@ -377,7 +379,10 @@ def measure(
     h, w = m.shape
     area_cm2 = h * w * (um_per_px * 1e-4) ** 2
     hair_fraction = float(np.count_nonzero(m)) / m.size
-    skeleton = skeleton_diameters(m) if hair_fraction else None  # strands and hairs share it
+    if not hair_fraction:
+        skeleton = None
+    elif skeleton is None:
+        skeleton = skeleton_diameters(m)  # strands and hairs share it
     strands = tuple(split_strands(m, min_length_px, spur_length_px, skeleton=skeleton)) if skeleton else ()
     hairs: tuple[tuple[tuple[float, float], float | None, str | None], ...] = ()
     if hair_points is not None and len(hair_points):

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from device.contracts.constants import FUSION_COARSE_THRESHOLD, MASK_THRESHOLD
+from device.contracts.constants import FUSION_COARSE_THRESHOLD, MASK_STAGES, MASK_THRESHOLD
 from device.models.segmentation import Segmenter, SegOutput
 from device.refine.prompts import PROMPT_KINDS, PromptConfig, PromptGroups, auto_prompts, random_prompts
 from device.refine.refiner import PromptRefiner
 
-__all__ = ["fuse", "fuse_prob", "recalibrate", "RefinedSegmenter", "STAGES"]
+__all__ = ["fuse", "fuse_prob", "recalibrate", "refine", "Refined", "RefinedSegmenter", "STAGES"]
 
-STAGES = ("coarse", "refined", "fused")
+STAGES = MASK_STAGES
 
 
 def fuse(coarse: np.ndarray, refined: np.ndarray) -> np.ndarray:
@@ -118,18 +119,50 @@ class RefinedSegmenter:
         groups = self.prompt_groups(coarse.prob >= self.threshold)
         timings["prompts_ms"] = (time.perf_counter() - t) * 1000
         self.last_groups = groups
-        if groups.count:
-            self.refiner.set_image(frame_bgr, coarse.prob)
-            timings["encoder_ms"] = self.refiner.encoder_ms
-            out = self.refiner.predict(groups)
-            timings.update(out.timings_ms)
-            refined = out.prob
-        else:  # nothing to prompt (empty coarse mask): M_AP is empty, the encoder is skipped
-            refined = np.zeros_like(coarse.prob)
-        timings["groups"] = float(groups.count)
-        timings["decoder_calls"] = float(-(-groups.count // self.refiner.batch))
-        t = time.perf_counter()
-        prob = refined if self.stage == "refined" else fuse_prob(coarse.prob, refined, self.coarse_threshold)
-        timings["fusion_ms"] = (time.perf_counter() - t) * 1000
+        out = refine(coarse, frame_bgr, self.refiner, groups, self.stage, self.coarse_threshold)
+        timings.update(out.timings_ms)
         self.last_timings_ms = timings
-        return dataclasses.replace(coarse, prob=prob)
+        return out.seg
+
+
+@dataclass(frozen=True)
+class Refined:
+    """seg: the coarse ``SegOutput`` with ``prob`` of the asked stage; timings_ms: encoder_ms
+    (0 when skipped or run before), decoder_ms, upscale_ms, fusion_ms, groups, decoder_calls."""
+
+    seg: SegOutput
+    timings_ms: dict[str, float]
+
+
+def refine(
+    coarse: SegOutput,
+    frame_bgr: np.ndarray,
+    refiner: PromptRefiner,
+    groups: PromptGroups,
+    stage: str = "fused",
+    coarse_threshold: float = FUSION_COARSE_THRESHOLD,
+    embedding: np.ndarray | None = None,
+) -> Refined:
+    """The ``refined`` (M_AP) or ``fused`` (M^ AND M_AP) output of ``coarse``, the student's
+    segmentation of ``frame_bgr`` (HxWx3 uint8 BGR), prompted with ``groups``. embedding: the
+    refiner's ``encode`` of this frame when it already ran (e.g. beside the student); without
+    it the encoder runs here. No groups (an empty coarse mask): M_AP is empty and the encoder
+    is skipped. The instance outputs pass through unchanged."""
+    if stage not in ("refined", "fused"):
+        raise ValueError(f"refine: stage must be refined or fused, not {stage!r}")
+    timings: dict[str, float] = {"encoder_ms": 0.0}
+    if groups.count:
+        refiner.set_image(frame_bgr, coarse.prob, embedding)
+        if embedding is None:
+            timings["encoder_ms"] = refiner.encoder_ms
+        out = refiner.predict(groups)
+        timings.update(out.timings_ms)
+        refined = out.prob
+    else:
+        refined = np.zeros_like(coarse.prob)
+    timings["groups"] = float(groups.count)
+    timings["decoder_calls"] = float(-(-groups.count // refiner.batch))
+    t = time.perf_counter()
+    prob = refined if stage == "refined" else fuse_prob(coarse.prob, refined, coarse_threshold)
+    timings["fusion_ms"] = (time.perf_counter() - t) * 1000
+    return Refined(dataclasses.replace(coarse, prob=prob), timings)

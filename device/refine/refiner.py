@@ -90,15 +90,23 @@ class PromptRefiner:
     ) -> PromptRefiner:
         return cls(open_backend(encoder_path, kind, threads), open_backend(decoder_path, kind, threads), threshold)
 
-    def set_image(self, frame_bgr: np.ndarray, coarse_prob: np.ndarray) -> None:
-        """frame_bgr: HxWx3 uint8 BGR; coarse_prob: HxW float32 P(hair) of M^ (same HxW).
-        Runs the encoder and caches the embedding and the mask prompt."""
-        if coarse_prob.shape != frame_bgr.shape[:2]:
-            raise ValueError(f"coarse mask {coarse_prob.shape} does not match the frame {frame_bgr.shape[:2]}")
+    def encode(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """frame_bgr: HxWx3 uint8 BGR -> its image embedding (1 x C x h x w float32), the
+        encoder's output. Needs the frame only, not the coarse mask, so a caller may run it
+        beside the student (another thread) and hand it to ``set_image``. Sets ``encoder_ms``."""
         t = time.perf_counter()
         x = to_network_input(frame_bgr, self.height, self.width)
-        self._embedding = self.encoder.run({REF_ENC_INPUT: x}, [REF_ENC_OUT])[REF_ENC_OUT]
+        embedding = self.encoder.run({REF_ENC_INPUT: x}, [REF_ENC_OUT])[REF_ENC_OUT]
         self.encoder_ms = (time.perf_counter() - t) * 1000
+        return embedding
+
+    def set_image(self, frame_bgr: np.ndarray, coarse_prob: np.ndarray, embedding: np.ndarray | None = None) -> None:
+        """frame_bgr: HxWx3 uint8 BGR; coarse_prob: HxW float32 P(hair) of M^ (same HxW).
+        Caches the frame's embedding (``embedding`` when given, ``encode``'s of this frame;
+        else the encoder runs now) and the mask prompt."""
+        if coarse_prob.shape != frame_bgr.shape[:2]:
+            raise ValueError(f"coarse mask {coarse_prob.shape} does not match the frame {frame_bgr.shape[:2]}")
+        self._embedding = self.encode(frame_bgr) if embedding is None else embedding
         self._mask_input = mask_prompt(coarse_prob, (int(self.mask_size[0]), int(self.mask_size[1])))
         self._frame_size = (int(frame_bgr.shape[0]), int(frame_bgr.shape[1]))
 

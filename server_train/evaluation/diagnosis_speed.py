@@ -1,11 +1,15 @@
 """``scalpedge bench diagnosis``: what one diagnosis costs on this CPU, per stage, beside the
 live path and the two reference pipelines, timed in one process on the same frames.
 
-- **Device diagnosis** (the bundle's models, ``device.app.pipeline.ScanPipeline``): quality gate,
-  segmentation, count (the live path's work for a triggered frame) -> with the bundle's refiner
-  and ``fused=True``: auto prompts, refiner encoder, decoder (all groups), AND fusion -> hair
-  metrics, severity classifier, alopecia grade (``ScanPipeline.diagnose``) -> the result record
-  (``build_record``, validated). ``total_ms`` is the wall time of all of it for one frame.
+- **Device diagnosis** (the bundle's models, ``device.app.pipeline.ScanPipeline``, as the
+  scanner runs it): quality gate, segmentation, count (the live path's work for a triggered
+  frame) -> ``ScanPipeline.diagnose`` at mask stage ``fused`` (``fused=False``: ``coarse``):
+  auto prompts, refiner encoder, decoder (all groups), AND fusion -> located hairs and their
+  classes ("hairs"), hair metrics on the fused mask, severity classifier, alopecia grade -> the
+  result record (``build_record``, validated). ``total_ms`` is the wall time of all of it for
+  one frame. With ``parallel`` (the device's default on ONNX Runtime) the encoder, the located
+  hairs and the classifier run on the pipeline's worker thread beside the prompts, decoder and
+  metrics, so the stages overlap and their sum exceeds ``total_ms`` (``stages_overlap``).
 - **Live path**: ``ScanPipeline.live(frame, count=False)``, what the preview pays per frame.
 - **Paper-style** (cost only, random weights): U²-Net at 640x480, the student's auto prompts,
   SAM ViT-B's image encoder at 1024x1024 and SAM's decoder once per prompt group.
@@ -32,18 +36,16 @@ import torch
 
 from device.app.pipeline import ScanPipeline
 from device.capture.imageio import read_frame
-from device.contracts.constants import MASK_THRESHOLD
+from device.contracts.constants import MASK_THRESHOLD, REFINER_DECODER_MODEL, REFINER_ENCODER_MODEL
 from device.contracts.preprocess import prepare_frame, to_network_input
 from device.contracts.records import build_record
 from device.models.backends import Backend, OrtBackend
 from device.models.bundle import Bundle
-from device.refine.fusion import fuse_prob
 from device.refine.prompts import PromptConfig, PromptGroups, auto_prompts, group_points
-from device.refine.refiner import PromptRefiner
 from server_train.evaluation.refiner_speed import SAM_SIZE, _sam_inputs, _sam_preprocess, build_naive_graphs
 from server_train.evaluation.speed import cpu_name
 
-__all__ = ["bench_diagnosis", "build_paper_graphs", "STAGES"]
+__all__ = ["bench_diagnosis", "build_paper_graphs", "STAGES", "BESIDE_STAGES"]
 
 # Stage names of the device diagnosis, in the order they run (stages_ms keys).
 STAGES = (
@@ -54,11 +56,15 @@ STAGES = (
     "refiner_encoder",
     "refiner_decoder",
     "fusion",
+    "hairs",
     "metrics",
     "classify",
     "alopecia",
     "record",
 )
+# Stages the pipeline's worker thread may run beside the others (``stages_overlap``): the rest
+# run one after another in the frame loop's thread, within ``total_ms``.
+BESIDE_STAGES = ("refiner_encoder", "hairs", "classify")
 WARMUP = 2  # untimed passes per pipeline
 
 
@@ -132,27 +138,28 @@ def bench_diagnosis(
     slow_runs: int = 3,
     graphs: str | Path | None = None,
     trusted_keys: tuple[str | Path, ...] = (),
+    parallel: bool | None = None,
+    precision: str = "fastest",
 ) -> dict[str, Any]:
     """The report described in the module docstring: ``stages_ms`` (stage -> median ms, the
     stages of STAGES that ran), ``total_ms``, ``live_ms``, ``paper_style_ms`` / ``naive_edge_ms``
     (when timed) and their ratios to ``total_ms``, ``threads``, ``cpu``. graphs: folder that
     keeps the reference pipelines' ONNX files between runs (default: a new temp folder).
-    ValueError when ``frames`` is empty, ``runs`` or ``slow_runs`` < 1, or ``fused`` is asked of
-    a bundle without the refiner."""
+    parallel: the pipeline's worker thread (None: the device's default); precision: as the
+    device's ``[models] precision`` (default: its default, fastest here). ValueError when
+    ``frames`` is empty, ``runs`` or ``slow_runs`` < 1, or ``fused`` is asked of a bundle without
+    the refiner."""
     if not frames:
         raise ValueError("bench diagnosis: no frames to time on")
     if runs < 1 or slow_runs < 1:
         raise ValueError(f"bench diagnosis: runs and slow_runs must be at least 1, got {runs}, {slow_runs}")
     bundle = Bundle.open(bundle_dir, trusted_keys)
-    pipe = ScanPipeline(bundle, threads=threads)
-    refiner = None
-    if fused:
-        if not {"refiner_encoder", "refiner_decoder"} <= set(bundle.models):
-            raise ValueError(f"bench diagnosis: bundle {bundle_dir} has no refiner (use --no-fused)")
-        refiner = PromptRefiner.from_onnx(
-            bundle.select("refiner_encoder").path, bundle.select("refiner_decoder").path, threads=threads
-        )
-    k = refiner.k if refiner is not None else PromptConfig().group_size
+    if fused and not {REFINER_ENCODER_MODEL, REFINER_DECODER_MODEL} <= set(bundle.models):
+        raise ValueError(f"bench diagnosis: bundle {bundle_dir} has no refiner (use --no-fused)")
+    pipe = ScanPipeline(
+        bundle, precision=precision, threads=threads, mask_stage="fused" if fused else "coarse", parallel=parallel
+    )
+    k = pipe.refiner.k if pipe.refiner is not None else PromptConfig().group_size
     config = PromptConfig(group_size=k)
     raw = [read_frame(f) for f in frames]
     rows: dict[str, list[float]] = {}
@@ -161,36 +168,24 @@ def bench_diagnosis(
         rows.setdefault(key, []).append(value)
 
     groups_of: list[PromptGroups] = []
+    mask_stages: set[str] = set()
     boot_id = str(uuid.uuid4())
     for r in range(runs + WARMUP):
         frame_bgr = raw[r % len(raw)]
         pipe.forget_motion()
         t0 = time.perf_counter()
         live = pipe.live(frame_bgr, count=True)
-        stage: dict[str, float] = {k.removesuffix("_ms"): v for k, v in live.timings_ms.items()}
-        if live.seg is not None and refiner is not None:
-            t = time.perf_counter()
-            groups = auto_prompts(live.seg.prob >= MASK_THRESHOLD, config)
-            stage["prompts"] = (time.perf_counter() - t) * 1000
-            if r < len(raw):
-                groups_of.append(groups)
-            refiner.set_image(live.frame, live.seg.prob)
-            out = refiner.predict(groups)
-            t = time.perf_counter()
-            fuse_prob(live.seg.prob, out.prob)
-            stage["fusion"] = (time.perf_counter() - t) * 1000
-            stage["refiner_encoder"] = refiner.encoder_ms
-            stage["refiner_decoder"] = out.timings_ms["decoder_ms"] + out.timings_ms["upscale_ms"]
         diagnosis = pipe.diagnose(live)
+        stage = {k.removesuffix("_ms"): v for k, v in live.timings_ms.items()}  # with the live count
         stage.update({k.removesuffix("_ms"): v for k, v in diagnosis.timings_ms.items() if k != "total_ms"})
         t = time.perf_counter()
-        build_record(
+        record = build_record(
             device_id="bench", boot_id=boot_id, seq=r + 1, bundle_version=bundle.version, **diagnosis.record_fields()
         )
         stage["record"] = (time.perf_counter() - t) * 1000
         total = (time.perf_counter() - t0) * 1000
-        if live.seg is not None and refiner is None and r < len(raw):
-            t = time.perf_counter()  # the reference pipelines' prompts (not part of this diagnosis)
+        if live.seg is not None and r < len(raw):
+            t = time.perf_counter()  # the reference pipelines' prompts (not part of this diagnosis's time)
             groups_of.append(auto_prompts(live.seg.prob >= MASK_THRESHOLD, config))
             add("prompts_for_reference", (time.perf_counter() - t) * 1000)
         if r < WARMUP:
@@ -200,6 +195,7 @@ def bench_diagnosis(
                 add(name, stage[name])
         add("total", total)
         add("accepted", float(live.seg is not None))
+        mask_stages.add(str(record.get("mask_stage")))
     for r in range(runs + WARMUP):
         frame_bgr = raw[r % len(raw)]
         pipe.forget_motion()
@@ -213,7 +209,12 @@ def bench_diagnosis(
         "bundle_version": bundle.version,
         "frames": [str(f) for f in frames],
         "runs": runs,
-        "fused": refiner is not None,
+        "fused": pipe.mask_stage == "fused",
+        "precision": precision,
+        "variants": dict(pipe.variants),
+        "parallel": pipe.parallel,
+        "mask_stage": sorted(mask_stages),
+        "stages_overlap": pipe.parallel,
         "accepted_share": round(float(np.mean(rows.pop("accepted"))), 3),
         "stages_ms": {name: _median(rows[name]) for name in STAGES if name in rows},
         "total_ms": _median(rows["total"]),
