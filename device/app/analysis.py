@@ -38,6 +38,7 @@ __all__ = [
     "LocatedHairs",
     "analyse_frame",
     "locate_hairs",
+    "hair_points",
     "mask_independent",
     "analyse_segmentation",
     "rejected_analysis",
@@ -194,6 +195,22 @@ class LocatedHairs:
     thin_share_scale: float
     ms: float
 
+    @classmethod
+    def of(
+        cls,
+        centres: np.ndarray,
+        points: np.ndarray | None,
+        probabilities: np.ndarray | None,
+        hair_classes: HairClassifier | None,
+        ms: float,
+    ) -> LocatedHairs:
+        """With the per-hair class model's (N,) P(miniaturised) of ``points`` (or None), decided
+        at its card's threshold and share scale."""
+        if hair_classes is None or probabilities is None:
+            return cls(centres, points, None, 1.0, ms)
+        miniaturised = np.asarray(probabilities) >= hair_classes.thin_probability
+        return cls(centres, points, miniaturised, hair_classes.thin_share_scale, ms)
+
 
 def locate_hairs(
     frame: np.ndarray,
@@ -207,13 +224,20 @@ def locate_hairs(
     centres are kept on (default ``seg.mask()``); with a density output it is not used
     (``mask_independent``), so this may run before the mask is final (before fusion)."""
     t = time.perf_counter()
-    centres = hair_centres(seg, mask, pixel_scale=model_pixel_scale(um_per_px))
-    points = centres if seg.count_strategy is CountStrategy.DENSITY else None
-    thin, share_scale = None, 1.0
+    centres, points = hair_points(seg, um_per_px, mask)
+    probabilities = None
     if hair_classes is not None and points is not None:
-        thin = hair_classes.probabilities(frame, points, um_per_px) >= hair_classes.thin_probability
-        share_scale = hair_classes.thin_share_scale
-    return LocatedHairs(centres, points, thin, share_scale, (time.perf_counter() - t) * 1000)
+        probabilities = hair_classes.probabilities(frame, points, um_per_px)
+    return LocatedHairs.of(centres, points, probabilities, hair_classes, (time.perf_counter() - t) * 1000)
+
+
+def hair_points(
+    seg: SegOutput, um_per_px: float, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(centres, points) of ``LocatedHairs``: the (N,2) float32 (x, y) px ``hair_centres``, and
+    the same as the hairs measured one by one when ``seg`` counts by its density (else None)."""
+    centres = hair_centres(seg, mask, pixel_scale=model_pixel_scale(um_per_px))
+    return centres, centres if seg.count_strategy is CountStrategy.DENSITY else None
 
 
 def mask_independent(seg: SegOutput) -> bool:

@@ -40,9 +40,10 @@ import numpy as np
 
 from device.app.analysis import (
     FrameAnalysis,
+    LocatedHairs,
     analyse_segmentation,
+    hair_points,
     head_count,
-    locate_hairs,
     mask_independent,
     rejected_analysis,
     scale_problem,
@@ -58,7 +59,7 @@ from device.contracts.constants import (
     REFINER_DECODER_MODEL,
     REFINER_ENCODER_MODEL,
 )
-from device.contracts.preprocess import prepare_frame
+from device.contracts.preprocess import hair_patches, prepare_frame
 from device.measure.hair_metrics import HeadCount
 from device.measure.optics import OpticsProfile
 from device.measure.quality import QualityReport, assess
@@ -81,7 +82,7 @@ THUMBNAIL_QUALITY = 70  # JPEG quality: 10-13 kB a thumbnail of the sample frame
 
 # precision "fastest": another passing variant replaces the manifest's preferred one only when at
 # least this much faster on the scanner's CPU (timing noise must not flip the choice between runs).
-FASTEST_MARGIN = 1.15
+FASTEST_MARGIN = 1.1
 
 # Bundle model names the pipeline looks for.
 MODEL_NAMES = {
@@ -323,7 +324,7 @@ class ScanPipeline:
             # back and runs (_Task), so the two share the work whatever each piece costs.
             encoded = self._beside(self.refiner.encode, frame) if self.refiner is not None else None
             early = mask_independent(coarse)
-            located = self._beside(locate_hairs, frame, coarse, um_per_px, self.hair_classes) if early else None
+            located = self._locate_beside(frame, coarse, um_per_px) if early else None
             classified = self._beside(self._classify, frame) if self.severity is not None else None
             seg = coarse
             if self.refiner is not None and encoded is not None:
@@ -346,10 +347,10 @@ class ScanPipeline:
                 count=live.head if early or seg is coarse else None,
                 timings=timings,
                 hair_classes=self.hair_classes,
-                located=located.result if located is not None else None,
+                located=located,
             )
             if located is not None:
-                analysis.timings_ms["hairs_ms"] = located.result().ms  # beside the rest: not in metrics_ms
+                analysis.timings_ms["hairs_ms"] = located().ms  # partly beside the rest: not in metrics_ms
             if classified is not None:
                 conditions, timings_classify = classified.result()
                 analysis = dataclasses.replace(analysis, timings_ms={**analysis.timings_ms, **timings_classify})
@@ -366,6 +367,38 @@ class ScanPipeline:
         live_ms = sum(live.timings_ms.get(k, 0.0) for k in ("quality_ms", "segment_ms"))
         timings["total_ms"] = live_ms + (time.perf_counter() - t0) * 1000
         return Diagnosis(analysis, conditions, alopecia, timings, live.quality, stage)
+
+    def _locate_beside(self, frame: np.ndarray, seg: SegOutput, um_per_px: float) -> Callable[[], LocatedHairs]:
+        """``locate_hairs`` of ``seg`` (a density output: it reads no mask) with the per-hair class
+        model's batches in two halves queued on the worker (the longest frame-only work: split,
+        this thread can take back the half the worker has not started). Returns a callable that
+        gives the LocatedHairs (the same every call); ``ms``: this thread's part plus the halves'
+        own run times."""
+        t = time.perf_counter()
+        centres, points = hair_points(seg, um_per_px)
+        halves: list[_Task] = []
+        classes = self.hair_classes
+        if classes is not None and points is not None and len(points):
+            patches = hair_patches(frame, points, um_per_px, size=classes.patch_px)
+            batches = -(-len(patches) // classes.batch)
+            cut = min(len(patches), -(-batches // 2) * classes.batch)  # whole batches; the first half the larger
+            halves = [
+                self._beside(_timed, classes.patch_probabilities, part) for part in (patches[:cut], patches[cut:])
+            ]
+        own_ms = (time.perf_counter() - t) * 1000
+        made: list[LocatedHairs] = []
+
+        def located() -> LocatedHairs:
+            if not made:
+                parts = [h.result() for h in halves]
+                probabilities = None
+                if classes is not None and points is not None:
+                    probabilities = np.concatenate([p for p, _ in parts]) if parts else np.zeros(0)
+                ms = own_ms + sum(ms for _, ms in parts)
+                made.append(LocatedHairs.of(centres, points, probabilities, classes, ms))
+            return made[0]
+
+        return located
 
     def _classify(self, frame: np.ndarray) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
         """The severity classifier's conditions of ``frame`` (by name: level, probabilities,
@@ -384,6 +417,12 @@ class ScanPipeline:
             for name in result.levels
         }
         return conditions, {"classify_ms": (time.perf_counter() - t) * 1000}
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """(fn(*args), its wall time in ms)."""
+    t = time.perf_counter()
+    return fn(*args), (time.perf_counter() - t) * 1000
 
 
 class _Task:
@@ -437,36 +476,37 @@ def open_model(
 
 
 def fastest_variant(
-    bundle: Bundle, name: str, threads: int = 2, runs: int = 5, margin: float = FASTEST_MARGIN
+    bundle: Bundle, name: str, threads: int = 2, runs: int = 8, margin: float = FASTEST_MARGIN
 ) -> tuple[Backend, ModelVariant]:
     """Model ``name``'s ONNX Runtime variants (every one in a bundle passed its accuracy gate)
     timed on this CPU, loaded: the manifest's preferred variant unless another one's median over
-    ``runs`` runs on zeros (after one warm-up) is at least ``margin`` x faster. The release sets
-    ``preferred`` by the speed on its own CPU, which need not be the scanner's: the shipped
-    student's INT8 variant is 0.87x FP32 on the release's Xeon and 1.25x on an AMD EPYC."""
+    ``runs`` runs on zeros (after one warm-up; the variants take turns, so a slow spell of the
+    machine hits them alike) is at least ``margin`` x faster. The release sets ``preferred`` by
+    the speed on its own CPU, which need not be the scanner's: the shipped student's INT8
+    variant is 0.87x FP32 on the release's Xeon and 1.25x on an AMD EPYC."""
     preferred = bundle.select(name, "onnxruntime-cpu", "auto")
-    best: Backend = OrtBackend(preferred.path, threads=threads)
-    best_ms, chosen = _median_run_ms(best, runs), preferred
-    for variant in bundle.variants(name):
-        if "onnxruntime-cpu" not in variant.targets or variant.path == preferred.path:
-            continue
-        candidate = OrtBackend(variant.path, threads=threads)
-        ms = _median_run_ms(candidate, runs)
-        log.info("%s: %s %.1f ms vs %s %.1f ms", name, variant.path.name, ms, chosen.path.name, best_ms)
-        if ms * margin <= best_ms:
-            best, best_ms, chosen = candidate, ms, variant
-    return best, chosen
-
-
-def _median_run_ms(backend: Backend, runs: int) -> float:
-    backend.warmup(1)
-    zeros = {n: np.zeros(shape, np.float32) for n, shape in backend.input_shapes.items()}
-    times = []
+    variants = [preferred] + [
+        v for v in bundle.variants(name) if "onnxruntime-cpu" in v.targets and v.path != preferred.path
+    ]
+    loaded: list[Backend] = [OrtBackend(v.path, threads=threads) for v in variants]
+    if len(loaded) == 1:
+        return loaded[0], preferred
+    feeds = [{n: np.zeros(shape, np.float32) for n, shape in b.input_shapes.items()} for b in loaded]
+    times: list[list[float]] = [[] for _ in loaded]
+    for b in loaded:
+        b.warmup(1)
     for _ in range(max(1, runs)):
-        t = time.perf_counter()
-        backend.run(zeros)
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+        for i, b in enumerate(loaded):
+            t = time.perf_counter()
+            b.run(feeds[i])
+            times[i].append((time.perf_counter() - t) * 1000)
+    medians = [float(np.median(t)) for t in times]
+    best = 0
+    for i in range(1, len(loaded)):
+        if medians[i] * margin <= medians[best]:
+            best = i
+    log.info("%s: %s", name, ", ".join(f"{v.path.name} {ms:.1f} ms" for v, ms in zip(variants, medians, strict=True)))
+    return loaded[best], variants[best]
 
 
 def open_optional(

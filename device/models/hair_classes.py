@@ -93,7 +93,11 @@ class HairClassifier:
     def probabilities(self, frame_bgr: np.ndarray, points: np.ndarray, um_per_px: float) -> np.ndarray:
         """(N,) float64 P(miniaturised) of the hairs at ``points`` ((N, 2) (x, y) px) of
         ``frame_bgr`` (HxWx3 uint8 BGR, pixels of ``um_per_px``)."""
-        patches = hair_patches(frame_bgr, points, um_per_px, size=self.patch_px)
+        return self.patch_probabilities(hair_patches(frame_bgr, points, um_per_px, size=self.patch_px))
+
+    def patch_probabilities(self, patches: np.ndarray) -> np.ndarray:
+        """(N,) float64 P(miniaturised) of Nx3xPxP ``hair_patches`` (run in batches of the
+        graph's static size; any N, 0 included)."""
         out = np.empty(len(patches), np.float64)
         batch = np.zeros((self.batch, 3, self.patch_px, self.patch_px), np.float32)
         for start in range(0, len(patches), self.batch):
