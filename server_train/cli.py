@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from server_train import classifier_cli, hair_class_cli, refiner_cli
+from server_train import classifier_cli, hair_class_cli, pixel_refiner_cli, refiner_cli
 from server_train.cli_support import command_group, config_from_args, need_torch, print_summary, write_report
 from server_train.diffusion import cli as diffusion_cli
 from server_train.hair_photo import cli as hair_photo_cli
@@ -85,6 +85,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     hair_class_cli.add_train(tsub)
     hair_photo_cli.add_train(tsub)
     refiner_cli.add_train(tsub)
+    pixel_refiner_cli.add_train(tsub)
     diffusion_cli.add_train(tsub)
 
 
@@ -397,6 +398,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     hair_class_cli.add_export(esub)
     hair_photo_cli.add_export(esub)
     refiner_cli.add_export(esub)
+    pixel_refiner_cli.add_export(esub)
 
 
 def _run_export_seg(args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 ``server_train.cli`` (one call per group, so that module stays small).
 
 - ``train refiner``: ``server_train.training.refiner_train``.
-- ``eval seg`` / ``eval counts`` gain ``--stage coarse|refined|fused`` (default: fused when a
-  refiner is found, else coarse), ``--prompts auto|random`` and ``--refiner DIR``.
+- ``eval seg`` / ``eval counts`` gain ``--stage coarse|refined|paper|fused`` (default: fused
+  when a pixel refiner is found, else paper when a prompt refiner is, else coarse),
+  ``--prompts auto|random``, ``--refiner DIR`` and ``--pixel-refiner DIR``.
 - ``eval refiner``: the ablation JSON (every variant in one pass) and the Figure-3 PNG.
 - ``bench refiner``: per-stage cost at 640x480 and the naive U²-NetP + TinyViT + SAM pipeline.
 - ``export refiner``: encoder and decoder ONNX with checks, plus the model card.
@@ -14,12 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from device.contracts.constants import MASK_STAGES, PIXEL_REFINER_MODEL
 from device.contracts.constants import REFINER_DECODER_FILE as DECODER_FILE
 from device.contracts.constants import REFINER_ENCODER_FILE as ENCODER_FILE
 from device.models.segmentation import Segmenter
 from server_train.cli_support import config_from_args, write_report
+
+if TYPE_CHECKING:
+    from device.refine.pixel import PixelRefiner
 
 __all__ = [
     "add_train",
@@ -30,6 +35,7 @@ __all__ = [
     "add_export",
     "bench_frames",
     "find_refiner",
+    "find_pixel_refiner",
 ]
 
 
@@ -101,10 +107,30 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def add_stage_args(q: argparse.ArgumentParser) -> None:
-    """--stage, --prompts, --refiner for ``eval seg`` and ``eval counts``."""
-    q.add_argument("--stage", choices=["coarse", "refined", "fused"], help="default: fused if a refiner is found")
+    """--stage, --prompts, --refiner, --pixel-refiner for ``eval seg`` and ``eval counts``."""
+    q.add_argument(
+        "--stage",
+        choices=list(MASK_STAGES),
+        help="default: fused if a pixel refiner is found, else paper if a prompt refiner is, else coarse",
+    )
     q.add_argument("--prompts", choices=["auto", "random"], default="auto", help="prompt points for the refiner")
     q.add_argument("--refiner", help=f"folder with {ENCODER_FILE} and {DECODER_FILE} (default: the shipped bundle)")
+    q.add_argument(
+        "--pixel-refiner",
+        help=f"folder with {PIXEL_REFINER_MODEL}.onnx and its card (default: the shipped bundle)",
+    )
+
+
+def find_pixel_refiner(spec: str | None, threads: int) -> PixelRefiner | None:
+    """The pixel refiner of folder ``spec`` (a staging folder of ``export pixel-refiner``), else
+    the shipped bundle's (verified), else None."""
+    from device.assets import default_bundle_path
+    from device.models.bundle import Bundle
+    from device.refine.pixel import PixelRefiner
+
+    if spec:
+        return PixelRefiner.from_folder(spec, threads=threads)
+    return PixelRefiner.from_bundle(Bundle.open(default_bundle_path()), threads=threads)
 
 
 def wrap_segmenter(base: Segmenter, args: argparse.Namespace) -> Segmenter:
@@ -113,13 +139,20 @@ def wrap_segmenter(base: Segmenter, args: argparse.Namespace) -> Segmenter:
     from device.refine.refiner import PromptRefiner
 
     folder = find_refiner(getattr(args, "refiner", None))
-    stage = getattr(args, "stage", None) or ("fused" if folder is not None else "coarse")
+    pixel = find_pixel_refiner(getattr(args, "pixel_refiner", None), args.threads)
+    default = "fused" if pixel is not None else "paper" if folder is not None else "coarse"
+    stage = getattr(args, "stage", None) or default
     if stage == "coarse":
         return base
+    if stage == "fused":
+        if pixel is None:
+            raise FileNotFoundError("--stage fused needs a pixel refiner: pass --pixel-refiner DIR")
+        if not pixel.takes_prompt:
+            return RefinedSegmenter(base, None, stage="fused", pixel=pixel)
     if folder is None:
         raise FileNotFoundError(f"--stage {stage} needs a refiner: pass --refiner DIR (scalpedge export refiner)")
     refiner = PromptRefiner.from_onnx(folder / ENCODER_FILE, folder / DECODER_FILE, threads=args.threads)
-    return RefinedSegmenter(base, refiner, stage=stage, prompts=args.prompts)
+    return RefinedSegmenter(base, refiner, stage=stage, prompts=args.prompts, pixel=pixel)
 
 
 def add_eval(esub: argparse._SubParsersAction) -> None:

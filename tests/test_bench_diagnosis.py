@@ -26,7 +26,7 @@ def test_the_fused_diagnosis_is_timed_stage_by_stage_within_its_total(tmp_path: 
     assert report["frames"] == [str(p) for p in sample_frames()[:2]] and report["accepted_share"] == 1.0
     stages = report["stages_ms"]
     assert list(stages) == [s for s in STAGES if s in stages]  # in the order they run
-    want = {"quality", "segment", "count", "prompts", "refiner_encoder", "refiner_decoder", "fusion", "metrics"}
+    want = {"quality", "segment", "count", "prompts", "refiner_encoder", "refiner_decoder", "pixel_refiner", "metrics"}
     assert want | {"hairs", "classify", "alopecia", "record"} <= set(stages)
     assert all(v >= 0 for v in stages.values())
     # as the device runs it: the encoder, the located hairs and the classifier beside the rest,
@@ -46,7 +46,7 @@ def test_without_the_refiner_the_diagnosis_has_no_fused_stages_and_serial_stages
     assert main([*BASE, "--no-fused", "--serial", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["fused"] is False and report["mask_stage"] == ["coarse"] and report["parallel"] is False
-    assert not {"prompts", "refiner_encoder", "refiner_decoder", "fusion"} & set(report["stages_ms"])
+    assert not {"prompts", "refiner_encoder", "refiner_decoder", "fusion", "pixel_refiner"} & set(report["stages_ms"])
     assert {"segment", "hairs", "metrics", "classify", "record"} <= set(report["stages_ms"])
     # in one thread every stage is part of the total
     assert report["stages_overlap"] is False and sum(report["stages_ms"].values()) <= report["total_ms"]

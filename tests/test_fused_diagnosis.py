@@ -1,7 +1,7 @@
-"""The device's diagnosis on ScalpVision's fused mask (shipped bundle, real ONNX Runtime sessions):
-fused by default with the bundle's refiner, the same mask the evaluation's ``RefinedSegmenter``
-makes, the stage named in the result record; the worker thread changes no figure; the variant
-a scanner runs may be chosen by its own speed."""
+"""The device's diagnosis on the fused mask (shipped bundle, real ONNX Runtime sessions): fused
+(the pixel refiner) by default, ScalpVision's AND ("paper") as a stage, each the same mask the
+evaluation's ``RefinedSegmenter`` makes and named in the result record; the worker thread
+changes no figure; the variant a scanner runs may be chosen by its own speed."""
 
 from __future__ import annotations
 
@@ -31,40 +31,59 @@ def shipped() -> Bundle:
     return Bundle.open(device.assets.default_bundle_path())
 
 
-def test_a_diagnosis_measures_on_the_fused_mask_by_default_and_the_record_says_so() -> None:
+def test_the_shipped_bundle_measures_on_the_fused_mask_by_default_and_the_record_says_so() -> None:
     pipeline = ScanPipeline(shipped(), threads=1)
-    assert pipeline.mask_stage == "fused" and pipeline.refiner is not None
+    assert pipeline.mask_stage == "fused" and pipeline.pixel is not None
+    assert pipeline.pixel.takes_prompt and pipeline.refiner is not None  # it fuses M^ and M_AP
     frame = read_frame(CLIP[0])
     live = pipeline.live(frame)
     assert live.seg is not None
     diagnosis = pipeline.diagnose(live)
     assert diagnosis.mask_stage == "fused"
-    fused, coarse = diagnosis.analysis.seg.mask(), live.seg.mask()
-    # M = M^ AND M_AP: never a pixel the student did not call hair, and the refiner trims some
-    assert not (fused & ~coarse).any() and 0 < fused.sum() < coarse.sum()
-    # the count comes from the density head, so fusion leaves it alone; thickness is measured on M
-    assert diagnosis.analysis.metrics.count == live.count
-    # the same mask and metrics as the evaluation's fused segmenter, made in one thread
-    refined = RefinedSegmenter(pipeline.segmenter, pipeline.refiner, stage="fused")
-    alone = analyse_frame(refined, frame, pipeline.um_per_px(frame.shape[1]), hair_classes=pipeline.hair_classes)
-    assert alone.seg is not None and np.array_equal(alone.seg.mask(), fused)
+    # the evaluation's fused segmenter makes the same mask and metrics in one thread; it is not M^
+    fused = RefinedSegmenter(pipeline.segmenter, pipeline.refiner, stage="fused", pixel=pipeline.pixel)
+    alone = analyse_frame(fused, frame, pipeline.um_per_px(frame.shape[1]), hair_classes=pipeline.hair_classes)
+    assert np.array_equal(alone.seg.mask(), diagnosis.analysis.seg.mask())
     assert alone.metrics.to_dict() == diagnosis.analysis.metrics.to_dict()
+    assert (diagnosis.analysis.seg.mask() != live.seg.mask()).any()
+    # the count comes from the density head, so refining leaves it alone; thickness is measured on M
+    assert diagnosis.analysis.metrics.count == live.count
     fields = diagnosis.record_fields()
     assert fields["mask_stage"] == "fused"
-    assert {"prompts", "refiner_encoder", "refiner_decoder", "fusion", "hairs"} <= set(fields["timings_ms"])
+    assert {"prompts", "refiner_encoder", "refiner_decoder", "pixel_refiner", "hairs"} <= set(fields["timings_ms"])
     record = RecordFactory("scanner-t", shipped().version).build(1, **fields)
     assert record["mask_stage"] == "fused"
     validate_record(record)
 
 
+def test_the_papers_and_of_the_prompt_refiner_is_a_stage_too() -> None:
+    pipeline = ScanPipeline(shipped(), threads=1, mask_stage="paper")
+    assert pipeline.refiner is not None and pipeline.pixel is None and "pixel_refiner" not in pipeline.variants
+    frame = read_frame(CLIP[0])
+    live = pipeline.live(frame)
+    diagnosis = pipeline.diagnose(live)
+    assert diagnosis.mask_stage == "paper"
+    paper, coarse = diagnosis.analysis.seg.mask(), live.seg.mask()
+    # M = M^ AND M_AP: never a pixel the student did not call hair, and the refiner trims some
+    assert not (paper & ~coarse).any() and 0 < paper.sum() < coarse.sum()
+    # the same mask and metrics as the evaluation's segmenter at that stage, made in one thread
+    refined = RefinedSegmenter(pipeline.segmenter, pipeline.refiner, stage="paper")
+    alone = analyse_frame(refined, frame, pipeline.um_per_px(frame.shape[1]), hair_classes=pipeline.hair_classes)
+    assert alone.seg is not None and np.array_equal(alone.seg.mask(), paper)
+    assert alone.metrics.to_dict() == diagnosis.analysis.metrics.to_dict()
+    fields = diagnosis.record_fields()
+    assert fields["mask_stage"] == "paper"
+    assert {"prompts", "refiner_encoder", "refiner_decoder", "fusion", "hairs"} <= set(fields["timings_ms"])
+
+
 def test_the_coarse_stage_measures_the_students_own_mask() -> None:
     pipeline = ScanPipeline(shipped(), threads=1, mask_stage="coarse")
-    assert pipeline.refiner is None and "refiner_encoder" not in pipeline.variants
+    assert pipeline.refiner is None and pipeline.pixel is None and "refiner_encoder" not in pipeline.variants
     live = pipeline.live(read_frame(CLIP[0]))
     diagnosis = pipeline.diagnose(live)
     assert diagnosis.analysis.seg is live.seg and diagnosis.mask_stage == "coarse"
     assert diagnosis.record_fields()["mask_stage"] == "coarse"
-    assert not {"prompts", "refiner_encoder", "fusion"} & set(diagnosis.timings_ms)
+    assert not {"prompts", "refiner_encoder", "fusion", "pixel_refiner"} & {k[:-3] for k in diagnosis.timings_ms}
 
 
 def test_a_rejected_frame_names_no_mask_stage() -> None:
@@ -74,9 +93,10 @@ def test_a_rejected_frame_names_no_mask_stage() -> None:
     assert "mask_stage" not in diagnosis.record_fields()
 
 
-def test_the_worker_thread_changes_no_figure() -> None:
-    parallel = ScanPipeline(shipped(), threads=1, parallel=True)
-    serial = ScanPipeline(shipped(), threads=1, parallel=False)
+@pytest.mark.parametrize("stage", ["fused", "paper"])
+def test_the_worker_thread_changes_no_figure(stage: str) -> None:
+    parallel = ScanPipeline(shipped(), threads=1, parallel=True, mask_stage=stage)
+    serial = ScanPipeline(shipped(), threads=1, parallel=False, mask_stage=stage)
     assert parallel.parallel and not serial.parallel
     for path in CLIP[:3]:
         frame = read_frame(path)
@@ -97,10 +117,12 @@ def test_a_stage_other_than_coarse_needs_the_refiner(tmp_path: Path) -> None:
     private, trusted = make_keys(tmp_path)
     slim = Bundle.open(slim_release(tmp_path, private), [trusted])  # the segmenter alone
     assert ScanPipeline(slim, threads=1).mask_stage == "coarse"  # auto: nothing to fuse with
-    for stage in ("fused", "refined"):
+    for stage in ("paper", "refined"):
         with pytest.raises(BundleError, match="needs the prompt refiner"):
             ScanPipeline(slim, threads=1, mask_stage=stage)
-    with pytest.raises(ValueError, match="mask_stage must be auto or one of coarse, refined, fused"):
+    with pytest.raises(BundleError, match="needs the pixel refiner"):
+        ScanPipeline(slim, threads=1, mask_stage="fused")
+    with pytest.raises(ValueError, match="mask_stage must be auto or one of coarse, refined, paper, fused"):
         ScanPipeline(shipped(), threads=1, mask_stage="sharpest")
 
 

@@ -135,11 +135,11 @@ def test_record_fields_map_the_diagnosis(pipeline: ScanPipeline, bundle: Bundle)
     # covers the stages of the frame loop's thread; the encoder, the located hairs ("hairs") and
     # the classifier may run beside them on the pipeline's worker thread.
     t = f["timings_ms"]
-    fused = {"prompts", "refiner_encoder", "refiner_decoder", "fusion"}
+    fused = {"prompts", "refiner_encoder", "refiner_decoder", "pixel_refiner"}
     assert set(t) == {"quality", "segment", *fused, "hairs", "metrics", "classify", "alopecia", "total"}
     assert t["quality"] == round(live.timings_ms["quality_ms"], 2)
     assert t["segment"] == round(live.timings_ms["segment_ms"], 2)
-    in_loop = ("quality", "segment", "prompts", "refiner_decoder", "fusion", "metrics", "alopecia")
+    in_loop = ("quality", "segment", "prompts", "refiner_decoder", "pixel_refiner", "metrics", "alopecia")
     assert t["total"] >= sum(t[k] for k in in_loop) - 0.05
     assert max(t["refiner_encoder"], t["hairs"], t["classify"]) <= t["total"]
     assert f["mask_stage"] == "fused"

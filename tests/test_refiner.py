@@ -133,20 +133,22 @@ def test_device_refiner_matches_torch_and_handles_bad_prompts(exported: tuple) -
         refiner.predict(auto_prompts(prob >= 0.5, PromptConfig(group_size=K + 1)))
 
 
-def test_fusion_is_and_at_every_stage(exported: tuple) -> None:
+def test_the_papers_fusion_is_an_and(exported: tuple) -> None:
     _, report = exported
     refiner = PromptRefiner.from_onnx(report["encoder"], report["decoder"], threads=1)
     frame, _ = _frame()
     base = BASELINES["blackhat_otsu"]()
     coarse = base.segment(frame)
     outs = {}
-    for stage in ("coarse", "refined", "fused"):
+    for stage in ("coarse", "refined", "paper"):
         seg = RefinedSegmenter(base, refiner, stage=stage, config=PromptConfig(group_size=K, negatives=2))
         outs[stage] = seg.segment(frame)
     np.testing.assert_array_equal(outs["coarse"].prob, coarse.prob)
     m_hat = coarse.prob >= seg.coarse_threshold  # M^ as it enters the AND
-    np.testing.assert_array_equal(outs["fused"].mask(), fuse(m_hat, outs["refined"].mask()))
-    assert not (outs["fused"].mask() & ~m_hat).any()
+    np.testing.assert_array_equal(outs["paper"].mask(), fuse(m_hat, outs["refined"].mask()))
+    assert not (outs["paper"].mask() & ~m_hat).any()
+    with pytest.raises(ValueError, match="needs the pixel refiner"):
+        RefinedSegmenter(base, refiner, stage="fused")
     assert seg.last_timings_ms["groups"] >= 1 and "encoder_ms" in seg.last_timings_ms
     blank = np.full((480, 640, 3), 180, np.uint8)  # nothing to prompt: M_AP and M are empty
     empty = RefinedSegmenter(base, refiner, config=PromptConfig(group_size=K)).segment(blank)
@@ -210,7 +212,7 @@ def test_cli_stages_and_ablation(exported: tuple, tmp_path) -> None:
     data = tmp_path / "synth"
     write_dataset(data, n=2, seed=3, config=SynthConfig(), progress=False)
     dice = {}
-    for stage in ("coarse", "refined", "fused"):
+    for stage in ("coarse", "refined", "paper"):
         out = tmp_path / f"{stage}.json"
         args = ["eval", "seg", "--data", str(data), "--out", str(out), "--model", "blackhat_otsu", "--threads", "1"]
         assert main([*args, "--stage", stage, "--refiner", str(folder)]) == 0
@@ -221,7 +223,7 @@ def test_cli_stages_and_ablation(exported: tuple, tmp_path) -> None:
     assert main([*args, "--out", str(out), "--figure", str(tmp_path / "fig.png"), "--threads", "1"]) == 0
     ablation = json.loads(out.read_text())["synthetic"]
     assert ablation["frames"] == 2 and ablation["coarse"]["dice"] == pytest.approx(dice["coarse"])
-    assert ablation["fused_auto"]["dice"] == pytest.approx(dice["fused"], abs=1e-9)
+    assert ablation["fused_auto"]["dice"] == pytest.approx(dice["paper"], abs=1e-9)  # the ablation's AND
     assert (tmp_path / "fig.png").stat().st_size > 0
 
 

@@ -54,7 +54,10 @@ path = "state/outbox.sqlite"
         ("[camera]\nsorce = 'x'\n", "[camera] unknown key(s) sorce"),
         ("[models]\nbackend = 'openvino'\n", "[models] backend must be onnxruntime or tensorrt"),
         ("[models]\nprecision = 'fp16'\n", "[models] precision must be one of fastest, auto, fp32, int8"),
-        ("[models]\nmask_stage = 'sharp'\n", "[models] mask_stage must be auto or one of coarse, refined, fused"),
+        (
+            "[models]\nmask_stage = 'sharp'\n",
+            "[models] mask_stage must be auto or one of coarse, refined, paper, fused",
+        ),
         (None, "config file not found"),
         ("[run]\npreview = 'tv'\n", "[run] preview must be auto, window or headless"),
         ("[run]\nmax_frames = -1\n", "[run] max_frames must be >= 0"),

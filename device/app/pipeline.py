@@ -5,18 +5,20 @@ Two paths share one segmentation: a frame is prepared, gated and segmented once.
 - ``live(frame)``: quality gate -> segmenter -> hair count (the segmenter's ``CountStrategy``,
   chosen from the model's outputs when it loaded); cheap enough for every frame of the preview.
 - ``diagnose(live)``: the full diagnosis of ``../shared/DESIGN.md`` on the frame the live path
-  has just segmented, reusing that segmentation: with the bundle's prompt refiner (the default
-  ``mask_stage`` "fused") automatic prompts from the student's mask M^, the refiner's M_AP and
-  ScalpVision's M = M^ AND M_AP -> hair metrics on that mask (count, thickness in micrometres
+  has just segmented, reusing that segmentation: the hair mask of the ``mask_stage`` (default:
+  "fused", the student's map refined at full resolution by the bundle's pixel refiner; "paper":
+  automatic prompts from the student's mask M^, the prompt refiner's M_AP and ScalpVision's
+  M = M^ AND M_AP; "coarse": M^) -> hair metrics on that mask (count, thickness in micrometres
   from the optics profile, thin ratio, density) -> severity classifier (when the bundle has one)
   -> alopecia grade (when the bundle has one) -> the fields of a result record, which name the
   mask stage, with per-stage timings (quality and segment are the live path's).
 
-On ONNX Runtime the work that needs only the frame (the refiner's encoder, the located hairs
-and their classes, the severity classifier) runs on one worker thread beside the work that
-needs the mask (prompts, decoder, fusion, hair metrics), so on two cores a diagnosis costs
-about its longer branch, not the sum; the stage timings then overlap. TensorRT runs them in
-the frame loop's thread (its contexts are per thread).
+On ONNX Runtime the work that needs only the frame and the student's output (the prompt
+refiner's encoder, the located hairs and their classes, the severity classifier) runs on one
+worker thread beside the work that needs the mask (pixel refiner or prompts, decoder and
+fusion, hair metrics), so on two cores a diagnosis costs about its longer branch, not the sum;
+the stage timings then overlap. TensorRT runs them in the frame loop's thread (its contexts
+are per thread).
 
 Models missing from the bundle are skipped, and the diagnosis says so (its ``conditions``
 are empty), so a segmenter-only bundle still gives hair metrics.
@@ -56,6 +58,7 @@ from device.contracts.constants import (
     LEVEL_NAMES,
     MASK_STAGES,
     MASK_THRESHOLD,
+    PIXEL_REFINER_MODEL,
     REFINER_DECODER_MODEL,
     REFINER_ENCODER_MODEL,
 )
@@ -69,7 +72,8 @@ from device.models.classifiers import AlopeciaGrader, SeverityClassifier
 from device.models.hair_classes import HAIR_CLASSES_MODEL, HairClassifier
 from device.models.onnx_segmenter import ModelSegmenter
 from device.models.segmentation import CountStrategy, Segmenter, SegOutput
-from device.refine.fusion import refine
+from device.refine.fusion import PROMPT_STAGES, refine
+from device.refine.pixel import PixelRefiner
 from device.refine.prompts import PromptConfig, auto_prompts
 from device.refine.refiner import PromptRefiner
 
@@ -92,6 +96,7 @@ MODEL_NAMES = {
     "hair_classes": HAIR_CLASSES_MODEL,
     "refiner_encoder": REFINER_ENCODER_MODEL,
     "refiner_decoder": REFINER_DECODER_MODEL,
+    "pixel_refiner": PIXEL_REFINER_MODEL,
 }
 
 
@@ -186,9 +191,10 @@ class ScanPipeline:
     Construct it in the thread that runs the frame loop (TensorRT contexts are per thread).
 
     mask_stage: the hair mask a diagnosis measures (``MASK_STAGES``), or "auto": "fused" when
-    the bundle has the prompt refiner, else "coarse". A stage other than coarse without the
-    refiner is a BundleError. parallel: run the frame-only models on a worker thread (default:
-    on ONNX Runtime only; see the module docstring).
+    the bundle has the pixel refiner, else "paper" when it has the prompt refiner, else
+    "coarse". A stage whose refiner the bundle lacks is a BundleError. parallel: run the
+    frame-only models on a worker thread (default: on ONNX Runtime only; see the module
+    docstring).
     """
 
     def __init__(
@@ -241,13 +247,29 @@ class ScanPipeline:
             self.variants["hair_classes"] = hairs[1]
         refiner_models = {MODEL_NAMES["refiner_encoder"], MODEL_NAMES["refiner_decoder"]}
         has_refiner = refiner_models <= set(bundle.models)
+        has_pixel = MODEL_NAMES["pixel_refiner"] in bundle.models
         if mask_stage == "auto":
-            mask_stage = "fused" if has_refiner else "coarse"
-        elif mask_stage != "coarse" and not has_refiner:
+            mask_stage = "fused" if has_pixel else "paper" if has_refiner else "coarse"
+        elif mask_stage in PROMPT_STAGES and not has_refiner:
             raise BundleError(f"mask stage {mask_stage!r} needs the prompt refiner; bundle {bundle.version} has none")
+        elif mask_stage == "fused" and not has_pixel:
+            raise BundleError(f"mask stage 'fused' needs the pixel refiner; bundle {bundle.version} has none")
         self.mask_stage = mask_stage
+        self.pixel: PixelRefiner | None = None
+        if mask_stage == "fused":
+            loaded = open_optional(bundle, MODEL_NAMES["pixel_refiner"], backend, model_threads, engine_cache)
+            if loaded is None:
+                raise BundleError(f"bundle {bundle.version}: the pixel refiner has no variant for {backend}")
+            card = bundle.model(MODEL_NAMES["pixel_refiner"])
+            self.pixel = PixelRefiner(loaded[0], PixelRefiner.card_threshold(card))
+            self.variants["pixel_refiner"] = loaded[1]
         self.refiner: PromptRefiner | None = None
-        if mask_stage != "coarse":
+        needs_prompts = mask_stage in PROMPT_STAGES or (self.pixel is not None and self.pixel.takes_prompt)
+        if needs_prompts and not has_refiner:
+            raise BundleError(
+                f"bundle {bundle.version}: the pixel refiner fuses M_AP, but the prompt refiner is missing"
+            )
+        if needs_prompts:
             encoder = open_optional(bundle, MODEL_NAMES["refiner_encoder"], backend, model_threads, engine_cache)
             decoder = open_optional(bundle, MODEL_NAMES["refiner_decoder"], backend, model_threads, engine_cache)
             if encoder is None or decoder is None:
@@ -326,20 +348,26 @@ class ScanPipeline:
             early = mask_independent(coarse)
             located = self._locate_beside(frame, coarse, um_per_px) if early else None
             classified = self._beside(self._classify, frame) if self.severity is not None else None
-            seg = coarse
+            seg, prompt_map = coarse, None
             if self.refiner is not None and encoded is not None:
                 t = time.perf_counter()
                 groups = auto_prompts(coarse.prob >= MASK_THRESHOLD, self.prompt_config)
                 timings["prompts_ms"] = (time.perf_counter() - t) * 1000
-                if classified is not None and not encoded.done():
-                    classified.result()  # while the encoder runs: taken back unless the worker has it
                 embedding = encoded.result()
                 timings["refiner_encoder_ms"] = self.refiner.encoder_ms
-                refined = refine(coarse, frame, self.refiner, groups, self.mask_stage, embedding=embedding)
+                # fused: M_AP alone, for the pixel refiner to fuse; paper or refined: that stage
+                stage = "refined" if self.mask_stage == "fused" else self.mask_stage
+                refined = refine(coarse, frame, self.refiner, groups, stage, embedding=embedding)
                 rt = refined.timings_ms
                 timings["refiner_decoder_ms"] = rt.get("decoder_ms", 0.0) + rt.get("upscale_ms", 0.0)
-                timings["fusion_ms"] = rt["fusion_ms"]
-                seg = refined.seg
+                if self.mask_stage == "fused":
+                    prompt_map = refined.seg.prob
+                else:
+                    timings["fusion_ms"] = rt["fusion_ms"]
+                    seg = refined.seg
+            if self.pixel is not None:
+                seg = dataclasses.replace(coarse, prob=self.pixel.refine(frame, coarse.prob, prompt_map))
+                timings["pixel_refiner_ms"] = self.pixel.last_ms
             analysis = analyse_segmentation(
                 frame,
                 seg,
@@ -433,10 +461,6 @@ class _Task:
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], future: Future[Any] | None) -> None:
         self.fn, self.args, self.future = fn, args, future
         self._taken_back: Future[Any] | None = None
-
-    def done(self) -> bool:
-        """Whether its result is there (a task not yet asked for without a worker: False)."""
-        return self._taken_back is not None or (self.future is not None and self.future.done())
 
     def result(self) -> Any:
         if self._taken_back is None and (self.future is None or self.future.cancel()):

@@ -77,6 +77,11 @@ __all__ = [
     "REFINER_MASK_THRESHOLD",
     "FUSION_COARSE_THRESHOLD",
     "MASK_STAGES",
+    "PIXEL_REFINER_MODEL",
+    "PIX_IN_IMAGE",
+    "PIX_IN_COARSE",
+    "PIX_IN_PROMPT",
+    "PIX_OUT",
     "REFINER_ENCODER_MODEL",
     "REFINER_DECODER_MODEL",
 ]
@@ -229,6 +234,14 @@ REFINER_MASK_THRESHOLD: Final = 0.02
 # MASK_THRESHOLD). On the easy val3 a lower value (0.2) let the AND trade recall for precision
 # (+0.7 pt there), on hard frames it cost 0.6 pt, so it stays at 0.5.
 FUSION_COARSE_THRESHOLD: Final = 0.5
+# Pixel refiner (``device.refine.pixel``): the student's P(hair) refined at full resolution.
+PIXEL_REFINER_MODEL: Final = "pixel_refiner"  # model name in a bundle; the graph is <name>.onnx
+PIX_IN_IMAGE: Final = "pixel_image"  # 1x3xFRAME_HEIGHTxFRAME_WIDTH float32, PIXEL_MEAN/STD normalised RGB
+PIX_IN_COARSE: Final = "coarse_prob"  # 1x1xFRAME_HEIGHTxFRAME_WIDTH float32, the student's P(hair)
+PIX_IN_PROMPT: Final = "prompt_prob"  # 1x1xFRAME_HEIGHTxFRAME_WIDTH float32, M_AP's P(hair) (optional input)
+PIX_OUT: Final = "refined_logits"  # 1x1xFRAME_HEIGHTxFRAME_WIDTH float32 logits of the refined mask
 # Which hair mask measured a diagnosis (a result record's ``mask_stage``): the student's M^
-# ("coarse"), the refiner's union M_AP alone ("refined"), or ScalpVision's M = M^ AND M_AP ("fused").
-MASK_STAGES: Final = ("coarse", "refined", "fused")
+# ("coarse"); the prompt refiner's union M_AP alone ("refined"); ScalpVision's M^ AND M_AP
+# ("paper"); or the fused mask the device measures on by default ("fused"): M^ and M_AP fused
+# at full resolution by the pixel refiner, which sees the frame beside them.
+MASK_STAGES: Final = ("coarse", "refined", "paper", "fused")

@@ -123,7 +123,7 @@ def build_record(
     ``thumbnail``: the overlay as a small JPEG, ``{"jpeg_base64", "width", "height"}`` (pixels),
     only when the scanner's config publishes thumbnails (``[run] publish_thumbnails``); a record
     carries no image otherwise. ``mask_stage``: which hair mask measured the metrics
-    (``MASK_STAGES``: coarse, refined or fused); left out of a record it is unknown (older scanners).
+    (``MASK_STAGES``: coarse, refined, paper or fused); left out of a record it is unknown (older scanners).
     """
     record: dict[str, Any] = {
         "schema": SCHEMA_ID,

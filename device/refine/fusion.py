@@ -1,4 +1,4 @@
-"""The fused hair mask M = M^ AND M_AP (ScalpVision), and a segmenter that produces it.
+"""The hair mask a diagnosis measures, at each stage, and a segmenter that produces it.
 
 M^ is the student's coarse mask (robust to dandruff, soft edges), M_AP the union of the prompt
 refiner's masks over the automatic prompt groups (crisp, but only where prompted). The AND of
@@ -6,12 +6,16 @@ two probability maps at one threshold is their pixelwise minimum: min(p, q) >= t
 M^ may enter the AND at its own threshold (``FUSION_COARSE_THRESHOLD``): its probabilities are
 recalibrated so that P(hair) >= that threshold maps to >= 0.5.
 
-``RefinedSegmenter`` satisfies ``device.models.segmentation.Segmenter`` at any stage, so evaluation,
-hair metrics and the device pipeline use it like the student alone:
+``RefinedSegmenter`` satisfies ``device.models.segmentation.Segmenter`` at any stage
+(``MASK_STAGES``), so evaluation, hair metrics and the device pipeline use it like the student:
 
 - ``coarse``: M^ (the student's probabilities);
-- ``refined``: M_AP alone;
-- ``fused``: M = M^ AND M_AP.
+- ``refined``: M_AP alone (the prompt refiner);
+- ``paper``: ScalpVision's M = M^ AND M_AP;
+- ``fused``: M^ and M_AP fused at full resolution by the pixel refiner (``device.refine.pixel``),
+  which sees the frame beside them: the device's default. The AND can only remove pixels, while
+  what the student misses is mostly faint thin strands it scores just under its threshold
+  (docs/results/refiner.md), so the fusion is learnt, not a rule.
 
 The student's instance outputs and its count strategy (``SegOutput.count_strategy``) pass
 through unchanged: hairs are counted as the student counts them, inside the final mask.
@@ -27,12 +31,14 @@ import numpy as np
 
 from device.contracts.constants import FUSION_COARSE_THRESHOLD, MASK_STAGES, MASK_THRESHOLD
 from device.models.segmentation import Segmenter, SegOutput
+from device.refine.pixel import PixelRefiner
 from device.refine.prompts import PROMPT_KINDS, PromptConfig, PromptGroups, auto_prompts, random_prompts
 from device.refine.refiner import PromptRefiner
 
-__all__ = ["fuse", "fuse_prob", "recalibrate", "refine", "Refined", "RefinedSegmenter", "STAGES"]
+__all__ = ["fuse", "fuse_prob", "recalibrate", "refine", "Refined", "RefinedSegmenter", "STAGES", "PROMPT_STAGES"]
 
 STAGES = MASK_STAGES
+PROMPT_STAGES = ("refined", "paper")  # the stages the prompt refiner makes
 
 
 def fuse(coarse: np.ndarray, refined: np.ndarray) -> np.ndarray:
@@ -69,34 +75,45 @@ def fuse_prob(
 
 
 class RefinedSegmenter:
-    """Student + automatic (or random) prompts + refiner, at a chosen ``stage``.
+    """The student and its refiners at a chosen ``stage``: the prompt refiner with automatic (or
+    random) prompts for ``refined`` and ``paper``, the pixel refiner for ``fused``.
 
-    ``last_timings_ms`` holds the wall times of the last frame: student, prompts, encoder,
-    decoder (all groups), upscale and fusion, plus ``groups`` (G) and ``decoder_calls``.
+    ``last_timings_ms`` holds the wall times of the last frame: student, then prompts, encoder,
+    decoder (all groups), upscale and fusion, plus ``groups`` (G) and ``decoder_calls``, or
+    ``pixel_refiner_ms``.
     """
 
     def __init__(
         self,
         student: Segmenter,
-        refiner: PromptRefiner,
-        stage: str = "fused",
+        refiner: PromptRefiner | None,
+        stage: str = "paper",
         prompts: str = "auto",
         config: PromptConfig | None = None,
         threshold: float = MASK_THRESHOLD,
         seed: int = 0,
         coarse_threshold: float = FUSION_COARSE_THRESHOLD,
+        pixel: PixelRefiner | None = None,
     ) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
         if prompts not in PROMPT_KINDS:
             raise ValueError(f"prompts must be one of {PROMPT_KINDS}, not {prompts!r}")
-        self.student, self.refiner = student, refiner
+        if stage in PROMPT_STAGES and refiner is None:
+            raise ValueError(f"stage {stage!r} needs the prompt refiner")
+        if stage == "fused" and pixel is None:
+            raise ValueError("stage 'fused' needs the pixel refiner")
+        if stage == "fused" and pixel is not None and pixel.takes_prompt and refiner is None:
+            raise ValueError("this pixel refiner fuses M_AP: stage 'fused' needs the prompt refiner too")
+        self.student, self.refiner, self.pixel = student, refiner, pixel
         self.stage, self.prompts = stage, prompts
-        self.config = config or PromptConfig(group_size=refiner.k)
-        if self.config.group_size != refiner.k:
-            raise ValueError(f"prompt groups of {self.config.group_size} points; the decoder takes {refiner.k}")
+        k = refiner.k if refiner is not None else PromptConfig().group_size
+        self.config = config or PromptConfig(group_size=k)
+        if self.config.group_size != k:
+            raise ValueError(f"prompt groups of {self.config.group_size} points; the decoder takes {k}")
         self.threshold, self.seed, self.coarse_threshold = threshold, seed, coarse_threshold
-        self.name = f"{getattr(student, 'name', 'student')}+refiner[{stage},{prompts}]"
+        base = getattr(student, "name", "student")
+        self.name = f"{base}+pixel_refiner[fused]" if stage == "fused" else f"{base}+refiner[{stage},{prompts}]"
         self.last_timings_ms: dict[str, float] = {}
         self.last_groups: PromptGroups | None = None
 
@@ -115,14 +132,23 @@ class RefinedSegmenter:
         if self.stage == "coarse":
             self.last_timings_ms = timings
             return coarse
-        t = time.perf_counter()
-        groups = self.prompt_groups(coarse.prob >= self.threshold)
-        timings["prompts_ms"] = (time.perf_counter() - t) * 1000
-        self.last_groups = groups
-        out = refine(coarse, frame_bgr, self.refiner, groups, self.stage, self.coarse_threshold)
-        timings.update(out.timings_ms)
-        self.last_timings_ms = timings
-        return out.seg
+        prompt_map = None
+        if self.refiner is not None and (self.stage != "fused" or (self.pixel is not None and self.pixel.takes_prompt)):
+            t = time.perf_counter()
+            groups = self.prompt_groups(coarse.prob >= self.threshold)
+            timings["prompts_ms"] = (time.perf_counter() - t) * 1000
+            self.last_groups = groups
+            stage = "refined" if self.stage == "fused" else self.stage
+            out = refine(coarse, frame_bgr, self.refiner, groups, stage, self.coarse_threshold)
+            timings.update(out.timings_ms)
+            if self.stage != "fused":
+                self.last_timings_ms = timings
+                return out.seg
+            prompt_map = out.seg.prob
+        assert self.pixel is not None
+        prob = self.pixel.refine(frame_bgr, coarse.prob, prompt_map)
+        self.last_timings_ms = timings | {"pixel_refiner_ms": self.pixel.last_ms}
+        return dataclasses.replace(coarse, prob=prob)
 
 
 @dataclass(frozen=True)
@@ -139,17 +165,17 @@ def refine(
     frame_bgr: np.ndarray,
     refiner: PromptRefiner,
     groups: PromptGroups,
-    stage: str = "fused",
+    stage: str = "paper",
     coarse_threshold: float = FUSION_COARSE_THRESHOLD,
     embedding: np.ndarray | None = None,
 ) -> Refined:
-    """The ``refined`` (M_AP) or ``fused`` (M^ AND M_AP) output of ``coarse``, the student's
+    """The ``refined`` (M_AP) or ``paper`` (M^ AND M_AP) output of ``coarse``, the student's
     segmentation of ``frame_bgr`` (HxWx3 uint8 BGR), prompted with ``groups``. embedding: the
     refiner's ``encode`` of this frame when it already ran (e.g. beside the student); without
     it the encoder runs here. No groups (an empty coarse mask): M_AP is empty and the encoder
     is skipped. The instance outputs pass through unchanged."""
-    if stage not in ("refined", "fused"):
-        raise ValueError(f"refine: stage must be refined or fused, not {stage!r}")
+    if stage not in PROMPT_STAGES:
+        raise ValueError(f"refine: stage must be refined or paper, not {stage!r}")
     timings: dict[str, float] = {"encoder_ms": 0.0}
     if groups.count:
         refiner.set_image(frame_bgr, coarse.prob, embedding)

@@ -3,9 +3,10 @@ live path and the two reference pipelines, timed in one process on the same fram
 
 - **Device diagnosis** (the bundle's models, ``device.app.pipeline.ScanPipeline``, as the
   scanner runs it): quality gate, segmentation, count (the live path's work for a triggered
-  frame) -> ``ScanPipeline.diagnose`` at mask stage ``fused`` (``fused=False``: ``coarse``):
-  auto prompts, refiner encoder, decoder (all groups), AND fusion -> located hairs and their
-  classes ("hairs"), hair metrics on the fused mask, severity classifier, alopecia grade -> the
+  frame) -> ``ScanPipeline.diagnose`` at the device's default mask stage (``fused=False``:
+  ``coarse``): the pixel refiner ("fused"), or with a bundle that has only the prompt refiner
+  auto prompts, refiner encoder, decoder (all groups), AND ("paper") -> located hairs and their
+  classes ("hairs"), hair metrics on that mask, severity classifier, alopecia grade -> the
   result record (``build_record``, validated). ``total_ms`` is the wall time of all of it for
   one frame. With ``parallel`` (the device's default on ONNX Runtime) the encoder, the located
   hairs and the classifier run on the pipeline's worker thread beside the prompts, decoder and
@@ -36,7 +37,12 @@ import torch
 
 from device.app.pipeline import ScanPipeline
 from device.capture.imageio import read_frame
-from device.contracts.constants import MASK_THRESHOLD, REFINER_DECODER_MODEL, REFINER_ENCODER_MODEL
+from device.contracts.constants import (
+    MASK_THRESHOLD,
+    PIXEL_REFINER_MODEL,
+    REFINER_DECODER_MODEL,
+    REFINER_ENCODER_MODEL,
+)
 from device.contracts.preprocess import prepare_frame, to_network_input
 from device.contracts.records import build_record
 from device.models.backends import Backend, OrtBackend
@@ -52,6 +58,7 @@ STAGES = (
     "quality",
     "segment",
     "count",
+    "pixel_refiner",
     "prompts",
     "refiner_encoder",
     "refiner_decoder",
@@ -154,10 +161,11 @@ def bench_diagnosis(
     if runs < 1 or slow_runs < 1:
         raise ValueError(f"bench diagnosis: runs and slow_runs must be at least 1, got {runs}, {slow_runs}")
     bundle = Bundle.open(bundle_dir, trusted_keys)
-    if fused and not {REFINER_ENCODER_MODEL, REFINER_DECODER_MODEL} <= set(bundle.models):
+    refiners = {PIXEL_REFINER_MODEL} | {REFINER_ENCODER_MODEL, REFINER_DECODER_MODEL}
+    if fused and not refiners & set(bundle.models):
         raise ValueError(f"bench diagnosis: bundle {bundle_dir} has no refiner (use --no-fused)")
     pipe = ScanPipeline(
-        bundle, precision=precision, threads=threads, mask_stage="fused" if fused else "coarse", parallel=parallel
+        bundle, precision=precision, threads=threads, mask_stage="auto" if fused else "coarse", parallel=parallel
     )
     k = pipe.refiner.k if pipe.refiner is not None else PromptConfig().group_size
     config = PromptConfig(group_size=k)
@@ -209,7 +217,7 @@ def bench_diagnosis(
         "bundle_version": bundle.version,
         "frames": [str(f) for f in frames],
         "runs": runs,
-        "fused": pipe.mask_stage == "fused",
+        "fused": pipe.mask_stage != "coarse",
         "precision": precision,
         "variants": dict(pipe.variants),
         "parallel": pipe.parallel,
