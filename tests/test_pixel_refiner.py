@@ -78,7 +78,14 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     build_bundle(
         root / "lacking", [keep[0], release / f"{PIXEL_REFINER_MODEL}.card.json"], private, version="2099.1.1.2"
     )
-    return {"release": release, "bundle": root / "bundle", "lacking": root / "lacking", "trusted": trusted, "val": val}
+    return {
+        "release": release,
+        "bundle": root / "bundle",
+        "lacking": root / "lacking",
+        "trusted": trusted,
+        "val": val,
+        "train": train,
+    }
 
 
 def device_bundle() -> Path:
@@ -161,3 +168,32 @@ def test_eval_seg_scores_the_fused_stage_of_a_staged_refiner(released: dict[str,
     assert main([*args, "--pixel-refiner", str(released["release"]), "--stage", "fused"]) == 0
     report = json.loads(out.read_text())
     assert report["frames"] == 3 and 0 <= report["dice"] <= 1 and "pixel" in report["model"]
+
+
+def test_real_dandruff_polygons_teach_where_no_hair_is(released: dict[str, Path], tmp_path: Path) -> None:
+    """Real frames whose only label is a dandruff polygon: inside it, where the student sees no
+    hair, the loss pushes the refined map toward no hair (and frames without one are skipped)."""
+    import cv2
+
+    from server_train.training.pixel_refiner_train import default_student, load_negatives
+
+    real = tmp_path / "microscope"
+    (real / "images").mkdir(parents=True)
+    (real / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for stem, label in (("flakes", "0 0.2 0.2 0.6 0.2 0.6 0.7 0.2 0.7\n"), ("oily", "2 0.1 0.1 0.5 0.1 0.5 0.5\n")):
+        frame = np.full((640, 640, 3), 200, np.uint8) + rng.integers(0, 30, (640, 640, 3), dtype=np.uint8)
+        cv2.imwrite(str(real / "images" / f"{stem}.jpg"), frame)
+        (real / "labels" / f"{stem}.txt").write_text(label)
+    negatives, where = load_negatives(str(real), default_student("", 1))
+    assert len(negatives) == 1 and negatives.frames[0].shape == (480, 640, 3)  # the oily frame has no dandruff
+    inside = negatives.truths[0]
+    assert inside[240, 250] and not inside[10, 10] and len(where[0]) == int(inside.sum())
+    run = tmp_path / "run"
+    args = ["train", "pixel-refiner", "--data", str(released["train"]), "--out", str(run), "--steps", "2"]
+    args += ["--batch", "4", "--crop", "64", "--threads", "1", "--quiet", "--negatives", str(real)]
+    assert main(args) == 0
+    history = torch.load(run / "final.pt", weights_only=False)["history"]
+    assert history[-1]["negative"] >= 0 and history[-1]["step"] == 2
+    with pytest.raises(FileNotFoundError, match="scalp-microscope split folder"):
+        load_negatives(str(tmp_path / "nothing"), default_student("", 1))

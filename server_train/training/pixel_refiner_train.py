@@ -7,7 +7,10 @@ on that output (the shipped bundle's refiner by default); the targets are the ge
 masks. Per step: ``batch`` random ``crop`` x ``crop`` windows (mirrored at
 random) from random frames; loss BCE + soft Dice of the refined logits. The loop, checkpoints
 and resume are ``server_train.training.loop``'s. ``choose_threshold`` picks the refined mask's
-threshold on a validation set (never the one scored).
+threshold on a validation set (never the one scored). With ``negatives``, a share of each batch
+comes from real scalp-microscope frames, whose only label here is where dandruff lies: inside a
+dandruff polygon, where the student sees no hair, the refined map is pushed toward "no hair"
+(synthetic frames cannot teach what a real flake looks like).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "default_student",
     "prompt_refiner_of",
     "prompt_probability",
+    "load_negatives",
 ]
 
 
@@ -59,6 +63,9 @@ class PixelRefinerTrainConfig:
     widths: str = "16,24,32"
     prompt_input: bool = True  # also take the prompt refiner's P(hair) (M_AP)
     prompt_refiner: str = ""  # folder with the prompt refiner's two graphs; empty: the shipped bundle
+    negatives: str = ""  # real frames with dandruff polygons (scalp-microscope split folders), comma-separated
+    negative_share: float = 0.25  # share of each batch cut from them, around their negative pixels
+    negative_weight: float = 1.0
     steps: int = 3000
     batch: int = 12
     crop: int = 160
@@ -147,6 +154,60 @@ def _batch(
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ps)), q, torch.from_numpy(np.stack(ys))
 
 
+def load_negatives(
+    roots: str, student: Segmenter, prompt_refiner: PromptRefiner | None = None
+) -> tuple[RefinerFrames, list[np.ndarray]]:
+    """Real frames of ``scalp-microscope`` split folders (``images/*.jpg``, YOLO-seg ``labels/``;
+    640x640 stretched from 4:3, so resized to 640x480) with their negative pixels: inside a
+    dandruff polygon (d, ds) where the student sees no hair. Only frames with some. Returns the
+    frames (``truths`` are the negative masks) and, per frame, the (N, 2) (y, x) negatives."""
+    from device.contracts.constants import FRAME_HEIGHT, FRAME_WIDTH
+    from server_train.training.condition_maps import condition_maps
+
+    out, where = RefinerFrames([], [], []), []
+    for root in map(Path, [r for r in roots.split(",") if r]):
+        images = sorted((root / "images").glob("*.jpg"))
+        if not images:
+            raise FileNotFoundError(f"{root}: no images/*.jpg (a scalp-microscope split folder)")
+        for path in images:
+            _, maps = condition_maps(root / "labels" / f"{path.stem}.txt", FRAME_HEIGHT, FRAME_WIDTH, supersample=1)
+            if not (maps[0] > 0).any():
+                continue
+            frame = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), (FRAME_WIDTH, FRAME_HEIGHT), cv2.INTER_AREA)
+            prob = student.segment(frame).prob
+            negative = (maps[0] > 0) & (prob < MASK_THRESHOLD)
+            if not negative.any():
+                continue
+            out.frames.append(frame)
+            out.probs.append(prob.astype(np.float16))
+            out.truths.append(negative)
+            if prompt_refiner is not None:
+                out.prompt_probs.append(prompt_probability(prompt_refiner, frame, prob).astype(np.float16))
+            where.append(np.argwhere(negative))
+    return out, where
+
+
+def _negative_batch(
+    data: RefinerFrames, where: list[np.ndarray], n: int, size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Like ``_batch``, each window centred (clipped to the frame) on a random negative pixel;
+    the last tensor is the negative mask."""
+    xs, ps, qs, ms = [], [], [], []
+    for _ in range(n):
+        i = int(rng.integers(len(data)))
+        h, w = data.truths[i].shape
+        y, x = where[i][int(rng.integers(len(where[i])))]
+        y0, x0 = int(np.clip(y - size // 2, 0, h - size)), int(np.clip(x - size // 2, 0, w - size))
+        window = (slice(y0, y0 + size), slice(x0, x0 + size))
+        xs.append(to_tensor_layout(data.frames[i][window]))
+        ps.append(data.probs[i][window].astype(np.float32)[None])
+        ms.append(data.truths[i][window].astype(np.float32)[None])
+        if data.prompt_probs:
+            qs.append(data.prompt_probs[i][window].astype(np.float32)[None])
+    q = torch.from_numpy(np.stack(qs)) if qs else None
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ps)), q, torch.from_numpy(np.stack(ms))
+
+
 def _loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     p = torch.sigmoid(logits)
     dice = 1 - (2 * (p * truth).sum() + 1) / (p.sum() + truth.sum() + 1)
@@ -180,15 +241,27 @@ def train_pixel_refiner(cfg: PixelRefinerTrainConfig, progress: bool = True, sto
     widths = [int(w) for w in cfg.widths.split(",")]
     model = PixelRefinerNet(widths, prompt_input=cfg.prompt_input)
     prompt = prompt_refiner_of(cfg.prompt_refiner, cfg.threads) if cfg.prompt_input else None
-    data = load_frames(cfg.data, default_student(cfg.student, cfg.threads), cfg.per_root, prompt)
+    student = default_student(cfg.student, cfg.threads)
+    data = load_frames(cfg.data, student, cfg.per_root, prompt)
+    negatives, where = load_negatives(cfg.negatives, student, prompt) if cfg.negatives else (None, [])
+    n_neg = int(round(cfg.batch * cfg.negative_share)) if negatives is not None and len(negatives) else 0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run = loop.TrainRun(cfg, model, model.config, opt)
     run.resume()
     model.train()
 
     def step_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        x, p, q, y = _batch(data, cfg.batch, cfg.crop, np.random.default_rng([cfg.seed, step]))
-        return _loss(model(x, p, q), y), {}
+        rng = np.random.default_rng([cfg.seed, step])
+        x, p, q, y = _batch(data, cfg.batch - n_neg, cfg.crop, rng)
+        loss = _loss(model(x, p, q), y)
+        if not n_neg:
+            return loss, {}
+        assert negatives is not None
+        x, p, q, neg = _negative_batch(negatives, where, n_neg, cfg.crop, rng)
+        # real frames have no hair masks: only their negatives teach, toward "no hair"
+        per_pixel = F.binary_cross_entropy_with_logits(model(x, p, q), torch.zeros_like(neg), reduction="none")
+        negative = (per_pixel * neg).sum() / neg.sum().clamp(min=1.0)
+        return loss + cfg.negative_weight * negative, {"negative": float(negative.detach())}
 
     lr_at = partial(loop.warmup_cosine_lr, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
     return run.fit(step_loss, lr_at=lr_at, log_every=25, smoothing=0.95, progress=progress, stop_after=stop_after)
