@@ -356,8 +356,8 @@ class ScanPipeline:
                 embedding = encoded.result()
                 timings["refiner_encoder_ms"] = self.refiner.encoder_ms
                 # fused: M_AP alone, for the pixel refiner to fuse; paper or refined: that stage
-                stage = "refined" if self.mask_stage == "fused" else self.mask_stage
-                refined = refine(coarse, frame, self.refiner, groups, stage, embedding=embedding)
+                prompt_stage = "refined" if self.mask_stage == "fused" else self.mask_stage
+                refined = refine(coarse, frame, self.refiner, groups, prompt_stage, embedding=embedding)
                 rt = refined.timings_ms
                 timings["refiner_decoder_ms"] = rt.get("decoder_ms", 0.0) + rt.get("upscale_ms", 0.0)
                 if self.mask_stage == "fused":
@@ -377,11 +377,13 @@ class ScanPipeline:
                 hair_classes=self.hair_classes,
                 located=located,
             )
+            extra: dict[str, float] = {}
             if located is not None:
-                analysis.timings_ms["hairs_ms"] = located().ms  # partly beside the rest: not in metrics_ms
+                extra["hairs_ms"] = located().ms  # partly beside the rest: not in metrics_ms
             if classified is not None:
-                conditions, timings_classify = classified.result()
-                analysis = dataclasses.replace(analysis, timings_ms={**analysis.timings_ms, **timings_classify})
+                conditions, classify_ms = classified.result()
+                extra |= classify_ms
+            analysis = dataclasses.replace(analysis, timings_ms={**analysis.timings_ms, **extra})
             stage = self.mask_stage
         timings = dict(analysis.timings_ms)
         if analysis.problem is not None:
