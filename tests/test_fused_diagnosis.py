@@ -15,7 +15,9 @@ import pytest
 
 import device.assets
 from device.app.analysis import analyse_frame
-from device.app.pipeline import ScanPipeline, _Task, fastest_variant, open_model
+from device.app.model_loading import fastest_variant, open_model
+from device.app.pipeline import ScanPipeline
+from device.app.worker_tasks import WorkerTask
 from device.capture.imageio import read_frame
 from device.contracts.constants import MASK_STAGES
 from device.contracts.records import RecordError, RecordFactory, build_record, validate_record
@@ -135,21 +137,21 @@ def test_a_task_the_worker_has_not_started_is_run_by_the_thread_that_needs_it() 
 
     with ThreadPoolExecutor(1, thread_name_prefix="worker") as pool:
         busy = pool.submit(gate.wait, 10)  # the worker is busy
-        queued = _Task(where, ("queued",), pool.submit(where, "queued"))
+        queued = WorkerTask(where, ("queued",), pool.submit(where, "queued"))
         assert queued.result() == threading.current_thread().name  # taken back, run here
         assert queued.result() == threading.current_thread().name and seen == ["queued"]  # once
         gate.set()
         busy.result()
         ran = pool.submit(where, "started")
         wait([ran])
-        started = _Task(where, ("started",), ran)
+        started = WorkerTask(where, ("started",), ran)
         assert started.result().startswith("worker")  # the worker ran it: not run again here
         assert seen == ["queued", "started"]
 
     def fails() -> None:
         raise RuntimeError("model failed")
 
-    task = _Task(fails, (), None)  # without a worker: run when asked, its error raised each time
+    task = WorkerTask(fails, (), None)  # without a worker: run when asked, its error raised each time
     for _ in range(2):
         with pytest.raises(RuntimeError, match="model failed"):
             task.result()

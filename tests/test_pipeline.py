@@ -13,7 +13,8 @@ import pytest
 
 import device.assets
 from device.app.analysis import analyse_frame
-from device.app.pipeline import ScanPipeline, open_model, open_optional
+from device.app.model_loading import open_model, open_optional
+from device.app.pipeline import ScanPipeline
 from device.capture.imageio import read_frame
 from device.contracts.constants import LEVEL_NAMES
 from device.contracts.records import RecordFactory, validate_record

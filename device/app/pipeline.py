@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import logging
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,8 @@ from device.app.analysis import (
     scaled_um_per_px,
     segment_at_scale,
 )
+from device.app.model_loading import open_model, open_optional
+from device.app.worker_tasks import WorkerTask, timed
 from device.contracts.constants import (
     DEFAULT_UM_PER_PX,
     FRAME_WIDTH,
@@ -66,8 +67,7 @@ from device.contracts.preprocess import hair_patches, prepare_frame
 from device.measure.hair_metrics import HeadCount
 from device.measure.optics import OpticsProfile
 from device.measure.quality import QualityReport, assess
-from device.models.backends import Backend, OrtBackend, open_backend
-from device.models.bundle import Bundle, BundleError, ModelVariant
+from device.models.bundle import Bundle, BundleError
 from device.models.classifiers import AlopeciaGrader, SeverityClassifier
 from device.models.hair_classes import HAIR_CLASSES_MODEL, HairClassifier
 from device.models.onnx_segmenter import ModelSegmenter
@@ -77,16 +77,11 @@ from device.refine.pixel import PixelRefiner
 from device.refine.prompts import PromptConfig, auto_prompts
 from device.refine.refiner import PromptRefiner
 
-__all__ = ["ScanPipeline", "LiveResult", "Diagnosis", "MODEL_NAMES", "open_model", "open_optional"]
+__all__ = ["ScanPipeline", "LiveResult", "Diagnosis", "MODEL_NAMES"]
 
-log = logging.getLogger(__name__)
 
 THUMBNAIL_WIDTH = 320  # pixels; the overlay keeps its aspect (about 320x240 plus its label bar)
 THUMBNAIL_QUALITY = 70  # JPEG quality: 10-13 kB a thumbnail of the sample frames (13-17 kB as base64)
-
-# precision "fastest": another passing variant replaces the manifest's preferred one only when at
-# least this much faster on the scanner's CPU (timing noise must not flip the choice between runs).
-FASTEST_MARGIN = 1.1
 
 # Bundle model names the pipeline looks for.
 MODEL_NAMES = {
@@ -288,11 +283,11 @@ class ScanPipeline:
             self._worker.shutdown(wait=True)
             self._worker = None
 
-    def _beside(self, fn: Callable[..., Any], *args: Any) -> _Task:
-        """``fn(*args)`` queued on the worker thread (``_Task.result`` runs it in the calling
+    def _beside(self, fn: Callable[..., Any], *args: Any) -> WorkerTask:
+        """``fn(*args)`` queued on the worker thread (``WorkerTask.result`` runs it in the calling
         thread instead when the worker has not started it by then), or, without a worker, run
         when its result is asked for."""
-        return _Task(fn, args, self._worker.submit(fn, *args) if self._worker is not None else None)
+        return WorkerTask(fn, args, self._worker.submit(fn, *args) if self._worker is not None else None)
 
     def um_per_px(self, frame_width: int) -> float:
         """Micrometres per pixel of a frame ``frame_width`` wide (optics profile, else default)."""
@@ -343,7 +338,7 @@ class ScanPipeline:
             frame, coarse = live.frame, live.seg
             # Frame-only work is queued on the worker (the encoder first: the decoder waits for
             # it); what the worker has not started when this thread needs it, this thread takes
-            # back and runs (_Task), so the two share the work whatever each piece costs.
+            # back and runs (WorkerTask), so the two share the work whatever each piece costs.
             encoded = self._beside(self.refiner.encode, frame) if self.refiner is not None else None
             early = mask_independent(coarse)
             located = self._locate_beside(frame, coarse, um_per_px) if early else None
@@ -406,15 +401,13 @@ class ScanPipeline:
         own run times."""
         t = time.perf_counter()
         centres, points = hair_points(seg, um_per_px)
-        halves: list[_Task] = []
+        halves: list[WorkerTask] = []
         classes = self.hair_classes
         if classes is not None and points is not None and len(points):
             patches = hair_patches(frame, points, um_per_px, size=classes.patch_px)
             batches = -(-len(patches) // classes.batch)
             cut = min(len(patches), -(-batches // 2) * classes.batch)  # whole batches; the first half the larger
-            halves = [
-                self._beside(_timed, classes.patch_probabilities, part) for part in (patches[:cut], patches[cut:])
-            ]
+            halves = [self._beside(timed, classes.patch_probabilities, part) for part in (patches[:cut], patches[cut:])]
         own_ms = (time.perf_counter() - t) * 1000
         made: list[LocatedHairs] = []
 
@@ -447,108 +440,3 @@ class ScanPipeline:
             for name in result.levels
         }
         return conditions, {"classify_ms": (time.perf_counter() - t) * 1000}
-
-
-def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """(fn(*args), its wall time in ms)."""
-    t = time.perf_counter()
-    return fn(*args), (time.perf_counter() - t) * 1000
-
-
-class _Task:
-    """One piece of a diagnosis queued on the pipeline's worker. ``result()`` takes it back and
-    runs it in the calling thread when the worker has not started it (the worker is busy with
-    an earlier piece), so neither thread waits while the other has queued work."""
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], future: Future[Any] | None) -> None:
-        self.fn, self.args, self.future = fn, args, future
-        self._taken_back: Future[Any] | None = None
-
-    def result(self) -> Any:
-        if self._taken_back is None and (self.future is None or self.future.cancel()):
-            self._taken_back = Future()
-            try:
-                self._taken_back.set_result(self.fn(*self.args))
-            except Exception as exc:  # raised again by every result(), as a worker's would be
-                self._taken_back.set_exception(exc)
-        return (self._taken_back or self.future).result()  # type: ignore[union-attr]
-
-
-def open_model(
-    bundle: Bundle,
-    name: str,
-    backend: str = "onnxruntime",
-    precision: str = "auto",
-    threads: int = 2,
-    engine_cache: str | Path | None = None,
-) -> tuple[Backend, str]:
-    """The bundle's variant of model ``name`` for ``backend`` ("onnxruntime" or "tensorrt"),
-    loaded, and its description ("file (precision)"). precision: "auto" (the manifest's
-    preferred variant), "fp32", "int8", or "fastest": on ONNX Runtime, the variant that runs
-    fastest on this CPU (``fastest_variant``), on TensorRT "auto". Raises BundleError when the
-    bundle has no such variant, RuntimeError when TensorRT cannot be loaded on this machine."""
-    target = "tensorrt" if backend == "tensorrt" else "onnxruntime-cpu"
-    if precision == "fastest":
-        if backend == "onnxruntime":
-            chosen, variant = fastest_variant(bundle, name, threads)
-            return chosen, f"{variant.path.name} ({variant.precision}, fastest here)"
-        precision = "auto"
-    variant = bundle.select(name, target, precision)
-    trt_precision = "int8" if variant.precision == "int8" else "fp16"
-    loaded = open_backend(
-        variant.path, backend, threads, trt_precision, onnx_sha256=variant.sha256, engine_cache=engine_cache
-    )
-    return loaded, f"{variant.path.name} ({variant.precision})"
-
-
-def fastest_variant(
-    bundle: Bundle, name: str, threads: int = 2, runs: int = 8, margin: float = FASTEST_MARGIN
-) -> tuple[Backend, ModelVariant]:
-    """Model ``name``'s ONNX Runtime variants (every one in a bundle passed its accuracy gate)
-    timed on this CPU, loaded: the manifest's preferred variant unless another one's median over
-    ``runs`` runs on zeros (after one warm-up; the variants take turns, so a slow spell of the
-    machine hits them alike) is at least ``margin`` x faster. The release sets ``preferred`` by
-    the speed on its own CPU, which need not be the scanner's: the shipped student's INT8
-    variant is 0.87x FP32 on the release's Xeon and 1.25x on an AMD EPYC."""
-    preferred = bundle.select(name, "onnxruntime-cpu", "auto")
-    variants = [preferred] + [
-        v for v in bundle.variants(name) if "onnxruntime-cpu" in v.targets and v.path != preferred.path
-    ]
-    loaded: list[Backend] = [OrtBackend(v.path, threads=threads) for v in variants]
-    if len(loaded) == 1:
-        return loaded[0], preferred
-    feeds = [{n: np.zeros(shape, np.float32) for n, shape in b.input_shapes.items()} for b in loaded]
-    times: list[list[float]] = [[] for _ in loaded]
-    for b in loaded:
-        b.warmup(1)
-    for _ in range(max(1, runs)):
-        for i, b in enumerate(loaded):
-            t = time.perf_counter()
-            b.run(feeds[i])
-            times[i].append((time.perf_counter() - t) * 1000)
-    medians = [float(np.median(t)) for t in times]
-    best = 0
-    for i in range(1, len(loaded)):
-        if medians[i] * margin <= medians[best]:
-            best = i
-    log.info("%s: %s", name, ", ".join(f"{v.path.name} {ms:.1f} ms" for v, ms in zip(variants, medians, strict=True)))
-    return loaded[best], variants[best]
-
-
-def open_optional(
-    bundle: Bundle, name: str, backend: str = "onnxruntime", threads: int = 2, engine_cache: str | Path | None = None
-) -> tuple[Backend, str] | None:
-    """An optional model (a classifier) as ``open_model`` loads it, or None when the bundle has
-    none. With TensorRT, a model the bundle has no TensorRT variant of (e.g. a tree ensemble)
-    falls back to its ONNX Runtime variant on the CPU; with ONNX Runtime, one without a CPU
-    variant is skipped (logged)."""
-    if name not in bundle.models:
-        return None
-    try:
-        return open_model(bundle, name, backend, "auto", threads, engine_cache)
-    except BundleError as exc:
-        if backend == "onnxruntime":
-            log.warning("%s skipped: %s", name, exc)
-            return None
-    loaded, description = open_model(bundle, name, "onnxruntime", "auto", threads)
-    return loaded, description.removesuffix(")") + ", onnxruntime)"
