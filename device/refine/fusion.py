@@ -106,6 +106,8 @@ class RefinedSegmenter:
         if stage == "fused" and pixel is not None and pixel.takes_prompt and refiner is None:
             raise ValueError("this pixel refiner fuses M_AP: stage 'fused' needs the prompt refiner too")
         self.student, self.refiner, self.pixel = student, refiner, pixel
+        # the prompt path runs for refined and paper, and for a pixel refiner that fuses M_AP
+        self._prompts_run = refiner is not None and (stage != "fused" or (pixel is not None and pixel.takes_prompt))
         self.stage, self.prompts = stage, prompts
         k = refiner.k if refiner is not None else PromptConfig().group_size
         self.config = config or PromptConfig(group_size=k)
@@ -133,7 +135,8 @@ class RefinedSegmenter:
             self.last_timings_ms = timings
             return coarse
         prompt_map = None
-        if self.refiner is not None and (self.stage != "fused" or (self.pixel is not None and self.pixel.takes_prompt)):
+        if self._prompts_run:
+            assert self.refiner is not None
             t = time.perf_counter()
             groups = self.prompt_groups(coarse.prob >= self.threshold)
             timings["prompts_ms"] = (time.perf_counter() - t) * 1000

@@ -27,6 +27,7 @@ from device.contracts.constants import PIX_IN_COARSE, PIX_IN_IMAGE, PIX_IN_PROMP
 from device.contracts.preprocess import to_network_input
 from device.models.backends import Backend, open_backend
 from device.models.bundle import Bundle
+from device.refine.refiner import calibrated_prob, logit_shift
 
 __all__ = ["PixelRefiner", "DEFAULT_THRESHOLD"]
 
@@ -40,11 +41,9 @@ class PixelRefiner:
         missing = [n for n in (PIX_IN_IMAGE, PIX_IN_COARSE) if n not in backend.input_shapes]
         if missing:
             raise ValueError(f"pixel refiner graph lacks inputs {missing} (has {sorted(backend.input_shapes)})")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), not {threshold}")
         self.backend, self.threshold = backend, float(threshold)
         self.takes_prompt = PIX_IN_PROMPT in backend.input_shapes
-        self.logit_shift = float(np.log(threshold / (1.0 - threshold)))
+        self.logit_shift = logit_shift(threshold)
         _, _, self.height, self.width = backend.input_shapes[PIX_IN_IMAGE]
         self.last_ms = 0.0
 
@@ -93,8 +92,7 @@ class PixelRefiner:
         for name, m in ((PIX_IN_COARSE, coarse_prob), (PIX_IN_PROMPT, prompt_prob)):
             if m is not None:
                 feeds[name] = self._at_graph_size(m)[None, None]
-        logits = self.backend.run(feeds, [PIX_OUT])[PIX_OUT][0, 0] - np.float32(self.logit_shift)
-        prob = (1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))).astype(np.float32)
+        prob = calibrated_prob(self.backend.run(feeds, [PIX_OUT])[PIX_OUT][0, 0], self.logit_shift)
         if (h, w) != (self.height, self.width):
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         self.last_ms = (time.perf_counter() - t) * 1000

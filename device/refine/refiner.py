@@ -32,7 +32,7 @@ from device.contracts.preprocess import to_network_input
 from device.models.backends import Backend, open_backend
 from device.refine.prompts import PromptGroups
 
-__all__ = ["PromptRefiner", "RefineOutput", "mask_prompt"]
+__all__ = ["PromptRefiner", "RefineOutput", "mask_prompt", "logit_shift", "calibrated_prob"]
 
 
 def mask_prompt(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -42,8 +42,17 @@ def mask_prompt(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (8.0 * (p - 0.5)).astype(np.float32)[None, None]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
+def logit_shift(threshold: float) -> float:
+    """logit(``threshold``): subtracted from a refiner's logits, it puts P(hair) = threshold at 0.5."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), not {threshold}")
+    return float(np.log(threshold / (1.0 - threshold)))
+
+
+def calibrated_prob(logits: np.ndarray, shift: float) -> np.ndarray:
+    """sigmoid(logits - shift) as float32 (``shift``: ``logit_shift`` of the mask's threshold),
+    so that the mask is ``>= 0.5`` like every segmenter's."""
+    return (1.0 / (1.0 + np.exp(-np.clip(logits - np.float32(shift), -30, 30)))).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -66,11 +75,8 @@ class PromptRefiner:
             missing = [n for n in names if n not in backend.input_shapes]
             if missing:
                 raise ValueError(f"refiner graph lacks inputs {missing} (has {sorted(backend.input_shapes)})")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), not {threshold}")
         self.encoder, self.decoder = encoder, decoder
-        # M_AP = P >= threshold; shifting the logits by logit(threshold) puts that at 0.5.
-        self.logit_shift = float(np.log(threshold / (1.0 - threshold)))
+        self.logit_shift = logit_shift(threshold)  # M_AP = P >= threshold, at 0.5 after the shift
         _, _, self.height, self.width = encoder.input_shapes[REF_ENC_INPUT]
         self.batch, self.k, _ = decoder.input_shapes[REF_DEC_COORDS]
         self.mask_size = tuple(decoder.input_shapes[REF_DEC_MASK_INPUT][2:])
@@ -143,7 +149,7 @@ class PromptRefiner:
             prob = np.zeros((h, w), np.float32)
         else:
             up = cv2.resize(low.max(axis=0), (w, h), interpolation=cv2.INTER_LINEAR)
-            prob = _sigmoid(up - np.float32(self.logit_shift))
+            prob = calibrated_prob(up, self.logit_shift)
         t_up = (time.perf_counter() - t) * 1000
         calls = -(-groups.count // self.batch)
         return RefineOutput(prob, groups.count, calls, {"decoder_ms": t_dec, "upscale_ms": t_up})
