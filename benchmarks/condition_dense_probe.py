@@ -1,0 +1,205 @@
+"""Do frozen ImageNet Lite0 features at 2x the grader's resolution rank the scalp conditions better?
+A probe, not a product model.
+
+``features``: each frame of ``train`` and ``valid`` resized to W x H (default 512 x 384, 2x the
+shipped grader's 256 x 192; the 640 x 640 frames are stretched from a 4:3 camera, so this restores
+the aspect), itself and mirrored, through the frozen ImageNet EfficientNet-Lite0: the stride-16
+output of block 11 (112 channels) and the stride-32 output of block 16 (320) with the head conv
+(1280), cached as float16 with the presence and the polygon maps at stride 16 (``condition_maps``).
+
+``fit``: a dense head (1x1 conv 1712 -> 96 -> 3 on the stride-16 grid, the stride-32 features
+upsampled nearest after their part of the first conv; presence logit = the top-5 % mean of each
+map, scaled) trained with presence BCE (inverse-frequency weights) plus map BCE (positive
+weight 5): 600 steps, batch 32, AdamW 1e-3, per fold of 5 folds of the training originals
+(sha256 of the original name). Thresholds: the
+out-of-fold F1-maximising one per condition. ``valid`` is scored by the mean of the 5 fold models
+(mirror-averaged) at those thresholds; ``upper_bound_macro_f1`` is with thresholds picked on
+``valid`` itself (not a method).
+
+    python benchmarks/condition_dense_probe.py features --data ../shared/data/scalp-microscope --cache runs/dense_probe
+    python benchmarks/condition_dense_probe.py fit --cache runs/dense_probe --out R.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score, roc_auc_score
+from torch import nn
+
+from server_train.models.efficientnet_lite import EfficientNetLite, load_lite0_imagenet
+from server_train.training.condition_maps import condition_maps, original_name
+
+NAMES = ("dandruff", "oiliness", "erythema")
+S16_END, S32_END = 11, 16  # Lite0 blocks: stride-16 stage ends after block 11, the last after 16
+
+
+def extract(data: Path, cache: Path, width: int, height: int) -> None:
+    """Write ``cache``/{split}_{W}x{H}.npz: f16 N x 2 x 112 x H/16 x W/16, f32 N x 2 x 1600 x H/32 x
+    W/32 (float16; index 1 of axis 1: mirrored, mirrored back), presence N x 3, maps N x 3 x H/16 x
+    W/16, names (originals)."""
+    model = load_lite0_imagenet(EfficientNetLite()).eval()
+    cache.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "valid"):
+        paths = sorted((data / split / "images").glob("*.jpg"))
+        f16s, f32s, presence, maps = [], [], [], []
+        for p in paths:
+            rgb = cv2.resize(cv2.imread(str(p)), (width, height), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+            views = []
+            for flip in (False, True):
+                im = rgb[:, ::-1] if flip else rgb
+                x = torch.from_numpy(((im.astype(np.float32) - 127) / 128).transpose(2, 0, 1).copy())[None]
+                with torch.no_grad():
+                    x = model.act(model._bn0(model._conv_stem(model._pad0(x))))
+                    for j, block in enumerate(model._blocks):
+                        x = block(x)
+                        if j + 1 == S16_END:
+                            s16 = x
+                    head = model.act(model._bn1(model._conv_head(x)))
+                a, b = s16[0].numpy(), torch.cat([x, head], 1)[0].numpy()
+                views.append((a[:, :, ::-1], b[:, :, ::-1]) if flip else (a, b))
+            f16s.append(np.stack([v[0] for v in views]).astype(np.float16))
+            f32s.append(np.stack([v[1] for v in views]).astype(np.float16))
+            pr, mp = condition_maps(data / split / "labels" / f"{p.stem}.txt", height // 16, width // 16)
+            presence.append(pr)
+            maps.append(mp)
+        np.savez(
+            cache / f"{split}_{width}x{height}.npz",
+            f16=np.stack(f16s),
+            f32=np.stack(f32s),
+            presence=np.stack(presence),
+            maps=np.stack(maps),
+            names=np.array([original_name(p) for p in paths]),
+        )
+        print(split, len(paths), "frames", flush=True)
+
+
+class DenseHead(nn.Module):
+    """(f16 Nx112xhxw, f32 Nx1600x(h/2)x(w/2)) -> (map logits Nx3xhxw, presence logits Nx3)."""
+
+    def __init__(self, c16: int, c32: int) -> None:
+        super().__init__()
+        self.a16, self.a32 = nn.Conv2d(c16, 96, 1), nn.Conv2d(c32, 96, 1, bias=False)
+        self.b, self.drop = nn.Conv2d(96, 3, 1), nn.Dropout(0.3)
+        self.scale, self.bias = nn.Parameter(torch.ones(3)), nn.Parameter(torch.zeros(3))
+
+    def forward(self, f16: torch.Tensor, f32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # one 1x1 conv over [f16, upsampled f32], with the f32 half applied before upsampling (4x cheaper)
+        coarse = F.interpolate(self.a32(self.drop(f32)), size=f16.shape[-2:], mode="nearest")
+        maps = self.b(self.drop(torch.relu(self.a16(self.drop(f16)) + coarse)))
+        flat = maps.flatten(2)
+        top = flat.topk(max(1, int(0.05 * flat.shape[-1])), dim=-1).values.mean(-1)
+        return maps, top * self.scale + self.bias
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as d:
+        return {k: d[k] for k in d.files}
+
+
+def fit_head(d: dict[str, np.ndarray], idx: np.ndarray, seed: int, steps: int) -> DenseHead:
+    """One head on frames ``idx`` of the cached training set."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    f16, f32 = torch.from_numpy(d["f16"]), torch.from_numpy(d["f32"])
+    presence, maps = torch.from_numpy(d["presence"]), torch.from_numpy(d["maps"])
+    head = DenseHead(f16.shape[2], f32.shape[2])
+    opt = torch.optim.AdamW(head.parameters(), 1e-3, weight_decay=1e-2)
+    pos = presence[idx].mean(0).clamp(0.05, 0.95)
+    for _ in range(steps):
+        b = torch.from_numpy(rng.choice(idx, 32))
+        v = torch.from_numpy(rng.integers(0, 2, len(b)))
+        m, logit = head(f16[b, v].float(), f32[b, v].float())
+        p = presence[b]
+        weight = torch.where(p > 0, 0.5 / pos, 0.5 / (1 - pos))
+        loss = (F.binary_cross_entropy_with_logits(logit, p, reduction="none") * weight).mean()
+        loss = loss + F.binary_cross_entropy_with_logits(m, maps[b], pos_weight=torch.full((3, 1, 1), 5.0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return head.eval()
+
+
+def presence_scores(head: DenseHead, d: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """P(present) len(idx) x 3, the mean logit of the frame and its mirror."""
+    f16, f32 = torch.from_numpy(d["f16"][idx]), torch.from_numpy(d["f32"][idx])
+    with torch.no_grad():
+        logit = sum(head(f16[:, v].float(), f32[:, v].float())[1] for v in (0, 1)) / 2
+    return torch.sigmoid(logit).numpy()
+
+
+def _fold(name: str, k: int) -> int:
+    return int(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2.0**64 * k)
+
+
+def _best_threshold(y: np.ndarray, s: np.ndarray) -> float:
+    return float(max(np.unique(s), key=lambda t: f1_score(y, s >= t)))
+
+
+def fit(cache: Path, size: str, steps: int, folds: int) -> dict[str, object]:
+    tr, va = _load(cache / f"train_{size}.npz"), _load(cache / f"valid_{size}.npz")
+    fold = np.array([_fold(str(n), folds) for n in tr["names"]])
+    oof, heads = np.zeros((len(fold), 3)), []
+    for k in range(folds):
+        head = fit_head(tr, np.where(fold != k)[0], k, steps)
+        oof[fold == k] = presence_scores(head, tr, np.where(fold == k)[0])
+        heads.append(head)
+        print("fold", k, "done", flush=True)
+    ytr, yva = tr["presence"], va["presence"]
+    sva = np.mean([presence_scores(h, va, np.arange(len(yva))) for h in heads], 0)
+    per: dict[str, dict[str, float]] = {}
+    for c, name in enumerate(NAMES):
+        t, t_valid = _best_threshold(ytr[:, c], oof[:, c]), _best_threshold(yva[:, c], sva[:, c])
+        per[name] = {
+            "threshold_oof": t,
+            "f1": float(f1_score(yva[:, c], sva[:, c] >= t)),
+            "auc": float(roc_auc_score(yva[:, c], sva[:, c])),
+            "oof_auc": float(roc_auc_score(ytr[:, c], oof[:, c])),
+            "f1_thresholds_tuned_on_valid": float(f1_score(yva[:, c], sva[:, c] >= t_valid)),
+        }
+    return {
+        "size": size,
+        "steps": steps,
+        "folds": folds,
+        "valid_frames": len(yva),
+        "macro_f1": float(np.mean([v["f1"] for v in per.values()])),
+        "upper_bound_macro_f1": float(np.mean([v["f1_thresholds_tuned_on_valid"] for v in per.values()])),
+        "conditions": per,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("features")
+    f.add_argument("--data", required=True, type=Path, help="scalp-microscope folder (train/, valid/)")
+    f.add_argument("--cache", required=True, type=Path)
+    f.add_argument("--size", default="512x384", help="W x H the frames are resized to")
+    h = sub.add_parser("fit")
+    h.add_argument("--cache", required=True, type=Path)
+    h.add_argument("--size", default="512x384")
+    h.add_argument("--steps", type=int, default=600)
+    h.add_argument("--folds", type=int, default=5)
+    h.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.cmd == "features":
+        w, hh = (int(v) for v in a.size.split("x"))
+        extract(a.data, a.cache, w, hh)
+    else:
+        report = fit(a.cache, a.size, a.steps, a.folds)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps({k: report[k] for k in ("macro_f1", "upper_bound_macro_f1")}))
+
+
+if __name__ == "__main__":
+    main()
