@@ -62,7 +62,8 @@ $S export release --checkpoint runs/counts_s2/final.pt --out runs/release_counts
 # training + tuning subjects (--refit; about 25 min at 2 threads).
 $S train hair-classes --data "$FC" --out runs/hair_classes_loc --segmenter runs/release_counts/segmenter.onnx \
    --kind pair --classes 3 --steps 3000 --refit --threads 2 --quiet
-$S export hair-classes --checkpoint runs/hair_classes_loc/refit/final.pt --out runs/hair_release_loc
+# Since 2026-12-06 without the mirrored passes (half the cost, no loss: docs/results/counts.md).
+$S export hair-classes --checkpoint runs/hair_classes_loc/refit/final.pt --no-mirror --out runs/hair_release_loc
 rm -rf runs/calib_real && mkdir -p runs/calib_real
 .venv/bin/python - "$FC" <<'PY'
 import sys, cv2
@@ -77,7 +78,7 @@ rm -rf runs/unpacked runs/bundle
 $S bundle unpack device/assets/default runs/unpacked
 $S bundle build runs/bundle --card runs/release_counts/segmenter.card.json runs/hair_release_loc/hair_classes.card.json \
    $(ls runs/unpacked/*.card.json | grep -v -e segmenter -e hair_classes) \
-   --key "${SIGNING_KEY:-/work/release-keys/scalpedge-release-2026e.pem}"
+   --key "${SIGNING_KEY:-.release-keys/scalpedge-release-2026g.pem}"
 rm -f device/assets/default/*.onnx device/assets/default/*.json && cp runs/bundle/* device/assets/default/
 $S bundle verify device/assets/default
 

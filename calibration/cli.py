@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 __all__ = ["register"]
 
@@ -14,7 +15,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     csub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
     q = csub.add_parser(
         "int8",
-        help="quantize a model card's FP32 ONNX (segmenter or classifier) to INT8 Q/DQ variants, gated on accuracy",
+        help="quantize a model card's FP32 ONNX (segmenter, classifier or pixel refiner) to INT8 Q/DQ variants, "
+        "gated on accuracy",
     )
     q.add_argument(
         "--card", required=True, help="model card JSON (`scalpedge export release`, `export classifier-card`)"
@@ -22,8 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--frames", nargs="+", required=True, help="calibration frames: files or folders")
     q.add_argument(
         "--gate-data",
-        help="segmenter: held-out folder with images/ and masks/ (Dice); classifier: frames to compare "
-        "with FP32 (default: the calibration frames)",
+        help="segmenter, pixel refiner: held-out folder with images/ and masks/ (Dice; the pixel refiner's "
+        "fused mask); classifier: frames to compare with FP32 (default: the calibration frames)",
+    )
+    q.add_argument(
+        "--bundle",
+        help="pixel refiner: the bundle whose student and prompt refiner make its inputs (default: the shipped one)",
     )
     q.add_argument("--variants", help="recipes, comma-separated (default: the model's rules, calibration.rules)")
     q.add_argument("--method", choices=["minmax", "entropy", "percentile"], help="calibration method (default minmax)")
@@ -80,6 +86,8 @@ def _run_int8(args: argparse.Namespace) -> int:
     recipes = recipes_for(rules, fp32_path, method=args.method, per_channel=False if args.per_tensor else None)
     files = frame_files(args.frames, limit=args.limit)
     kind = model_kind(fp32_path)
+    if kind == "pixel_refiner":
+        return _calibrate_pixel_refiner(args, card, fp32_path, rules, recipes, files)
     segmenter = kind == "segmenter"
     gate_frames = None if segmenter or not args.gate_data else frame_files([args.gate_data], limit=args.gate_limit)
     judge = judge_for(
@@ -93,6 +101,41 @@ def _run_int8(args: argparse.Namespace) -> int:
     calibrate_card(
         args.card,
         lambda: model_reader(files, fp32_path),
+        judge,
+        recipes,
+        runs=args.runs,
+        threads=args.threads,
+        min_speedup=args.min_speedup,
+    )
+    print(f"updated {args.card}")
+    return 0
+
+
+def _calibrate_pixel_refiner(
+    args: argparse.Namespace, card: dict, fp32_path: Path, rules: Any, recipes: list, files: list[Path]
+) -> int:
+    """``calibrate int8`` of a pixel refiner card: inputs made by the bundle's student and prompt
+    refiner (``calibration.pixel_refiner``), gated on the fused mask's held-out Dice."""
+    from calibration.card import calibrate_card
+    from calibration.pixel_refiner import FusedDiceGate, held_out_masks, pixel_refiner_feeds
+    from calibration.readers import ArrayReader
+    from device.assets import default_bundle_path
+    from device.models.bundle import Bundle
+    from device.refine.pixel import PixelRefiner
+
+    if not args.gate_data:
+        raise ValueError("a pixel refiner's INT8 gate needs held-out frames with masks (--gate-data)")
+    bundle = Bundle.open(args.bundle or default_bundle_path())
+    feeds, kept = pixel_refiner_feeds(files, fp32_path, bundle, args.threads)
+    print(f"calibration: {len(feeds)} frames ({len(files) - len(kept)} rejected by the quality gate)")
+    gate_files, truths = held_out_masks(args.gate_data, args.gate_limit)
+    gate_feeds, gate_kept = pixel_refiner_feeds(gate_files, fp32_path, bundle, args.threads)
+    kept_truths = [t for f, t in zip(gate_files, truths, strict=True) if f in set(gate_kept)]
+    print(f"gate: {len(gate_feeds)} held-out frames ({len(gate_files) - len(gate_kept)} rejected by the quality gate)")
+    judge = FusedDiceGate(gate_feeds, kept_truths, PixelRefiner.card_threshold(card), rules.max_drop, args.threads)
+    calibrate_card(
+        args.card,
+        lambda: ArrayReader(feeds),
         judge,
         recipes,
         runs=args.runs,

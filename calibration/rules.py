@@ -20,6 +20,7 @@ from device.contracts.constants import (
     CLS_INPUT,
     DISEASE_INPUT,
     HAIR_PHOTO_INPUT,
+    PIX_IN_IMAGE,
     SEG_INPUT,
     SEG_OUT_DENSITY,
     SEG_OUT_ENDS,
@@ -58,12 +59,22 @@ RULES = {
     "disease": Int8Rules(("ort-cpu",), max_drop=0.05),
     # The hair-photo segmenter: at most 0.5 pt of held-out mIoU.
     "hair_photo": Int8Rules(("ort-cpu",), max_drop=0.005),
+    # The pixel refiner (the fused mask a diagnosis measures): at most 0.5 pt of held-out fused
+    # Dice (calibration.pixel_refiner.FusedDiceGate). CPU only: on a Jetson it runs as FP16.
+    "pixel_refiner": Int8Rules(("ort-cpu",), max_drop=0.005),
 }
-_KINDS = {SEG_INPUT: "segmenter", CLS_INPUT: "conditions", DISEASE_INPUT: "disease", HAIR_PHOTO_INPUT: "hair_photo"}
+_KINDS = {
+    SEG_INPUT: "segmenter",
+    CLS_INPUT: "conditions",
+    DISEASE_INPUT: "disease",
+    HAIR_PHOTO_INPUT: "hair_photo",
+    PIX_IN_IMAGE: "pixel_refiner",
+}
 
 
 def model_kind(fp32: str | Path) -> str:
-    """ "segmenter", "conditions" or "disease", from the graph's input name; ValueError otherwise."""
+    """ "segmenter", "conditions", "disease", "hair_photo" or "pixel_refiner", from the graph's input
+    name; ValueError otherwise."""
     import onnx
 
     names = [i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input]

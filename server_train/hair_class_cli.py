@@ -37,7 +37,7 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
         "--kind",
         choices=("patch", "pair"),
         help="patch: one network on a 40 px patch (default); pair: a near and a half-resolution wide "
-        "view of a 112 px field, mirrored too, in one graph",
+        "view of a 112 px field in one graph (exported mirrored too unless `export hair-classes --no-mirror`)",
     )
     p.add_argument(
         "--classes",
@@ -58,8 +58,18 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
 
 def add_export(esub: argparse._SubParsersAction) -> None:
     p = esub.add_parser("hair-classes", help="per-hair class checkpoint -> ONNX + model card (for `bundle build`)")
-    p.add_argument("--checkpoint", required=True, help="final.pt of `scalpedge train hair-classes`")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="final.pt of `scalpedge train hair-classes`, or a hair_classes.onnx exported from one (its weights, "
+        "configs and threshold recovered: re-exporting a release whose checkpoint is gone)",
+    )
     p.add_argument("--out", required=True, help="folder for hair_classes.onnx and hair_classes.card.json")
+    p.add_argument(
+        "--no-mirror",
+        action="store_true",
+        help="two-field pair: leave out the mirrored passes (half the cost; no loss on held-out subjects)",
+    )
     p.add_argument("--metrics", nargs="*", default=[], help="JSON reports to record in the card")
     p.set_defaults(func=_run_export)
 
@@ -80,9 +90,15 @@ def _run_export(args: argparse.Namespace) -> int:
     need_torch()
     from export.hair_class_export import export_hair_classes
     from export.release import command_line
+    from server_train.models.hair_patch import HairFieldPair
     from server_train.training.hair_class_train import load_hair_classes
 
     model, ckpt = load_hair_classes(args.checkpoint)
+    if args.no_mirror:
+        if not isinstance(model, HairFieldPair):
+            raise SystemExit("--no-mirror: the checkpoint holds one patch network, which reads no mirrored view")
+        model.mirror = False
+        ckpt["model_config"] = {**ckpt["model_config"], "mirror": False}
     metrics = {}
     for path in args.metrics:
         report = json.loads(Path(path).read_text())

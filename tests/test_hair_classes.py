@@ -203,6 +203,78 @@ def test_field_pair_averages_a_near_and_a_wide_view_and_their_mirrors() -> None:
         hair_patch_net({"kind": "triple"})
 
 
+def test_pair_without_mirror_averages_the_two_views_only() -> None:
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from server_train.models.hair_patch import hair_patch_net
+
+    torch.manual_seed(2)
+    pair = hair_patch_net({"kind": "pair", "widths": [4, 8], "mirror": False}).eval()
+    assert not pair.mirror and hair_patch_net({"kind": "pair", "widths": [4]}).mirror  # old configs: mirrored
+    x = torch.randn(2, 3, HAIR_FIELD_PX, HAIR_FIELD_PX)
+    o = (HAIR_FIELD_PX - HAIR_PATCH_PX) // 2
+    with torch.no_grad():
+        near, wide = pair.near(x[:, :, o : o + HAIR_PATCH_PX, o : o + HAIR_PATCH_PX]), pair.wide(F.avg_pool2d(x, 2))
+        want = (torch.sigmoid(near) + torch.sigmoid(wide)) / 2
+        torch.testing.assert_close(torch.sigmoid(pair(x)), want, atol=1e-6, rtol=1e-5)
+        pair.mirror = True
+        assert not torch.allclose(torch.sigmoid(pair(x)), want)  # the mirrored passes change it
+
+
+def test_an_exported_graph_gives_back_its_network_and_reexports_without_mirror(tmp_path: Path) -> None:
+    """A released hair_classes graph whose checkpoint is gone: its weights (batch norm folded into
+    the convs by the export), configs and threshold come back from the graph; the network
+    reproduces the graph on ONNX Runtime, and `export hair-classes --no-mirror` writes a graph
+    that is the mean of the two unmirrored views, with the same threshold."""
+    torch = pytest.importorskip("torch")
+    import onnx
+    import onnxruntime as ort
+
+    from device.cli import main
+    from export.hair_class_export import export_hair_classes
+    from server_train.models.hair_patch import hair_patch_net
+    from server_train.training.hair_class_train import graph_checkpoint
+
+    torch.manual_seed(3)
+    model = hair_patch_net({"kind": "pair", "widths": [4, 8], "classes": 3})
+    with torch.no_grad():  # batch norm statistics that are not the identity, so folding matters
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 1.5)
+    model.eval()
+    ckpt = {
+        "model_config": {"kind": "pair", "widths": [4, 8], "classes": 3},
+        "train_config": {"seed": 7},
+        "step": 30,
+        "threshold": {"thin_probability": 0.6, "thin_share_scale": 0.8},
+    }
+    export_hair_classes(model, ckpt, tmp_path / "v1", ["test"])
+    graph = tmp_path / "v1" / "hair_classes.onnx"
+    back, back_ckpt = graph_checkpoint(graph)
+    assert back.mirror and back_ckpt["threshold"]["thin_probability"] == 0.6 and back_ckpt["step"] == 30
+    x = np.random.default_rng(0).normal(size=(HAIR_PATCH_BATCH, 3, HAIR_FIELD_PX, HAIR_FIELD_PX)).astype(np.float32)
+    ran = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(None, {"hair_patches": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(back(torch.from_numpy(x)).numpy(), ran, atol=1e-4)
+        model.mirror = False
+        unmirrored = model(torch.from_numpy(x)).numpy()
+    argv = ["export", "hair-classes", "--checkpoint", str(graph), "--no-mirror", "--out", str(tmp_path / "v2")]
+    assert main(argv) == 0
+    card = json.loads((tmp_path / "v2" / "hair_classes.card.json").read_text())
+    assert card["thresholds"] == {"thin_probability": 0.6, "thin_share_scale": 0.8}
+    assert card["provenance"]["training"]["model_config"]["mirror"] is False
+    assert card["evaluation"]["threshold_choice"]["recovered_from"] == str(graph)
+    v2 = ort.InferenceSession(str(tmp_path / "v2" / "hair_classes.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(v2.run(None, {"hair_patches": x})[0], unmirrored, atol=1e-4)
+    assert sum(n.op_type == "Conv" for n in onnx.load(str(tmp_path / "v2" / "hair_classes.onnx")).graph.node) == 4
+    bare = onnx.load(str(graph))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ValueError, match="not an exported hair_classes graph"):
+        graph_checkpoint(tmp_path / "bare.onnx")
+
+
 def test_pair_training_refits_and_the_device_reads_its_field(tmp_path: Path) -> None:
     """The two-field pair (three classes) trains on its own patch side, refits on training +
     tuning subjects with the threshold chosen before, and the device cuts the side its graph

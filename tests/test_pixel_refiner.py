@@ -197,3 +197,48 @@ def test_real_dandruff_polygons_teach_where_no_hair_is(released: dict[str, Path]
     assert history[-1]["negative"] >= 0 and history[-1]["step"] == 2
     with pytest.raises(FileNotFoundError, match="scalp-microscope split folder"):
         load_negatives(str(tmp_path / "nothing"), default_student("", 1))
+
+
+def test_int8_calibration_feeds_the_device_inputs_and_gates_on_the_fused_dice(
+    released: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`calibrate int8` of a pixel refiner card: its inputs are made by the bundle's student and
+    prompt refiner as a diagnosis makes them, and its gate scores the fused mask against the
+    held-out truth; the variant it adds is what the device then loads."""
+    import shutil
+
+    import cv2
+
+    from calibration.pixel_refiner import FusedDiceGate, held_out_masks, pixel_refiner_feeds
+
+    monkeypatch.setenv("SCALPEDGE_TRUSTED_KEYS", str(released["trusted"]))
+    staged = tmp_path / "release"
+    shutil.copytree(released["release"], staged)
+    card_path = staged / f"{PIXEL_REFINER_MODEL}.card.json"
+    fp32 = staged / f"{PIXEL_REFINER_MODEL}.onnx"
+    bundle = Bundle.open(released["bundle"])
+    files, truths = held_out_masks(released["val"])
+    feeds, kept = pixel_refiner_feeds(files, fp32, bundle, threads=1)
+    assert kept == files and set(feeds[0]) == {PIX_IN_IMAGE, PIX_IN_COARSE, PIX_IN_PROMPT}
+    # the feeds are the diagnosis's own: the refiner's fused mask from them is the device's
+    pipeline = ScanPipeline(bundle, threads=1, parallel=False)
+    frame = read_frame(files[0])
+    device_mask = pipeline.diagnose(pipeline.live(frame)).analysis.seg.mask()
+    refiner = PixelRefiner.from_folder(staged, threads=1)
+    logits = refiner.backend.run(feeds[0])["refined_logits"][0, 0]
+    assert np.array_equal(1 / (1 + np.exp(-logits.astype(np.float64))) >= refiner.threshold, device_mask)
+    reference = FusedDiceGate(feeds, truths, refiner.threshold, 0.005, threads=1).dice(fp32)
+    args = ["calibrate", "int8", "--card", str(card_path), "--frames", str(released["train"]), "--gate-data"]
+    args += [str(released["val"]), "--bundle", str(released["bundle"]), "--runs", "2", "--threads", "1"]
+    assert main([*args, "--max-drop", "1.0"]) == 0
+    card = json.loads(card_path.read_text())
+    int8 = [v for v in card["variants"] if v["precision"] == "int8"]
+    assert len(int8) == 1 and int8[0]["gate"]["metric"] == "fused_dice"
+    assert int8[0]["gate"]["reference"] == pytest.approx(reference)
+    assert int8[0]["quantization"]["calibration_inputs"] == 3 and (staged / int8[0]["file"]).exists()
+    assert main(args[: args.index("--gate-data")] + ["--bundle", str(released["bundle"])]) != 0
+    assert "needs held-out frames with masks (--gate-data)" in capsys.readouterr().err
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.zeros((480, 640, 3), np.uint8))
+    with pytest.raises(ValueError, match="rejected all 1 frames"):
+        pixel_refiner_feeds([blank], fp32, bundle, threads=1)

@@ -49,16 +49,21 @@ def hair_diameters(
     if not len(pts):
         return out
     _, sk, diam = skeleton if skeleton is not None else skeleton_diameters(mask)
-    ys, xs = np.nonzero(sk)
-    if not len(xs):
-        return out
-    for i, (x, y) in enumerate(pts):
-        near = (np.abs(xs - x) <= radius_px) & (np.abs(ys - y) <= radius_px)
-        if not near.any():
-            continue
-        inside = (xs[near] - x) ** 2 + (ys[near] - y) ** 2 <= radius_px**2
-        values = diam[ys[near][inside], xs[near][inside]].astype(np.float64)
-        values = values[values < max(mask.shape)]  # a mask without background has no diameter
-        if len(values):
-            out[i] = max(float(np.median(values)) - THICKNESS_OFFSET_PX, 0.0)
+    h, w = sk.shape
+    # Every pixel within radius_px of a point lies in the square of side 2 ceil(r) + 2 px from
+    # floor(point) - ceil(r): its (N, side^2) candidates, kept where they are skeleton, inside
+    # the frame and within the radius; the rest are NaN, so a NaN-median takes each point's own.
+    reach = int(np.ceil(radius_px))
+    steps = np.arange(-reach, reach + 2)
+    cx = (np.floor(pts[:, :1]).astype(np.intp) + steps)[:, None, :]  # N x 1 x side
+    cy = (np.floor(pts[:, 1:]).astype(np.intp) + steps)[:, :, None]  # N x side x 1
+    inside = (cx - pts[:, 0, None, None]) ** 2 + (cy - pts[:, 1, None, None]) ** 2 <= radius_px**2
+    inside &= (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    xi, yi = np.clip(cx, 0, w - 1), np.clip(cy, 0, h - 1)
+    values = diam[yi, xi].astype(np.float64)
+    keep = inside & sk[yi, xi] & (values < max(mask.shape))  # a mask without background has no diameter
+    found = keep.any(axis=(1, 2))
+    if found.any():
+        values = np.where(keep, values, np.nan).reshape(len(pts), -1)[found]
+        out[found] = np.maximum(np.nanmedian(values, axis=1) - THICKNESS_OFFSET_PX, 0.0)
     return out

@@ -88,15 +88,23 @@ class PixelRefiner:
                 raise ValueError(f"{name} map {m.shape} does not match the frame {frame_bgr.shape[:2]}")
         t = time.perf_counter()
         h, w = coarse_prob.shape
-        feeds = {PIX_IN_IMAGE: to_network_input(frame_bgr, self.height, self.width)}
-        for name, m in ((PIX_IN_COARSE, coarse_prob), (PIX_IN_PROMPT, prompt_prob)):
-            if m is not None:
-                feeds[name] = self._at_graph_size(m)[None, None]
+        feeds = self.feeds(frame_bgr, coarse_prob, prompt_prob)
         prob = calibrated_prob(self.backend.run(feeds, [PIX_OUT])[PIX_OUT][0, 0], self.logit_shift)
         if (h, w) != (self.height, self.width):
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         self.last_ms = (time.perf_counter() - t) * 1000
         return prob
+
+    def feeds(
+        self, frame_bgr: np.ndarray, coarse_prob: np.ndarray, prompt_prob: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The graph's input dict for ``refine``'s arguments (unchecked): the normalised frame
+        and the maps at the graph's size, each 1xCxHxW float32 (also INT8 calibration's input)."""
+        feeds = {PIX_IN_IMAGE: to_network_input(frame_bgr, self.height, self.width)}
+        for name, m in ((PIX_IN_COARSE, coarse_prob), (PIX_IN_PROMPT, prompt_prob)):
+            if m is not None:
+                feeds[name] = self._at_graph_size(m)[None, None]
+        return feeds
 
     def _at_graph_size(self, m: np.ndarray) -> np.ndarray:
         p = np.asarray(m, np.float32)

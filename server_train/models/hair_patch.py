@@ -9,9 +9,12 @@ and gives the logit of P(`undersize`); with 1, that logit directly.
 
 ``HairFieldPair``: two of them in one graph, reading one HAIR_FIELD_PX square (at
 MODEL_UM_PER_PX) around the hair: ``near`` sees its central HAIR_PATCH_PX (the shaft), ``wide``
-sees the whole field at half resolution (the shaft's neighbours and where it runs). Each also
-reads the mirrored patch; the output is the logit of the mean of the four probabilities. On
-tuning subjects this pair beat either member alone (docs/results/counts.md).
+sees the whole field at half resolution (the shaft's neighbours and where it runs). With
+``mirror`` (the default, and every checkpoint whose config does not say otherwise) each also
+reads the mirrored view, and the output is the logit of the mean of the four probabilities;
+without it, of the two. On tuning subjects this pair beat either member alone; on held-out
+subjects the mirrored passes, half the cost, did not help (docs/results/counts.md), so graphs
+exported since 2026-12-06 leave them out.
 """
 
 from __future__ import annotations
@@ -77,16 +80,18 @@ def wide_view(field: torch.Tensor) -> torch.Tensor:
 
 class HairFieldPair(nn.Module):
     """Nx3xFxF normalised RGB (F = HAIR_FIELD_PX) -> Nx1 logit of the mean P(miniaturised) of
-    ``near`` on ``near_view`` and ``wide`` on ``wide_view``, each also on the mirrored view."""
+    ``near`` on ``near_view`` and ``wide`` on ``wide_view`` (with ``mirror``, each also on the
+    mirrored view). ``mirror`` changes only inference: training reads each member's own view."""
 
     input_px = HAIR_FIELD_PX
 
-    def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS, classes: int = 1) -> None:
+    def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS, classes: int = 1, mirror: bool = True) -> None:
         super().__init__()
         self.near = HairPatchNet(widths, classes)
         self.wide = HairPatchNet(widths, classes)
         self.widths = tuple(widths)
         self.classes = classes
+        self.mirror = mirror
         # Mirroring as a gather of reversed columns (torch.flip exports a Slice whose INT64_MIN
         # end TensorRT refuses).
         self.register_buffer("near_cols", torch.arange(HAIR_PATCH_PX - 1, -1, -1), persistent=False)
@@ -94,24 +99,27 @@ class HairFieldPair(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         near, wide = near_view(x), wide_view(x)
-        p = (
-            torch.sigmoid(self.near(near))
-            + torch.sigmoid(self.near(near.index_select(3, self.near_cols)))
-            + torch.sigmoid(self.wide(wide))
-            + torch.sigmoid(self.wide(wide.index_select(3, self.wide_cols)))
-        ) * 0.25
+        if self.mirror:
+            p = (
+                torch.sigmoid(self.near(near))
+                + torch.sigmoid(self.near(near.index_select(3, self.near_cols)))
+                + torch.sigmoid(self.wide(wide))
+                + torch.sigmoid(self.wide(wide.index_select(3, self.wide_cols)))
+            ) * 0.25
+        else:
+            p = (torch.sigmoid(self.near(near)) + torch.sigmoid(self.wide(wide))) * 0.5
         p = p.clamp(PAIR_CLAMP, 1.0 - PAIR_CLAMP)
         return torch.log(p) - torch.log1p(-p)
 
 
 def hair_patch_net(config: dict[str, Any]) -> HairPatchNet | HairFieldPair:
     """Rebuild from a checkpoint's model config (``{"widths": [...], "kind": "patch" | "pair",
-    "classes": 1 | 3}``; checkpoints without ``kind`` hold a single patch network, without
-    ``classes`` one logit)."""
+    "classes": 1 | 3, "mirror": bool}``; checkpoints without ``kind`` hold a single patch network,
+    without ``classes`` one logit, without ``mirror`` a pair that reads mirrored views)."""
     widths = tuple(config.get("widths", DEFAULT_WIDTHS))
     kind, classes = config.get("kind", "patch"), int(config.get("classes", 1))
     if kind == "pair":
-        return HairFieldPair(widths, classes)
+        return HairFieldPair(widths, classes, mirror=bool(config.get("mirror", True)))
     if kind != "patch":
         raise ValueError(f"unknown hair class network kind {kind!r} (patch or pair)")
     return HairPatchNet(widths, classes)

@@ -34,7 +34,9 @@ checkpoint is ``refit/final.pt``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -355,6 +357,65 @@ def train_hair_classes(cfg: HairClassConfig, progress: bool = True) -> Path:
 
 
 def load_hair_classes(path: str | Path) -> tuple[HairPatchNet | HairFieldPair, dict[str, Any]]:
-    """(network in eval mode, checkpoint) of a ``final.pt``."""
+    """(network in eval mode, checkpoint) of a ``final.pt``, or of a ``hair_classes.onnx``
+    exported from one (``graph_checkpoint``: for a release whose checkpoint is gone)."""
+    if Path(path).suffix == ".onnx":
+        return graph_checkpoint(path)
     model, ckpt = loop.load_checkpoint(path, hair_patch_net)
     return model, ckpt  # type: ignore[return-value]
+
+
+def graph_checkpoint(path: str | Path) -> tuple[HairPatchNet | HairFieldPair, dict[str, Any]]:
+    """(network in eval mode, checkpoint-like dict) recovered from an exported ``hair_classes``
+    graph: the configs, step and threshold from its metadata; each conv's weights from the graph,
+    where the export folded its batch norm in (so each BN becomes the identity plus the folded
+    bias: running mean 0, variance 1 - eps, scale 1). The graph's conv and head nodes are found by
+    the names torch's exporter gives them (``/near/features/features.4/Conv``, ``/head/Gemm``).
+    Raises ValueError for a graph that is not one of ours."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path))
+    meta = {p.key: p.value for p in graph.metadata_props}
+    missing = {"model_config", "train_config", "thin_probability"} - set(meta)
+    if missing:
+        raise ValueError(f"{path}: not an exported hair_classes graph (metadata lacks {sorted(missing)})")
+    config = json.loads(meta["model_config"])
+    model = hair_patch_net(config)
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    filled: set[str] = set()
+    for node in graph.graph.node:
+        # "_1" scopes are a module's second call (the mirrored view): the same weights.
+        found = re.fullmatch(r"/(?:(near|wide)/)?(?:features/features\.(\d+)/Conv|head/Gemm)", node.name)
+        if found is None:
+            continue
+        member = f"{found[1]}." if found[1] else ""
+        w, b = (torch.from_numpy(weights[i].copy()) for i in node.input[1:3])
+        if found[2] is None:
+            state[f"{member}head.weight"], state[f"{member}head.bias"] = w, b
+            filled |= {f"{member}head.weight", f"{member}head.bias"}
+            continue
+        prefix, bn = f"{member}features.{found[2]}", f"{member}features.{int(found[2]) + 1}"
+        eps = next(m.eps for n, m in model.named_modules() if n == bn)  # type: ignore[union-attr]
+        state[f"{prefix}.weight"] = w
+        state[f"{bn}.weight"], state[f"{bn}.bias"] = torch.ones_like(b), b
+        state[f"{bn}.running_mean"], state[f"{bn}.running_var"] = torch.zeros_like(b), torch.full_like(b, 1 - eps)
+        filled |= {f"{prefix}.weight", f"{bn}.weight", f"{bn}.bias", f"{bn}.running_mean", f"{bn}.running_var"}
+    unfilled = {k for k in state if not k.endswith("num_batches_tracked")} - filled
+    if unfilled:
+        raise ValueError(f"{path}: the graph has no weights for {sorted(unfilled)[:4]}")
+    model.load_state_dict(state)
+    threshold = {
+        "thin_probability": float(meta["thin_probability"]),
+        "thin_share_scale": float(meta.get("thin_share_scale", 1.0)),
+        "recovered_from": str(path),
+        "recovered_from_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+    }
+    ckpt = {
+        "model_config": config,
+        "train_config": json.loads(meta["train_config"]),
+        "step": int(meta.get("step", 0)),
+        "threshold": threshold,
+    }
+    return model.eval(), ckpt  # type: ignore[return-value]
