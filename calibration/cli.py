@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,37 +87,37 @@ def _run_int8(args: argparse.Namespace) -> int:
     recipes = recipes_for(rules, fp32_path, method=args.method, per_channel=False if args.per_tensor else None)
     files = frame_files(args.frames, limit=args.limit)
     kind = model_kind(fp32_path)
+    make_reader: Callable[[], Any]
     if kind == "pixel_refiner":
-        return _calibrate_pixel_refiner(args, card, fp32_path, rules, recipes, files)
-    segmenter = kind == "segmenter"
-    gate_frames = None if segmenter or not args.gate_data else frame_files([args.gate_data], limit=args.gate_limit)
-    judge = judge_for(
-        kind,
-        rules,
-        model_reader(gate_frames or files, fp32_path),
-        gate_data=args.gate_data if segmenter else None,
-        gate_limit=args.gate_limit,
-        threads=args.threads,
-    )
+        make_reader, judge = _pixel_refiner_inputs(args, card, fp32_path, rules.max_drop, files)
+    else:
+        segmenter = kind == "segmenter"
+        gate_frames = None if segmenter or not args.gate_data else frame_files([args.gate_data], limit=args.gate_limit)
+        judge = judge_for(
+            kind,
+            rules,
+            model_reader(gate_frames or files, fp32_path),
+            gate_data=args.gate_data if segmenter else None,
+            gate_limit=args.gate_limit,
+            threads=args.threads,
+        )
+
+        def make_reader() -> Any:
+            return model_reader(files, fp32_path)
+
     calibrate_card(
-        args.card,
-        lambda: model_reader(files, fp32_path),
-        judge,
-        recipes,
-        runs=args.runs,
-        threads=args.threads,
-        min_speedup=args.min_speedup,
+        args.card, make_reader, judge, recipes, runs=args.runs, threads=args.threads, min_speedup=args.min_speedup
     )
     print(f"updated {args.card}")
     return 0
 
 
-def _calibrate_pixel_refiner(
-    args: argparse.Namespace, card: dict, fp32_path: Path, rules: Any, recipes: list, files: list[Path]
-) -> int:
-    """``calibrate int8`` of a pixel refiner card: inputs made by the bundle's student and prompt
-    refiner (``calibration.pixel_refiner``), gated on the fused mask's held-out Dice."""
-    from calibration.card import calibrate_card
+def _pixel_refiner_inputs(
+    args: argparse.Namespace, card: dict[str, Any], fp32_path: Path, max_drop: float, files: list[Path]
+) -> tuple[Callable[[], Any], Any]:
+    """(calibration reader factory, gate) of a pixel refiner card: its inputs made by the
+    bundle's student and prompt refiner (``calibration.pixel_refiner``), gated on the fused
+    mask's held-out Dice."""
     from calibration.pixel_refiner import FusedDiceGate, held_out_masks, pixel_refiner_feeds
     from calibration.readers import ArrayReader
     from device.assets import default_bundle_path
@@ -132,18 +133,8 @@ def _calibrate_pixel_refiner(
     gate_feeds, gate_kept = pixel_refiner_feeds(gate_files, fp32_path, bundle, args.threads)
     kept_truths = [t for f, t in zip(gate_files, truths, strict=True) if f in set(gate_kept)]
     print(f"gate: {len(gate_feeds)} held-out frames ({len(gate_files) - len(gate_kept)} rejected by the quality gate)")
-    judge = FusedDiceGate(gate_feeds, kept_truths, PixelRefiner.card_threshold(card), rules.max_drop, args.threads)
-    calibrate_card(
-        args.card,
-        lambda: ArrayReader(feeds),
-        judge,
-        recipes,
-        runs=args.runs,
-        threads=args.threads,
-        min_speedup=args.min_speedup,
-    )
-    print(f"updated {args.card}")
-    return 0
+    judge = FusedDiceGate(gate_feeds, kept_truths, PixelRefiner.card_threshold(card), max_drop, args.threads)
+    return lambda: ArrayReader(feeds), judge
 
 
 def _run_optics(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration.gate import GateResult, _backend, gate
+from calibration.gate import GateResult, gate, qdq_reference_backend
 from calibration.quantize import QuantRecipe
 from device.app.pipeline import ScanPipeline
 from device.capture.imageio import read_frame
@@ -101,7 +101,7 @@ class FusedDiceGate:
 
     def dice(self, model: str | Path, emulate: bool = False) -> float:
         """Dice (``scoring.seg_metrics.summarise``) of ``model``'s fused masks on the gate's frames."""
-        backend = _backend(model, self.threads, emulate)
+        backend = qdq_reference_backend(model, self.threads) if emulate else OrtBackend(model, threads=self.threads)
         confs = []
         for feed, truth in zip(self.feeds, self.truths, strict=True):
             prob = calibrated_prob(backend.run(feed, [PIX_OUT])[PIX_OUT][0, 0], self.shift)
