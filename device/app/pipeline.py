@@ -394,30 +394,43 @@ class ScanPipeline:
         return Diagnosis(analysis, conditions, alopecia, timings, live.quality, stage)
 
     def _locate_beside(self, frame: np.ndarray, seg: SegOutput, um_per_px: float) -> Callable[[], LocatedHairs]:
-        """``locate_hairs`` of ``seg`` (a density output: it reads no mask) with the per-hair class
-        model's batches in two halves queued on the worker (the longest frame-only work: split,
-        this thread can take back the half the worker has not started). Returns a callable that
-        gives the LocatedHairs (the same every call); ``ms``: this thread's part plus the halves'
-        own run times."""
-        t = time.perf_counter()
-        centres, points = hair_points(seg, um_per_px)
-        halves: list[WorkerTask] = []
+        """``locate_hairs`` of ``seg`` (a density output: it reads no mask) queued on the worker:
+        the hairs' points and patches first, then the per-hair class model's batches in two
+        halves (the longest frame-only work: split, this thread can take back the half the
+        worker has not started; a half taken back waits for the points if the worker is still
+        finding them). Returns a callable that gives the LocatedHairs (the same every call);
+        ``ms``: the three pieces' own run times."""
         classes = self.hair_classes
-        if classes is not None and points is not None and len(points):
-            patches = hair_patches(frame, points, um_per_px, size=classes.patch_px)
-            batches = -(-len(patches) // classes.batch)
-            cut = min(len(patches), -(-batches // 2) * classes.batch)  # whole batches; the first half the larger
-            halves = [self._beside(timed, classes.patch_probabilities, part) for part in (patches[:cut], patches[cut:])]
-        own_ms = (time.perf_counter() - t) * 1000
+
+        def points_and_patches() -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int, float]:
+            t = time.perf_counter()
+            centres, points = hair_points(seg, um_per_px)
+            patches, cut = None, 0
+            if classes is not None and points is not None and len(points):
+                patches = hair_patches(frame, points, um_per_px, size=classes.patch_px)
+                batches = -(-len(patches) // classes.batch)
+                cut = min(len(patches), -(-batches // 2) * classes.batch)  # whole batches; the first half the larger
+            return centres, points, patches, cut, (time.perf_counter() - t) * 1000
+
+        found = self._beside(points_and_patches)
+
+        def half(second: bool) -> tuple[np.ndarray, float]:
+            _, _, patches, cut, _ = found.result()
+            if classes is None or patches is None:
+                return np.zeros(0), 0.0
+            return timed(classes.patch_probabilities, patches[cut:] if second else patches[:cut])
+
+        halves = [self._beside(half, second) for second in (False, True)] if classes is not None else []
         made: list[LocatedHairs] = []
 
         def located() -> LocatedHairs:
             if not made:
-                parts = [h.result() for h in halves]
+                centres, points, patches, _, ms = found.result()
                 probabilities = None
                 if classes is not None and points is not None:
-                    probabilities = np.concatenate([p for p, _ in parts]) if parts else np.zeros(0)
-                ms = own_ms + sum(ms for _, ms in parts)
+                    parts = [h.result() for h in halves]
+                    probabilities = np.concatenate([p for p, _ in parts])
+                    ms += sum(part_ms for _, part_ms in parts)
                 made.append(LocatedHairs.of(centres, points, probabilities, classes, ms))
             return made[0]
 
