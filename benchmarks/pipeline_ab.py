@@ -52,7 +52,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    versions = {"A": _old_methods(args.old), "B": {k: vars(current.ScanPipeline)[k] for k in _old_methods(args.old)}}
+    old = _old_methods(args.old)
+    versions = {"A": old, "B": {k: vars(current.ScanPipeline)[k] for k in old if k in vars(current.ScanPipeline)}}
     pipe = current.ScanPipeline(Bundle.open(default_bundle_path()), threads=args.threads)
     frames = [read_frame(f) for f in sample_frames()]
     times: dict[str, list[float]] = {"A": [], "B": []}

@@ -131,7 +131,8 @@ def _pixel_refiner_inputs(
     print(f"calibration: {len(feeds)} frames ({len(files) - len(kept)} rejected by the quality gate)")
     gate_files, truths = held_out_masks(args.gate_data, args.gate_limit)
     gate_feeds, gate_kept = pixel_refiner_feeds(gate_files, fp32_path, bundle, args.threads)
-    kept_truths = [t for f, t in zip(gate_files, truths, strict=True) if f in set(gate_kept)]
+    kept = set(gate_kept)
+    kept_truths = [t for f, t in zip(gate_files, truths, strict=True) if f in kept]
     print(f"gate: {len(gate_feeds)} held-out frames ({len(gate_files) - len(gate_kept)} rejected by the quality gate)")
     judge = FusedDiceGate(gate_feeds, kept_truths, PixelRefiner.card_threshold(card), max_drop, args.threads)
     return lambda: ArrayReader(feeds), judge

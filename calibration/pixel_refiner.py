@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration.gate import GateResult, gate, qdq_reference_backend
+from calibration.gate import GateResult, gate, mask_pairs, qdq_reference_backend
 from calibration.quantize import QuantRecipe
 from device.app.pipeline import ScanPipeline
 from device.capture.imageio import read_frame
@@ -65,19 +65,10 @@ def pixel_refiner_feeds(
 
 
 def held_out_masks(data: str | Path, limit: int | None = None) -> tuple[list[Path], list[np.ndarray]]:
-    """(image files, HxW bool truth masks) of a held-out folder with ``images/`` and ``masks/``
-    (PNG masks with the image's stem, hair > 0), the first ``limit`` images."""
-    from device.capture.imageio import list_images
-
-    data = Path(data)
-    files = list_images([str(data / "images")])[:limit] if limit else list_images([str(data / "images")])
-    masks = []
-    for path in files:
-        truth = cv2.imread(str(data / "masks" / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE)
-        if truth is None:
-            raise FileNotFoundError(f"no mask for {path.name} in {data / 'masks'}")
-        masks.append(truth > 0)
-    return files, masks
+    """(image files, HxW bool truth masks) of the first ``limit`` pairs of a held-out folder
+    (``calibration.gate.mask_pairs``: ``images/`` and ``masks/`` PNGs of the same stem, hair > 0)."""
+    pairs = mask_pairs(data)[:limit] if limit else mask_pairs(data)
+    return [image for image, _ in pairs], [cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0 for _, mask in pairs]
 
 
 class FusedDiceGate:

@@ -41,9 +41,7 @@ import numpy as np
 
 from device.app.analysis import (
     FrameAnalysis,
-    LocatedHairs,
     analyse_segmentation,
-    hair_points,
     head_count,
     mask_independent,
     rejected_analysis,
@@ -52,7 +50,7 @@ from device.app.analysis import (
     segment_at_scale,
 )
 from device.app.model_loading import open_model, open_optional
-from device.app.worker_tasks import WorkerTask, timed
+from device.app.worker_tasks import WorkerTask, locate_beside
 from device.contracts.constants import (
     DEFAULT_UM_PER_PX,
     FRAME_WIDTH,
@@ -63,7 +61,7 @@ from device.contracts.constants import (
     REFINER_DECODER_MODEL,
     REFINER_ENCODER_MODEL,
 )
-from device.contracts.preprocess import hair_patches, prepare_frame
+from device.contracts.preprocess import prepare_frame
 from device.measure.hair_metrics import HeadCount
 from device.measure.optics import OpticsProfile
 from device.measure.quality import QualityReport, assess
@@ -341,7 +339,7 @@ class ScanPipeline:
             # back and runs (WorkerTask), so the two share the work whatever each piece costs.
             encoded = self._beside(self.refiner.encode, frame) if self.refiner is not None else None
             early = mask_independent(coarse)
-            located = self._locate_beside(frame, coarse, um_per_px) if early else None
+            located = locate_beside(self._beside, frame, coarse, um_per_px, self.hair_classes) if early else None
             classified = self._beside(self._classify, frame) if self.severity is not None else None
             seg, prompt_map = coarse, None
             if self.refiner is not None and encoded is not None:
@@ -392,49 +390,6 @@ class ScanPipeline:
         live_ms = sum(live.timings_ms.get(k, 0.0) for k in ("quality_ms", "segment_ms"))
         timings["total_ms"] = live_ms + (time.perf_counter() - t0) * 1000
         return Diagnosis(analysis, conditions, alopecia, timings, live.quality, stage)
-
-    def _locate_beside(self, frame: np.ndarray, seg: SegOutput, um_per_px: float) -> Callable[[], LocatedHairs]:
-        """``locate_hairs`` of ``seg`` (a density output: it reads no mask) queued on the worker:
-        the hairs' points and patches first, then the per-hair class model's batches in two
-        halves (the longest frame-only work: split, this thread can take back the half the
-        worker has not started; a half taken back waits for the points if the worker is still
-        finding them). Returns a callable that gives the LocatedHairs (the same every call);
-        ``ms``: the three pieces' own run times."""
-        classes = self.hair_classes
-
-        def points_and_patches() -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int, float]:
-            t = time.perf_counter()
-            centres, points = hair_points(seg, um_per_px)
-            patches, cut = None, 0
-            if classes is not None and points is not None and len(points):
-                patches = hair_patches(frame, points, um_per_px, size=classes.patch_px)
-                batches = -(-len(patches) // classes.batch)
-                cut = min(len(patches), -(-batches // 2) * classes.batch)  # whole batches; the first half the larger
-            return centres, points, patches, cut, (time.perf_counter() - t) * 1000
-
-        found = self._beside(points_and_patches)
-
-        def half(second: bool) -> tuple[np.ndarray, float]:
-            _, _, patches, cut, _ = found.result()
-            if classes is None or patches is None:
-                return np.zeros(0), 0.0
-            return timed(classes.patch_probabilities, patches[cut:] if second else patches[:cut])
-
-        halves = [self._beside(half, second) for second in (False, True)] if classes is not None else []
-        made: list[LocatedHairs] = []
-
-        def located() -> LocatedHairs:
-            if not made:
-                centres, points, patches, _, ms = found.result()
-                probabilities = None
-                if classes is not None and points is not None:
-                    parts = [h.result() for h in halves]
-                    probabilities = np.concatenate([p for p, _ in parts])
-                    ms += sum(part_ms for _, part_ms in parts)
-                made.append(LocatedHairs.of(centres, points, probabilities, classes, ms))
-            return made[0]
-
-        return located
 
     def _classify(self, frame: np.ndarray) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
         """The severity classifier's conditions of ``frame`` (by name: level, probabilities,
