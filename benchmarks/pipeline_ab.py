@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.diagnoses < 4 * args.block:
+        ap.error(f"--diagnoses must be at least 4 x --block ({4 * args.block}): each version's first block is warm-up")
     old = _old_methods(args.old)
     versions = {"A": old, "B": {k: vars(current.ScanPipeline)[k] for k in old if k in vars(current.ScanPipeline)}}
     pipe = current.ScanPipeline(Bundle.open(default_bundle_path()), threads=args.threads)
