@@ -63,7 +63,8 @@ def model_reader(files: Sequence[str | Path], model: str | Path, preprocess: str
     if SEG_INPUT in shapes:
         return FrameReader(files, SEG_INPUT, shapes[SEG_INPUT][2], shapes[SEG_INPUT][3])
     if CLS_INPUT in shapes:
-        return FrameReader(files, CLS_INPUT, 0, 0, lambda im, _h, _w: prepare_condition_input(im))
+        h, w = shapes[CLS_INPUT][2], shapes[CLS_INPUT][3]
+        return FrameReader(files, CLS_INPUT, h, w, lambda im, h, w: prepare_condition_input(im, (w, h)))
     if HAIR_PHOTO_INPUT in shapes:
         side = shapes[HAIR_PHOTO_INPUT][3]
         return FrameReader(files, HAIR_PHOTO_INPUT, side, side, lambda im, _h, w: photo_input(im, w))

@@ -60,11 +60,15 @@ def _export(
         opset_version=OPSET,
         dynamo=False,
     )
-    write_metadata(path, metadata or {})
-    fold_constants(path)  # static shape arithmetic (TF "same" padding) -> constants TensorRT accepts
-    onnx.checker.check_model(str(path), full_check=True)
-    check_parity(wrapper, path, shape, input_name, atol)
-    assert_tensorrt_compatible(path, label=str(path))
+    try:
+        write_metadata(path, metadata or {})
+        fold_constants(path)  # static shape arithmetic (TF "same" padding) -> constants TensorRT accepts
+        onnx.checker.check_model(str(path), full_check=True)
+        check_parity(wrapper, path, shape, input_name, atol)
+        assert_tensorrt_compatible(path, label=str(path))
+    except BaseException:
+        path.unlink(missing_ok=True)  # no graph that failed its checks is left where a bundle would take it
+        raise
     return path
 
 
@@ -95,12 +99,18 @@ class _ConditionWrapper(nn.Module):
 
 
 def export_condition_classifier(
-    model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None, atol: float = 1e-3
+    model: nn.Module,
+    path: str | Path,
+    metadata: dict[str, Any] | None = None,
+    atol: float = 1e-3,
+    size: tuple[int, int] = (CLS_WIDTH, CLS_HEIGHT),
 ) -> Path:
-    """Condition classifier -> ONNX: input ``CLS_INPUT`` 1x3xCLS_HEIGHTxCLS_WIDTH, outputs
-    ``CLS_OUT_LEVELS`` (1x3x4 logits), ``CLS_OUT_PRESENCE`` (1x3 logits), ``CLS_OUT_AREA`` (1x3)."""
+    """Condition classifier -> ONNX: input ``CLS_INPUT`` 1x3xHxW ((W, H) = ``size``, default
+    CLS_WIDTH x CLS_HEIGHT), outputs ``CLS_OUT_LEVELS`` (1x3x4 logits), ``CLS_OUT_PRESENCE`` (1x3
+    logits), ``CLS_OUT_AREA`` (1x3)."""
     outs = [CLS_OUT_LEVELS, CLS_OUT_PRESENCE, CLS_OUT_AREA]
-    return _export(_ConditionWrapper(model), (1, 3, CLS_HEIGHT, CLS_WIDTH), path, CLS_INPUT, outs, metadata, atol)
+    shape = (1, 3, size[1], size[0])
+    return _export(_ConditionWrapper(model), shape, path, CLS_INPUT, outs, metadata, atol)
 
 
 def export_disease_classifier(

@@ -2,6 +2,8 @@
 
     scalpedge train classifier --synth DIR [--real DIR] --out RUN [--no-inverse-freq] [--steps N] [--fold k/K]
         (real frames split by original: RUN/heldout.json holds the held-out presence thresholds)
+    scalpedge train grader --real DIR [DIR ...] --synth DIR --out RUN [--size 512x384] [--folds K]
+        (the frozen-trunk grader: presence heads per fold of the real originals, out-of-fold thresholds)
     scalpedge train alopecia --data DIR --out RUN [--segmenter X.onnx]
     scalpedge eval conditions --data DIR --out R.json [--model X.onnx] [--originals holdout]
     scalpedge eval synth-conditions --data DIR --out R.json [--model X.onnx] [--figures DIR]
@@ -96,6 +98,20 @@ def add_train(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
     p.set_defaults(func=_run_train_classifier)
+    g = tsub.add_parser(
+        "grader", help="condition grader on frozen ImageNet features at 2x resolution (real polygons, synthetic levels)"
+    )
+    g.add_argument("--real", required=True, nargs="+", help="real frame folders (images/, YOLO-seg labels/)")
+    g.add_argument("--synth", required=True, help="folder from `scalpedge synth --conditions` (levels)")
+    g.add_argument("--out", required=True, help="run folder: feature cache, final.pt, report.json")
+    g.add_argument("--size", default="512x384", help="W x H of the grader's input (4:3, multiples of 32)")
+    for name, typ in (("folds", int), ("steps", int), ("level-steps", int), ("seed", int), ("hidden", int)):
+        g.add_argument(f"--{name}", type=typ)
+    g.add_argument("--threshold-rule", choices=("prevalence", "f1"), help="out-of-fold threshold rule (prevalence)")
+    g.add_argument("--no-mirror", dest="mirror", action="store_const", const=False, help="score the frame only")
+    g.add_argument("--tiny", action="store_true", help="random narrow backbone (tests)")
+    g.add_argument("--threads", type=int, default=2)
+    g.set_defaults(func=_run_train_grader)
     a = tsub.add_parser("alopecia", help="alopecia grader (gradient boosting on hair features) -> ONNX")
     a.add_argument("--data", required=True, help="folder from `scalpedge synth --conditions` (hair-loss levels)")
     a.add_argument("--out", required=True, help="run folder: features cache, alopecia.onnx, report.json")
@@ -113,6 +129,23 @@ def _run_train_classifier(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     print(f"wrote {train_classifier(ClsTrainConfig(**given))}")
     return 0
+
+
+def _run_train_grader(args: argparse.Namespace) -> int:
+    import torch
+
+    from server_train.training.condition_grader_train import GraderConfig, train_grader
+
+    torch.set_num_threads(args.threads)
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--size must read WxH, e.g. 512x384, got {args.size!r}") from None
+    given = {k.replace("-", "_"): v for k, v in vars(args).items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(GraderConfig)}
+    cfg = GraderConfig(width=width, height=height, **{k: v for k, v in given.items() if k in fields and k != "tiny"})
+    cfg.tiny = bool(args.tiny)
+    return _summary(train_grader(args.real, args.synth, args.out, cfg))
 
 
 def _run_train_alopecia(args: argparse.Namespace) -> int:
@@ -234,6 +267,8 @@ def _run_export_classifier(args: argparse.Namespace) -> int:
     from server_train.models.classifier import ConditionEnsemble
     from server_train.training.classifier_train import load_classifier
 
+    if len(args.checkpoint) == 1 and _is_grader(args.checkpoint[0]):
+        return _export_grader(args)
     loaded = [load_classifier(c) for c in args.checkpoint]
     runs = [Path(c).parent for c in args.checkpoint]
     if len(loaded) == 1:
@@ -264,6 +299,37 @@ def _run_export_classifier(args: argparse.Namespace) -> int:
         meta["presence_thresholds"] = json.loads(held.read_text())["thresholds"]
         print(f"presence thresholds {meta['presence_thresholds']} from {held}")
     path = export_condition_classifier(model, args.out, metadata=meta)
+    print(f"wrote {path}")
+    if args.int8:
+        print(f"wrote {quantize_int8(path, args.int8, args.calib, n=args.calib_n)}")
+    return 0
+
+
+def _is_grader(checkpoint: str) -> bool:
+    import torch
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return bool(ck.get("model_config", {}).get("kind") == "condition_grader")
+
+
+def _export_grader(args: argparse.Namespace) -> int:
+    """``train grader``'s final.pt -> ONNX at the grader's own input size, its out-of-fold
+    thresholds in the graph's metadata (the card copies them)."""
+    from export.classifier_export import export_condition_classifier, quantize_int8
+    from server_train.training.condition_grader_train import load_grader
+
+    model, ck = load_grader(args.checkpoint[0])
+    cfg = ck["train_config"]
+    meta = {
+        "model_config": ck["model_config"],
+        "train_config": cfg,
+        "presence_thresholds": ck["presence_thresholds"],
+        "report": ck["report"],
+    }
+    if args.thresholds:
+        meta["presence_thresholds"] = json.loads(Path(args.thresholds).read_text())["thresholds"]
+    print(f"presence thresholds {meta['presence_thresholds']} ({cfg['threshold_rule']} rule, out of fold)")
+    path = export_condition_classifier(model, args.out, metadata=meta, size=(cfg["width"], cfg["height"]))
     print(f"wrote {path}")
     if args.int8:
         print(f"wrote {quantize_int8(path, args.int8, args.calib, n=args.calib_n)}")

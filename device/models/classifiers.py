@@ -89,11 +89,12 @@ def _normalise(rgb_u8: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(((x - _MEAN) / _STD)[None])
 
 
-def prepare_condition_input(frame_bgr: np.ndarray) -> np.ndarray:
+def prepare_condition_input(frame_bgr: np.ndarray, size: tuple[int, int] = (CLS_WIDTH, CLS_HEIGHT)) -> np.ndarray:
     """HxWx3 uint8 BGR frame of any size (grey, BGRA and 16-bit are converted) ->
-    1x3xCLS_HEIGHTxCLS_WIDTH float32 (area interpolation, aspect not preserved)."""
+    1x3xhxw float32, (w, h) = ``size`` (default CLS_WIDTH x CLS_HEIGHT; a graph's own size is
+    ``SeverityClassifier.size``), area interpolation, aspect not preserved."""
     frame = as_bgr(frame_bgr, "condition classifier input")
-    small = cv2.resize(frame, (CLS_WIDTH, CLS_HEIGHT), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     return _normalise(small[:, :, ::-1])
 
 
@@ -215,8 +216,9 @@ class ConditionResult:
 
 
 class SeverityClassifier:
-    """Condition severity graph: input ``CLS_INPUT`` 1x3xCLS_HEIGHTxCLS_WIDTH float32, outputs
-    ``CLS_OUT_LEVELS`` (1x3x4), ``CLS_OUT_PRESENCE`` (1x3), ``CLS_OUT_AREA`` (1x3).
+    """Condition severity graph: input ``CLS_INPUT`` 1x3xHxW float32 (H x W read from the graph,
+    4:3 and a multiple of 32: CLS_HEIGHT x CLS_WIDTH or a larger grader's, ``self.size`` = (W, H)),
+    outputs ``CLS_OUT_LEVELS`` (1x3x4), ``CLS_OUT_PRESENCE`` (1x3), ``CLS_OUT_AREA`` (1x3).
 
     ``card``: the model's card or bundle manifest entry; its ``thresholds`` decide presence.
     Without one, the graph's ``presence_thresholds`` metadata (JSON ``{condition: t}``) does,
@@ -226,10 +228,13 @@ class SeverityClassifier:
 
     def __init__(self, backend: Backend, card: dict[str, Any] | None = None) -> None:
         self.model = _Model(backend, CLS_INPUT, self.OUTPUTS, "severity classifier")
-        if self.model.input_shape != (1, 3, CLS_HEIGHT, CLS_WIDTH):
+        shape = self.model.input_shape
+        if len(shape) != 4 or shape[:2] != (1, 3) or shape[2] % 32 or shape[3] * 3 != shape[2] * 4:
             raise ValueError(
-                f"severity classifier: graph input {self.model.input_shape} != 1x3x{CLS_HEIGHT}x{CLS_WIDTH}"
+                f"severity classifier: graph input {shape} is not 1x3xHxW with W:H = 4:3, H a multiple of 32"
+                f" (e.g. 1x3x{CLS_HEIGHT}x{CLS_WIDTH})"
             )
+        self.size = (int(shape[3]), int(shape[2]))
         if card is None or not card.get("thresholds"):
             meta: dict[str, str] = getattr(backend, "metadata", {})
             graph = json.loads(meta.get("presence_thresholds", "{}"))
@@ -259,7 +264,7 @@ class SeverityClassifier:
 
     def predict(self, frame_bgr: np.ndarray) -> ConditionResult:
         """frame_bgr: HxWx3 uint8 BGR of any size."""
-        return self.predict_tensor(prepare_condition_input(frame_bgr))
+        return self.predict_tensor(prepare_condition_input(frame_bgr, self.size))
 
 
 class AlopeciaGrader:

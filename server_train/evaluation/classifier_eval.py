@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +34,7 @@ from device.models.classifiers import (
 )
 from server_train.evaluation.presence_thresholds import choose_thresholds, presence_auc, presence_scores
 from server_train.training.classifier_data import load_real, load_synthetic
-from server_train.training.condition_maps import holdout_mask
+from server_train.training.condition_maps import holdout_mask, original_name
 
 __all__ = ["evaluate_real_conditions", "evaluate_synthetic_conditions", "bench_latency", "draw_confusion", "REAL_NAMES"]
 
@@ -44,12 +46,23 @@ def _outputs(model: SeverityClassifier, paths: Sequence[Path]) -> tuple[np.ndarr
     """(level probabilities Nx3x4, presence probabilities Nx3) for image files."""
     levels, presence = [], []
     for p in paths:
-        out = model.raw(prepare_condition_input(read_frame(p)))
+        out = model.raw(prepare_condition_input(read_frame(p), model.size))
         z = out[CLS_OUT_LEVELS][0]
         e = np.exp(z - z.max(-1, keepdims=True))
         levels.append(e / e.sum(-1, keepdims=True))
         presence.append(1.0 / (1.0 + np.exp(-out[CLS_OUT_PRESENCE][0])))
     return np.stack(levels), np.stack(presence)
+
+
+def _seen_in_training(model: SeverityClassifier, paths: Sequence[Path]) -> int:
+    """How many of ``paths`` come from an original the model's presence heads trained on (the
+    graph's ``report`` metadata lists them: ``train grader``); 0 when it does not say."""
+    meta: dict[str, str] = getattr(model.model.backend, "metadata", {})
+    try:
+        trained = set(json.loads(meta.get("report", "{}")).get("real_originals", []))
+    except (ValueError, AttributeError):
+        return 0
+    return sum(original_name(p) in trained for p in paths)
 
 
 def _load(model: str | Path | None, threads: int) -> tuple[SeverityClassifier, str]:
@@ -89,11 +102,19 @@ def evaluate_real_conditions(
     scores["macro_f1_thresholds_tuned_here"] = presence_scores(prob, truth, choose_thresholds(prob, truth), REAL_NAMES)[
         "macro_f1"
     ]
+    seen = _seen_in_training(clf, labels.paths)
+    if seen:
+        print(
+            f"eval conditions: WARNING: the model trained on {seen} of these {len(labels.paths)} frames' originals;"
+            " their figure is not a held-out one (benchmarks/condition_grader_crossfit.py scores them held out)",
+            file=sys.stderr,
+        )
     return {
         "model": name,
         "data": str(data),
         "originals": originals if originals == "all" else f"{originals} (share {holdout_share}, salt {salt!r})",
         "frames": len(labels.paths),
+        "frames_seen_in_training": seen,
         **scores,
         "per_frame": [
             {"file": p.name, "truth": truth[j].tolist(), "p_present": [round(float(v), 4) for v in prob[j]]}

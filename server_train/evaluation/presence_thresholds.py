@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["best_threshold", "choose_thresholds", "pool_heldout", "presence_auc", "presence_scores"]
+__all__ = [
+    "best_threshold",
+    "prevalence_threshold",
+    "choose_thresholds",
+    "pool_heldout",
+    "presence_auc",
+    "presence_scores",
+]
 
 
 def _f1(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -38,6 +45,18 @@ def best_threshold(prob: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     best = np.flatnonzero(scores >= scores.max() - 1e-12)
     pick = int(best[len(best) // 2])
     return float(cands[pick]), float(scores[pick])
+
+
+def prevalence_threshold(prob: np.ndarray, truth: np.ndarray) -> float:
+    """N out-of-fold probabilities and N {0, 1} labels -> the threshold above which lies the
+    labels' share of positives (rank calibration). Unlike ``best_threshold`` it does not chase
+    the F1 optimum of the split it is chosen on, which at a weak out-of-fold AUC sits near
+    "always present" and does not transfer (``docs/results/classifiers.md``)."""
+    prob = np.asarray(prob, np.float64)
+    if not len(prob):
+        raise ValueError("prevalence_threshold needs at least one probability")
+    share = float(np.mean(np.asarray(truth).astype(bool)))
+    return float(np.quantile(prob, 1.0 - share))
 
 
 def choose_thresholds(prob: np.ndarray, truth: np.ndarray) -> list[float]:

@@ -30,7 +30,7 @@ from device.contracts.constants import (
     DISEASE_TILES,
     LEVEL_NAMES,
 )
-from server_train.models.efficientnet_lite import LITE0_BLOCKS, EfficientNetLite, load_lite0_imagenet
+from server_train.models.efficientnet_lite import LITE0_BLOCKS, EfficientNetLite, load_lite0_imagenet, stride16_split
 
 __all__ = [
     "ConditionClassifier",
@@ -74,16 +74,6 @@ class ConditionClassifier(nn.Module):
         return (*self.heads(self.backbone.forward_from(x, split)), None)
 
 
-def _stride16_index(backbone: EfficientNetLite) -> int:
-    """Index of the first block of the last stride-2 stage: blocks before it end at stride 16."""
-    firsts, i = [], 0
-    for _k, s, _e, _cin, _cout, n in backbone.config["blocks"]:
-        if s == 2:
-            firsts.append(i)
-        i += n
-    return int(firsts[-1])
-
-
 class DenseConditionClassifier(nn.Module):
     """Nx3xHxW normalised RGB -> (level logits Nx3x4, presence logits Nx3, area share Nx3); in
     training also (``from_split``) condition map logits Nx3x(H/16)x(W/16).
@@ -99,7 +89,7 @@ class DenseConditionClassifier(nn.Module):
         self.backbone = backbone
         self.dropout, self.width, self.topk = dropout, width, topk
         n, k, f = len(CONDITION_NAMES), len(LEVEL_NAMES), backbone.num_features
-        self.dense_index = _stride16_index(backbone)
+        self.dense_index = stride16_split(backbone)
         self.k = max(1, round(topk * (CLS_HEIGHT // 16) * (CLS_WIDTH // 16)))  # cells pooled (static input)
         blocks = backbone.config["blocks"]
         c16 = sum(([b[4]] * b[5] for b in blocks), [])[self.dense_index - 1]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["EfficientNetLite", "LITE0_BLOCKS", "lite0_weights_path", "load_lite0_imagenet"]
+__all__ = ["EfficientNetLite", "LITE0_BLOCKS", "lite0_weights_path", "load_lite0_imagenet", "stride16_split"]
 
 # (kernel, stride, expand ratio, in channels, out channels, repeats) of EfficientNet-Lite0
 LITE0_BLOCKS: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -105,6 +105,16 @@ class EfficientNetLite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(self.forward_until(x, 0), 0)
+
+
+def stride16_split(backbone: EfficientNetLite) -> int:
+    """Index of the first block of the last stride-2 stage: blocks before it end at stride 16."""
+    firsts, i = [], 0
+    for _k, s, _e, _cin, _cout, n in backbone.config["blocks"]:
+        if s == 2:
+            firsts.append(i)
+        i += n
+    return int(firsts[-1])
 
 
 def lite0_weights_path() -> Path:

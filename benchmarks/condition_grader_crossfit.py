@@ -1,0 +1,126 @@
+"""Score real frames with graders that never saw them, though trained like the shipped one.
+
+The shipped condition grader trains its presence heads on every labelled real frame
+(``scalp-microscope`` train and valid). To score ``valid`` without it grading frames it learnt,
+``valid``'s originals are cut into ``--parts`` parts (sha256 of the original's name); for each
+part the heads are trained, per fold, on all the other frames exactly as ``scalpedge train
+grader`` does (same features, folds, steps, threshold rule), and the mean of their
+probabilities scores the held part at their out-of-fold thresholds. Both threshold rules are
+reported. Uses the run's feature cache (``train grader`` first, with the same ``--real`` folders).
+
+    python benchmarks/condition_grader_crossfit.py --run runs/grader \\
+        --real ../shared/data/scalp-microscope/train ../shared/data/scalp-microscope/valid \\
+        --score ../shared/data/scalp-microscope/valid --synth data/cls/train --out R.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from server_train.evaluation.presence_thresholds import presence_auc, presence_scores
+from server_train.training.condition_grader_train import (
+    THRESHOLD_RULES,
+    GraderConfig,
+    choose_presence_thresholds,
+    fit_folds,
+    grader_data,
+    presence_probs,
+)
+from server_train.training.condition_maps import fold_range, holdout_mask
+
+NAMES = ("dandruff", "oiliness", "erythema")  # the report names of the real set's conditions
+
+
+def crossfit(run: Path, real: list[str], score: str, synth: str, parts: int) -> dict[str, object]:
+    ck = torch.load(run / "final.pt", map_location="cpu", weights_only=False)
+    cfg = GraderConfig(**ck["train_config"])
+    trunk, labels, feats, _, _ = grader_data(list(real), synth, run, cfg)
+    root = Path(score).absolute()
+    scored = np.array([Path(p).absolute().is_relative_to(root) for p in labels.paths])
+    if not scored.any():
+        raise SystemExit(f"no frame of {score} among the run's real frames")
+    part = np.full(len(labels.paths), -1)
+    for k in range(parts):
+        start, share = fold_range(f"{k}/{parts}")
+        part[scored & holdout_mask(labels.paths, share, salt="crossfit:", start=start)] = k
+    truth = labels.presence
+    prob = np.zeros(truth.shape)
+    pred = {rule: np.zeros(truth.shape, bool) for rule in THRESHOLD_RULES}
+    for k in range(parts):
+        held, pool = np.flatnonzero(part == k), np.flatnonzero(part != k)
+        heads, oof = fit_folds(trunk, feats, labels, pool, cfg)
+        prob[held] = np.mean([presence_probs(h, feats, held, cfg.mirror) for h in heads], 0)
+        for rule in THRESHOLD_RULES:
+            t = np.asarray(choose_presence_thresholds(oof, truth[pool], rule))
+            pred[rule][held] = prob[held] >= t[None, :]
+        print(f"part {k}: {len(held)} frames scored, {len(pool)} trained on", flush=True)
+    idx = np.flatnonzero(scored)
+    out: dict[str, object] = {"run": str(run), "scored": score, "frames": int(len(idx)), "parts": parts}
+    out["config"] = ck["train_config"]
+    for rule in THRESHOLD_RULES:
+        s = presence_scores(pred[rule][idx].astype(float), truth[idx], [0.5] * 3, NAMES)
+        out[rule] = {k: s[k] for k in ("macro_f1", "f1", "precision", "recall", "support")}
+    out["auc"] = presence_auc(prob[idx], truth[idx], NAMES)
+    return out
+
+
+def oof_views(run: Path, real: list[str], synth: str) -> dict[str, object]:
+    """The run's own out-of-fold scores (its saved fold heads on the frames each did not see)
+    with the mirror and without it: whether the device may skip the mirrored pass."""
+    from server_train.training.condition_grader_train import fold_index, load_grader
+
+    model, ck = load_grader(run / "final.pt")
+    cfg = GraderConfig(**ck["train_config"])
+    _, labels, feats, _, _ = grader_data(list(real), synth, run, cfg)
+    fold, truth = fold_index(labels, cfg.folds), labels.presence
+    out: dict[str, object] = {"frames": len(fold)}
+    for mirror in (True, False):
+        oof = np.zeros(truth.shape)
+        for k, head in enumerate(model.heads):
+            idx = np.flatnonzero(fold == k)
+            oof[idx] = presence_probs(head, feats, idx, mirror)  # type: ignore[arg-type]
+        t = choose_presence_thresholds(oof, truth, cfg.threshold_rule)
+        s = presence_scores(oof, truth, t, NAMES)
+        out["mirror" if mirror else "single_view"] = {
+            "macro_f1": s["macro_f1"],
+            "f1": s["f1"],
+            "auc": presence_auc(oof, truth, NAMES),
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, type=Path, help="a `scalpedge train grader` run folder")
+    ap.add_argument("--real", required=True, nargs="+", help="the run's --real folders, in its order")
+    ap.add_argument("--score", help="the real folder (one of --real) to score held out")
+    ap.add_argument(
+        "--views", action="store_true", help="instead: the run's out-of-fold scores with and without the mirror"
+    )
+    ap.add_argument("--synth", required=True, help="the run's --synth folder")
+    ap.add_argument("--parts", type=int, default=2)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.views:
+        report = oof_views(a.run, a.real, a.synth)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report))
+        return
+    if a.score is None:
+        raise SystemExit("--score DIR (or --views)")
+    report = crossfit(a.run, a.real, a.score, a.synth, a.parts)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in (*THRESHOLD_RULES, "auc")}))
+
+
+if __name__ == "__main__":
+    main()
