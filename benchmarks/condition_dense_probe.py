@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
+from server_train.evaluation.presence_thresholds import prevalence_threshold
 from server_train.models.efficientnet_lite import EfficientNetLite, load_lite0_imagenet
 from server_train.training.condition_maps import condition_maps, original_name
 
@@ -143,13 +144,6 @@ def _best_threshold(y: np.ndarray, s: np.ndarray) -> float:
     return float(max(np.unique(s), key=lambda t: f1_score(y, s >= t)))
 
 
-def _prevalence_threshold(y: np.ndarray, s: np.ndarray) -> float:
-    """The score above which the training frames' share of positives lies (rank calibration): a
-    rule that does not chase the F1 optimum, which at a weak out-of-fold AUC sits near "always
-    present"."""
-    return float(np.quantile(s, 1.0 - float(np.mean(y))))
-
-
 def _concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
     """``a`` with frames ``idx`` of ``b`` appended (same keys)."""
     return {k: np.concatenate([a[k], b[k][idx]]) for k in a}
@@ -179,7 +173,7 @@ def crossfit_valid(cache: Path, size: str, steps: int, folds: int, halves: int =
         for c in range(3):
             y = pool["presence"][:, c]
             pred["f1_max"][held, c] = scores[held, c] >= _best_threshold(y, oof[:, c])
-            pred["prevalence"][held, c] = scores[held, c] >= _prevalence_threshold(y, oof[:, c])
+            pred["prevalence"][held, c] = scores[held, c] >= prevalence_threshold(y, oof[:, c])
         print("part", h, "done", flush=True)
     out: dict[str, object] = {"size": size, "steps": steps, "folds": folds, "halves": halves}
     for rule, p in pred.items():
@@ -224,7 +218,7 @@ def fit(cache: Path, size: str, steps: int, folds: int, data: Path | None = None
             "auc": float(roc_auc_score(yva[:, c], sva[:, c])),
             "oof_auc": float(roc_auc_score(ytr[:, c], oof[:, c])),
             "f1_thresholds_tuned_on_valid": float(f1_score(yva[:, c], sva[:, c] >= t_valid)),
-            "threshold_prevalence": (tp := _prevalence_threshold(ytr[:, c], oof[:, c])),
+            "threshold_prevalence": (tp := prevalence_threshold(ytr[:, c], oof[:, c])),
             "f1_prevalence": float(f1_score(yva[:, c], sva[:, c] >= tp)),
         }
     np.savez(cache / f"scores_{size}.npz", oof=oof, valid=sva, train_presence=ytr, valid_presence=yva)

@@ -16,6 +16,7 @@ reported. Uses the run's feature cache (``train grader`` first, with the same ``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -37,8 +38,10 @@ NAMES = ("dandruff", "oiliness", "erythema")  # the report names of the real set
 
 
 def crossfit(run: Path, real: list[str], score: str, synth: str, parts: int) -> dict[str, object]:
-    ck = torch.load(run / "final.pt", map_location="cpu", weights_only=False)
-    cfg = GraderConfig(**ck["train_config"])
+    # the run's settings; while it is still training (no final.pt yet), the defaults it runs with
+    final = run / "final.pt"
+    config = torch.load(final, map_location="cpu", weights_only=False)["train_config"] if final.is_file() else {}
+    cfg = GraderConfig(**config)
     trunk, labels, feats, _, _ = grader_data(list(real), synth, run, cfg)
     root = Path(score).absolute()
     scored = np.array([Path(p).absolute().is_relative_to(root) for p in labels.paths])
@@ -61,7 +64,7 @@ def crossfit(run: Path, real: list[str], score: str, synth: str, parts: int) -> 
         print(f"part {k}: {len(held)} frames scored, {len(pool)} trained on", flush=True)
     idx = np.flatnonzero(scored)
     out: dict[str, object] = {"run": str(run), "scored": score, "frames": int(len(idx)), "parts": parts}
-    out["config"] = ck["train_config"]
+    out["config"] = dataclasses.asdict(cfg)
     for rule in THRESHOLD_RULES:
         s = presence_scores(pred[rule][idx].astype(float), truth[idx], [0.5] * 3, NAMES)
         out[rule] = {k: s[k] for k in ("macro_f1", "f1", "precision", "recall", "support")}

@@ -69,6 +69,26 @@ $S eval synth-conditions --data data/cls/heldout --model runs/cls/sev_ens/severi
 $S bench classifiers --models device/assets/default/severity.onnx,runs/cls/sev_ens/severity.onnx --threads 1,2 \
   --runs 20 --out $R/cls_sev_ens_latency.json
 
+# 2d. The frozen-trunk grader (shipped in bundle 2026.12.06.2330, see docs/results/classifiers.md):
+#    ImageNet Lite0 features at 512x384 cached once; presence heads per fold of the real originals
+#    of train AND valid (5 folds), thresholds by the prevalence rule on their out-of-fold
+#    probabilities; a level head on the synthetic levels. valid is then scored held out by
+#    cross-fitting (each half by graders trained without it) and the single-view check decides the
+#    mirror. INT8 is tried through the gate (exits non-zero when refused).
+$S train grader --real "$MS/train" "$MS/valid" --synth data/cls/train --out runs/grader --threads 1
+.venv/bin/python benchmarks/condition_grader_crossfit.py --run runs/grader --real "$MS/train" "$MS/valid" \
+  --score "$MS/valid" --synth data/cls/train --out $R/condition_grader_crossfit_valid.json --threads 1
+.venv/bin/python benchmarks/condition_grader_crossfit.py --run runs/grader --real "$MS/train" "$MS/valid" \
+  --synth data/cls/train --views --out $R/condition_grader_views.json
+$S export classifier --checkpoint runs/grader/final.pt --out runs/grader/severity.onnx \
+  --int8 runs/grader/severity.int8.onnx --calib "$MS/train" data/cls/train --calib-n 128 || true
+$S eval synth-conditions --data data/cls/heldout --model runs/grader/severity.onnx --out $R/condition_grader_heldout.json
+$S export classifier-card --dir runs/grader_release --kind severity --fp32 runs/grader/severity.onnx \
+  --default-precision fp32 --command "bash benchmarks/make_classifiers.sh (step 2d)" \
+  --metrics $R/condition_grader_crossfit_valid.json $R/condition_grader_heldout.json
+# Then: bundle unpack device/assets/default, bundle build with runs/grader_release/conditions.card.json
+# in place of the unpacked conditions card (docs/release-and-int8.md).
+
 # 3. Alopecia grader on hair features measured by the shipped segmenter.
 $S train alopecia --data data/cls/alo_train --heldout data/cls/heldout --limit 500 --out runs/cls/alopecia
 

@@ -212,6 +212,7 @@ class ScanPipeline:
         # encoder 10 -> 19 ms). The student, alone in the live path, keeps ``threads``.
         model_threads = 1 if self.parallel else threads
         self.variants: dict[str, str] = {}
+        self._classify_ms = 0.0  # the grader's last time: decides the worker's order (diagnose)
         self._previous_grey: np.ndarray | None = None
         self._live_count = 0
         seg_backend, self.variants["segmenter"] = open_model(
@@ -337,10 +338,17 @@ class ScanPipeline:
             # Frame-only work is queued on the worker (the encoder first: the decoder waits for
             # it); what the worker has not started when this thread needs it, this thread takes
             # back and runs (WorkerTask), so the two share the work whatever each piece costs.
+            # The worker takes them in the order queued, so the grader goes first once it has
+            # measured costlier than the encoder (the 512x384 grader: ~10x): the frame loop then
+            # takes back the encoder and the located hairs instead of waiting for the grader.
+            encoder_ms = self.refiner.encoder_ms if self.refiner is not None else 0.0
+            grader_first = self.severity is not None and self._classify_ms > encoder_ms
+            classified = self._beside(self._classify, frame) if grader_first else None
             encoded = self._beside(self.refiner.encode, frame) if self.refiner is not None else None
             early = mask_independent(coarse)
             located = locate_beside(self._beside, frame, coarse, um_per_px, self.hair_classes) if early else None
-            classified = self._beside(self._classify, frame) if self.severity is not None else None
+            if self.severity is not None and classified is None:
+                classified = self._beside(self._classify, frame)
             seg, prompt_map = coarse, None
             if self.refiner is not None and encoded is not None:
                 t = time.perf_counter()
@@ -407,4 +415,5 @@ class ScanPipeline:
             }
             for name in result.levels
         }
-        return conditions, {"classify_ms": (time.perf_counter() - t) * 1000}
+        self._classify_ms = (time.perf_counter() - t) * 1000
+        return conditions, {"classify_ms": self._classify_ms}
