@@ -205,3 +205,23 @@ def test_condition_levels_follow_the_presence_decision(pipeline: ScanPipeline) -
             assert result.present[name] is present and (level != LEVEL_NAMES[0]) is present
             seen.add(present)
     assert seen == {True, False}, "the demo frames show conditions both present and absent"
+
+
+def test_a_frame_to_diagnose_starts_its_grades_beside_the_segmentation(pipeline: ScanPipeline) -> None:
+    # live(diagnose=True) queues the condition grader on the worker before segmenting; the
+    # diagnosis takes that task instead of grading again, and grades as a plain diagnosis does.
+    frame = read_frame(CLIP[0])
+    plain = pipeline.diagnose(pipeline.live(frame))
+    calls: list[int] = []
+    grade = pipeline._classify
+    pipeline._classify = lambda f: (calls.append(1), grade(f))[1]  # type: ignore[method-assign]
+    pipeline.forget_motion()
+    live = pipeline.live(frame, diagnose=True)
+    assert live.graded is not None
+    early = pipeline.diagnose(live)
+    assert len(calls) == 1  # graded once, by the task the live path queued
+    for name, result in plain.conditions.items():
+        assert early.conditions[name]["level"] == result["level"]
+        assert early.conditions[name]["presence"] == pytest.approx(result["presence"], abs=1e-5)
+    rejected = pipeline.live(np.zeros_like(frame), diagnose=True)
+    assert rejected.problem is not None and rejected.graded is None  # nothing queued for a rejected frame

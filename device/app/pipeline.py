@@ -104,6 +104,8 @@ class LiveResult:
     head: the count taken on this frame's segmentation, or None (not counted on this frame, or
         a segmenter that counts skeleton strands, which only a diagnosis measures).
     quality: the gate's report; timings_ms: quality_ms, segment_ms, count_ms (when counted).
+    graded: the condition grader's task on this frame, queued beside the segmentation when the
+        caller said it will diagnose the frame (``live(diagnose=True)``); ``diagnose`` takes it.
     """
 
     frame: np.ndarray
@@ -114,6 +116,7 @@ class LiveResult:
     timings_ms: dict[str, float]
     quality: QualityReport
     head: HeadCount | None = None
+    graded: WorkerTask | None = None
 
 
 @dataclass(frozen=True)
@@ -299,11 +302,13 @@ class ScanPipeline:
         (independent stills, or a camera that restarted)."""
         self._previous_grey = None
 
-    def live(self, frame_bgr: np.ndarray, count: bool = True) -> LiveResult:
+    def live(self, frame_bgr: np.ndarray, count: bool = True, diagnose: bool = False) -> LiveResult:
         """Prepare (640x480), quality gate, segmentation and a hair count (no thickness
         measurement) by the segmenter's count strategy. count=False skips the count (with
         centre lines about as costly as segmentation on a CPU) and reports the last one: the
-        frame loop refreshes it a few times a second."""
+        frame loop refreshes it a few times a second. diagnose=True: the caller will diagnose
+        this frame if the gate passes it, so the condition grader (frame-only, the costliest
+        piece of a diagnosis on a CPU) starts on the worker beside the segmentation."""
         t0 = time.perf_counter()
         frame = prepare_frame(frame_bgr)
         quality, self._previous_grey = assess(frame, self._previous_grey)
@@ -312,6 +317,7 @@ class ScanPipeline:
         t1 = time.perf_counter()
         if problem is not None:
             return LiveResult(frame, frame_bgr.shape, None, 0, problem, {"quality_ms": (t1 - t0) * 1000}, quality)
+        graded = self._beside(self._classify, frame) if diagnose and self.severity is not None else None
         seg = segment_at_scale(self.segmenter, frame, um_per_px)
         t2 = time.perf_counter()
         timings = {"quality_ms": (t1 - t0) * 1000, "segment_ms": (t2 - t1) * 1000}
@@ -320,7 +326,7 @@ class ScanPipeline:
             head = head_count(seg, seg.mask())
             self._live_count = head.value if head is not None else self._live_count
             timings["count_ms"] = (time.perf_counter() - t2) * 1000
-        return LiveResult(frame, frame_bgr.shape, seg, self._live_count, None, timings, quality, head)
+        return LiveResult(frame, frame_bgr.shape, seg, self._live_count, None, timings, quality, head, graded)
 
     def diagnose(self, live: LiveResult) -> Diagnosis:
         """The full diagnosis (see the module docstring) of the frame ``live`` is the live path's
@@ -343,7 +349,7 @@ class ScanPipeline:
             # takes back the encoder and the located hairs instead of waiting for the grader.
             encoder_ms = self.refiner.encoder_ms if self.refiner is not None else 0.0
             grader_first = self.severity is not None and self._classify_ms > encoder_ms
-            classified = self._beside(self._classify, frame) if grader_first else None
+            classified = live.graded or (self._beside(self._classify, frame) if grader_first else None)
             encoded = self._beside(self.refiner.encode, frame) if self.refiner is not None else None
             early = mask_independent(coarse)
             located = locate_beside(self._beside, frame, coarse, um_per_px, self.hair_classes) if early else None

@@ -196,7 +196,8 @@ class ScannerRuntime:
                 self.pipeline.forget_motion()
             try:
                 recount = frame.still or now - last_count >= LIVE_COUNT_EVERY_S
-                live = self.pipeline.live(frame.image, count=recount)
+                will_diagnose = bool(pending) or (frame.still and self.diagnose_stills)
+                live = self.pipeline.live(frame.image, count=recount, diagnose=will_diagnose)
                 last_count = now if recount else last_count
             except Exception:  # a failing stage must not stop the scanner
                 log.exception("live path failed on frame %s; skipped", frame.seq)

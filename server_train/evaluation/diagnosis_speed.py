@@ -182,7 +182,7 @@ def bench_diagnosis(
         frame_bgr = raw[r % len(raw)]
         pipe.forget_motion()
         t0 = time.perf_counter()
-        live = pipe.live(frame_bgr, count=True)
+        live = pipe.live(frame_bgr, count=True, diagnose=True)
         diagnosis = pipe.diagnose(live)
         stage = {k.removesuffix("_ms"): v for k, v in live.timings_ms.items()}  # with the live count
         stage.update({k.removesuffix("_ms"): v for k, v in diagnosis.timings_ms.items() if k != "total_ms"})
