@@ -17,8 +17,10 @@ On ONNX Runtime the work that needs only the frame and the student's output (the
 refiner's encoder, the located hairs and their classes, the severity classifier) runs on one
 worker thread beside the work that needs the mask (pixel refiner or prompts, decoder and
 fusion, hair metrics), so on two cores a diagnosis costs about its longer branch, not the sum;
-the stage timings then overlap. TensorRT runs them in the frame loop's thread (its contexts
-are per thread).
+the stage timings then overlap. The severity classifier, the costliest piece on a CPU, starts
+beside the live segmentation when the caller will diagnose the frame (``live(diagnose=True)``)
+and is queued first once it measures costlier than the encoder. TensorRT runs them in the frame
+loop's thread (its contexts are per thread).
 
 Models missing from the bundle are skipped, and the diagnosis says so (its ``conditions``
 are empty), so a segmenter-only bundle still gives hair metrics.
