@@ -37,12 +37,16 @@ from server_train.training.condition_maps import fold_range, holdout_mask
 NAMES = ("dandruff", "oiliness", "erythema")  # the report names of the real set's conditions
 
 
-def crossfit(run: Path, real: list[str], score: str, synth: str, parts: int) -> dict[str, object]:
+def crossfit(
+    run: Path, real: list[str], score: str, synth: str, parts: int, single_view: bool = False
+) -> dict[str, object]:
     # the run's settings; while it is still training (no final.pt yet), the defaults it runs with
     final = run / "final.pt"
     config = torch.load(final, map_location="cpu", weights_only=False)["train_config"] if final.is_file() else {}
     cfg = GraderConfig(**config)
     trunk, labels, feats, _, _ = grader_data(list(real), synth, run, cfg)
+    if single_view:  # the same heads (trained on random views), scored on the frame alone
+        cfg = dataclasses.replace(cfg, mirror=False)
     root = Path(score).absolute()
     scored = np.array([Path(p).absolute().is_relative_to(root) for p in labels.paths])
     if not scored.any():
@@ -107,6 +111,7 @@ def main() -> None:
     )
     ap.add_argument("--synth", required=True, help="the run's --synth folder")
     ap.add_argument("--parts", type=int, default=2)
+    ap.add_argument("--single-view", action="store_true", help="score the frame alone (no mirror), thresholds likewise")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
@@ -119,7 +124,7 @@ def main() -> None:
         return
     if a.score is None:
         raise SystemExit("--score DIR (or --views)")
-    report = crossfit(a.run, a.real, a.score, a.synth, a.parts)
+    report = crossfit(a.run, a.real, a.score, a.synth, a.parts, a.single_view)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in (*THRESHOLD_RULES, "auc")}))
