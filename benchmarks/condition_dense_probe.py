@@ -7,12 +7,13 @@ the aspect), itself and mirrored, through the frozen ImageNet EfficientNet-Lite0
 output of block 11 (112 channels) and the stride-32 output of block 16 (320) with the head conv
 (1280), cached as float16 with the presence and the polygon maps at stride 16 (``condition_maps``).
 
-``fit``: a dense head (1x1 conv 1712 -> 96 -> 3 on the stride-16 grid, the stride-32 features
+``fit``: the shipped grader's presence head and training (``PresenceHead``,
+``fit_presence_head``: 1x1 conv 1712 -> 96 -> 3 on the stride-16 grid, the stride-32 features
 upsampled nearest after their part of the first conv; presence logit = the top-5 % mean of each
-map, scaled) trained with presence BCE (inverse-frequency weights) plus map BCE (positive
-weight 5): 600 steps, batch 32, AdamW 1e-3, per fold of 5 folds of the training originals
-(sha256 of the original name). Thresholds: the
-out-of-fold F1-maximising one per condition. ``valid`` is scored by the mean of the 5 fold models
+map, scaled; presence BCE with inverse-frequency weights plus map BCE with positive weight 5; 600
+steps, batch 32, AdamW 1e-3), per fold of 5 folds of the training originals (sha256 of the
+original name). Thresholds: the out-of-fold F1-maximising one per condition.
+``valid`` is scored by the mean of the 5 fold models
 (mirror-averaged) at those thresholds; ``upper_bound_macro_f1`` is with thresholds picked on
 ``valid`` itself (not a method).
 
@@ -30,12 +31,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import f1_score, roc_auc_score
-from torch import nn
 
 from server_train.evaluation.presence_thresholds import prevalence_threshold
+from server_train.models.condition_grader import PresenceHead
 from server_train.models.efficientnet_lite import EfficientNetLite, load_lite0_imagenet
+from server_train.training.condition_grader_train import GraderConfig, fit_presence_head, presence_probs
 from server_train.training.condition_maps import condition_maps, original_name
 
 NAMES = ("dandruff", "oiliness", "erythema")
@@ -82,58 +83,20 @@ def extract(data: Path, cache: Path, width: int, height: int) -> None:
         print(split, len(paths), "frames", flush=True)
 
 
-class DenseHead(nn.Module):
-    """(f16 Nx112xhxw, f32 Nx1600x(h/2)x(w/2)) -> (map logits Nx3xhxw, presence logits Nx3)."""
-
-    def __init__(self, c16: int, c32: int) -> None:
-        super().__init__()
-        self.a16, self.a32 = nn.Conv2d(c16, 96, 1), nn.Conv2d(c32, 96, 1, bias=False)
-        self.b, self.drop = nn.Conv2d(96, 3, 1), nn.Dropout(0.3)
-        self.scale, self.bias = nn.Parameter(torch.ones(3)), nn.Parameter(torch.zeros(3))
-
-    def forward(self, f16: torch.Tensor, f32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # one 1x1 conv over [f16, upsampled f32], with the f32 half applied before upsampling (4x cheaper)
-        coarse = F.interpolate(self.a32(self.drop(f32)), size=f16.shape[-2:], mode="nearest")
-        maps = self.b(self.drop(torch.relu(self.a16(self.drop(f16)) + coarse)))
-        flat = maps.flatten(2)
-        top = flat.topk(max(1, int(0.05 * flat.shape[-1])), dim=-1).values.mean(-1)
-        return maps, top * self.scale + self.bias
-
-
 def _load(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as d:
         return {k: d[k] for k in d.files}
 
 
-def fit_head(d: dict[str, np.ndarray], idx: np.ndarray, seed: int, steps: int) -> DenseHead:
-    """One head on frames ``idx`` of the cached training set."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    f16, f32 = torch.from_numpy(d["f16"]), torch.from_numpy(d["f32"])
-    presence, maps = torch.from_numpy(d["presence"]), torch.from_numpy(d["maps"])
-    head = DenseHead(f16.shape[2], f32.shape[2])
-    opt = torch.optim.AdamW(head.parameters(), 1e-3, weight_decay=1e-2)
-    pos = presence[idx].mean(0).clamp(0.05, 0.95)
-    for _ in range(steps):
-        b = torch.from_numpy(rng.choice(idx, 32))
-        v = torch.from_numpy(rng.integers(0, 2, len(b)))
-        m, logit = head(f16[b, v].float(), f32[b, v].float())
-        p = presence[b]
-        weight = torch.where(p > 0, 0.5 / pos, 0.5 / (1 - pos))
-        loss = (F.binary_cross_entropy_with_logits(logit, p, reduction="none") * weight).mean()
-        loss = loss + F.binary_cross_entropy_with_logits(m, maps[b], pos_weight=torch.full((3, 1, 1), 5.0))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return head.eval()
+def fit_head(d: dict[str, np.ndarray], idx: np.ndarray, seed: int, steps: int) -> PresenceHead:
+    """One head on frames ``idx`` of the cached set: the shipped grader's head and training
+    (``fit_presence_head``, its default settings but ``steps``)."""
+    return fit_presence_head(d, d["presence"], d["maps"], idx, GraderConfig(steps=steps), seed)
 
 
-def presence_scores(head: DenseHead, d: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+def presence_scores(head: PresenceHead, d: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
     """P(present) len(idx) x 3, the mean logit of the frame and its mirror."""
-    f16, f32 = torch.from_numpy(d["f16"][idx]), torch.from_numpy(d["f32"][idx])
-    with torch.no_grad():
-        logit = sum(head(f16[:, v].float(), f32[:, v].float())[1] for v in (0, 1)) / 2
-    return torch.sigmoid(logit).numpy()
+    return presence_probs(head, d, idx, mirror=True)
 
 
 def _fold(name: str, k: int) -> int:

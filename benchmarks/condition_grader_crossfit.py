@@ -44,7 +44,7 @@ def crossfit(
     final = run / "final.pt"
     config = torch.load(final, map_location="cpu", weights_only=False)["train_config"] if final.is_file() else {}
     cfg = GraderConfig(**config)
-    trunk, labels, feats, _, _ = grader_data(list(real), synth, run, cfg)
+    _, labels, feats, _, _ = grader_data(list(real), synth, run, cfg)
     if single_view:  # the same heads (trained on random views), scored on the frame alone
         cfg = dataclasses.replace(cfg, mirror=False)
     root = Path(score).absolute()
@@ -60,7 +60,7 @@ def crossfit(
     pred = {rule: np.zeros(truth.shape, bool) for rule in THRESHOLD_RULES}
     for k in range(parts):
         held, pool = np.flatnonzero(part == k), np.flatnonzero(part != k)
-        heads, oof = fit_folds(trunk, feats, labels, pool, cfg)
+        heads, oof = fit_folds(feats, labels, pool, cfg)
         prob[held] = np.mean([presence_probs(h, feats, held, cfg.mirror) for h in heads], 0)
         for rule in THRESHOLD_RULES:
             t = np.asarray(choose_presence_thresholds(oof, truth[pool], rule))

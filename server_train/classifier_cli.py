@@ -267,8 +267,12 @@ def _run_export_classifier(args: argparse.Namespace) -> int:
     from server_train.models.classifier import ConditionEnsemble
     from server_train.training.classifier_train import load_classifier
 
-    if len(args.checkpoint) == 1 and _is_grader(args.checkpoint[0]):
-        return _export_grader(args)
+    if len(args.checkpoint) == 1:
+        import torch
+
+        ck = torch.load(args.checkpoint[0], map_location="cpu", weights_only=False)
+        if ck.get("model_config", {}).get("kind") == "condition_grader":
+            return _export_grader(args, ck)
     loaded = [load_classifier(c) for c in args.checkpoint]
     runs = [Path(c).parent for c in args.checkpoint]
     if len(loaded) == 1:
@@ -305,20 +309,13 @@ def _run_export_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_grader(checkpoint: str) -> bool:
-    import torch
-
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    return bool(ck.get("model_config", {}).get("kind") == "condition_grader")
-
-
-def _export_grader(args: argparse.Namespace) -> int:
-    """``train grader``'s final.pt -> ONNX at the grader's own input size, its out-of-fold
-    thresholds in the graph's metadata (the card copies them)."""
+def _export_grader(args: argparse.Namespace, ck: dict[str, Any]) -> int:
+    """``train grader``'s final.pt (loaded: ``ck``) -> ONNX at the grader's own input size, its
+    out-of-fold thresholds in the graph's metadata (the card copies them)."""
     from export.classifier_export import export_condition_classifier, quantize_int8
-    from server_train.training.condition_grader_train import load_grader
+    from server_train.training.condition_grader_train import grader_from_checkpoint
 
-    model, ck = load_grader(args.checkpoint[0])
+    model = grader_from_checkpoint(ck)
     cfg = ck["train_config"]
     meta = {
         "model_config": ck["model_config"],

@@ -41,6 +41,7 @@ from server_train.evaluation.presence_thresholds import (
     presence_scores,
     prevalence_threshold,
 )
+from server_train.models.classifier import TINY_BLOCKS
 from server_train.models.condition_grader import ConditionGrader, GraderTrunk, PresenceHead, grader_config
 from server_train.models.efficientnet_lite import LITE0_BLOCKS, EfficientNetLite, load_lite0_imagenet
 from server_train.training.classifier_data import LabelSet, load_real, load_synthetic
@@ -59,6 +60,7 @@ __all__ = [
     "presence_probs",
     "train_grader",
     "load_grader",
+    "grader_from_checkpoint",
 ]
 
 THRESHOLD_RULES = ("prevalence", "f1")
@@ -97,8 +99,7 @@ class GraderConfig:
 def _trunk(cfg: GraderConfig) -> GraderTrunk:
     if cfg.tiny:
         torch.manual_seed(cfg.seed)
-        tiny = ((3, 1, 1, 8, 8, 1), (3, 2, 2, 8, 8, 1), (3, 2, 2, 8, 16, 1), (3, 2, 2, 16, 16, 1), (3, 2, 2, 16, 16, 1))
-        return GraderTrunk(EfficientNetLite(tiny, 8, 32))
+        return GraderTrunk(EfficientNetLite(TINY_BLOCKS, 8, 32))
     return GraderTrunk(load_lite0_imagenet(EfficientNetLite(LITE0_BLOCKS, 32, 1280)))
 
 
@@ -125,27 +126,32 @@ def extract_features(
 
 
 def fit_presence_head(
-    trunk: GraderTrunk, feats: dict[str, np.ndarray], labels: LabelSet, idx: np.ndarray, cfg: GraderConfig, seed: int
+    feats: dict[str, np.ndarray],
+    presence: np.ndarray,
+    maps: np.ndarray,
+    idx: np.ndarray,
+    cfg: GraderConfig,
+    seed: int,
 ) -> PresenceHead:
-    """One presence head on real frames ``idx``: presence BCE (inverse-frequency weights) plus
+    """One presence head on the frames ``idx`` of ``feats`` (``extract_features``), with their
+    presence N x 3 and polygon maps N x 3 x h x w: presence BCE (inverse-frequency weights) plus
     map BCE (positive weight ``map_pos_weight``), a random view of each frame per step."""
-    assert labels.maps is not None
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     f16, f32 = torch.from_numpy(feats["f16"]), torch.from_numpy(feats["f32"])
-    presence, maps = torch.from_numpy(labels.presence), torch.from_numpy(labels.maps)
-    head = PresenceHead(trunk.c16, trunk.c32, cfg.hidden, cfg.topk)
+    presence_t, maps_t = torch.from_numpy(presence), torch.from_numpy(maps)
+    head = PresenceHead(f16.shape[2], f32.shape[2], cfg.hidden, cfg.topk)
     opt = torch.optim.AdamW(head.parameters(), cfg.lr, weight_decay=1e-2)
-    pos = presence[idx].mean(0).clamp(0.05, 0.95)
+    pos = presence_t[idx].mean(0).clamp(0.05, 0.95)
     pos_weight = torch.full((len(CONDITION_NAMES), 1, 1), cfg.map_pos_weight)
     for _ in range(cfg.steps):
         b = torch.from_numpy(rng.choice(idx, cfg.batch))
         v = torch.from_numpy(rng.integers(0, 2, len(b)))
         m, logit = head(f16[b, v].float(), f32[b, v].float())
-        p = presence[b]
+        p = presence_t[b]
         weight = torch.where(p > 0, 0.5 / pos, 0.5 / (1 - pos))
         loss = (F.binary_cross_entropy_with_logits(logit, p, reduction="none") * weight).mean()
-        loss = loss + F.binary_cross_entropy_with_logits(m, maps[b], pos_weight=pos_weight)
+        loss = loss + F.binary_cross_entropy_with_logits(m, maps_t[b], pos_weight=pos_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -209,15 +215,16 @@ def _merge(sets: list[LabelSet]) -> LabelSet:
 
 
 def fit_folds(
-    trunk: GraderTrunk, feats: dict[str, np.ndarray], labels: LabelSet, pool: np.ndarray, cfg: GraderConfig
+    feats: dict[str, np.ndarray], labels: LabelSet, pool: np.ndarray, cfg: GraderConfig
 ) -> tuple[list[PresenceHead], np.ndarray]:
     """One presence head per fold of the originals among the real frames ``pool`` (indices), and
     the out-of-fold P(present) len(pool) x 3 (each frame scored by the head that did not see it)."""
+    assert labels.maps is not None
     fold = fold_index(labels, cfg.folds)[pool]
     oof = np.zeros((len(pool), len(CONDITION_NAMES)))
     heads = []
     for k in range(cfg.folds):
-        head = fit_presence_head(trunk, feats, labels, pool[fold != k], cfg, cfg.seed * 100 + k)
+        head = fit_presence_head(feats, labels.presence, labels.maps, pool[fold != k], cfg, cfg.seed * 100 + k)
         if (fold == k).any():
             oof[fold == k] = presence_probs(head, feats, pool[fold == k], cfg.mirror)
         heads.append(head)
@@ -261,7 +268,7 @@ def train_grader(real: list[str | Path], synth: str | Path, out: str | Path, cfg
     run = Path(out)
     t0 = time.time()
     trunk, labels, feats, synthetic, pooled = grader_data(real, synth, run, cfg)
-    heads, oof = fit_folds(trunk, feats, labels, np.arange(len(labels.paths)), cfg)
+    heads, oof = fit_folds(feats, labels, np.arange(len(labels.paths)), cfg)
     truth = labels.presence
     thresholds = choose_presence_thresholds(oof, truth, cfg.threshold_rule)
     levels = fit_level_head(pooled, synthetic.levels, cfg)
@@ -294,11 +301,16 @@ def train_grader(real: list[str | Path], synth: str | Path, out: str | Path, cfg
     return report
 
 
-def load_grader(path: str | Path) -> tuple[ConditionGrader, dict[str, Any]]:
-    """(grader in eval mode, checkpoint dict) from ``train_grader``'s final.pt."""
+def grader_from_checkpoint(ck: dict[str, Any]) -> ConditionGrader:
+    """The grader (eval mode) of a loaded ``train_grader`` checkpoint dict."""
     from server_train.models.condition_grader import grader_from_config
 
-    ck = torch.load(path, map_location="cpu", weights_only=False)
     model = grader_from_config(ck["model_config"])
     model.load_state_dict(ck["state_dict"])
-    return model.eval(), ck
+    return model.eval()
+
+
+def load_grader(path: str | Path) -> tuple[ConditionGrader, dict[str, Any]]:
+    """(grader in eval mode, checkpoint dict) from ``train_grader``'s final.pt."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    return grader_from_checkpoint(ck), ck
