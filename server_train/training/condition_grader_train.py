@@ -108,20 +108,21 @@ def extract_features(
 ) -> dict[str, np.ndarray]:
     """Frames -> {"f16": N x 2 x C16 x h x w, "f32": N x 2 x C32 x h/2 x w/2} float16 (axis 1: the
     frame, its mirror; the mirror's maps flipped back), or with ``pooled_only`` {"pooled": N x 2 x
-    C32} float32."""
-    out: dict[str, list[np.ndarray]] = {"f16": [], "f32": [], "pooled": []}
+    C32, "pooled16": N x 2 x C16} float32 (grid means)."""
+    out: dict[str, list[np.ndarray]] = {"f16": [], "f32": [], "pooled": [], "pooled16": []}
     with torch.no_grad():
         for p in paths:
             x = torch.from_numpy(prepare_condition_input(read_frame(p), size))
             f16, f32 = trunk(torch.cat([x, torch.flip(x, dims=[3])]))
             if pooled_only:
                 out["pooled"].append(f32.mean(dim=(2, 3)).numpy())
+                out["pooled16"].append(f16.mean(dim=(2, 3)).numpy())
                 continue
             f16[1], f32[1] = torch.flip(f16[1], dims=[2]), torch.flip(f32[1], dims=[2])
             out["f16"].append(f16.numpy().astype(np.float16))
             out["f32"].append(f32.numpy().astype(np.float16))
     if pooled_only:
-        return {"pooled": np.stack(out["pooled"])}
+        return {k: np.stack(out[k]) for k in ("pooled", "pooled16")}
     return {"f16": np.stack(out["f16"]), "f32": np.stack(out["f32"])}
 
 
@@ -256,10 +257,10 @@ def grader_data(
                 return trunk, labels, {k: d[k] for k in ("f16", "f32")}, synthetic, d["pooled"]
     size = (cfg.width, cfg.height)
     feats = extract_features(trunk, labels.paths, size)
-    pooled = extract_features(trunk, synthetic.paths, size, pooled_only=True)["pooled"]
+    synth_feats = extract_features(trunk, synthetic.paths, size, pooled_only=True)
     run.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, f16=feats["f16"], f32=feats["f32"], pooled=pooled, meta=np.array(json.dumps(meta)))
-    return trunk, labels, feats, synthetic, pooled
+    np.savez(cache, f16=feats["f16"], f32=feats["f32"], **synth_feats, meta=np.array(json.dumps(meta)))
+    return trunk, labels, feats, synthetic, synth_feats["pooled"]
 
 
 def train_grader(real: list[str | Path], synth: str | Path, out: str | Path, cfg: GraderConfig) -> dict[str, Any]:
