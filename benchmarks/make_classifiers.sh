@@ -69,21 +69,33 @@ $S eval synth-conditions --data data/cls/heldout --model runs/cls/sev_ens/severi
 $S bench classifiers --models device/assets/default/severity.onnx,runs/cls/sev_ens/severity.onnx --threads 1,2 \
   --runs 20 --out $R/cls_sev_ens_latency.json
 
-# 2d. The frozen-trunk grader (shipped in bundle 2026.12.06.2330, see docs/results/classifiers.md):
+# 2d. The frozen-trunk grader (shipped in bundle 2026.12.07.0255, see docs/results/classifiers.md):
 #    ImageNet Lite0 features at 512x384 cached once; presence heads per fold of the real originals
 #    of train AND valid (5 folds), thresholds by the prevalence rule on their out-of-fold
-#    probabilities; a level head on the synthetic levels. valid is then scored held out by
-#    cross-fitting (each half by graders trained without it) and the single-view check decides the
-#    mirror. INT8 is tried through the gate (exits non-zero when refused).
+#    probabilities; a level head on the synthetic levels; the frame alone (--no-mirror). The
+#    choices (mirror, 384x288, colour cells, level-head inputs) were scored on train's frames out
+#    of fold with rules fixed before the figures. valid is then scored held out by cross-fitting
+#    (each half by graders trained without it; `other_view` in the report: the same heads on the
+#    frame alone). INT8 is tried through the gate (exits non-zero when refused).
 $S train grader --real "$MS/train" "$MS/valid" --synth data/cls/train --out runs/grader --threads 1
+$S train grader --real "$MS/train" "$MS/valid" --synth data/cls/train --out runs/grader_384 --size 384x288 --threads 1
+for v in "" _384; do
+  .venv/bin/python benchmarks/condition_grader_crossfit.py --run runs/grader$v --real "$MS/train" "$MS/valid" \
+    --synth data/cls/train --views --score "$MS/train" --out $R/condition_grader_views_train$v.json
+done
+.venv/bin/python benchmarks/condition_grader_crossfit.py --run runs/grader --real "$MS/train" "$MS/valid" \
+  --synth data/cls/train --views --colour --score "$MS/train" --out $R/condition_grader_views_train_colour.json
+.venv/bin/python benchmarks/condition_level_probe.py --run runs/grader --synth data/cls/train --out $R/condition_level_probe.json
 .venv/bin/python benchmarks/condition_grader_crossfit.py --run runs/grader --real "$MS/train" "$MS/valid" \
   --score "$MS/valid" --synth data/cls/train --out $R/condition_grader_crossfit_valid.json --threads 1
-.venv/bin/python benchmarks/condition_grader_crossfit.py --run runs/grader --real "$MS/train" "$MS/valid" \
-  --synth data/cls/train --views --out $R/condition_grader_views.json
-$S export classifier --checkpoint runs/grader/final.pt --out runs/grader/severity.onnx \
-  --int8 runs/grader/severity.int8.onnx --calib "$MS/train" data/cls/train --calib-n 128 || true
-$S eval synth-conditions --data data/cls/heldout --model runs/grader/severity.onnx --out $R/condition_grader_heldout.json
-$S export classifier-card --dir runs/grader_release --kind severity --fp32 runs/grader/severity.onnx \
+mkdir -p runs/grader_single && ln -f runs/grader/features_512x384.npz runs/grader_single/  # the same features
+$S train grader --real "$MS/train" "$MS/valid" --synth data/cls/train --out runs/grader_single --no-mirror --threads 1
+$S export classifier --checkpoint runs/grader_single/final.pt --out runs/grader_single/severity.onnx \
+  --int8 runs/grader_single/severity.int8.onnx --calib "$MS/train" data/cls/train --calib-n 128 || true
+$S eval synth-conditions --data data/cls/heldout --model runs/grader_single/severity.onnx --out $R/condition_grader_heldout.json
+$S bench classifiers --models runs/bundle_prev/severity.onnx,runs/grader_single/severity.onnx --threads 1,2 --runs 50 \
+  --out $R/condition_grader_latency.json  # runs/bundle_prev: the previous bundle, unpacked
+$S export classifier-card --dir runs/grader_release --kind severity --fp32 runs/grader_single/severity.onnx \
   --default-precision fp32 --command "bash benchmarks/make_classifiers.sh (step 2d)" \
   --metrics $R/condition_grader_crossfit_valid.json $R/condition_grader_heldout.json
 # Then: bundle unpack device/assets/default, bundle build with runs/grader_release/conditions.card.json

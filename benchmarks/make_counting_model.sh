@@ -78,7 +78,7 @@ rm -rf runs/unpacked runs/bundle
 $S bundle unpack device/assets/default runs/unpacked
 $S bundle build runs/bundle --card runs/release_counts/segmenter.card.json runs/hair_release_loc/hair_classes.card.json \
    $(ls runs/unpacked/*.card.json | grep -v -e segmenter -e hair_classes) \
-   --key "${SIGNING_KEY:-.release-keys/scalpedge-release-2026h.pem}"
+   --key "${SIGNING_KEY:-.release-keys/scalpedge-release-2026i.pem}"
 rm -f device/assets/default/*.onnx device/assets/default/*.json && cp runs/bundle/* device/assets/default/
 $S bundle verify device/assets/default
 

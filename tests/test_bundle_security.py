@@ -234,22 +234,23 @@ def test_device_run_refuses_a_bundle_older_than_the_scanner_accepted(tmp_path: P
 def test_the_shipped_trust_set_holds_only_the_current_release_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The shipped bundle is signed by scalpedge-release-2026h (5a1d5c3dc5f1a006), the only key in
+    """The shipped bundle is signed by scalpedge-release-2026i (82c6793e33ff0986), the only key in
     the package's trusted keys. The earlier keys are retired and revoked by a signed list shipped
-    beside it (the private keys of 2026c, 2026d, 2026e, 2026f and 2026g were lost with a machine's
-    disk or checkout), so a scanner that still trusts one of them (an older install, a key folder in
+    beside it (the private keys of 2026c, 2026d, 2026e, 2026f, 2026g and 2026h were lost with a
+    machine's disk or checkout), so a scanner that still trusts one of them (an older install, a key folder in
     $SCALPEDGE_TRUSTED_KEYS) refuses what it signs."""
     from device.assets import default_bundle_path
     from device.models.bundle_trust import Trust, _load_public_keys, trusted_key_files
 
     monkeypatch.delenv("SCALPEDGE_TRUSTED_KEYS", raising=False)
-    assert sorted(_load_public_keys(trusted_key_files())) == ["5a1d5c3dc5f1a006"]
+    assert sorted(_load_public_keys(trusted_key_files())) == ["82c6793e33ff0986"]
     signer = json.loads((default_bundle_path() / "signature.json").read_text())["key_id"]
-    assert signer == "5a1d5c3dc5f1a006"
+    assert signer == "82c6793e33ff0986"
     trust = Trust.load()
     revoked = [
         "149733915853b7cf",
         "552128577c8f9cfa",
+        "5a1d5c3dc5f1a006",
         "7548c8b1ec095bae",
         "9ca7acde371fe870",
         "9d97e8a58fe36189",
@@ -257,6 +258,7 @@ def test_the_shipped_trust_set_holds_only_the_current_release_key(
         "d34704f2bd57b670",
     ]
     assert sorted(trust.revoked) == revoked
+    assert "superseded by 82c6793e33ff0986" in trust.revoked["5a1d5c3dc5f1a006"]
     assert "superseded by 5a1d5c3dc5f1a006" in trust.revoked["9d97e8a58fe36189"]
     assert "superseded by 9d97e8a58fe36189" in trust.revoked["552128577c8f9cfa"]
     assert "superseded by 552128577c8f9cfa" in trust.revoked["7548c8b1ec095bae"]

@@ -165,3 +165,40 @@ def test_train_grader_cli_writes_a_report(grader, tmp_path) -> None:
     assert report["config"]["width"] == 128 and (out / "final.pt").is_file()
     with pytest.raises(SystemExit):
         main([*args[:-4], "--size", "128", "--tiny"])
+
+
+def test_single_view_grader_keeps_the_heads_and_grades_the_frame_alone(grader, tmp_path) -> None:
+    # the shipped setting since 2026-12-07: the same heads (trained on random views, the cached
+    # features reused), thresholds from single-view out-of-fold scores, one trunk pass
+    run = tmp_path / "single"
+    run.mkdir()
+    for cache in (grader["root"] / "run").glob("features_*.npz"):
+        shutil.copy(cache, run / cache.name)
+    cfg = GraderConfig(
+        width=SIZE[0], height=SIZE[1], folds=2, steps=15, level_steps=15, batch=8, hidden=8, tiny=True, mirror=False
+    )
+    train_grader([grader["real"]], grader["synth"], run, cfg)
+    single, ck = load_grader(run / "final.pt")
+    mirrored, _ = load_grader(grader["root"] / "run" / "final.pt")
+    assert not single.mirror and mirrored.mirror
+    for a, b in zip(single.heads.parameters(), mirrored.heads.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=5e-3, rtol=0)  # same seeds; threads reorder sums
+    onnx_path = tmp_path / "single.onnx"
+    assert main(["export", "classifier", "--checkpoint", str(run / "final.pt"), "--out", str(onnx_path)]) == 0
+    clf = SeverityClassifier.from_onnx(onnx_path)
+    assert clf.thresholds == pytest.approx(ck["presence_thresholds"])
+    frame = cv2.imread(str(next((grader["real"] / "images").glob("F_0_*.jpg"))))
+    x = prepare_condition_input(frame, SIZE)
+    with torch.no_grad():
+        want = single(torch.from_numpy(x))
+    for got, expected in zip(clf.raw(x).values(), want, strict=True):
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-3)
+    # one trunk pass: the stem convolution sees a batch of one frame (two with the mirror)
+    assert _stem_batch(onnx_path) == 1 and _stem_batch(grader["onnx"]) == 2
+
+
+def _stem_batch(path: Path) -> int:
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    stem = next(n for n in graph.node if n.op_type == "Conv")
+    shapes = {v.name: v.type.tensor_type.shape.dim for v in graph.value_info}
+    return int(shapes[stem.output[0]][0].dim_value)
