@@ -8,7 +8,7 @@ stride-16 features, ``pooled16``, C16) and fits the product's level head
 (``fit_level_head``: linear, inverse-frequency class weights) on 80% of the synthetic frames
 (split by a seeded permutation of the frames; each frame is its own render) for each candidate:
 
-- ``f32``: the grid mean of the stride-32 features (the shipped head until 2026-12-07);
+- ``f32``: the grid mean of the stride-32 features (what the shipped level head reads);
 - ``f32+f16``: with the stride-16 grid mean beside it;
 - ``f32+f16+colour``: also the mean and standard deviation of each normalised input channel.
 

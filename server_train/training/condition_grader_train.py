@@ -2,8 +2,9 @@
 
 1. *Features*: every frame of the real folders (``images/`` + YOLO-seg ``labels/``) and of the
    synthetic condition set goes through the frozen trunk once, at the grader's size, itself and
-   mirrored (the device's preprocessing, ``prepare_condition_input``); cached as float16 in
-   ``RUN/features_<W>x<H>.npz`` (real: both taps; synthetic: the pooled f32 only).
+   mirrored (the device's preprocessing, ``prepare_condition_input``); cached in
+   ``RUN/features_<W>x<H>.npz`` (real: both taps, float16; synthetic: the grid means of both
+   taps, float32).
 2. *Presence heads*, one per fold of the real originals (sha256 of the original's name,
    ``condition_maps.holdout_mask``: the augmented copies of one original stay together): presence
    BCE with inverse-frequency weights plus polygon-map BCE; each head's out-of-fold
