@@ -64,6 +64,12 @@ def with_colour(feats: dict[str, np.ndarray], paths: list[Path], size: tuple[int
     return {**feats, "f16": np.concatenate([feats["f16"], np.stack(cells).astype(np.float16)], 2)}
 
 
+def frames_under(paths: list[Path], folder: str) -> np.ndarray:
+    """N bool: which of the run's real frames lie under ``folder``."""
+    root = Path(folder).absolute()
+    return np.array([Path(p).absolute().is_relative_to(root) for p in paths])
+
+
 def crossfit(
     run: Path,
     real: list[str],
@@ -82,8 +88,7 @@ def crossfit(
         feats = with_colour(feats, labels.paths, (cfg.width, cfg.height))
     if single_view:  # the same heads (trained on random views), scored on the frame alone
         cfg = dataclasses.replace(cfg, mirror=False)
-    root = Path(score).absolute()
-    scored = np.array([Path(p).absolute().is_relative_to(root) for p in labels.paths])
+    scored = frames_under(labels.paths, score)
     if not scored.any():
         raise SystemExit(f"no frame of {score} among the run's real frames")
     part = np.full(len(labels.paths), -1)
@@ -141,10 +146,7 @@ def oof_views(
         feats = with_colour(feats, labels.paths, (cfg.width, cfg.height))
         heads = fit_folds(feats, labels, np.arange(len(labels.paths)), cfg)[0]  # type: ignore[arg-type]
     fold, truth = fold_index(labels, cfg.folds), labels.presence
-    scored = np.ones(len(fold), bool)
-    if score:
-        root = Path(score).absolute()
-        scored = np.array([Path(p).absolute().is_relative_to(root) for p in labels.paths])
+    scored = frames_under(labels.paths, score) if score else np.ones(len(fold), bool)
     out: dict[str, object] = {"frames": len(fold), "scored": score or "all", "scored_frames": int(scored.sum())}
     out["config"] = {**dataclasses.asdict(cfg), "colour": colour}
     for mirror in (True, False):
