@@ -6,10 +6,14 @@
 # synthetic held-out set, presence macro-F1 on scalp-microscope/valid.
 #   bash benchmarks/table3.sh            (after `scalpedge train diffusion ... --out runs/diffusion`)
 # Env: MS (scalp-microscope folder), N (added frames, 400), STEPS (grader steps, 300), THREADS (1),
-# SEED (grader seed, 0; seed S > 0 reports to benchmarks/reports/table3/seedS, the same added sets).
-# Seeds may run side by side once the sets exist (a first run makes them). A method whose
-# reports exist is skipped (resume); delete them to rerun it.
-# Gather: python benchmarks/table3.py benchmarks/reports/table3 [benchmarks/reports/table3/seed1 ...] --out T.json
+# SEED (grader seed, 0; seed S > 0 reports to $REPORTS/seedS, the same added sets), METHODS (a
+# subset, in the order given; default all five and then the gathered table), DIFFUSION (the
+# checkpoint, runs/diffusion/final.pt), WORK (added sets, feature caches and graders, runs/table3),
+# REPORTS (benchmarks/reports/table3).
+# The seeds of one method share its feature cache ($WORK/cache_METHOD): run them one after another.
+# Methods may run side by side (METHODS="none noise" in one shell, "augmix masked" in another). A
+# method whose reports exist is skipped (resume); delete them to rerun it.
+# Gather: python benchmarks/table3.py $REPORTS [$REPORTS/seed1 ...] --out T.json
 set -euo pipefail
 S=".venv/bin/scalpedge"
 MS=${MS:-../shared/data/scalp-microscope}
@@ -19,25 +23,28 @@ THREADS=${THREADS:-1}
 SEED=${SEED:-0}
 SRC=data/cls/train                 # scalpedge synth --conditions aihub --n 2400 --seed 100 --out data/cls/train
 HELD=data/cls/heldout              # scalpedge synth --conditions aihub --n 800 --seed 200 --out data/cls/heldout
-W=runs/table3
-R=benchmarks/reports/table3
+W=${WORK:-runs/table3}
+R=${REPORTS:-benchmarks/reports/table3}
 [ "$SEED" = 0 ] || R="$R/seed$SEED"
 mkdir -p "$W/sets" "$R"
-TR=(--model runs/diffusion/final.pt --features runs/cls/sev_fold0/final.pt --refs "$SRC" --seed 1 --threads "$THREADS")
-for m in noise augmix; do
-  [ -f "$W/sets/$m/config.json" ] || $S augment --data "$SRC" --out "$W/sets/$m" --perturb "$m" --n "$N" --seed 1
-done
-[ -f "$W/sets/masked/config.json" ] || $S augment --data "$SRC" --out "$W/sets/masked" --n "$N" "${TR[@]}"
-[ -f "$W/sets/unmasked/config.json" ] || $S augment --data "$SRC" --out "$W/sets/unmasked" --n "$N" --unmasked "${TR[@]}"
-for m in none noise augmix unmasked masked; do
+TR=(--model "${DIFFUSION:-runs/diffusion/final.pt}" --features runs/cls/sev_fold0/final.pt --refs "$SRC" --seed 1 --threads "$THREADS")
+for m in ${METHODS:-none noise augmix unmasked masked}; do
   set_dir="$W/sets/$m"
-  [ "$m" = none ] && set_dir="$SRC"
+  case $m in
+    none) set_dir="$SRC" ;;
+    noise|augmix) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --perturb "$m" --n "$N" --seed 1 ;;
+    masked) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" "${TR[@]}" ;;
+    unmasked) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" --unmasked "${TR[@]}" ;;
+    *) echo "unknown method $m" >&2; exit 2 ;;
+  esac
   run="$W/$m-s$SEED"
   [ -f "$R/${m}_valid.json" ] && continue
-  $S train classifier --synth "$set_dir" --real "$MS/train" --out "$run" --steps "$STEPS" --eval-every 100 \
-    --seed "$SEED" --threads "$THREADS"
+  # the frozen prefix's features depend on the set only: seeds of one method share them (run seeds
+  # of one method one after another, not side by side)
+  $S train classifier --synth "$set_dir" --real "$MS/train" --out "$run" --cache "$W/cache_$m" --steps "$STEPS" \
+    --eval-every 100 --seed "$SEED" --threads "$THREADS"
   $S export classifier --checkpoint "$run/final.pt" --out "$run/severity.onnx"
   $S eval synth-conditions --data "$HELD" --model "$run/severity.onnx" --out "$R/${m}_heldout.json"
   $S eval conditions --data "$MS/valid" --model "$run/severity.onnx" --out "$R/${m}_valid.json"
 done
-.venv/bin/python benchmarks/table3.py "$R" --out "$R/table3.json"
+[ -n "${METHODS:-}" ] || .venv/bin/python benchmarks/table3.py "$R" --out "$R/table3.json"

@@ -14,7 +14,14 @@ import torch
 
 from device.capture.imageio import read_frame
 from device.cli import main
-from server_train.diffusion.augment import augment, inverse_targets, perturb, rarity_sources, sha256_of
+from server_train.diffusion.augment import (
+    augment,
+    inverse_targets,
+    perturb,
+    rarity_sources,
+    severe_targets,
+    sha256_of,
+)
 from server_train.diffusion.cli import parse_targets
 from server_train.diffusion.data import load_frames, to_tensor
 from server_train.diffusion.features import GuidanceFeatures
@@ -100,6 +107,38 @@ def test_inverse_targets_favour_rare_levels() -> None:
     assert draws == inverse_targets(levels, 600, seed=0)
 
 
+def test_severe_targets_raise_one_condition_and_keep_the_others() -> None:
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 4, (200, 3))
+    draws = severe_targets(levels, 300, seed=2)
+    raised = []
+    for src, target in draws:
+        src_levels = dict(zip(("dandruff", "sebum", "erythema"), levels[src].tolist(), strict=True))
+        changed = [c for c in target if target[c] != src_levels[c]]
+        assert len(changed) == 1 and target[changed[0]] == 3  # one condition, from below severe to severe
+        raised.append(changed[0])
+    share = np.array([raised.count(c) for c in ("dandruff", "sebum", "erythema")]) / 300
+    assert share.min() > 0.25  # each condition about a third of the draws
+    assert draws == severe_targets(levels, 300, seed=2) and draws != severe_targets(levels, 300, seed=3)
+    with pytest.raises(ValueError, match="already severe"):
+        severe_targets(np.full((4, 3), 3), 1, seed=0)
+
+
+def test_augment_severe_balance_labels_the_translated_frames(setup, tmp_path) -> None:
+    tr, data, _ = setup
+    out = augment(tr, data, tmp_path / "sev", n=2, seed=1, command="test", copy=False, balance="severe")
+    rows = [json.loads(r) for r in (out / "labels.jsonl").read_text().splitlines()]
+    prov = [json.loads(r) for r in (out / "provenance.jsonl").read_text().splitlines()]
+    source_rows = {json.loads(r)["stem"]: json.loads(r) for r in (data / "labels.jsonl").read_text().splitlines()}
+    for row, p in zip(rows, prov, strict=True):
+        src = source_rows[row["source"]]
+        changed = [c for c in ("dandruff", "sebum", "erythema") if row[c] != src[c]]
+        assert len(changed) == 1 and row[changed[0]] == 3 and p["target"][changed[0]] == "severe"
+    assert json.loads((out / "config.json").read_text())["balance"] == "severe"
+    with pytest.raises(ValueError, match="unknown balance"):
+        augment(tr, data, tmp_path / "bad", n=1, balance="even")
+
+
 @pytest.mark.parametrize("name", ["severity_tiny", "severity_dense_tiny"])
 def test_grader_features_give_level_logits_for_both_grader_kinds(name) -> None:
     from server_train.models.classifier import create_classifier
@@ -170,6 +209,8 @@ def test_evaluate_translation_report(setup, tmp_path) -> None:
     for key in ("hair_dice", "hair_psnr_db", "target_hit_rate", "kid"):
         assert key in r and key in r["unmasked"]
     assert r["hair_psnr_db"] == PSNR_CAP > r["unmasked"]["hair_psnr_db"]  # hair copied vs not
+    by = r["target_hit_rate_by_condition"]
+    assert list(by) == ["sebum"] and by["sebum"] == r["target_hit_rate"]  # one condition: the same share
     assert cv2.imread(str(fig)).shape == (22 + 2 * 160, 3 * 160, 3)
 
 
@@ -211,3 +252,24 @@ def test_new_hair_outside_the_source_mask_is_cleared(setup) -> None:
     off = dataclasses.replace(tr.config, clear_rounds=0)
     tr_off = Translator(tr.model, tr.schedule, tr.size, tr.segmenter, tr.features, tr.prototypes, off)
     assert np.array_equal(tr_off._clear_new_hair(frame, m), frame)
+
+
+def test_frames_are_drawn_at_the_scale_the_model_learned(setup, tmp_path) -> None:
+    """The tiny run learned from 16 px crops of frames loaded at 20 px: a loaded translator draws
+    the whole frame at 20 px unless told otherwise, and refuses a side its U-Net cannot halve."""
+    from server_train.diffusion.translate import draw_size
+
+    tr, data, ckpt = setup
+    run = load_model(ckpt)[2]["config"]
+    assert (run["size"], run["load"]) == (16, 20)
+    assert draw_size(None, run) == 20 and draw_size(24, run) == 24
+    with pytest.raises(ValueError, match="multiple of 2"):
+        draw_size(21, run)
+    frame = read_frame(data / "images" / "000000.jpg")
+    m = _hair_band(frame.shape)
+    for resolution, side in ((None, 20), (24, 24)):
+        loaded = Translator.load(ckpt, TranslateConfig(ddim_steps=3, resolution=resolution), segmenter="blackhat_otsu")
+        assert loaded.size == side
+        out = loaded.translate(frame, {"dandruff": 3}, seed=0, mask_full=m)
+        assert out.small.shape == (1, 3, side, side) and out.mask_small.shape == (1, 1, side, side)
+        assert np.array_equal(out.image[m], frame[m])

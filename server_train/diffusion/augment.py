@@ -4,7 +4,10 @@ Input: a set in the ``scalpedge synth --conditions`` layout (``labels.jsonl`` + 
 ``balance="inverse"``: generated frame i takes a source frame and, per condition, a target level
 drawn with probability proportional to 1 / (count of that level in the set + 1), both from
 ``numpy.random.default_rng([seed, i, AUG_STREAM])``; its translation seed is
-``frame_seed(seed, i)``. Output (same layout, readable by ``scalpedge train classifier --synth``):
+``frame_seed(seed, i)``. ``balance="severe"`` (one condition at a time, as the paper augments a
+rare severe class): frame i draws a condition uniformly and a source frame below ``severe`` in
+it, and is translated to ``severe`` in that condition with the other two conditioned on (and
+labelled with) the source's own levels. Output (same layout, readable by ``scalpedge train classifier --synth``):
 
     images/{stem}.jpg     the source frames (unless copy=False) and aug_{i:06d}.jpg generated ones
     labels.jsonl          source rows as they were; generated rows: the target levels, the
@@ -39,12 +42,23 @@ from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
 from server_train.diffusion.data import read_jsonl
 from server_train.diffusion.translate import Translator
 
-__all__ = ["augment", "perturb", "inverse_targets", "rarity_sources", "frame_seed", "sha256_of", "AUG_STREAM"]
+__all__ = [
+    "augment",
+    "perturb",
+    "inverse_targets",
+    "severe_targets",
+    "rarity_sources",
+    "frame_seed",
+    "sha256_of",
+    "AUG_STREAM",
+    "BALANCES",
+]
 
 AUG_STREAM = 7919  # third rng key of the augmentation draws
 JPEG_QUALITY = 92
 NOISE_SIGMA = 0.06  # Gaussian-noise baseline, share of the 0..255 range
 PERTURBATIONS = ("noise", "augmix")
+BALANCES = ("inverse", "severe")
 
 
 def frame_seed(seed: int, index: int) -> int:
@@ -82,6 +96,25 @@ def inverse_targets(levels: np.ndarray, n: int, seed: int) -> list[tuple[int, di
         rng = np.random.default_rng([seed, k, AUG_STREAM])
         src = int(rng.integers(len(levels)))
         out.append((src, {c: int(rng.choice(len(LEVEL_NAMES), p=probs[i])) for i, c in enumerate(CONDITION_NAMES)}))
+    return out
+
+
+def severe_targets(levels: np.ndarray, n: int, seed: int) -> list[tuple[int, dict[str, int]]]:
+    """``n`` (source index, {condition: target level}) draws: a condition uniformly, a source frame
+    below severe in it uniformly, the target severe there and the source's levels elsewhere."""
+    if len(levels) == 0:
+        raise ValueError("the labelled set is empty")
+    severe = LEVEL_NAMES.index("severe")
+    out = []
+    for k in range(n):
+        rng = np.random.default_rng([seed, k, AUG_STREAM])
+        c = int(rng.integers(len(CONDITION_NAMES)))
+        below = np.flatnonzero(levels[:, c] < severe)
+        if len(below) == 0:
+            raise ValueError(f"every frame is already severe in {CONDITION_NAMES[c]}")
+        src = int(below[rng.integers(len(below))])
+        target = {name: int(levels[src, i]) for i, name in enumerate(CONDITION_NAMES)}
+        out.append((src, {**target, CONDITION_NAMES[c]: severe}))
     return out
 
 
@@ -168,9 +201,13 @@ def augment(
     copy: bool = True,
     masked: bool = True,
     command: str | None = None,
+    balance: str = "inverse",
 ) -> Path:
     """Write the balanced set to ``out`` (layout in the module docstring); returns ``out``."""
     from export.release import command_line
+
+    if balance not in BALANCES:
+        raise ValueError(f"unknown balance {balance!r}; choose from {BALANCES}")
 
     src_root, root = Path(data), Path(out)
     rows = read_jsonl(src_root / "labels.jsonl")
@@ -186,7 +223,8 @@ def augment(
             labels.append(r)
     ckpt_sha = sha256_of(translator.checkpoint)
     cmd = command or command_line()
-    for k, (si, target) in enumerate(inverse_targets(levels, n, seed)):
+    draws = (severe_targets if balance == "severe" else inverse_targets)(levels, n, seed)
+    for k, (si, target) in enumerate(draws):
         src_row = rows[si]
         src_path = src_root / "images" / f"{src_row['stem']}.jpg"
         fseed = frame_seed(seed, k)
@@ -202,7 +240,7 @@ def augment(
     _write_jsonl(root / "labels.jsonl", labels)
     _write_jsonl(root / "provenance.jsonl", prov)
     after = np.concatenate([levels if copy else levels[:0], np.asarray(new_levels, np.int64).reshape(-1, 3)])
-    info = {"source": str(src_root), "n": n, "seed": seed, "balance": "inverse", "copy": copy, "masked": masked}
+    info = {"source": str(src_root), "n": n, "seed": seed, "balance": balance, "copy": copy, "masked": masked}
     info |= {"counts_before": level_counts(levels), "counts_after": level_counts(after)}
     (root / "config.json").write_text(json.dumps(info, indent=2))
     return root

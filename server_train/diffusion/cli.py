@@ -114,6 +114,9 @@ def _translation_options(p: argparse.ArgumentParser) -> None:
         "--cover", type=float, help="share of a model pixel hair must cover for it to be kept from the source"
     )
     p.add_argument("--clear-rounds", type=int, help="rounds of inpainting hair the output gains (0: off)")
+    p.add_argument(
+        "--resolution", type=int, help="side (px) the frame is drawn at (default: the frame scale the model learned)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
 
@@ -133,6 +136,7 @@ def _translator(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     over = {"strength": args.strength, "ddim_steps": args.ddim_steps, "guidance": args.guidance}
     over.update(grad_scale=args.grad_scale, cover=args.cover, clear_rounds=args.clear_rounds)
+    over.update(resolution=args.resolution)
     cfg = TranslateConfig(**{k: v for k, v in over.items() if v is not None})
     return Translator.load(args.model, cfg, segmenter=args.segmenter, features=args.features, refs=args.refs)
 
@@ -162,7 +166,13 @@ def register_augment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("augment", help="balance a labelled condition set with translated frames (+ provenance)")
     p.add_argument("--data", required=True, help="labelled set: labels.jsonl + images/ (synth --conditions layout)")
     p.add_argument("--out", required=True, help="output set (same layout) with provenance.jsonl")
-    p.add_argument("--balance", choices=["inverse"], default="inverse", help="target levels by inverse frequency")
+    p.add_argument(
+        "--balance",
+        choices=["inverse", "severe"],
+        default="inverse",
+        help="inverse: every condition's target level by inverse frequency; severe: one condition per frame "
+        "translated to severe, the others kept",
+    )
     p.add_argument("--n", type=int, help="frames to generate (default: as many as the source set has)")
     p.add_argument("--no-copy", action="store_true", help="write only the generated frames")
     p.add_argument("--unmasked", action="store_true", help="translate without the hair copy (the ablation)")
@@ -199,6 +209,7 @@ def _run_augment(args: argparse.Namespace) -> int:
         seed=args.seed,
         copy=not args.no_copy,
         masked=not args.unmasked,
+        balance=args.balance,
     )
     print(f"wrote {out}")
     return 0

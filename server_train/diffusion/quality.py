@@ -6,7 +6,8 @@ unmasked:
 - ``hair_psnr_db``: PSNR (dB, 8-bit) of output vs source over the source's hair pixels, all
   frames pooled (capped at ``PSNR_CAP`` = identical);
 - ``target_hit_rate``: share of outputs the grader grades at the target level (the shipped
-  severity classifier through ``device.models.classifiers`` unless ``grader`` is given);
+  severity classifier through ``device.models.classifiers`` unless ``grader`` is given), and
+  ``target_hit_rate_by_condition``;
 - ``kid``: kernel inception distance (unbiased MMD^2, cubic polynomial kernel) between pooled
   features of real frames (the folder's frames that are not sources) and the outputs, with our
   guidance features (``features.py``); ``kid_sources`` is the sources vs the same real frames
@@ -81,13 +82,17 @@ class _Tally:
         self.dice: list[float] = []
         self.sq, self.count, self.hits = 0.0, 0, 0
         self.outputs: list[np.ndarray] = []
+        self.by_condition: dict[str, list[bool]] = {}
 
-    def add(self, src: np.ndarray, out: np.ndarray, m_src: np.ndarray, m_out: np.ndarray, hit: bool) -> None:
+    def add(
+        self, src: np.ndarray, out: np.ndarray, m_src: np.ndarray, m_out: np.ndarray, condition: str, hit: bool
+    ) -> None:
         self.dice.append(dice(m_src, m_out))
         diff = out[m_src].astype(np.float64) - src[m_src].astype(np.float64)
         self.sq += float((diff**2).sum())
         self.count += diff.size
         self.hits += int(hit)
+        self.by_condition.setdefault(condition, []).append(hit)
         self.outputs.append(out)
 
     def report(self, real_feats: np.ndarray, features: GuidanceFeatures, size: int) -> dict[str, Any]:
@@ -96,6 +101,7 @@ class _Tally:
             "hair_dice_min": round(float(np.min(self.dice)), 4),
             "hair_psnr_db": round(masked_psnr(self.sq, self.count), 2),
             "target_hit_rate": round(self.hits / len(self.outputs), 4),
+            "target_hit_rate_by_condition": {c: round(float(np.mean(h)), 4) for c, h in self.by_condition.items()},
             "kid": round(kid(real_feats, _pooled(features, self.outputs, size)), 5),
         }
 
@@ -136,7 +142,7 @@ def evaluate_translation(
                 out = translator.translate(src, {c: SEVERE}, seed=seed + i, masked=kind == "masked", mask_full=m_src)
                 m_out = hair_mask(translator.segmenter.segment(out.image).prob, thr, 0)
                 hit = grade.predict(out.image).levels[c] == LEVEL_NAMES[SEVERE]
-                tally.add(src, out.image, m_src, m_out, hit)
+                tally.add(src, out.image, m_src, m_out, c, hit)
                 row.append(out.image)
         grid.append(row)
     report: dict[str, Any] = {

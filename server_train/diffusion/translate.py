@@ -1,7 +1,7 @@
 """DiffuseIT-M (ScalpVision): translate a scalp frame toward target condition levels while
 keeping every hair of the source.
 
-At the model's resolution s (the run's crop size), with the source x_src (1x3xsxs, [-1, 1]) and
+At the model's resolution s, with the source x_src (1x3xsxs, [-1, 1]) and
 its hair mask M (1x1xsxs {0,1}: our segmenter's P(hair) > ``threshold``, dilated by
 ``dilate_px``):
 
@@ -20,6 +20,12 @@ its hair mask M (1x1xsxs {0,1}: our segmenter's P(hair) > ``threshold``, dilated
 4. masked, our addition: hair the segmenter finds in the output away from the source's hair
    (the model paints hair-like streaks into the scalp) is inpainted from the translated scalp
    around it (``clear_rounds``), since a generated frame carries its source's hair truth.
+
+Resolution: the whole frame is drawn at once at s = the frame scale the model was trained at
+(its ``load``: it learned from ``size`` crops of frames resized to ``load``), since the U-Net is
+convolutional (its one attention layer, at the coarsest level, then spans the whole frame). Until
+2026-12-07 the frame was drawn at the crop size, 0.75x the scale the model learned.
+``TranslateConfig.resolution`` overrides s.
 
 Output at the source's own size: the translated frame upsampled (bicubic); with ``keep_detail``
 the source's detail above the model's resolution (source minus its own down-up-sampled copy) is
@@ -47,7 +53,15 @@ from server_train.diffusion.features import GuidanceFeatures, load_features, sel
 from server_train.diffusion.schedule import Schedule, guided_eps
 from server_train.diffusion.unet import CondUNet
 
-__all__ = ["GuidanceWeights", "TranslateConfig", "Translation", "Translator", "hair_mask", "style_prototypes"]
+__all__ = [
+    "GuidanceWeights",
+    "TranslateConfig",
+    "Translation",
+    "Translator",
+    "draw_size",
+    "hair_mask",
+    "style_prototypes",
+]
 
 
 class GuidanceWeights(NamedTuple):
@@ -65,7 +79,8 @@ class TranslateConfig:
     gradient of the weighted guidance loss; threshold and dilate_px make the hair mask; a model
     pixel is kept from the source when hair covers more than ``cover`` of it (0.02: any hair;
     0.25 missed thin hairs and cost 1.6 pt hair Dice); ``rim_px``: full-resolution dilation of
-    the copied hair pixels; ``clear_rounds``: rounds of inpainting hair the output gains."""
+    the copied hair pixels; ``clear_rounds``: rounds of inpainting hair the output gains;
+    ``resolution``: side (px) of the square the frame is drawn at (None: the model's ``load``)."""
 
     strength: float = 0.6
     ddim_steps: int = 25
@@ -78,6 +93,7 @@ class TranslateConfig:
     rim_px: int = 0
     clear_rounds: int = 2
     keep_detail: bool = True
+    resolution: int | None = None
 
 
 @dataclass
@@ -98,6 +114,16 @@ def hair_mask(prob: np.ndarray, threshold: float, dilate_px: int) -> np.ndarray:
     if dilate_px > 0:
         m = cv2.dilate(m, np.ones((2 * dilate_px + 1, 2 * dilate_px + 1), np.uint8))
     return m.astype(bool)
+
+
+def draw_size(resolution: int | None, run: dict[str, Any]) -> int:
+    """The side (px) a frame is drawn at: ``resolution``, else the run's ``load`` (the frame scale
+    it learned); a multiple of the U-Net's total stride, 2 ** (levels - 1)."""
+    side = int(resolution or run.get("load") or run["size"])
+    stride = 2 ** (len(run["mults"]) - 1)
+    if side < stride or side % stride:
+        raise ValueError(f"translation resolution {side} px must be a positive multiple of {stride} for this model")
+    return side
 
 
 @torch.no_grad()
@@ -152,7 +178,7 @@ class Translator:
         from server_train.evaluation.loading import load_segmenter
 
         model, sched, ck = load_model(model_path)
-        size = int(ck["config"]["size"])
+        size = draw_size(config.resolution, ck["config"])
         feats = load_features(features)
         folders = [refs] if refs else [f for f in ck["config"]["data"].split(",") if f and Path(f).is_dir()]
         folders = [f for f in folders if detect_kind(Path(f)) in ("synth", "real")]
