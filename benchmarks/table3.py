@@ -3,9 +3,10 @@
     python benchmarks/table3.py benchmarks/reports/table3 --out benchmarks/reports/table3/table3.json
     python benchmarks/table3.py benchmarks/reports/table3 benchmarks/reports/table3/seed1 ... --out T.json
 
-Per method (none, noise, augmix, unmasked, masked): per-level F1 per condition and the severe
-F1 on the synthetic held-out set (``M_heldout.json``), presence F1 and macro-F1 on real frames
-(``M_valid.json``); with one folder per training seed, also the mean and SD across seeds.
+Per method (none, noise, augmix, unmasked, masked; masked_severe: ``augment --balance
+severe``): per-level F1 per condition and the severe F1 on the synthetic held-out set
+(``M_heldout.json``), presence F1 and macro-F1 on real frames (``M_valid.json``); with one
+folder per training seed, also the mean and SD across seeds.
 Prints Markdown tables.
 
 The severe F1 comes with a 95% bootstrap interval over the held-out frames: each condition's
@@ -25,7 +26,7 @@ import numpy as np
 
 from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
 
-METHODS = ("none", "noise", "augmix", "unmasked", "masked")
+METHODS = ("none", "noise", "augmix", "unmasked", "masked", "masked_severe")
 CONDITIONS = CONDITION_NAMES
 SEVERE = LEVEL_NAMES.index("severe")  # row / column of the severe level in the reports' confusion matrices
 

@@ -7,8 +7,9 @@
 #   bash benchmarks/table3.sh            (after `scalpedge train diffusion ... --out runs/diffusion`)
 # Env: MS (scalp-microscope folder), N (added frames, 400), STEPS (grader steps, 300), THREADS (1),
 # SEED (grader seed, 0; seed S > 0 reports to $REPORTS/seedS, the same added sets), METHODS (a
-# subset, in the order given; default all five and then the gathered table), DIFFUSION (the
-# checkpoint, runs/diffusion/final.pt), WORK (added sets, feature caches and graders, runs/table3),
+# subset, in the order given; default the five of the paper's table and then the gathered table;
+# masked_severe: masked translation of one condition per frame to severe, --balance severe), DIFFUSION (the
+# checkpoint, runs/diffusion/final.pt), RESOLUTION (side the frames are drawn at; default the crop size), WORK (added sets, feature caches and graders, runs/table3),
 # REPORTS (benchmarks/reports/table3).
 # The seeds of one method share its feature cache ($WORK/cache_METHOD): run them one after another.
 # Methods may run side by side (METHODS="none noise" in one shell, "augmix masked" in another). A
@@ -27,7 +28,7 @@ W=${WORK:-runs/table3}
 R=${REPORTS:-benchmarks/reports/table3}
 [ "$SEED" = 0 ] || R="$R/seed$SEED"
 mkdir -p "$W/sets" "$R"
-TR=(--model "${DIFFUSION:-runs/diffusion/final.pt}" --features runs/cls/sev_fold0/final.pt --refs "$SRC" --seed 1 --threads "$THREADS")
+TR=(--model "${DIFFUSION:-runs/diffusion/final.pt}" --features runs/cls/sev_fold0/final.pt --refs "$SRC" --seed 1 --threads "$THREADS" ${RESOLUTION:+--resolution "$RESOLUTION"})
 for m in ${METHODS:-none noise augmix unmasked masked}; do
   set_dir="$W/sets/$m"
   case $m in
@@ -35,6 +36,7 @@ for m in ${METHODS:-none noise augmix unmasked masked}; do
     noise|augmix) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --perturb "$m" --n "$N" --seed 1 ;;
     masked) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" "${TR[@]}" ;;
     unmasked) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" --unmasked "${TR[@]}" ;;
+    masked_severe) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" --balance severe "${TR[@]}" ;;
     *) echo "unknown method $m" >&2; exit 2 ;;
   esac
   run="$W/$m-s$SEED"

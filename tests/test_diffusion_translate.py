@@ -254,20 +254,21 @@ def test_new_hair_outside_the_source_mask_is_cleared(setup) -> None:
     assert np.array_equal(tr_off._clear_new_hair(frame, m), frame)
 
 
-def test_frames_are_drawn_at_the_scale_the_model_learned(setup, tmp_path) -> None:
+def test_frames_are_drawn_at_the_crop_size_or_the_resolution_asked(setup, tmp_path) -> None:
     """The tiny run learned from 16 px crops of frames loaded at 20 px: a loaded translator draws
-    the whole frame at 20 px unless told otherwise, and refuses a side its U-Net cannot halve."""
+    the whole frame at 16 px, or at the side asked (20: the scale it learned), and refuses a side
+    its U-Net cannot halve."""
     from server_train.diffusion.translate import draw_size
 
     tr, data, ckpt = setup
     run = load_model(ckpt)[2]["config"]
     assert (run["size"], run["load"]) == (16, 20)
-    assert draw_size(None, run) == 20 and draw_size(24, run) == 24
+    assert draw_size(None, run) == 16 and draw_size(20, run) == 20
     with pytest.raises(ValueError, match="multiple of 2"):
         draw_size(21, run)
     frame = read_frame(data / "images" / "000000.jpg")
     m = _hair_band(frame.shape)
-    for resolution, side in ((None, 20), (24, 24)):
+    for resolution, side in ((None, 16), (20, 20)):
         loaded = Translator.load(ckpt, TranslateConfig(ddim_steps=3, resolution=resolution), segmenter="blackhat_otsu")
         assert loaded.size == side
         out = loaded.translate(frame, {"dandruff": 3}, seed=0, mask_full=m)

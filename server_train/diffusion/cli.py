@@ -115,7 +115,9 @@ def _translation_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--clear-rounds", type=int, help="rounds of inpainting hair the output gains (0: off)")
     p.add_argument(
-        "--resolution", type=int, help="side (px) the frame is drawn at (default: the frame scale the model learned)"
+        "--resolution",
+        type=int,
+        help="side (px) the frame is drawn at (default: the model's crop size; its load: the scale it learned)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

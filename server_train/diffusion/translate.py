@@ -21,11 +21,11 @@ its hair mask M (1x1xsxs {0,1}: our segmenter's P(hair) > ``threshold``, dilated
    (the model paints hair-like streaks into the scalp) is inpainted from the translated scalp
    around it (``clear_rounds``), since a generated frame carries its source's hair truth.
 
-Resolution: the whole frame is drawn at once at s = the frame scale the model was trained at
-(its ``load``: it learned from ``size`` crops of frames resized to ``load``), since the U-Net is
-convolutional (its one attention layer, at the coarsest level, then spans the whole frame). Until
-2026-12-07 the frame was drawn at the crop size, 0.75x the scale the model learned.
-``TranslateConfig.resolution`` overrides s.
+Resolution: the whole frame is drawn at once at s = the model's crop size by default (``size``;
+the model learned from crops of frames resized to ``load``). The U-Net is convolutional (its one
+attention layer, at the coarsest level, spans the whole frame), so ``TranslateConfig.resolution``
+may draw at another side, such as the scale the model learned (``load``). Measured 2026-12-07
+(docs/results/classifiers.md): drawing at ``load`` (128 px) did not raise the target hit rate.
 
 Output at the source's own size: the translated frame upsampled (bicubic); with ``keep_detail``
 the source's detail above the model's resolution (source minus its own down-up-sampled copy) is
@@ -80,7 +80,7 @@ class TranslateConfig:
     pixel is kept from the source when hair covers more than ``cover`` of it (0.02: any hair;
     0.25 missed thin hairs and cost 1.6 pt hair Dice); ``rim_px``: full-resolution dilation of
     the copied hair pixels; ``clear_rounds``: rounds of inpainting hair the output gains;
-    ``resolution``: side (px) of the square the frame is drawn at (None: the model's ``load``)."""
+    ``resolution``: side (px) of the square the frame is drawn at (None: the model's crop size)."""
 
     strength: float = 0.6
     ddim_steps: int = 25
@@ -117,9 +117,9 @@ def hair_mask(prob: np.ndarray, threshold: float, dilate_px: int) -> np.ndarray:
 
 
 def draw_size(resolution: int | None, run: dict[str, Any]) -> int:
-    """The side (px) a frame is drawn at: ``resolution``, else the run's ``load`` (the frame scale
-    it learned); a multiple of the U-Net's total stride, 2 ** (levels - 1)."""
-    side = int(resolution or run.get("load") or run["size"])
+    """The side (px) a frame is drawn at: ``resolution``, else the run's crop ``size``; a multiple
+    of the U-Net's total stride, 2 ** (levels - 1)."""
+    side = int(resolution or run["size"])
     stride = 2 ** (len(run["mults"]) - 1)
     if side < stride or side % stride:
         raise ValueError(f"translation resolution {side} px must be a positive multiple of {stride} for this model")
