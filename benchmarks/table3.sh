@@ -34,9 +34,11 @@ for m in ${METHODS:-none noise augmix unmasked masked}; do
   case $m in
     none) set_dir="$SRC" ;;
     noise|augmix) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --perturb "$m" --n "$N" --seed 1 ;;
-    masked) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" "${TR[@]}" ;;
-    unmasked) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" --unmasked "${TR[@]}" ;;
-    masked_severe) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" --balance severe "${TR[@]}" ;;
+    masked|unmasked|masked_severe)
+      how=()
+      [ "$m" = unmasked ] && how=(--unmasked)
+      [ "$m" = masked_severe ] && how=(--balance severe)
+      [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" "${how[@]}" "${TR[@]}" ;;
     *) echo "unknown method $m" >&2; exit 2 ;;
   esac
   run="$W/$m-s$SEED"

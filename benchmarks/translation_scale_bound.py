@@ -30,16 +30,10 @@ import numpy as np
 from device.capture.imageio import read_frame
 from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
 from device.models.classifiers import SeverityClassifier
+from server_train.diffusion.translate import down_up
 from server_train.training.classifier_data import load_synthetic
 
 SEVERE = len(LEVEL_NAMES) - 1
-
-
-def down_up(img: np.ndarray, s: int) -> np.ndarray:
-    """HxWx3 uint8 -> float32 HxWx3: area-resized to s x s, back up bicubic (the translator's path)."""
-    h, w = img.shape[:2]
-    small = cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
 
 
 def composite(severe: np.ndarray, source: np.ndarray, s: int | None) -> np.ndarray:

@@ -58,6 +58,7 @@ __all__ = [
     "TranslateConfig",
     "Translation",
     "Translator",
+    "down_up",
     "draw_size",
     "hair_mask",
     "style_prototypes",
@@ -114,6 +115,14 @@ def hair_mask(prob: np.ndarray, threshold: float, dilate_px: int) -> np.ndarray:
     if dilate_px > 0:
         m = cv2.dilate(m, np.ones((2 * dilate_px + 1, 2 * dilate_px + 1), np.uint8))
     return m.astype(bool)
+
+
+def down_up(frame: np.ndarray, side: int) -> np.ndarray:
+    """HxWx3 uint8 -> HxWx3 float32: area-resized to side x side and back up (bicubic, rounded to
+    uint8 on the way): what survives drawing at ``side`` px."""
+    h, w = frame.shape[:2]
+    small = cv2.resize(frame, (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
 
 
 def draw_size(resolution: int | None, run: dict[str, Any]) -> int:
@@ -269,12 +278,7 @@ class Translator:
         h, w = frame_bgr.shape[:2]
         up = cv2.resize(to_bgr(x), (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
         if self.config.keep_detail:
-            low = cv2.resize(
-                cv2.resize(frame_bgr, (self.size, self.size), interpolation=cv2.INTER_AREA),
-                (w, h),
-                interpolation=cv2.INTER_CUBIC,
-            )
-            up += frame_bgr.astype(np.float32) - low.astype(np.float32)
+            up += frame_bgr.astype(np.float32) - down_up(frame_bgr, self.size)
         out = np.clip(np.round(up), 0, 255).astype(np.uint8)
         if mask_full is not None:
             keep = hair_mask(mask_full.astype(np.float32), 0.5, self.config.rim_px)
