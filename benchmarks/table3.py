@@ -4,7 +4,8 @@
     python benchmarks/table3.py benchmarks/reports/table3 benchmarks/reports/table3/seed1 ... --out T.json
 
 Per method (none, noise, augmix, unmasked, masked; masked_severe: ``augment --balance
-severe``): per-level F1 per condition and the severe F1 on the synthetic held-out set
+severe``; masked_accepted / unmasked_accepted: that with ``--accept``): per-level F1 per
+condition and the severe F1 on the synthetic held-out set
 (``M_heldout.json``), presence F1 and macro-F1 on real frames (``M_valid.json``); with one
 folder per training seed, also the mean and SD across seeds.
 Prints Markdown tables.
@@ -26,7 +27,7 @@ import numpy as np
 
 from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
 
-METHODS = ("none", "noise", "augmix", "unmasked", "masked", "masked_severe")
+METHODS = ("none", "noise", "augmix", "unmasked", "masked", "masked_severe", "unmasked_accepted", "masked_accepted")
 CONDITIONS = CONDITION_NAMES
 SEVERE = LEVEL_NAMES.index("severe")  # row / column of the severe level in the reports' confusion matrices
 

@@ -8,7 +8,10 @@
 # Env: MS (scalp-microscope folder), N (added frames, 400), STEPS (grader steps, 300), THREADS (1),
 # SEED (grader seed, 0; seed S > 0 reports to $REPORTS/seedS, the same added sets), METHODS (a
 # subset, in the order given; default the five of the paper's table and then the gathered table;
-# masked_severe: masked translation of one condition per frame to severe, --balance severe), DIFFUSION (the
+# masked_severe: masked translation of one condition per frame to severe, --balance severe;
+# masked_accepted / unmasked_accepted: the same, keeping only draws the grader ACCEPT (default
+# runs/cls/sev_fold0/severity.onnx) grades severe in one of TRIES (1) tries: augment --accept
+# --redraw), DIFFUSION (the
 # checkpoint, runs/diffusion/final.pt), RESOLUTION (side the frames are drawn at; default the crop size), WORK (added sets, feature caches and graders, runs/table3),
 # REPORTS (benchmarks/reports/table3).
 # The seeds of one method share its feature cache ($WORK/cache_METHOD): run them one after another.
@@ -34,10 +37,11 @@ for m in ${METHODS:-none noise augmix unmasked masked}; do
   case $m in
     none) set_dir="$SRC" ;;
     noise|augmix) [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --perturb "$m" --n "$N" --seed 1 ;;
-    masked|unmasked|masked_severe)
+    masked|unmasked|masked_severe|masked_accepted|unmasked_accepted)
       how=()
-      [ "$m" = unmasked ] && how=(--unmasked)
-      [ "$m" = masked_severe ] && how=(--balance severe)
+      [[ "$m" = unmasked* ]] && how=(--unmasked)
+      [[ "$m" = *_severe || "$m" = *_accepted ]] && how+=(--balance severe)
+      [[ "$m" = *_accepted ]] && how+=(--accept "${ACCEPT:-runs/cls/sev_fold0/severity.onnx}" --tries "${TRIES:-1}" --redraw)
       [ -f "$set_dir/config.json" ] || $S augment --data "$SRC" --out "$set_dir" --n "$N" "${how[@]}" "${TR[@]}" ;;
     *) echo "unknown method $m" >&2; exit 2 ;;
   esac

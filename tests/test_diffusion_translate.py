@@ -99,6 +99,83 @@ def test_augment_reproduces_from_provenance(setup, tmp_path) -> None:
     assert (other / "images" / "aug_000000.jpg").read_bytes() != (a / "images" / "aug_000000.jpg").read_bytes()
 
 
+def test_augment_keeps_the_best_of_several_translations(setup, tmp_path) -> None:
+    """With an acceptance grader (a real ONNX condition graph), each draw keeps the first
+    translation the grader puts at the target level, else the most probable of its tries; the
+    provenance seed reproduces the kept frame, and one try is the plain augmentation."""
+    from device.models.classifiers import SeverityClassifier
+    from export.classifier_export import export_condition_classifier
+    from server_train.diffusion.augment import Acceptance, attempt_seed, frame_seed
+    from server_train.models.classifier import create_classifier
+
+    tr, data, _ = setup
+    torch.manual_seed(3)
+    net = create_classifier("severity_tiny", pretrained=False).eval()
+    with torch.no_grad():  # every condition present; sebum always severe, the others as random weights say
+        net.presence.bias.fill_(20.0)
+        net.levels.bias[7] = 20.0  # rows: condition-major, 4 levels each
+    onnx_path = export_condition_classifier(net, tmp_path / "g.onnx")
+    grader = SeverityClassifier.from_onnx(onnx_path)
+    accept = Acceptance(grader, str(onnx_path), tries=3)
+    out = augment(tr, data, tmp_path / "acc", n=5, seed=5, command="test", copy=False, balance="severe", accept=accept)
+    prov = [json.loads(r) for r in (out / "provenance.jsonl").read_text().splitlines()]
+    rows = [json.loads(r) for r in (out / "labels.jsonl").read_text().splitlines()]
+    source_rows = {json.loads(r)["stem"]: json.loads(r) for r in (data / "labels.jsonl").read_text().splitlines()}
+    raised = []
+    for k, (p, row) in enumerate(zip(prov, rows, strict=True)):
+        assert 1 <= p["tries"] <= 3 and p["seed"] in [attempt_seed(5, k, a) for a in range(p["tries"])]
+        changed = [c for c in ("dandruff", "sebum", "erythema") if row[c] != source_rows[row["source"]][c]]
+        target = {c: int(row[c]) for c in ("dandruff", "sebum", "erythema")}
+        scores = []
+        for a in range(p["tries"]):  # every try again, graded as the augmentation graded it
+            again = tr.translate(read_frame(p["source"]), target, seed=attempt_seed(5, k, a))
+            scores.append(accept.judge(again.image, target, changed))
+            if a + 1 < p["tries"]:
+                assert not scores[-1][0]  # an earlier try that hit would have been kept
+        kept = [a for a in range(p["tries"]) if attempt_seed(5, k, a) == p["seed"]][0]
+        if p["accepted"]:
+            assert kept == p["tries"] - 1 and scores[kept][0]
+        else:
+            assert scores[kept][1] == max(sc for _, sc in scores) and not any(h for h, _ in scores)
+        assert p["accept_score"] == round(scores[kept][1], 4)
+        again = tr.translate(read_frame(p["source"]), target, seed=p["seed"])
+        ok, buf = cv2.imencode(".jpg", again.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        assert ok and buf.tobytes() == (out / "images" / f"aug_{k:06d}.jpg").read_bytes()
+        raised.append(changed[0])
+    assert "sebum" in raised and set(raised) != {"sebum"}  # seed 5 raises sebum and others
+    for p, c in zip(prov, raised, strict=True):  # sebum hits at the first try; the others miss (random heads)
+        assert (p["tries"], p["accepted"]) == (1, True) if c == "sebum" else p["tries"] == 3
+    info = json.loads((out / "config.json").read_text())["accept"]
+    assert info["tries"] == 3 and info["grader_sha256"] == sha256_of(onnx_path)
+    assert info["mean_tries"] == round(float(np.mean([p["tries"] for p in prov])), 3)
+    one = augment(
+        tr, data, tmp_path / "one", n=2, seed=2, command="test", copy=False, accept=Acceptance(grader, "g", 1)
+    )
+    plain = augment(tr, data, tmp_path / "plain", n=2, seed=2, command="test", copy=False)
+    assert attempt_seed(2, 1, 0) == frame_seed(2, 1)
+    for name in ("aug_000000.jpg", "aug_000001.jpg"):
+        assert (one / "images" / name).read_bytes() == (plain / "images" / name).read_bytes()
+    with pytest.raises(ValueError, match="tries"):
+        Acceptance(grader, "g", 0)
+    # redraw: a draw the grader does not accept is dropped and the next draw takes its place
+    levels = np.asarray([[r[c] for c in ("dandruff", "sebum", "erythema")] for r in source_rows.values()])
+    sebum_draws = [k for k, (si, t) in enumerate(severe_targets(levels, 10, 5)) if t["sebum"] > levels[si, 1]]
+    redrawn = augment(
+        tr, data, tmp_path / "re", n=2, seed=5, command="test", copy=False, balance="severe",
+        accept=Acceptance(grader, "g", 1, redraw=True),
+    )  # fmt: skip
+    prov = [json.loads(r) for r in (redrawn / "provenance.jsonl").read_text().splitlines()]
+    assert [p["draw"] for p in prov] == sebum_draws[:2] and all(p["accepted"] for p in prov)
+    assert [p["seed"] for p in prov] == [frame_seed(5, k) for k in sebum_draws[:2]]
+    info = json.loads((redrawn / "config.json").read_text())["accept"]
+    assert info["draws"] == sebum_draws[1] + 1 and info["dropped"] == sebum_draws[1] - 1 and info["short_by"] == 0
+    short = augment(
+        tr, data, tmp_path / "short", n=2, seed=5, command="test", copy=False, balance="severe",
+        accept=Acceptance(grader, "g", 1, redraw=True, max_draws=1),
+    )  # fmt: skip
+    assert json.loads((short / "config.json").read_text())["accept"]["short_by"] == 2 - sum(k < 2 for k in sebum_draws)
+
+
 def test_inverse_targets_favour_rare_levels() -> None:
     levels = np.repeat(np.array([0, 1, 2, 3]), [60, 25, 10, 5])[:, None].repeat(3, 1)  # severe rare
     draws = inverse_targets(levels, 600, seed=0)
@@ -226,6 +303,15 @@ def test_cli_errors(setup, tmp_path, capsys) -> None:
     assert main(["translate", img, "--target", "sebum=severe", "--out", out, "--model", missing]) == 2
     assert "no diffusion checkpoint" in capsys.readouterr().err
     assert main(["augment", "--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    missing_grader = ["--accept", str(tmp_path / "g.onnx"), "--model", str(ckpt)]
+    assert main(["augment", "--data", str(data), "--out", str(tmp_path / "x"), *missing_grader]) == 2
+    assert "no grader" in capsys.readouterr().err
+    assert main(["augment", "--data", str(data), "--out", str(tmp_path / "x"), "--redraw", "--model", str(ckpt)]) == 2
+    assert "--redraw needs --accept" in capsys.readouterr().err
+    assert (
+        main(["augment", "--data", str(data), "--out", str(tmp_path / "x"), "--perturb", "noise", *missing_grader]) == 2
+    )
+    assert not (tmp_path / "x").exists()
     assert not Path(out).exists()
 
 

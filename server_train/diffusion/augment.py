@@ -19,6 +19,16 @@ labelled with) the source's own levels. Output (same layout, readable by ``scalp
 Each row reproduces: ``scalpedge translate SOURCE --target ... --seed SEED --model MODEL``
 gives the same pixels as the generated frame (before JPEG).
 
+``accept`` (best of ``tries``, our addition to DiffuseIT-M): a translated frame is labelled with
+its target, so a translation that misses it is a mislabelled frame of the rare class. With an
+``Acceptance``, draw i is translated with up to ``tries`` seeds (``attempt_seed``; the first is
+``frame_seed``) and the first output a condition grader grades at the target level in every
+condition the draw changes is kept; when none is, the output with the highest mean probability
+of those target levels is kept, marked ``accepted: false``, or with ``redraw`` the draw is
+dropped and the next draw of the stream takes its place (at most ``max_draws`` x n draws; the
+set is short when they run out: ``config.json`` says by how many). Provenance records the draw
+and the seed kept.
+
 Baselines of the same budget (``perturb``, the Table 3 comparison): ``n`` frames, each a source
 drawn by rarity (``rarity_sources``: each level about as often as ``inverse_targets`` asks
 for it) and perturbed without changing its labels:
@@ -31,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +51,12 @@ import numpy as np
 from device.capture.imageio import read_frame
 from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
 from server_train.diffusion.data import read_jsonl
-from server_train.diffusion.translate import Translator
+from server_train.diffusion.translate import Translation, Translator
 
 __all__ = [
     "augment",
+    "Acceptance",
+    "attempt_seed",
     "perturb",
     "inverse_targets",
     "severe_targets",
@@ -64,6 +77,35 @@ BALANCES = ("inverse", "severe")
 def frame_seed(seed: int, index: int) -> int:
     """Translation seed of generated frame ``index``."""
     return seed * 1_000_003 + index
+
+
+def attempt_seed(seed: int, index: int, attempt: int) -> int:
+    """Translation seed of try ``attempt`` (0-based) of generated frame ``index``: try 0 is
+    ``frame_seed``; later tries sit 2**40 apart, clear of every other frame's seeds."""
+    return frame_seed(seed, index) + attempt * (1 << 40)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Best-of-``tries`` selection of translations (module docstring). ``grader``: a condition
+    grader (``device.models.classifiers.SeverityClassifier``: ``predict(frame_bgr)`` with
+    ``levels`` by name and ``level_probs`` over LEVEL_NAMES); ``path``: its file, recorded."""
+
+    grader: Any
+    path: str
+    tries: int = 4
+    redraw: bool = False  # drop a draw no try hits and draw another, up to max_draws per frame
+    max_draws: int = 20
+
+    def __post_init__(self) -> None:
+        if self.tries < 1 or self.max_draws < 1:
+            raise ValueError(f"tries and max_draws must be at least 1, got {self.tries}, {self.max_draws}")
+
+    def judge(self, image: np.ndarray, target: dict[str, int], changed: list[str]) -> tuple[bool, float]:
+        """(every changed condition graded at its target level, mean probability of those levels)."""
+        graded = self.grader.predict(image)
+        hit = all(graded.levels[c] == LEVEL_NAMES[target[c]] for c in changed)
+        return hit, float(np.mean([graded.level_probs[c][target[c]] for c in changed]))
 
 
 def sha256_of(path: str | Path) -> str:
@@ -202,8 +244,10 @@ def augment(
     masked: bool = True,
     command: str | None = None,
     balance: str = "inverse",
+    accept: Acceptance | None = None,
 ) -> Path:
-    """Write the balanced set to ``out`` (layout in the module docstring); returns ``out``."""
+    """Write the balanced set to ``out`` (layout in the module docstring); returns ``out``.
+    accept: keep the best of several translations per draw (module docstring); None: one each."""
     from export.release import command_line
 
     if balance not in BALANCES:
@@ -223,27 +267,76 @@ def augment(
             labels.append(r)
     ckpt_sha = sha256_of(translator.checkpoint)
     cmd = command or command_line()
-    draws = (severe_targets if balance == "severe" else inverse_targets)(levels, n, seed)
+    redraw = accept is not None and accept.redraw
+    limit = n * accept.max_draws if accept is not None and redraw else n
+    draws = (severe_targets if balance == "severe" else inverse_targets)(levels, limit, seed)
+    misses = 0
     for k, (si, target) in enumerate(draws):
+        if len(new_levels) == n:
+            break
         src_row = rows[si]
         src_path = src_root / "images" / f"{src_row['stem']}.jpg"
-        fseed = frame_seed(seed, k)
-        result = translator.translate(read_frame(src_path), target, seed=fseed, masked=masked)
-        stem = f"aug_{k:06d}"
+        changed = [c for i, c in enumerate(CONDITION_NAMES) if target[c] != levels[si, i]]
+        result, fseed, chosen = _translated(translator, read_frame(src_path), target, changed, seed, k, masked, accept)
+        if redraw and not chosen["accepted"]:
+            misses += 1  # dropped: the next draw takes its place
+            continue
+        stem = f"aug_{len(new_levels):06d}"
+        chosen = chosen | {"draw": k} if accept is not None else chosen
         if not cv2.imwrite(
             str(root / "images" / f"{stem}.jpg"), result.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
         ):
             raise OSError(f"cannot write {root / 'images' / stem}.jpg")
         labels.append({**src_row, **target, "stem": stem, "source": src_row["stem"], "generated": True})
         new_levels.append([target[c] for c in CONDITION_NAMES])
-        prov.append(_provenance(stem, src_path, target, fseed, translator, ckpt_sha, masked, cmd))
+        prov.append(_provenance(stem, src_path, target, fseed, translator, ckpt_sha, masked, cmd) | chosen)
     _write_jsonl(root / "labels.jsonl", labels)
     _write_jsonl(root / "provenance.jsonl", prov)
     after = np.concatenate([levels if copy else levels[:0], np.asarray(new_levels, np.int64).reshape(-1, 3)])
     info = {"source": str(src_root), "n": n, "seed": seed, "balance": balance, "copy": copy, "masked": masked}
+    if accept is not None:
+        info["accept"] = {
+            "grader": accept.path,
+            "grader_sha256": sha256_of(accept.path),
+            "tries": accept.tries,
+            "accepted_share": round(float(np.mean([p["accepted"] for p in prov])), 4) if prov else 0.0,
+            "mean_tries": round(float(np.mean([p["tries"] for p in prov])), 3) if prov else 0.0,
+            "redraw": accept.redraw,
+            "draws": len(new_levels) + misses,
+            "dropped": misses,
+            "short_by": n - len(new_levels),
+        }
     info |= {"counts_before": level_counts(levels), "counts_after": level_counts(after)}
     (root / "config.json").write_text(json.dumps(info, indent=2))
     return root
+
+
+def _translated(
+    tr: Translator,
+    source: np.ndarray,
+    target: dict[str, int],
+    changed: list[str],
+    seed: int,
+    index: int,
+    masked: bool,
+    accept: Acceptance | None,
+) -> tuple[Translation, int, dict[str, Any]]:
+    """The translation kept for draw ``index``, its seed and its provenance fields (``tries``,
+    ``accepted``, ``accept_score`` with an acceptance; none without)."""
+    if accept is None:
+        fseed = frame_seed(seed, index)
+        return tr.translate(source, target, seed=fseed, masked=masked), fseed, {}
+    best: tuple[float, Translation, int] | None = None
+    for attempt in range(accept.tries):
+        aseed = attempt_seed(seed, index, attempt)
+        result = tr.translate(source, target, seed=aseed, masked=masked)
+        hit, score = accept.judge(result.image, target, changed or list(target))
+        if best is None or hit or score > best[0]:
+            best = (score, result, aseed)
+        if hit:
+            break
+    assert best is not None  # tries >= 1
+    return best[1], best[2], {"tries": attempt + 1, "accepted": hit, "accept_score": round(best[0], 4)}
 
 
 def _provenance(

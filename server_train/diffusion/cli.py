@@ -184,6 +184,18 @@ def register_augment(sub: argparse._SubParsersAction) -> None:
         help="instead of translating: the same number of frames drawn by rarity with Gaussian noise or AugMix, "
         "labels kept (the Table 3 baselines)",
     )
+    p.add_argument(
+        "--accept",
+        metavar="GRADER",
+        help="condition grader ONNX: keep the first of --tries translations it grades at the target "
+        "(else the most probable); provenance records the seed kept",
+    )
+    p.add_argument("--tries", type=int, default=4, help="translations tried per frame with --accept (default 4)")
+    p.add_argument(
+        "--redraw",
+        action="store_true",
+        help="with --accept: drop a draw none of whose tries the grader accepts, draw another (<= 20 per frame)",
+    )
     _translation_options(p)
     p.set_defaults(func=_run_augment)
 
@@ -194,12 +206,22 @@ def _run_augment(args: argparse.Namespace) -> int:
     need_torch()
     import torch
 
-    from server_train.diffusion.augment import augment, perturb
+    from server_train.diffusion.augment import Acceptance, augment, perturb
 
+    accept = None
+    if args.accept:
+        from device.models.classifiers import SeverityClassifier
+
+        if not Path(args.accept).is_file():
+            raise FileNotFoundError(f"no grader {args.accept}")
+        grader = SeverityClassifier.from_onnx(args.accept, threads=args.threads)
+        accept = Acceptance(grader, args.accept, args.tries, redraw=args.redraw)
+    elif args.redraw:
+        raise ValueError("--redraw needs --accept GRADER")
     torch.set_num_threads(args.threads)
     if args.perturb:
-        if args.unmasked:
-            raise ValueError("--perturb and --unmasked exclude each other (a perturbation translates nothing)")
+        if args.unmasked or args.accept:
+            raise ValueError("--perturb excludes --unmasked and --accept (a perturbation translates nothing)")
         out = perturb(args.data, args.out, args.perturb, n=args.n, seed=args.seed, copy=not args.no_copy)
         print(f"wrote {out}")
         return 0
@@ -212,6 +234,7 @@ def _run_augment(args: argparse.Namespace) -> int:
         copy=not args.no_copy,
         masked=not args.unmasked,
         balance=args.balance,
+        accept=accept,
     )
     print(f"wrote {out}")
     return 0
