@@ -11,7 +11,7 @@
 # masked_severe: masked translation of one condition per frame to severe, --balance severe;
 # masked_accepted / unmasked_accepted: the same, keeping only draws the grader ACCEPT (default
 # runs/cls/sev_fold0/severity.onnx) grades severe in one of TRIES (1) tries: augment --accept
-# --redraw), DIFFUSION (the
+# --redraw), TRANSLATE (extra translation flags, e.g. "--strength 0.8 --guidance 6"), DIFFUSION (the
 # checkpoint, runs/diffusion/final.pt), RESOLUTION (side the frames are drawn at; default the crop size), WORK (added sets, feature caches and graders, runs/table3),
 # REPORTS (benchmarks/reports/table3).
 # The seeds of one method share its feature cache ($WORK/cache_METHOD): run them one after another.
@@ -31,7 +31,8 @@ W=${WORK:-runs/table3}
 R=${REPORTS:-benchmarks/reports/table3}
 [ "$SEED" = 0 ] || R="$R/seed$SEED"
 mkdir -p "$W/sets" "$R"
-TR=(--model "${DIFFUSION:-runs/diffusion/final.pt}" --features runs/cls/sev_fold0/final.pt --refs "$SRC" --seed 1 --threads "$THREADS" ${RESOLUTION:+--resolution "$RESOLUTION"})
+# shellcheck disable=SC2206  # TRANSLATE: extra translation flags, split on spaces
+TR=(--model "${DIFFUSION:-runs/diffusion/final.pt}" --features runs/cls/sev_fold0/final.pt --refs "$SRC" --seed 1 --threads "$THREADS" ${RESOLUTION:+--resolution "$RESOLUTION"} ${TRANSLATE:-})
 for m in ${METHODS:-none noise augmix unmasked masked}; do
   set_dir="$W/sets/$m"
   case $m in
