@@ -14,16 +14,23 @@ The severe F1 comes with a 95% bootstrap interval over the held-out frames: each
 4x4 confusion matrix holds every frame's (true, predicted) pair, so resampling frames is a
 multinomial draw over its cells (``--boot`` draws, seeded). It measures test-set sampling noise
 only (not training seed noise).
+
+Seeds are paired: a folder named ``seedN`` holds seed N (any other: seed 0), and the graders of
+one seed share everything but the added frames. ``--compare M`` (repeatable) reports, for method
+M against every other method, the mean paired difference of the severe F1 over the seeds both
+have, its 95% t interval and how many seeds M wins.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from device.contracts.constants import CONDITION_NAMES, LEVEL_NAMES
 
@@ -49,6 +56,34 @@ def severe_f1_interval(confusion: list[list[int]], draws: int, seed: int) -> tup
     return round(float(lo), 4), round(float(hi), 4)
 
 
+def folder_seed(root: Path) -> int:
+    """Training seed of a report folder: N for ``seedN`` (table3.sh's layout), else 0."""
+    m = re.fullmatch(r"seed(\d+)", root.name)
+    return int(m.group(1)) if m else 0
+
+
+def paired(rows: list[dict[str, Any]], method: str, other: str) -> dict[str, Any] | None:
+    """Severe F1 of ``method`` minus ``other`` on the seeds both have: per condition and mean,
+    each as mean difference, 95% t interval (None with one seed) and seeds won. None: no common seed."""
+    mine = {r["seed"]: r for r in rows if r["method"] == method}
+    theirs = {r["seed"]: r for r in rows if r["method"] == other}
+    seeds = sorted(mine.keys() & theirs.keys())
+    if not seeds:
+        return None
+
+    def diff(values: list[float]) -> dict[str, Any]:
+        a = np.asarray(values, np.float64)
+        ci = None
+        if len(a) > 1:
+            half = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+            ci = [round(float(a.mean()) - half, 4), round(float(a.mean()) + half, 4)]
+        return {"mean": round(float(a.mean()), 4), "ci95": ci, "wins": int((a > 0).sum())}
+
+    out = {c: diff([mine[s]["severe_f1"][c] - theirs[s]["severe_f1"][c] for s in seeds]) for c in CONDITIONS}
+    out["mean"] = diff([mine[s]["severe_f1_mean"] - theirs[s]["severe_f1_mean"] for s in seeds])
+    return {"method": method, "against": other, "seeds": seeds, "severe_f1_difference": out}
+
+
 def method_row(root: Path, method: str, draws: int, seed: int) -> dict[str, Any] | None:
     """One method's scores from one report folder (None when its two reports are not there)."""
     held, valid = root / f"{method}_heldout.json", root / f"{method}_valid.json"
@@ -59,6 +94,7 @@ def method_row(root: Path, method: str, draws: int, seed: int) -> dict[str, Any]
     return {
         "method": method,
         "reports": str(root),
+        "seed": folder_seed(root),
         "synthetic_macro_f1": h["macro_f1"],
         "severe_f1": severe,
         "severe_f1_mean": round(sum(severe.values()) / len(severe), 4),
@@ -94,13 +130,15 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--boot", type=int, default=2000, help="bootstrap draws for the severe-F1 interval")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", action="append", default=[], choices=METHODS, help="paired seed differences of M")
     args = p.parse_args()
     rows = [r for root in args.reports for m in METHODS if (r := method_row(Path(root), m, args.boot, args.seed))]
     if not rows:
         raise SystemExit(f"no method reports in {args.reports}")
     by_method = {m: [r for r in rows if r["method"] == m] for m in METHODS}
     summary = [across_seeds(runs) for runs in by_method.values() if runs]
-    Path(args.out).write_text(json.dumps({"rows": rows, "across_seeds": summary}, indent=2))
+    comparisons = [d for m in args.compare for o in METHODS if o != m and (d := paired(rows, m, o))]
+    Path(args.out).write_text(json.dumps({"rows": rows, "across_seeds": summary, "paired": comparisons}, indent=2))
     print("| method | reports | severe F1 [95% CI] d / s / e (mean) | synthetic macro-F1 | real presence |")
     print("|---|---|---|---|---|")
     for r in rows:
@@ -117,6 +155,18 @@ def main() -> None:
         m, pr = a["severe_f1_mean"], a["real_presence_macro_f1"]
         means = f"({m['mean']:.3f} +- {m['sd']:.3f}) | {pr['mean']:.3f} +- {pr['sd']:.3f}"
         print(f"| {a['method']} | {a['seeds']} | {s} {means} |")
+    if comparisons:
+        print("\n| method | against | seeds | severe F1 difference [95% t] (seeds won) d / s / e | mean |")
+        print("|---|---|---|---|---|")
+    for d in comparisons:
+        f = d["severe_f1_difference"]
+
+        def cell(x: dict[str, Any]) -> str:
+            ci = f" [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]" if x["ci95"] else ""
+            return f"{x['mean']:+.3f}{ci} ({x['wins']})"
+
+        s = " / ".join(cell(f[c]) for c in CONDITIONS)
+        print(f"| {d['method']} | {d['against']} | {len(d['seeds'])} | {s} | {cell(f['mean'])} |")
     print(f"wrote {args.out}")
 
 
