@@ -64,9 +64,19 @@ def folder_seed(root: Path) -> int:
 
 def paired(rows: list[dict[str, Any]], method: str, other: str) -> dict[str, Any] | None:
     """Severe F1 of ``method`` minus ``other`` on the seeds both have: per condition and mean,
-    each as mean difference, 95% t interval (None with one seed) and seeds won. None: no common seed."""
-    mine = {r["seed"]: r for r in rows if r["method"] == method}
-    theirs = {r["seed"]: r for r in rows if r["method"] == other}
+    each as mean difference, 95% t interval (None with one seed) and seeds won. None: no common seed.
+    Two rows of one method with the same seed (folders of two runs mixed) are refused."""
+
+    def by_seed(m: str) -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            if r["method"] == m:
+                if r["seed"] in found:
+                    raise ValueError(f"{m}: seed {r['seed']} in both {found[r['seed']]['reports']} and {r['reports']}")
+                found[r["seed"]] = r
+        return found
+
+    mine, theirs = by_seed(method), by_seed(other)
     seeds = sorted(mine.keys() & theirs.keys())
     if not seeds:
         return None
@@ -82,6 +92,12 @@ def paired(rows: list[dict[str, Any]], method: str, other: str) -> dict[str, Any
     out = {c: diff([mine[s]["severe_f1"][c] - theirs[s]["severe_f1"][c] for s in seeds]) for c in CONDITIONS}
     out["mean"] = diff([mine[s]["severe_f1_mean"] - theirs[s]["severe_f1_mean"] for s in seeds])
     return {"method": method, "against": other, "seeds": seeds, "severe_f1_difference": out}
+
+
+def difference_cell(x: dict[str, Any]) -> str:
+    """One paired difference as Markdown: mean [t interval] (seeds won)."""
+    ci = f" [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]" if x["ci95"] else ""
+    return f"{x['mean']:+.3f}{ci} ({x['wins']})"
 
 
 def method_row(root: Path, method: str, draws: int, seed: int) -> dict[str, Any] | None:
@@ -160,13 +176,8 @@ def main() -> None:
         print("|---|---|---|---|---|")
     for d in comparisons:
         f = d["severe_f1_difference"]
-
-        def cell(x: dict[str, Any]) -> str:
-            ci = f" [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]" if x["ci95"] else ""
-            return f"{x['mean']:+.3f}{ci} ({x['wins']})"
-
-        s = " / ".join(cell(f[c]) for c in CONDITIONS)
-        print(f"| {d['method']} | {d['against']} | {len(d['seeds'])} | {s} | {cell(f['mean'])} |")
+        s = " / ".join(difference_cell(f[c]) for c in CONDITIONS)
+        print(f"| {d['method']} | {d['against']} | {len(d['seeds'])} | {s} | {difference_cell(f['mean'])} |")
     print(f"wrote {args.out}")
 
 

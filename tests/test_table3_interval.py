@@ -70,3 +70,11 @@ def test_paired_difference_uses_common_seeds_only() -> None:
 def test_one_common_seed_has_no_interval() -> None:
     rows = [_row("masked", 0, 0.9, 0.5, 0.6), _row("noise", 0, 0.8, 0.4, 0.6)]
     assert table3.paired(rows, "masked", "noise")["severe_f1_difference"]["mean"]["ci95"] is None
+
+
+def test_two_runs_of_one_seed_are_refused() -> None:
+    rows = [_row("masked", 0, 0.9, 0.5, 0.6), _row("masked", 0, 0.8, 0.5, 0.6), _row("noise", 0, 0.8, 0.4, 0.6)]
+    for r, folder in zip(rows, ("a", "b", "a"), strict=True):
+        r["reports"] = folder
+    with pytest.raises(ValueError, match="seed 0 in both a and b"):
+        table3.paired(rows, "masked", "noise")
