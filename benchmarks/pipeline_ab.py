@@ -5,8 +5,11 @@ hits both alike. Version A is the file at git revision ``--old``; B is the worki
 
     .venv/bin/python benchmarks/pipeline_ab.py --old HEAD --out R.json [--diagnoses 240]
 
-Writes the median diagnosis wall time (``ScanPipeline.diagnose``, ms, after the live path) of
-each version and the median of the paired differences (B - A, block by block in order).
+Writes the median wall time of each version and the median of the paired differences (B - A,
+block by block in order). ``--timed diagnose`` (default): ``ScanPipeline.diagnose`` after the
+live path, the live path not timed. ``--timed total``: the live path told it will diagnose the
+frame (``live(frame, diagnose=True)``, which queues frame-only models beside the segmentation)
+and the diagnosis, as ``scalpedge bench diagnosis`` times its ``total_ms``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main() -> None:
     ap.add_argument("--diagnoses", type=int, default=240)
     ap.add_argument("--block", type=int, default=3, help="diagnoses per turn (the sample frames: 3)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timed", choices=("diagnose", "total"), default="diagnose")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.diagnoses < 4 * args.block:
@@ -64,8 +68,10 @@ def main() -> None:
         for key, fn in versions[name].items():
             setattr(current.ScanPipeline, key, fn)
         pipe.forget_motion()
-        live = pipe.live(frames[i % len(frames)])
         t = time.perf_counter()
+        live = pipe.live(frames[i % len(frames)], diagnose=args.timed == "total")
+        if args.timed == "diagnose":
+            t = time.perf_counter()
         pipe.diagnose(live)
         times[name].append((time.perf_counter() - t) * 1000)
     pipe.close()
@@ -77,6 +83,7 @@ def main() -> None:
         "threads": args.threads,
         "old": args.old,
         "diagnoses": args.diagnoses,
+        "timed": args.timed,
         "median_ms": {k: round(float(np.median(v[skip:])), 2) for k, v in times.items()},
         "median_paired_b_minus_a_ms": round(float(np.median(paired)), 2),
     }

@@ -207,21 +207,29 @@ def test_condition_levels_follow_the_presence_decision(pipeline: ScanPipeline) -
     assert seen == {True, False}, "the demo frames show conditions both present and absent"
 
 
-def test_a_frame_to_diagnose_starts_its_grades_beside_the_segmentation(pipeline: ScanPipeline) -> None:
-    # live(diagnose=True) queues the condition grader on the worker before segmenting; the
-    # diagnosis takes that task instead of grading again, and grades as a plain diagnosis does.
+def test_a_frame_to_diagnose_starts_its_frame_only_models_beside_the_segmentation(pipeline: ScanPipeline) -> None:
+    # live(diagnose=True) queues the prompt refiner's encoder, then the condition grader, on the
+    # worker before segmenting; the diagnosis takes those tasks instead of running them again,
+    # and measures and grades as a plain diagnosis does.
+    assert pipeline.refiner is not None and pipeline.severity is not None
     frame = read_frame(CLIP[0])
     plain = pipeline.diagnose(pipeline.live(frame))
-    calls: list[int] = []
-    grade = pipeline._classify
-    pipeline._classify = lambda f: (calls.append(1), grade(f))[1]  # type: ignore[method-assign]
-    pipeline.forget_motion()
-    live = pipeline.live(frame, diagnose=True)
-    assert live.graded is not None
-    early = pipeline.diagnose(live)
-    assert len(calls) == 1  # graded once, by the task the live path queued
+    calls: list[str] = []
+    grade, encode = pipeline._classify, pipeline.refiner.encode
+    pipeline._classify = lambda f: (calls.append("grade"), grade(f))[1]  # type: ignore[method-assign]
+    pipeline.refiner.encode = lambda f: (calls.append("encode"), encode(f))[1]  # type: ignore[method-assign]
+    try:
+        pipeline.forget_motion()
+        live = pipeline.live(frame, diagnose=True)
+        assert live.graded is not None and live.encoded is not None
+        early = pipeline.diagnose(live)
+    finally:
+        del pipeline._classify, pipeline.refiner.encode
+    assert calls == ["encode", "grade"]  # each once, by the tasks the live path queued, encoder first
+    assert early.mask_stage == plain.mask_stage
+    assert early.record_fields()["metrics"] == plain.record_fields()["metrics"]
     for name, result in plain.conditions.items():
         assert early.conditions[name]["level"] == result["level"]
         assert early.conditions[name]["presence"] == pytest.approx(result["presence"], abs=1e-5)
     rejected = pipeline.live(np.zeros_like(frame), diagnose=True)
-    assert rejected.problem is not None and rejected.graded is None  # nothing queued for a rejected frame
+    assert rejected.problem is not None and rejected.graded is None and rejected.encoded is None

@@ -106,8 +106,9 @@ class LiveResult:
     head: the count taken on this frame's segmentation, or None (not counted on this frame, or
         a segmenter that counts skeleton strands, which only a diagnosis measures).
     quality: the gate's report; timings_ms: quality_ms, segment_ms, count_ms (when counted).
-    graded: the condition grader's task on this frame, queued beside the segmentation when the
-        caller said it will diagnose the frame (``live(diagnose=True)``); ``diagnose`` takes it.
+    encoded, graded: the prompt refiner's encoder and the condition grader on this frame, queued
+        (in that order) beside the segmentation when the caller said it will diagnose the frame
+        (``live(diagnose=True)``) and the bundle has them; ``diagnose`` takes them.
     """
 
     frame: np.ndarray
@@ -118,6 +119,7 @@ class LiveResult:
     timings_ms: dict[str, float]
     quality: QualityReport
     head: HeadCount | None = None
+    encoded: WorkerTask | None = None
     graded: WorkerTask | None = None
 
 
@@ -319,6 +321,9 @@ class ScanPipeline:
         t1 = time.perf_counter()
         if problem is not None:
             return LiveResult(frame, frame_bgr.shape, None, 0, problem, {"quality_ms": (t1 - t0) * 1000}, quality)
+        # The encoder first: the diagnosis's decoder waits for it right after the prompts, while
+        # the grader's result is wanted only at the end of the diagnosis.
+        encoded = self._beside(self.refiner.encode, frame) if diagnose and self.refiner is not None else None
         graded = self._beside(self._classify, frame) if diagnose and self.severity is not None else None
         seg = segment_at_scale(self.segmenter, frame, um_per_px)
         t2 = time.perf_counter()
@@ -328,7 +333,7 @@ class ScanPipeline:
             head = head_count(seg, seg.mask())
             self._live_count = head.value if head is not None else self._live_count
             timings["count_ms"] = (time.perf_counter() - t2) * 1000
-        return LiveResult(frame, frame_bgr.shape, seg, self._live_count, None, timings, quality, head, graded)
+        return LiveResult(frame, frame_bgr.shape, seg, self._live_count, None, timings, quality, head, encoded, graded)
 
     def diagnose(self, live: LiveResult) -> Diagnosis:
         """The full diagnosis (see the module docstring) of the frame ``live`` is the live path's
@@ -352,7 +357,7 @@ class ScanPipeline:
             encoder_ms = self.refiner.encoder_ms if self.refiner is not None else 0.0
             grader_first = self.severity is not None and self._classify_ms > encoder_ms
             classified = live.graded or (self._beside(self._classify, frame) if grader_first else None)
-            encoded = self._beside(self.refiner.encode, frame) if self.refiner is not None else None
+            encoded = live.encoded or (self._beside(self.refiner.encode, frame) if self.refiner is not None else None)
             early = mask_independent(coarse)
             located = locate_beside(self._beside, frame, coarse, um_per_px, self.hair_classes) if early else None
             if self.severity is not None and classified is None:

@@ -23,6 +23,7 @@ from device.contracts.constants import (
 
 __all__ = [
     "to_tensor_layout",
+    "to_classifier_layout",
     "crop_box",
     "source_px_per_frame_px",
     "prepare_frame",
@@ -31,22 +32,37 @@ __all__ = [
     "photo_input",
 ]
 
-# (x / 255 - mean) / std as one multiply-add per RGB channel: x * _SCALE + _OFFSET
-_SCALE = (1.0 / (255.0 * np.asarray(PIXEL_STD, np.float64))).astype(np.float32)
-_OFFSET = (-np.asarray(PIXEL_MEAN, np.float64) / np.asarray(PIXEL_STD, np.float64)).astype(np.float32)
+# (x / 255 - mean) / std as one multiply-add per RGB channel: x * scale + offset
+def _affine(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    m, s = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    return (1.0 / (255.0 * s)).astype(np.float32), (-m / s).astype(np.float32)
 
 
-def _normalised_planes(bgr: np.ndarray) -> np.ndarray:
+_SEG_AFFINE = _affine(PIXEL_MEAN, PIXEL_STD)  # the segmenters, refiners and per-hair class model
+_CLS_AFFINE = _affine(CLS_PIXEL_MEAN, CLS_PIXEL_STD)  # ImageNet-trunk classifiers (about [-1, 1])
+
+
+def _normalised_planes(bgr: np.ndarray, affine: tuple[np.ndarray, np.ndarray] = _SEG_AFFINE) -> np.ndarray:
     """... x H x W x 3 BGR (uint8) -> ... x 3 x H x W float32 normalised RGB ((x/255 - mean) /
-    std). Written one channel plane at a time into the output, in place: at 640x480 that is
-    0.5 ms where a reversed, transposed float copy took 7-10 ms (2-core CPU, 2026-12-06)."""
+    std, ``affine`` = (scale, offset) per RGB channel). Written one channel plane at a time into
+    the output, in place: at 640x480 that is 0.5 ms where a reversed, transposed float copy took
+    7-10 ms (2-core CPU, 2026-12-06)."""
+    scale, offset = affine
     out = np.empty((*bgr.shape[:-3], 3, *bgr.shape[-3:-1]), np.float32)
     for c in range(3):
         plane = out[..., c, :, :]
         plane[...] = bgr[..., 2 - c]
-        plane *= _SCALE[c]
-        plane += _OFFSET[c]
+        plane *= scale[c]
+        plane += offset[c]
     return out
+
+
+def to_classifier_layout(image_bgr: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 BGR -> 1x3xHxW float32 RGB normalised with CLS_PIXEL_MEAN/STD (the
+    ImageNet-trunk classifiers' input; about [-1, 1])."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
+    return _normalised_planes(image_bgr, _CLS_AFFINE)[None]
 
 
 def to_tensor_layout(frame_bgr: np.ndarray) -> np.ndarray:
@@ -136,18 +152,12 @@ def hair_patches(frame_bgr: np.ndarray, points: np.ndarray, um_per_px: float, si
     return _normalised_planes(crops)  # one normalisation for all patches, as for a frame
 
 
-_PHOTO_MEAN = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
-_PHOTO_STD = np.asarray(CLS_PIXEL_STD, np.float32).reshape(3, 1, 1)
-
-
 def photo_input(image_bgr: np.ndarray, side: int = HAIR_PHOTO_SIDE) -> np.ndarray:
     """The hair-photo segmenter's input: any HxWx3 uint8 BGR photo -> 1x3xsidexside float32 RGB,
     the whole photo resized (area when shrinking, linear when growing; aspect not kept) and
-    normalised with CLS_PIXEL_MEAN/STD (about [-1, 1])."""
+    normalised with CLS_PIXEL_MEAN/STD (``to_classifier_layout``)."""
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"photo_input: expected an HxWx3 BGR image, got shape {image_bgr.shape}")
     h, w = image_bgr.shape[:2]
     interp = cv2.INTER_AREA if h * w > side * side else cv2.INTER_LINEAR
-    small = cv2.resize(image_bgr, (side, side), interpolation=interp)
-    rgb = small[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) * (1.0 / 255.0)
-    return np.ascontiguousarray(((rgb - _PHOTO_MEAN) / _PHOTO_STD)[None])
+    return to_classifier_layout(cv2.resize(image_bgr, (side, side), interpolation=interp))

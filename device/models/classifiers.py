@@ -33,8 +33,6 @@ from device.contracts.constants import (
     CLS_OUT_AREA,
     CLS_OUT_LEVELS,
     CLS_OUT_PRESENCE,
-    CLS_PIXEL_MEAN,
-    CLS_PIXEL_STD,
     CLS_WIDTH,
     CONDITION_NAMES,
     DISEASE_INPUT,
@@ -43,6 +41,7 @@ from device.contracts.constants import (
     DISEASE_SIZE,
     LEVEL_NAMES,
 )
+from device.contracts.preprocess import to_classifier_layout
 from device.measure.hair_metrics import HairMetrics
 from device.models.backends import Backend, OrtBackend
 
@@ -65,10 +64,6 @@ __all__ = [
     "DEFAULT_PRESENCE_THRESHOLD",
 ]
 
-_MEAN = np.asarray(CLS_PIXEL_MEAN, np.float32).reshape(3, 1, 1)
-_STD = np.asarray(CLS_PIXEL_STD, np.float32).reshape(3, 1, 1)
-
-
 class ClassifierInputError(ValueError):
     """An input tensor or image a classifier cannot take, with what was expected."""
 
@@ -83,19 +78,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
 
 
-def _normalise(rgb_u8: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 RGB -> 1x3xHxW float32 with the Lite normalisation."""
-    x = rgb_u8.astype(np.float32).transpose(2, 0, 1) * (1.0 / 255.0)
-    return np.ascontiguousarray(((x - _MEAN) / _STD)[None])
-
-
 def prepare_condition_input(frame_bgr: np.ndarray, size: tuple[int, int] = (CLS_WIDTH, CLS_HEIGHT)) -> np.ndarray:
     """HxWx3 uint8 BGR frame of any size (grey, BGRA and 16-bit are converted) ->
     1x3xhxw float32, (w, h) = ``size`` (default CLS_WIDTH x CLS_HEIGHT; a graph's own size is
     ``SeverityClassifier.size``), area interpolation, aspect not preserved."""
     frame = as_bgr(frame_bgr, "condition classifier input")
     small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-    return _normalise(small[:, :, ::-1])
+    return to_classifier_layout(small)
 
 
 DISEASE_PREPROCESSING = ("paper", "resize")
@@ -123,7 +112,7 @@ def disease_preprocess(image_bgr: np.ndarray, size: int = DISEASE_SIZE, mode: st
 def prepare_disease_input(image_bgr: np.ndarray, mode: str = "paper", size: int = DISEASE_SIZE) -> np.ndarray:
     """Clinical photo (HxWx3 uint8 BGR, any size) -> 1x3x``size``x``size`` float32 (``size`` is
     the graph's input side: DISEASE_SIZE times its tile grid)."""
-    return _normalise(disease_preprocess(image_bgr, size, mode=mode)[:, :, ::-1])
+    return to_classifier_layout(disease_preprocess(image_bgr, size, mode=mode))
 
 
 def hair_features(metrics: HairMetrics) -> np.ndarray:
