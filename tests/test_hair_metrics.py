@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.measure.hair_metrics import HeadCount, find_centres, measure, split_strands
+from device.measure.strand_measures import clean_mask
 
 SHAPE = (200, 240)
 
@@ -185,6 +186,43 @@ def test_specks_are_not_hair() -> None:
     m[10:12, 10:12] = True  # 4 px speck
     assert split_strands(m) == []
     assert measure(m).reason == "no strand long enough"
+
+
+def _clean_reference(mask: np.ndarray, min_object_px: int, max_hole_px: int) -> np.ndarray:
+    """clean_mask's rule written with scipy.ndimage: 8-connected objects under min_object_px
+    dropped, then 4-connected background holes of at most max_hole_px that do not touch the
+    frame's edge filled."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    out = mask & (sizes[lab] >= min_object_px)
+    holes, n_holes = ndimage.label(~out)  # 4-connected
+    if max_hole_px > 0 and out.any():
+        area = np.bincount(holes.ravel(), minlength=n_holes + 1)
+        edge = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+        small = area <= max_hole_px
+        small[0] = False
+        small[edge] = False
+        out |= small[holes]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    density=st.floats(0.02, 0.95),
+    min_object_px=st.integers(1, 12),
+    max_hole_px=st.integers(0, 12),
+)
+def test_clean_mask_drops_specks_and_fills_pinholes(seed: int, density: float, min_object_px: int, max_hole_px: int) -> None:
+    # random masks from sparse specks to nearly solid: few specks and holes (one box at a time)
+    # and many (one pass over the frame) must both follow the rule
+    rng = np.random.default_rng(seed)
+    mask = rng.random((40, 56)) < density
+    got = clean_mask(mask, min_object_px, max_hole_px)
+    np.testing.assert_array_equal(got, _clean_reference(mask, min_object_px, max_hole_px))
+    assert mask.dtype == bool and not np.shares_memory(got, mask)  # the input is left alone
 
 
 def test_bad_inputs_raise() -> None:
