@@ -17,10 +17,11 @@ On ONNX Runtime the work that needs only the frame and the student's output (the
 refiner's encoder, the located hairs and their classes, the severity classifier) runs on one
 worker thread beside the work that needs the mask (pixel refiner or prompts, decoder and
 fusion, hair metrics), so on two cores a diagnosis costs about its longer branch, not the sum;
-the stage timings then overlap. The severity classifier, the costliest piece on a CPU, starts
-beside the live segmentation when the caller will diagnose the frame (``live(diagnose=True)``)
-and is queued first once it measures costlier than the encoder. TensorRT runs them in the frame
-loop's thread (its contexts are per thread).
+the stage timings then overlap. When the caller will diagnose the frame (``live(diagnose=True)``)
+the encoder and then the severity classifier (the costliest piece on a CPU) start beside the
+live segmentation: the decoder needs the encoder right after the prompts, the grades are needed
+only at the end. Otherwise the classifier is queued first once it measures costlier than the
+encoder. TensorRT runs them in the frame loop's thread (its contexts are per thread).
 
 Models missing from the bundle are skipped, and the diagnosis says so (its ``conditions``
 are empty), so a segmenter-only bundle still gives hair metrics.
@@ -311,8 +312,9 @@ class ScanPipeline:
         measurement) by the segmenter's count strategy. count=False skips the count (with
         centre lines about as costly as segmentation on a CPU) and reports the last one: the
         frame loop refreshes it a few times a second. diagnose=True: the caller will diagnose
-        this frame if the gate passes it, so the condition grader (frame-only, the costliest
-        piece of a diagnosis on a CPU) starts on the worker beside the segmentation."""
+        this frame if the gate passes it, so the prompt refiner's encoder and the condition
+        grader (frame-only; the grader the costliest piece of a diagnosis on a CPU) start on the
+        worker beside the segmentation, in that order."""
         t0 = time.perf_counter()
         frame = prepare_frame(frame_bgr)
         quality, self._previous_grey = assess(frame, self._previous_grey)
