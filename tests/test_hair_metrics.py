@@ -215,7 +215,9 @@ def _clean_reference(mask: np.ndarray, min_object_px: int, max_hole_px: int) -> 
     min_object_px=st.integers(1, 12),
     max_hole_px=st.integers(0, 12),
 )
-def test_clean_mask_drops_specks_and_fills_pinholes(seed: int, density: float, min_object_px: int, max_hole_px: int) -> None:
+def test_clean_mask_drops_specks_and_fills_pinholes(
+    seed: int, density: float, min_object_px: int, max_hole_px: int
+) -> None:
     # random masks from sparse specks to nearly solid: few specks and holes (one box at a time)
     # and many (one pass over the frame) must both follow the rule
     rng = np.random.default_rng(seed)

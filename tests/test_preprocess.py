@@ -47,7 +47,9 @@ def test_classifier_inputs_take_the_classifiers_normalisation() -> None:
     assert not np.allclose(x, reference(np.ascontiguousarray(frame[:, ::-1]))[None], atol=1e-2)
     np.testing.assert_allclose(prepare_condition_input(frame, (64, 48)), to_classifier_layout(frame), atol=0)
     square = frame[:48, :48]  # a photo already at the side asked for is only normalised
-    np.testing.assert_allclose(photo_input(square, side=48), reference(square, CLS_PIXEL_MEAN, CLS_PIXEL_STD)[None], atol=2e-6)
+    np.testing.assert_allclose(
+        photo_input(square, side=48), reference(square, CLS_PIXEL_MEAN, CLS_PIXEL_STD)[None], atol=2e-6
+    )
     with pytest.raises(ValueError, match="HxWx3"):
         to_classifier_layout(np.zeros((48, 64), np.uint8))
 

@@ -32,6 +32,7 @@ __all__ = [
     "photo_input",
 ]
 
+
 # (x / 255 - mean) / std as one multiply-add per RGB channel: x * scale + offset
 def _affine(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     m, s = np.asarray(mean, np.float64), np.asarray(std, np.float64)

@@ -64,6 +64,7 @@ __all__ = [
     "DEFAULT_PRESENCE_THRESHOLD",
 ]
 
+
 class ClassifierInputError(ValueError):
     """An input tensor or image a classifier cannot take, with what was expected."""
 
