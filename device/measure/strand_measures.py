@@ -141,7 +141,7 @@ def _clean(mask: np.ndarray, min_object_px: int, max_hole_px: int) -> tuple[np.n
     _, lab, stats, _ = cv2.connectedComponentsWithStats(u, connectivity=8)
     small = stats[:, cv2.CC_STAT_AREA] < min_object_px
     small[0] = False
-    _erase(u, lab, stats, np.flatnonzero(small), 0, lab)
+    _paint(u, lab, stats, np.flatnonzero(small), 0, lab)
     stats[small] = 0
     if max_hole_px > 0 and u.any() and not u.all():
         _, lab_bg, stats_bg, _ = cv2.connectedComponentsWithStats(np.equal(u, 0).view(np.uint8), connectivity=4)
@@ -149,16 +149,17 @@ def _clean(mask: np.ndarray, min_object_px: int, max_hole_px: int) -> tuple[np.n
         inside = (x > 0) & (y > 0) & (x + w < u.shape[1]) & (y + h < u.shape[0])
         fill = (area <= max_hole_px) & inside
         fill[0] = False  # label 0 is the hair itself
-        _erase(u, lab_bg, stats_bg, np.flatnonzero(fill), 1, None)
+        _paint(u, lab_bg, stats_bg, np.flatnonzero(fill), 1, None)
     return m, lab, stats
 
 
-def _erase(
+def _paint(
     u: np.ndarray, lab: np.ndarray, stats: np.ndarray, labels: np.ndarray, value: int, relabel: np.ndarray | None
 ) -> None:
-    """Set ``u`` (HxW uint8) to ``value`` on the pixels of each of ``labels`` of ``lab`` (with
-    ``stats`` from ``cv2.connectedComponentsWithStats``), and ``relabel`` (an HxW label image)
-    to 0 there when given; one bounding box at a time, or over the frame when they are many."""
+    """Set ``u`` (HxW uint8) to ``value`` (0: drop specks, 1: fill holes) on the pixels of each
+    of ``labels`` of ``lab`` (with ``stats`` from ``cv2.connectedComponentsWithStats``), and
+    ``relabel`` (an HxW label image) to 0 there when given; one bounding box at a time, or over
+    the frame when they are many."""
     if len(labels) > 64:  # many specks (a noisy map): one gather over the frame is cheaper
         hit = np.zeros(len(stats), bool)
         hit[labels] = True
