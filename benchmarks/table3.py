@@ -85,8 +85,8 @@ def paired(rows: list[dict[str, Any]], method: str, other: str) -> dict[str, Any
         a = np.asarray(values, np.float64)
         ci = None
         if len(a) > 1:
-            half = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
-            ci = [round(float(a.mean()) - half, 4), round(float(a.mean()) + half, 4)]
+            low, high = stats.ttest_1samp(a, 0.0).confidence_interval(0.95)
+            ci = [round(float(low), 4), round(float(high), 4)]
         return {"mean": round(float(a.mean()), 4), "ci95": ci, "wins": int((a > 0).sum())}
 
     out = {c: diff([mine[s]["severe_f1"][c] - theirs[s]["severe_f1"][c] for s in seeds]) for c in CONDITIONS}
