@@ -233,3 +233,28 @@ def test_a_frame_to_diagnose_starts_its_frame_only_models_beside_the_segmentatio
         assert early.conditions[name]["presence"] == pytest.approx(result["presence"], abs=1e-5)
     rejected = pipeline.live(np.zeros_like(frame), diagnose=True)
     assert rejected.problem is not None and rejected.graded is None and rejected.encoded is None
+
+
+def test_a_frame_to_diagnose_is_segmented_on_one_thread_while_the_worker_holds_the_other() -> None:
+    # With two threads and the worker, the live path segments a frame it will diagnose with a
+    # one-thread session of the same student (the worker runs the encoder and the grader beside
+    # it), and every other frame with the two-thread session; both give the same segmentation.
+    pipe = ScanPipeline(shipped_bundle(), threads=2)
+    try:
+        assert pipe.parallel and pipe._segmenter_beside is not None
+        both, one = CountingSegmenter(pipe.segmenter), CountingSegmenter(pipe._segmenter_beside)
+        pipe.segmenter, pipe._segmenter_beside = both, one
+        frame = read_frame(CLIP[0])
+        preview = pipe.live(frame)
+        assert (both.calls, one.calls) == (1, 0)
+        pipe.forget_motion()
+        diagnosed = pipe.live(frame, diagnose=True)
+        assert (both.calls, one.calls) == (1, 1)
+        assert preview.seg is not None and diagnosed.seg is not None
+        np.testing.assert_allclose(diagnosed.seg.prob, preview.seg.prob, atol=1e-5)
+        assert pipe.diagnose(diagnosed).accepted
+    finally:
+        pipe.close()
+    single = ScanPipeline(shipped_bundle(), threads=1)  # one thread already: no second session
+    assert single._segmenter_beside is None
+    single.close()

@@ -20,8 +20,10 @@ fusion, hair metrics), so on two cores a diagnosis costs about its longer branch
 the stage timings then overlap. When the caller will diagnose the frame (``live(diagnose=True)``)
 the encoder and then the severity classifier (the costliest piece on a CPU) start beside the
 live segmentation: the decoder needs the encoder right after the prompts, the grades are needed
-only at the end. Otherwise the classifier is queued first once it measures costlier than the
-encoder. TensorRT runs them in the frame loop's thread (its contexts are per thread).
+only at the end, and that frame's segmentation runs on one thread (a second session of the
+student), leaving the other core to the worker. Otherwise the classifier is queued first once it
+measures costlier than the encoder. TensorRT runs them in the frame loop's thread (its contexts
+are per thread).
 
 Models missing from the bundle are skipped, and the diagnosis says so (its ``conditions``
 are empty), so a segmenter-only bundle still gives hair metrics.
@@ -68,6 +70,7 @@ from device.contracts.preprocess import prepare_frame
 from device.measure.hair_metrics import HeadCount
 from device.measure.optics import OpticsProfile
 from device.measure.quality import QualityReport, assess
+from device.models.backends import OrtBackend
 from device.models.bundle import Bundle, BundleError
 from device.models.classifiers import AlopeciaGrader, SeverityClassifier
 from device.models.hair_classes import HAIR_CLASSES_MODEL, HairClassifier
@@ -229,6 +232,12 @@ class ScanPipeline:
         segmenter = ModelSegmenter(seg_backend, name="segmenter")
         self.count_strategy: CountStrategy = segmenter.count_strategy  # decided as the model loaded
         self.segmenter: Segmenter = segmenter
+        # A frame to be diagnosed is segmented on one thread: the worker holds the other core
+        # then (the encoder and the grader), and the student split over both cores waited for its
+        # slower half (``docs/results/refiner.md``). The same file, a second session.
+        self._segmenter_beside: Segmenter | None = None
+        if self.parallel and threads > 1 and isinstance(seg_backend, OrtBackend):
+            self._segmenter_beside = ModelSegmenter(OrtBackend(seg_backend.path, threads=1), name="segmenter")
         self.severity: SeverityClassifier | None = None
         self.alopecia: AlopeciaGrader | None = None
         if (
@@ -327,7 +336,9 @@ class ScanPipeline:
         # the grader's result is wanted only at the end of the diagnosis.
         encoded = self._beside(self.refiner.encode, frame) if diagnose and self.refiner is not None else None
         graded = self._beside(self._classify, frame) if diagnose and self.severity is not None else None
-        seg = segment_at_scale(self.segmenter, frame, um_per_px)
+        beside = self._segmenter_beside
+        segmenter = beside if beside is not None and (encoded or graded) is not None else self.segmenter
+        seg = segment_at_scale(segmenter, frame, um_per_px)
         t2 = time.perf_counter()
         timings = {"quality_ms": (t1 - t0) * 1000, "segment_ms": (t2 - t1) * 1000}
         head = None
