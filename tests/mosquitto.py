@@ -7,6 +7,7 @@ through the ``broker`` fixtures in their own files.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Mosquitto", "free_port", "mosquitto_binary", "terminate"]
+__all__ = ["Mosquitto", "ephemeral_ports", "free_port", "mosquitto_binary", "terminate"]
 
 
 def mosquitto_binary() -> str | None:
@@ -23,11 +24,32 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux's default when unknown)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, from below the kernel's ephemeral
+    range. A broker's port stays unbound while it is down (started late, killed, restarted);
+    a port from the ephemeral range can meanwhile become the local end of a client's outgoing
+    connection (a device retrying its link), and the broker's restart then fails with "Address
+    already in use" (seen once in CI)."""
+    low, _ = ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), max(1025, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 below {low} after 200 tries")
 
 
 def terminate(proc: subprocess.Popen[Any], timeout_s: float) -> int:
