@@ -2,12 +2,15 @@
 
 import socket
 
+import pytest
 from mosquitto import ephemeral_ports, free_port
 
 
 def test_a_broker_port_is_free_and_below_the_ephemeral_range() -> None:
     low, high = ephemeral_ports()
-    assert 2024 <= low <= high  # room below it (else free_port takes any port the kernel gives)
+    assert 1024 <= low <= high
+    if low - 1024 < 1000:
+        pytest.skip(f"ephemeral range starts at {low}: free_port takes any port the kernel gives")
     ports = {free_port() for _ in range(20)}
     assert all(1024 <= p < low for p in ports)
     assert len(ports) > 1  # drawn at random, not one fixed port
