@@ -38,7 +38,7 @@ def free_port() -> int:
     range. A broker's port stays unbound while it is down (started late, killed, restarted);
     a port from the ephemeral range can meanwhile become the local end of a client's outgoing
     connection (a device retrying its link), and the broker's restart then fails with "Address
-    already in use" (seen once in CI)."""
+    already in use" (seen once in CI; the likely cause, not proven)."""
     low, _ = ephemeral_ports()
     if low - 1024 < 1000:  # no room below an unusually wide range: any port the kernel gives
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

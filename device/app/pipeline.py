@@ -233,8 +233,8 @@ class ScanPipeline:
         self.count_strategy: CountStrategy = segmenter.count_strategy  # decided as the model loaded
         self.segmenter: Segmenter = segmenter
         # A frame to be diagnosed is segmented on one thread: the worker holds the other core
-        # then (the encoder and the grader), and the student split over both cores waited for its
-        # slower half (``docs/results/refiner.md``). The same file, a second session.
+        # then (the encoder and the grader), and the student at two threads beside it took longer
+        # than at one (``docs/results/refiner.md``). The same file, a second session.
         self._segmenter_beside: Segmenter | None = None
         if self.parallel and threads > 1 and isinstance(seg_backend, OrtBackend):
             self._segmenter_beside = ModelSegmenter(OrtBackend(seg_backend.path, threads=1), name="segmenter")
